@@ -1,0 +1,48 @@
+"""Helpers shared by the benchmark scripts: where the data is, where results go."""
+
+from __future__ import annotations
+
+import json
+import platform
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results"
+CIFAR_TEST = REPO.parent / "shared" / "data" / "cifar10" / "test"
+
+
+def require_cifar() -> Path:
+    if not CIFAR_TEST.is_dir():
+        sys.exit(f"{CIFAR_TEST} not found: this benchmark needs ../shared/data/cifar10/test")
+    return CIFAR_TEST
+
+
+def machine() -> dict:
+    import os
+
+    return {
+        "python": platform.python_version(),
+        "cpus": os.cpu_count(),
+        "processor": platform.processor() or platform.machine(),
+        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+    }
+
+
+def write_results(name: str, payload: dict, markdown: str) -> None:
+    """Write `<name>.json` (numbers) and `<name>.md` (the table the README links)."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    payload = {"machine": machine(), **payload}
+    (RESULTS / f"{name}.json").write_text(json.dumps(payload, indent=2, default=_num) + "\n")
+    (RESULTS / f"{name}.md").write_text(markdown.rstrip() + "\n")
+    print(markdown)
+    print(f"\nwrote {RESULTS / name}.json and .md")
+
+
+def _num(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(type(value))

@@ -1,0 +1,98 @@
+"""`image_catalog`: the folder of images as rows in DuckDB, refreshed incrementally."""
+
+import dagster as dg
+from pydantic import Field
+
+from embedding_assets.catalog import scan_catalog, write_snapshot
+from embedding_assets.scan import DEFAULT_MAX_PIXELS
+from embedding_assets.settings import default_image_dir
+from resources.storage import StorageResource
+
+
+class CatalogConfig(dg.Config):
+    image_dir: str = Field(
+        default=default_image_dir(),
+        description="Folder to scan recursively (PNG, JPEG, TIFF, WebP, BMP, GIF). "
+        "Defaults to $EMB_IMAGE_DIR, else the demo images in the data directory.",
+    )
+    max_image_pixels: int = Field(
+        default=DEFAULT_MAX_PIXELS,
+        description="Images with more pixels are rejected as possible decompression bombs.",
+    )
+    labels_from_folders: bool = Field(
+        default=True,
+        description="Record each image's parent folder name as its label "
+        "(folders named unlabeled/unknown give none).",
+    )
+    workers: int = Field(default=0, description="Threads that hash and decode; 0 = automatic.")
+
+
+@dg.asset(
+    group_name="ingest",
+    kinds={"duckdb", "parquet"},
+    owners=["team:ml-platform"],
+    tags={"stage": "ingest"},
+)
+def image_catalog(
+    context: dg.AssetExecutionContext, config: CatalogConfig, storage: StorageResource
+) -> dg.MaterializeResult:
+    """Every image file under `image_dir` as a row of the DuckDB table `images` (hash, size,
+    pixels, mode, format, status), with folder labels in `labels` and a Parquet snapshot.
+
+    Re-runs rehash only files whose size or modification time changed; vanished files are
+    marked `removed_at`, never deleted. Bad files are kept with status and error text.
+    """
+    paths = storage.paths
+    summary = scan_catalog(
+        paths.catalog_db,
+        config.image_dir,
+        max_pixels=config.max_image_pixels,
+        labels_from_folders=config.labels_from_folders,
+        workers=config.workers or None,
+    )
+    snapshot = write_snapshot(paths.catalog_db, paths.parquet_dir / "images.parquet")
+    context.log.info(
+        f"Scanned {summary.found} files in {summary.seconds:.2f} s: {summary.new} new, "
+        f"{summary.changed} changed, {summary.removed} removed; status {summary.by_status}"
+    )
+    with storage.connect(read_only=True) as con:
+        version = con.execute(
+            "SELECT coalesce(md5(string_agg(path || ':' || sha256, ',' ORDER BY path)), 'empty') "
+            "FROM usable_images"
+        ).fetchone()[0]
+    return dg.MaterializeResult(
+        metadata={
+            "image_dir": dg.MetadataValue.path(summary.root),
+            "files_found": summary.found,
+            "usable_images": summary.usable,
+            "new": summary.new,
+            "changed": summary.changed,
+            "removed": summary.removed,
+            "unchanged (not rehashed)": summary.unchanged,
+            "labels_added": summary.labels_added,
+            "duplicate_content_groups": summary.duplicate_groups,
+            "by_status": dg.MetadataValue.json(summary.by_status),
+            "by_format": dg.MetadataValue.json(summary.by_format),
+            "seconds": dg.MetadataValue.float(round(summary.seconds, 3)),
+            "images_per_second": dg.MetadataValue.float(round(summary.images_per_second, 1)),
+            "catalog_db": dg.MetadataValue.path(str(paths.catalog_db)),
+            "parquet_snapshot": dg.MetadataValue.path(str(snapshot)),
+        },
+        data_version=dg.DataVersion(version),
+    )
+
+
+@dg.asset_check(asset=image_catalog, blocking=True, description="At least one usable image.")
+def catalog_has_usable_images(storage: StorageResource) -> dg.AssetCheckResult:
+    with storage.connect(read_only=True) as con:
+        usable, bad = con.execute(
+            "SELECT count(*) FILTER (status = 'ok'), count(*) FILTER (status <> 'ok') "
+            "FROM images WHERE removed_at IS NULL"
+        ).fetchone()
+    return dg.AssetCheckResult(
+        passed=usable > 0,
+        metadata={"usable_images": usable, "unusable_images": bad},
+        description=None
+        if usable
+        else f'No usable image ({bad} unusable): see `emb sql "select path, error from images"`',
+    )

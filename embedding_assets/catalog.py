@@ -1,0 +1,244 @@
+"""Bring the `images` table in line with a folder, touching only what changed.
+
+Three short DuckDB connections per scan: read what we knew, (no connection while hashing and
+decoding), write what changed. A re-run over an unchanged folder only stats files.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pyarrow as pa
+
+from embedding_assets import scan
+from resources.duckdb_store import connect
+
+UPSERT_COLUMNS = [
+    "path",
+    "path_bytes",
+    "root",
+    "sha256",
+    "bytes",
+    "mtime_ns",
+    "width",
+    "height",
+    "mode",
+    "format",
+    "status",
+    "error",
+]
+UPSERT_TYPES = [
+    pa.string(),
+    pa.binary(),
+    pa.string(),
+    pa.string(),
+    pa.int64(),
+    pa.int64(),
+    pa.int32(),
+    pa.int32(),
+    pa.string(),
+    pa.string(),
+    pa.string(),
+    pa.string(),
+]
+
+
+@dataclass
+class ScanSummary:
+    """What one scan found and did; becomes the asset's metadata."""
+
+    root: str
+    found: int = 0
+    new: int = 0
+    changed: int = 0
+    unchanged: int = 0
+    removed: int = 0
+    probed: int = 0
+    labels_added: int = 0
+    duplicate_groups: int = 0
+    usable: int = 0
+    by_status: dict[str, int] = field(default_factory=dict)
+    by_format: dict[str, int] = field(default_factory=dict)
+    probe_seconds: float = 0.0
+    seconds: float = 0.0
+
+    @property
+    def images_per_second(self) -> float:
+        return self.found / self.seconds if self.seconds else 0.0
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+def scan_catalog(
+    db_path: Path,
+    root: str | Path,
+    *,
+    max_pixels: int = scan.DEFAULT_MAX_PIXELS,
+    labels_from_folders: bool = True,
+    workers: int | None = None,
+) -> ScanSummary:
+    """Scan `root` into the catalog at `db_path` incrementally and return what happened."""
+    started = time.perf_counter()
+    root_path = Path(root).expanduser()
+    if not root_path.is_dir():
+        raise NotADirectoryError(
+            f"image folder {root_path} does not exist or is not a folder; set image_dir in the "
+            "image_catalog config (or EMB_IMAGE_DIR) to a folder of images"
+        )
+    root_str = str(root_path.resolve())
+    summary = ScanSummary(root=root_str)
+
+    known = _known_files(db_path, root_str)
+
+    found = list(scan.walk_images(root_path))
+    summary.found = len(found)
+    to_probe = []
+    for f in found:
+        old = known.get(f.path)
+        if old is None:
+            summary.new += 1
+            to_probe.append(f)
+        elif old[:2] != (f.size, f.mtime_ns) or old[2] == "unreadable" or f.error:
+            summary.changed += 1
+            to_probe.append(f)
+        else:
+            summary.unchanged += 1
+
+    t0 = time.perf_counter()
+    probes = scan.probe_many(to_probe, max_pixels, workers)
+    summary.probe_seconds = time.perf_counter() - t0
+    summary.probed = len(probes)
+
+    upserts = _upsert_table(to_probe, probes, root_str)
+    seen = pa.table({"path": pa.array([f.path for f in found], pa.string())})
+    labels = pa.table(
+        {
+            "path": pa.array([f.path for f in to_probe], pa.string()),
+            "label": pa.array(
+                [
+                    scan.folder_label(f.path, root_str) if labels_from_folders else None
+                    for f in to_probe
+                ],
+                pa.string(),
+            ),
+        }
+    )
+    now = _now()
+    with connect(db_path) as con:
+        con.begin()
+        con.register("upserts", upserts)
+        con.register("seen", seen)
+        con.register("folder_labels", labels)
+        con.execute(
+            f"""
+            INSERT INTO images ({", ".join(UPSERT_COLUMNS)}, first_seen, last_seen)
+            SELECT *, $now, $now FROM upserts
+            ON CONFLICT (path) DO UPDATE SET
+                {", ".join(f"{c} = excluded.{c}" for c in UPSERT_COLUMNS if c != "path")},
+                last_seen = excluded.last_seen, removed_at = NULL
+            """,
+            {"now": now},
+        )
+        con.execute(
+            "UPDATE images SET last_seen = $now, removed_at = NULL FROM seen "
+            "WHERE images.path = seen.path AND images.last_seen < $now",
+            {"now": now},
+        )
+        summary.removed = con.execute(
+            "UPDATE images SET removed_at = $now "
+            "WHERE root = $root AND removed_at IS NULL AND last_seen < $now",
+            {"now": now, "root": root_str},
+        ).fetchone()[0]
+        summary.labels_added = con.execute(
+            """
+            INSERT INTO labels (image_id, label, source)
+            SELECT i.image_id, f.label, 'folder'
+            FROM folder_labels f JOIN images i USING (path)
+            LEFT JOIN (SELECT image_id, arg_max(label, label_id) AS label
+                       FROM labels WHERE source = 'folder' GROUP BY image_id) cur USING (image_id)
+            WHERE f.label IS NOT NULL AND cur.label IS DISTINCT FROM f.label
+            """
+        ).fetchone()[0]
+        con.commit()
+        _fill_counts(con, summary)
+    summary.seconds = time.perf_counter() - started
+    return summary
+
+
+def _known_files(db_path: Path, root: str) -> dict[str, tuple[int, int, str]]:
+    """path -> (bytes, mtime_ns, status) of what the catalog already holds for `root`."""
+    if not db_path.exists():
+        return {}
+    with connect(db_path, read_only=True) as con:
+        cols = con.execute(
+            "SELECT path, bytes, mtime_ns, status FROM images WHERE root = ?", [root]
+        ).fetchnumpy()
+    return dict(
+        zip(
+            cols["path"].tolist(),
+            zip(
+                cols["bytes"].tolist(),
+                cols["mtime_ns"].tolist(),
+                cols["status"].tolist(),
+                strict=True,
+            ),
+            strict=True,
+        )
+    )
+
+
+def _upsert_table(files: list[scan.FoundFile], probes: list[scan.Probe], root: str) -> pa.Table:
+    rows = {
+        "path": [f.path for f in files],
+        "path_bytes": [f.path_bytes for f in files],
+        "root": [root] * len(files),
+        "sha256": [p.sha256 for p in probes],
+        "bytes": [f.size for f in files],
+        "mtime_ns": [f.mtime_ns for f in files],
+        "width": [p.width for p in probes],
+        "height": [p.height for p in probes],
+        "mode": [p.mode for p in probes],
+        "format": [p.format for p in probes],
+        "status": [p.status for p in probes],
+        "error": [p.error for p in probes],
+    }
+    return pa.table(
+        [pa.array(rows[c], t) for c, t in zip(UPSERT_COLUMNS, UPSERT_TYPES, strict=True)],
+        names=UPSERT_COLUMNS,
+    )
+
+
+def _fill_counts(con, summary: ScanSummary) -> None:
+    live = "FROM images WHERE root = ? AND removed_at IS NULL"
+    summary.by_status = dict(
+        con.execute(
+            f"SELECT status, count(*) {live} GROUP BY 1 ORDER BY 1", [summary.root]
+        ).fetchall()
+    )
+    summary.by_format = {
+        str(k): v
+        for k, v in con.execute(
+            f"SELECT coalesce(format, '(none)'), count(*) {live} GROUP BY 1 ORDER BY 1",
+            [summary.root],
+        ).fetchall()
+    }
+    summary.usable = summary.by_status.get("ok", 0)
+    summary.duplicate_groups = con.execute(
+        f"SELECT count(*) FROM (SELECT sha256 {live} AND status = 'ok' "
+        "GROUP BY sha256 HAVING count(*) > 1)",
+        [summary.root],
+    ).fetchone()[0]
+
+
+def write_snapshot(db_path: Path, parquet_path: Path) -> Path:
+    """Copy the whole `images` table to Parquet for tools that read files, not databases."""
+    parquet_path.parent.mkdir(parents=True, exist_ok=True)
+    with connect(db_path, read_only=True) as con:
+        target = str(parquet_path).replace("'", "''")
+        con.execute(f"COPY images TO '{target}' (FORMAT PARQUET)")
+    return parquet_path

@@ -1,0 +1,192 @@
+"""Find image files under a folder and describe each one: hash, size, pixels, mode, status.
+
+Plain Python, no Dagster. A bad file never raises out of here: it comes back as a record with
+status `corrupt`, `unsupported` or `unreadable` and an error that says what to do.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+import warnings
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from PIL import Image, UnidentifiedImageError
+
+IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".bmp", ".gif"}
+# Image files we recognise but cannot decode: recorded as `unsupported` rather than ignored.
+KNOWN_UNSUPPORTED_EXTENSIONS = {
+    ".heic",
+    ".heif",
+    ".avif",
+    ".jp2",
+    ".j2k",
+    ".svg",
+    ".psd",
+    ".dng",
+    ".cr2",
+    ".nef",
+    ".arw",
+}
+_CANDIDATE_EXTENSIONS = {e.encode() for e in IMAGE_EXTENSIONS | KNOWN_UNSUPPORTED_EXTENSIONS}
+SUPPORTED_FORMATS = {"PNG", "JPEG", "MPO", "TIFF", "WEBP", "BMP", "GIF"}
+DEFAULT_MAX_PIXELS = 178_956_970  # Pillow's own decompression-bomb threshold
+UNLABELED_FOLDERS = {"unlabeled", "_unlabeled", "unknown"}
+
+
+@dataclass(frozen=True, slots=True)
+class FoundFile:
+    """A candidate file seen while walking, with the stat fields that decide if it changed."""
+
+    path: str  # display form: valid UTF-8, undecodable bytes as \xNN
+    path_bytes: bytes | None  # raw name, only when it is not valid UTF-8
+    size: int | None
+    mtime_ns: int | None
+    error: str | None = None  # set when the file could not even be stat'ed
+
+    @property
+    def fs_path(self) -> str | bytes:
+        return self.path_bytes if self.path_bytes is not None else self.path
+
+
+@dataclass
+class Probe:
+    """What reading a file told us."""
+
+    sha256: str | None = None
+    width: int | None = None
+    height: int | None = None
+    mode: str | None = None
+    format: str | None = None
+    status: str = "ok"
+    error: str | None = None
+    extra: dict = field(default_factory=dict)
+
+
+def walk_images(root: str | Path) -> Iterator[FoundFile]:
+    """Yield every image-like file under `root`, following directory symlinks without looping.
+
+    Works on bytes paths so that file names which are not valid UTF-8 are still found. This
+    loop is the whole cost of a no-op re-scan, so it stays flat.
+    """
+    root_b = os.fsencode(os.path.abspath(root))
+    seen_dirs: set[tuple[int, int]] = set()
+    stack = [root_b]
+    while stack:
+        directory = stack.pop()
+        try:
+            st = os.stat(directory)
+            entries = list(os.scandir(directory))
+        except OSError:
+            continue
+        if (st.st_dev, st.st_ino) in seen_dirs:
+            continue  # a symlink back to a folder we already walked
+        seen_dirs.add((st.st_dev, st.st_ino))
+        for entry in entries:
+            name = entry.name
+            if name[:1] == b".":
+                continue
+            try:
+                if entry.is_dir():
+                    stack.append(entry.path)
+                    continue
+            except OSError:
+                pass  # a symlink loop: reported below as an unreadable file
+            dot = name.rfind(b".")
+            if dot < 0 or name[dot:].lower() not in _CANDIDATE_EXTENSIONS:
+                continue
+            raw = entry.path
+            try:
+                path, path_bytes = raw.decode("utf-8"), None
+            except UnicodeDecodeError:
+                path, path_bytes = raw.decode("utf-8", "backslashreplace"), raw
+            try:
+                fst = entry.stat()
+            except OSError as exc:
+                yield FoundFile(path, path_bytes, None, None, f"cannot stat: {exc.strerror}")
+                continue
+            error = None if stat.S_ISREG(fst.st_mode) else "not a regular file"
+            yield FoundFile(path, path_bytes, fst.st_size, fst.st_mtime_ns, error)
+
+
+def probe(found: FoundFile, max_pixels: int = DEFAULT_MAX_PIXELS) -> Probe:
+    """Hash and fully decode one file; classify it, never raise."""
+    if found.error is not None:
+        hint = "fix or remove the file (a broken or looping symlink, a device or a pipe)"
+        return Probe(status="unreadable", error=f"{found.error}; {hint}")
+    ext = os.path.splitext(found.path)[1].lower()
+    try:
+        with open(found.fs_path, "rb") as fh:
+            digest = hashlib.file_digest(fh, "sha256").hexdigest()
+    except OSError as exc:
+        return Probe(
+            status="unreadable",
+            error=f"cannot read: {exc.strerror or exc}; check the file's permissions",
+        )
+    result = Probe(sha256=digest)
+    if found.size == 0:
+        result.status, result.error = "corrupt", "empty file (0 bytes); re-copy or remove it"
+        return result
+    if ext in KNOWN_UNSUPPORTED_EXTENSIONS:
+        result.status = "unsupported"
+        result.error = f"{ext} images are not supported; convert to PNG, JPEG, TIFF or WebP"
+        return result
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(found.fs_path) as im:
+                result.width, result.height = im.size
+                result.mode, result.format = im.mode, im.format
+                pixels = im.size[0] * im.size[1]
+                if pixels > max_pixels:
+                    result.status = "unsupported"
+                    result.error = (
+                        f"{im.size[0]}x{im.size[1]} = {pixels:,} pixels exceeds max_image_pixels="
+                        f"{max_pixels:,} (decompression-bomb guard); raise max_image_pixels in "
+                        "the image_catalog config if you trust this file"
+                    )
+                    return result
+                if im.format not in SUPPORTED_FORMATS:
+                    result.status = "unsupported"
+                    result.error = (
+                        f"content is {im.format}, not a supported format; convert it to PNG"
+                    )
+                    return result
+                im.seek(0)  # GIF and multi-page TIFF: the first frame is the image
+                im.load()
+    except UnidentifiedImageError:
+        result.status = "corrupt"
+        result.error = (
+            f"not an image: Pillow cannot identify the content of this {ext} file; "
+            "re-export it or remove it"
+        )
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        result.status, result.error = "unsupported", f"{exc}; raise max_image_pixels to allow it"
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        result.status = "corrupt"
+        result.error = f"cannot decode ({exc}); the file is truncated or damaged, re-copy it"
+    return result
+
+
+def probe_many(
+    files: list[FoundFile], max_pixels: int = DEFAULT_MAX_PIXELS, workers: int | None = None
+) -> list[Probe]:
+    """Probe files in threads: hashing and decoding release the GIL, the disk overlaps with CPU."""
+    workers = workers or min(8, (os.cpu_count() or 1) * 2)
+    if len(files) < 2 * workers:
+        return [probe(f, max_pixels) for f in files]
+    with ThreadPoolExecutor(workers) as pool:
+        return list(pool.map(lambda f: probe(f, max_pixels), files, chunksize=64))
+
+
+def folder_label(path: str, root: str | Path) -> str | None:
+    """The label a folder layout implies: the image's parent folder name below `root`."""
+    rel = Path(path).relative_to(Path(root).resolve())
+    if len(rel.parts) < 2:
+        return None
+    name = rel.parts[-2]
+    return None if name.lower() in UNLABELED_FOLDERS else name

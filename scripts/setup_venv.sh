@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Create ./.venv (or $VENV) and install the project with its dev tools; safe to re-run.
+# torch/torchvision come first, pinned by $TORCH_SPEC (default: the releases this project is
+# tested with; set TORCH_SPEC="torch torchvision" to let pip choose, e.g. for another CUDA).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV=${VENV:-.venv}
+TORCH_SPEC=${TORCH_SPEC:-"torch==2.14.1 torchvision==0.29.1"}
+[ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
+"$VENV/bin/python" -m pip install -q --upgrade pip
+"$VENV/bin/python" -c "import torch, torchvision" 2>/dev/null || "$VENV/bin/pip" install -q $TORCH_SPEC
+"$VENV/bin/pip" install -q -e ".[dev]"
