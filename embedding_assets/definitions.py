@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dagster as dg
 
-from embedding_assets.assets import catalog
+from embedding_assets import assets
 from resources import GPUResource, StorageResource
 
 EVERYTHING_JOB = "materialize_everything"
@@ -16,8 +16,9 @@ everything_job = dg.define_asset_job(
 )
 
 defs = dg.Definitions(
-    assets=dg.load_assets_from_modules([catalog]),
-    asset_checks=dg.load_asset_checks_from_modules([catalog]),
+    # Every module in embedding_assets/assets/ is picked up: adding an asset is adding a module.
+    assets=dg.load_assets_from_package_module(assets),
+    asset_checks=dg.load_asset_checks_from_package_module(assets),
     jobs=[everything_job],
     resources={"storage": StorageResource(), "gpu": GPUResource()},
 )

@@ -1,74 +1,44 @@
 """The catalog's tables and views, created idempotently by every writable connection.
 
-Later features add their tables here so that one place says what the DuckDB file holds; bump
-SCHEMA_VERSION with every change so existing files pick the new DDL up.
+Each feature adds its tables as one idempotent file in `resources/ddl/` (CREATE ... IF NOT EXISTS,
+CREATE OR REPLACE VIEW); the schema version is a hash of those files, so an existing catalog
+picks new DDL up on its next writable connection.
 """
 
 from __future__ import annotations
 
+import hashlib
+from pathlib import Path
+
 import duckdb
 
-SCHEMA_VERSION = 1
+DDL_DIR = Path(__file__).with_name("ddl")
 
-DDL = """
-CREATE SEQUENCE IF NOT EXISTS image_id_seq START 1;
-CREATE TABLE IF NOT EXISTS images (
-    image_id    BIGINT PRIMARY KEY DEFAULT nextval('image_id_seq'),
-    path        VARCHAR NOT NULL UNIQUE,   -- absolute; non-UTF-8 bytes shown as \\xNN
-    path_bytes  BLOB,                      -- the raw file name when it is not valid UTF-8
-    root        VARCHAR NOT NULL,          -- the scanned folder this file was found under
-    sha256      VARCHAR,
-    bytes       BIGINT,
-    mtime_ns    BIGINT,
-    width       INTEGER,
-    height      INTEGER,
-    mode        VARCHAR,
-    format      VARCHAR,
-    status      VARCHAR NOT NULL,          -- ok | corrupt | unsupported | unreadable
-    error       VARCHAR,
-    first_seen  TIMESTAMP NOT NULL,
-    last_seen   TIMESTAMP NOT NULL,
-    removed_at  TIMESTAMP                  -- set when the file vanished from its folder
-);
-CREATE SEQUENCE IF NOT EXISTS label_id_seq START 1;
-CREATE TABLE IF NOT EXISTS labels (        -- append-only: the latest row per image counts
-    label_id    BIGINT PRIMARY KEY DEFAULT nextval('label_id_seq'),
-    image_id    BIGINT NOT NULL,
-    label       VARCHAR NOT NULL,
-    source      VARCHAR NOT NULL,          -- folder | csv:<file> | cli | <tool name>
-    created_at  TIMESTAMP NOT NULL DEFAULT current_timestamp
-);
-CREATE OR REPLACE VIEW current_labels AS
-    SELECT image_id,
-           arg_max(label, label_id)  AS label,
-           arg_max(source, label_id) AS source,
-           max(created_at)           AS labeled_at
-    FROM labels GROUP BY image_id;
-CREATE OR REPLACE VIEW usable_images AS
-    SELECT * FROM images WHERE status = 'ok' AND removed_at IS NULL;
-CREATE TABLE IF NOT EXISTS schema_info (key VARCHAR PRIMARY KEY, value VARCHAR);
-"""
+
+def schema_sql() -> str:
+    """All DDL files in name order: each feature owns one file, so features never collide."""
+    return "\n".join(p.read_text() for p in sorted(DDL_DIR.glob("*.sql")))
+
+
+SCHEMA_VERSION = hashlib.sha256(schema_sql().encode()).hexdigest()[:16]
 
 
 def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
     """Create every table and view that does not exist yet; safe to call on every connection.
 
-    Skipped when the file already carries SCHEMA_VERSION, so short connections stay cheap:
-    bump SCHEMA_VERSION whenever DDL changes.
+    Skipped when the file already carries SCHEMA_VERSION, so short connections stay cheap.
     """
     if _schema_version(con) == SCHEMA_VERSION:
         return
-    con.execute(DDL)
-    con.execute(
-        "INSERT OR REPLACE INTO schema_info VALUES ('schema_version', ?)", [str(SCHEMA_VERSION)]
-    )
+    con.execute(schema_sql())
+    con.execute("INSERT OR REPLACE INTO schema_info VALUES ('schema_version', ?)", [SCHEMA_VERSION])
 
 
-def _schema_version(con: duckdb.DuckDBPyConnection) -> int | None:
+def _schema_version(con: duckdb.DuckDBPyConnection) -> str | None:
     exists = con.execute(
         "SELECT count(*) FROM duckdb_tables() WHERE table_name = 'schema_info'"
     ).fetchone()[0]
     if not exists:
         return None
     row = con.execute("SELECT value FROM schema_info WHERE key = 'schema_version'").fetchone()
-    return int(row[0]) if row else None
+    return row[0] if row else None

@@ -1,0 +1,96 @@
+"""The hand-off between `embeddings` and every asset downstream of it.
+
+An embedding set is one Parquet file per model key (image_id, sha256, model_key, vector as a
+fixed-size list of float32), registered in the DuckDB table `embedding_sets`. The most recently
+updated set is the current one. Downstream code calls `load_current` and gets NumPy arrays.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from resources.duckdb_store import connect
+
+
+@dataclass(frozen=True)
+class EmbeddingSet:
+    model_key: str
+    model: str
+    dim: int
+    count: int
+    parquet_path: Path
+
+
+def write_parquet(
+    path: Path, image_ids: np.ndarray, sha256: list[str], model_key: str, vectors: np.ndarray
+) -> Path:
+    """Write vectors (n, d) as a fixed-size-list column, atomically (temp file + rename)."""
+    n, d = vectors.shape
+    flat = pa.array(np.ascontiguousarray(vectors).reshape(-1))
+    table = pa.table(
+        {
+            "image_id": pa.array(np.asarray(image_ids, dtype=np.int64)),
+            "sha256": pa.array(sha256, pa.string()),
+            "model_key": pa.array([model_key] * n, pa.string()),
+            "vector": pa.FixedSizeListArray.from_arrays(flat, d),
+        }
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".parquet.tmp")
+    pq.write_table(table, tmp)
+    tmp.replace(path)
+    return path
+
+
+def read_parquet(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(image_ids int64 (n,), vectors float32 (n, d)); the matrix is a view of Arrow's buffer
+    when the file has one row group, so it is copied at most once."""
+    table = pq.read_table(path, columns=["image_id", "vector"])
+    ids = table.column("image_id").to_numpy()
+    col = table.column("vector").combine_chunks()
+    d = col.type.list_size
+    values = col.values.to_numpy(zero_copy_only=False)
+    return ids, values.reshape(-1, d).astype(np.float32, copy=False)
+
+
+def register(db_path: Path, emb_set: EmbeddingSet, weights: str | None, params: dict) -> None:
+    with connect(db_path) as con:
+        con.execute(
+            "INSERT OR REPLACE INTO embedding_sets VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                emb_set.model_key,
+                emb_set.model,
+                weights,
+                emb_set.dim,
+                emb_set.count,
+                str(emb_set.parquet_path),
+                json.dumps(params),
+                datetime.now(timezone.utc).replace(tzinfo=None),
+            ],
+        )
+
+
+def current_set(db_path: Path) -> EmbeddingSet:
+    """The most recently written embedding set; a clear error when there is none yet."""
+    with connect(db_path, read_only=True) as con:
+        row = con.execute(
+            "SELECT model_key, model, dim, count, parquet_path FROM embedding_sets "
+            "ORDER BY updated_at DESC LIMIT 1"
+        ).fetchone()
+    if row is None:
+        raise LookupError("No embeddings yet: materialize the `embeddings` asset first.")
+    return EmbeddingSet(row[0], row[1], row[2], row[3], Path(row[4]))
+
+
+def load_current(db_path: Path) -> tuple[EmbeddingSet, np.ndarray, np.ndarray]:
+    """(set, image_ids, vectors) of the current embedding set."""
+    emb_set = current_set(db_path)
+    ids, vectors = read_parquet(emb_set.parquet_path)
+    return emb_set, ids, vectors
