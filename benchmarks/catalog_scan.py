@@ -1,4 +1,4 @@
-"""Cold catalog scan vs a no-op re-run on CIFAR-10 test (10,000 PNGs), side by side.
+"""Cold catalog scan vs a no-op re-run on CIFAR-10 test (10,000 JPEGs), side by side.
 
     python benchmarks/catalog_scan.py [--repeats 5]
 
@@ -39,7 +39,7 @@ def main() -> None:
     ratio = cold_s / noop_s
     md = f"""# Catalog scan: cold vs no-op re-run
 
-{n:,} CIFAR-10 test PNGs, {machine()["cpus"]} CPUs, median of {args.repeats} runs
+{n:,} CIFAR-10 test JPEGs, {machine()["cpus"]} CPUs, median of {args.repeats} runs
 (OS page cache warm).
 
 | run | seconds | images/s |

@@ -40,12 +40,12 @@ def demo(
 ) -> None:
     """Write the demo images (scikit-learn's digits) into the data directory and run everything."""
     from embedding_assets.demo import write_demo_images
-    from embedding_assets.runner import catalog_config, run_everything
+    from embedding_assets.runner import demo_config, run_everything
 
     folder = _paths().demo_images
     counts = write_demo_images(folder, labeled_fraction=labeled_fraction)
     typer.echo(f"Demo images: {counts['images']} digits ({counts['labeled']} labeled) in {folder}")
-    _report_run(run_everything(catalog_config(str(folder))))
+    _report_run(run_everything(demo_config(str(folder))))
 
 
 @app.command()

@@ -30,3 +30,10 @@ def run_everything(run_config: dict[str, Any] | None = None) -> dg.ExecuteInProc
 
 def catalog_config(image_dir: str) -> dict[str, Any]:
     return {"ops": {"image_catalog": {"config": {"image_dir": image_dir}}}}
+
+
+def demo_config(image_dir: str) -> dict[str, Any]:
+    """The demo's digits are 32 px: embed them at 64 px so the demo takes seconds on a CPU."""
+    config = catalog_config(image_dir)
+    config["ops"]["embeddings"] = {"config": {"image_size": 64}}
+    return config

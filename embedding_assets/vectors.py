@@ -94,3 +94,31 @@ def load_current(db_path: Path) -> tuple[EmbeddingSet, np.ndarray, np.ndarray]:
     emb_set = current_set(db_path)
     ids, vectors = read_parquet(emb_set.parquet_path)
     return emb_set, ids, vectors
+
+
+@dataclass(frozen=True)
+class VectorStats:
+    rows: int
+    dim: int
+    nonfinite_rows: int
+    min_norm: float
+    max_norm: float
+
+
+def stats(path: Path) -> VectorStats:
+    """Row count, dimension, non-finite rows and norm range, one row group at a time so a
+    million-row file is checked in bounded memory."""
+    pf = pq.ParquetFile(path)
+    dim = pf.schema_arrow.field("vector").type.list_size
+    rows = bad = 0
+    lo, hi = np.inf, -np.inf
+    for batch in pf.iter_batches(columns=["vector"], batch_size=65536):
+        m = batch.column(0).values.to_numpy(zero_copy_only=False).reshape(-1, dim)
+        m = m.astype(np.float32, copy=False)
+        finite = np.isfinite(m).all(axis=1)
+        bad += int((~finite).sum())
+        if finite.any():
+            norms = np.linalg.norm(m[finite], axis=1)
+            lo, hi = min(lo, float(norms.min())), max(hi, float(norms.max()))
+        rows += len(m)
+    return VectorStats(rows, dim, bad, lo, hi)

@@ -1,0 +1,147 @@
+"""`embeddings`: one vector per usable image, cached in LMDB, handed on as Parquet."""
+
+import hashlib
+
+import dagster as dg
+from pydantic import Field
+
+from embedding_assets import vectors
+from embedding_assets.embedder import EmbedParams
+from embedding_assets.embedding_run import run_embeddings
+from resources.gpu import GPU_POOL, GPUResource
+from resources.storage import StorageResource
+
+CHECKS = {
+    "vectors_finite": "Every vector is finite (no NaN or inf).",
+    "dimension_as_expected": "The vectors have the backbone's feature size.",
+    "unit_norm": "Vectors are L2-normalized (norm within 1e-2 of 1).",
+    "one_vector_per_usable_image": "The hand-off holds exactly one row per usable image.",
+}
+
+
+class EmbeddingConfig(dg.Config):
+    model: str = Field(
+        default="resnet18",
+        description="Any torchvision classification model: resnet18, resnet50, "
+        "efficientnet_v2_s, mobilenet_v3_large, densenet121, vit_b_16, swin_t, ...",
+    )
+    weights: str = Field(
+        default="none",
+        description="'none' (seeded random init), a torchvision weights name (DEFAULT, "
+        "IMAGENET1K_V2, ResNet50_Weights.IMAGENET1K_V2) or a path to a .pth state dict.",
+    )
+    image_size: int = Field(
+        default=224,
+        description="Resize + centre-crop size in pixels (ignored for weights "
+        "that bring their own transforms).",
+    )
+    batch_size: int = Field(default=64, description="Images per forward pass.")
+    workers: int = Field(default=-1, description="DataLoader decode workers; -1 = automatic.")
+    precision: str = Field(
+        default="auto", description="auto | fp32 | bf16 | fp16 (autocast applies on CUDA only)."
+    )
+    store_dtype: str = Field(default="float32", description="float32 | float16 in cache/Parquet.")
+    allow_download: bool = Field(
+        default=True, description="Fetch missing pretrained weights into the torch cache."
+    )
+
+    def params(self) -> EmbedParams:
+        return EmbedParams(self.model, self.weights, self.image_size, self.store_dtype)
+
+
+@dg.asset(
+    deps=["image_catalog"],
+    pool=GPU_POOL,
+    group_name="embeddings",
+    kinds={"pytorch", "parquet"},
+    owners=["team:ml-platform"],
+    check_specs=[
+        dg.AssetCheckSpec(name, asset="embeddings", description=d, blocking=True)
+        for name, d in CHECKS.items()
+    ],
+)
+def embeddings(
+    context: dg.AssetExecutionContext,
+    config: EmbeddingConfig,
+    storage: StorageResource,
+    gpu: GPUResource,
+) -> dg.MaterializeResult:
+    """L2-normalized feature vectors of every usable image from a torchvision backbone.
+
+    Only images whose content hash has no vector for this model key are run through the model
+    (LMDB cache, one transaction per batch, so a killed run resumes). The vectors go to
+    `parquet/embeddings/<model_key>.parquet`, registered in the DuckDB table `embedding_sets`.
+    """
+    params = config.params()
+    last_logged = [0]
+
+    def progress(done: int, total: int) -> None:
+        if done == total or done - last_logged[0] >= max(1, total // 10):
+            last_logged[0] = done
+            context.log.info(f"embedded {done}/{total} images")
+
+    with gpu.acquire(context.log) as device:
+        summary = run_embeddings(
+            storage.paths,
+            params,
+            device=device.torch_device,
+            batch_size=config.batch_size,
+            workers=None if config.workers < 0 else config.workers,
+            precision=config.precision,
+            allow_download=config.allow_download,
+            progress=progress,
+        )
+    for path, err in summary.failed:
+        context.log.warning(f"{path}: {err}")
+    with storage.connect(read_only=True) as con:
+        usable = con.execute("SELECT count(*) FROM usable_images").fetchone()[0]
+    st = vectors.stats(summary.parquet_path)
+    version = hashlib.sha256(
+        f"{summary.model_key}:{summary.parquet_path.stat().st_mtime_ns}".encode()
+    ).hexdigest()[:16]
+    return dg.MaterializeResult(
+        metadata={
+            "model_key": summary.model_key,
+            "device": device.describe(),
+            "dimension": summary.dim,
+            "usable_images": summary.usable,
+            "embedded_now": summary.embedded,
+            "from_cache": summary.from_cache,
+            "failed_to_decode": len(summary.failed),
+            "embed_seconds": dg.MetadataValue.float(round(summary.embed_seconds, 2)),
+            "images_per_second": dg.MetadataValue.float(round(summary.images_per_second, 1)),
+            "total_seconds": dg.MetadataValue.float(round(summary.seconds, 2)),
+            "peak_rss_mb": dg.MetadataValue.float(round(summary.peak_rss_mb, 1)),
+            "peak_gpu_mb": dg.MetadataValue.float(round(summary.peak_gpu_mb or 0.0, 1)),
+            "parquet": dg.MetadataValue.path(str(summary.parquet_path)),
+            "parquet_rewritten": summary.parquet_rewritten,
+        },
+        check_results=_checks(st, summary.dim, usable),
+        data_version=dg.DataVersion(version),
+    )
+
+
+def _checks(st: vectors.VectorStats, dim: int, usable: int) -> list[dg.AssetCheckResult]:
+    norm_ok = st.rows > 0 and abs(st.min_norm - 1) < 1e-2 and abs(st.max_norm - 1) < 1e-2
+    return [
+        dg.AssetCheckResult(
+            check_name="vectors_finite",
+            passed=st.nonfinite_rows == 0,
+            metadata={"nonfinite_rows": st.nonfinite_rows},
+        ),
+        dg.AssetCheckResult(
+            check_name="dimension_as_expected",
+            passed=st.dim == dim,
+            metadata={"dimension": st.dim, "expected": dim},
+        ),
+        dg.AssetCheckResult(
+            check_name="unit_norm",
+            passed=norm_ok,
+            metadata={"min_norm": st.min_norm, "max_norm": st.max_norm},
+        ),
+        dg.AssetCheckResult(
+            check_name="one_vector_per_usable_image",
+            passed=st.rows == usable,
+            metadata={"rows": st.rows, "usable_images": usable},
+        ),
+    ]

@@ -1,0 +1,96 @@
+"""LMDB cache of vectors keyed by (model key, image content hash).
+
+An image is embedded once per model however often it moves or the asset re-runs. Each batch is
+committed in its own write transaction, so a run killed at any moment loses at most the batch in
+flight, and LMDB's copy-on-write pages mean a committed vector is never torn.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+import lmdb
+import numpy as np
+
+INITIAL_MAP_SIZE = 1 << 30  # 1 GiB of address space; the file is sparse and grows on demand
+
+
+class EmbeddingCache:
+    def __init__(self, path: Path, readonly: bool = False) -> None:
+        path.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self.env = lmdb.open(
+            str(path),
+            map_size=INITIAL_MAP_SIZE,
+            readonly=readonly,
+            max_readers=512,
+            lock=True,
+            readahead=False,
+        )
+
+    def close(self) -> None:
+        self.env.close()
+
+    def __enter__(self) -> EmbeddingCache:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    @staticmethod
+    def key(model_key: str, sha256: str) -> bytes:
+        return f"{model_key}/{sha256}".encode()
+
+    def missing(self, model_key: str, hashes: Iterable[str]) -> list[str]:
+        """The hashes with no vector for this model key yet (order kept, duplicates dropped)."""
+        out, seen = [], set()
+        with self.env.begin(buffers=True) as txn:
+            for h in hashes:
+                if h not in seen and txn.get(self.key(model_key, h)) is None:
+                    out.append(h)
+                seen.add(h)
+        return out
+
+    def put_batch(self, model_key: str, hashes: list[str], vectors: np.ndarray) -> None:
+        """Write one batch in one transaction, growing the map when it is full."""
+        rows = [(self.key(model_key, h), v.tobytes()) for h, v in zip(hashes, vectors, strict=True)]
+        while True:
+            try:
+                with self.env.begin(write=True) as txn:
+                    for k, v in rows:
+                        txn.put(k, v)
+                return
+            except lmdb.MapFullError:
+                self.env.set_mapsize(self.env.info()["map_size"] * 2)
+
+    def get_matrix(self, model_key: str, hashes: list[str], dim: int, dtype: str) -> np.ndarray:
+        """Vectors for `hashes` as one (n, dim) array, in order; KeyError names a missing hash."""
+        out = np.empty((len(hashes), dim), dtype=dtype)
+        with self.env.begin(buffers=True) as txn:
+            for i, h in enumerate(hashes):
+                buf = txn.get(self.key(model_key, h))
+                if buf is None:
+                    raise KeyError(f"no cached vector for {h} under {model_key}")
+                out[i] = np.frombuffer(buf, dtype=dtype, count=dim)
+        return out
+
+    def dim(self, model_key: str, sha256: str, dtype: str) -> int:
+        """The vector length stored for this key, read off one cached entry."""
+        with self.env.begin(buffers=True) as txn:
+            buf = txn.get(self.key(model_key, sha256))
+        if buf is None:
+            raise KeyError(f"no cached vector for {sha256} under {model_key}")
+        return len(buf) // np.dtype(dtype).itemsize
+
+    def count(self, model_key: str) -> int:
+        prefix = f"{model_key}/".encode()
+        n = 0
+        with self.env.begin() as txn:
+            cursor = txn.cursor()
+            if cursor.set_range(prefix):
+                for k in cursor.iternext(values=False):
+                    if not bytes(k).startswith(prefix):
+                        break
+                    n += 1
+        return n

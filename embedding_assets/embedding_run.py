@@ -1,0 +1,211 @@
+"""Embed every usable catalog image not yet cached for a model key, then hand the matrix on.
+
+Steps: read the usable images (short read-only connection) -> find hashes missing from the LMDB
+cache -> embed only those, committing each batch -> record images that fail to decode -> write
+the Parquet hand-off unless it already holds exactly these images -> register the set.
+"""
+
+from __future__ import annotations
+
+import resource
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import torch
+from tqdm import tqdm
+
+from embedding_assets import vectors
+from embedding_assets.backbones import build_backbone
+from embedding_assets.embedder import EmbedParams, embed_paths
+from embedding_assets.embedding_cache import EmbeddingCache
+from resources.duckdb_store import connect
+from resources.storage import DataPaths
+
+
+@dataclass
+class EmbedSummary:
+    model_key: str
+    dim: int = 0
+    usable: int = 0
+    embedded: int = 0
+    from_cache: int = 0
+    failed: list[tuple[str, str]] = field(default_factory=list)  # (path, error)
+    embed_seconds: float = 0.0
+    seconds: float = 0.0
+    parquet_rewritten: bool = False
+    parquet_path: Path | None = None
+    peak_rss_mb: float = 0.0
+    peak_gpu_mb: float | None = None
+
+    @property
+    def images_per_second(self) -> float:
+        return self.embedded / self.embed_seconds if self.embed_seconds else 0.0
+
+
+def run_embeddings(
+    paths: DataPaths,
+    params: EmbedParams,
+    *,
+    device: str = "cpu",
+    batch_size: int = 64,
+    workers: int | None = None,
+    precision: str = "auto",
+    allow_download: bool = True,
+    progress: Callable[[int, int], None] | None = None,
+) -> EmbedSummary:
+    started = time.perf_counter()
+    spec = params.spec()
+    key = params.model_key(spec)
+    summary = EmbedSummary(model_key=key)
+    ids, fs_paths, hashes = _usable_images(paths.catalog_db)
+    if not ids:
+        raise ValueError(
+            "No usable images in the catalog: materialize image_catalog on a folder with images "
+            '(see `emb sql "select path, error from images"` for why files were rejected)'
+        )
+    summary.usable = len(ids)
+    with EmbeddingCache(paths.embeddings_lmdb) as cache:
+        missing = set(cache.missing(key, hashes))
+        summary.from_cache = sum(h not in missing for h in hashes)
+        if missing:
+            failed_hashes = _embed_missing(
+                cache,
+                key,
+                params,
+                spec,
+                ids,
+                fs_paths,
+                hashes,
+                missing,
+                summary,
+                device=device,
+                batch_size=batch_size,
+                workers=workers,
+                precision=precision,
+                allow_download=allow_download,
+                progress=progress,
+            )
+            if failed_hashes:
+                _mark_failed(paths.catalog_db, summary.failed)
+                keep = [i for i, h in enumerate(hashes) if h not in failed_hashes]
+                ids = [ids[i] for i in keep]
+                hashes = [hashes[i] for i in keep]
+        summary.dim = summary.dim or cache.dim(key, hashes[0], params.store_dtype)
+        target = paths.parquet_dir / "embeddings" / f"{key}.parquet"
+        if not _parquet_matches(target, ids, hashes):
+            matrix = cache.get_matrix(key, hashes, summary.dim, params.store_dtype)
+            vectors.write_parquet(target, np.asarray(ids), hashes, key, matrix)
+            summary.parquet_rewritten = True
+    summary.parquet_path = target
+    vectors.register(
+        paths.catalog_db,
+        vectors.EmbeddingSet(key, params.model, summary.dim, len(ids), target),
+        spec.weights_id,
+        params.as_dict(),
+    )
+    summary.peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    if torch.cuda.is_available() and device.startswith("cuda"):
+        summary.peak_gpu_mb = torch.cuda.max_memory_allocated(device) / 2**20
+    summary.seconds = time.perf_counter() - started
+    return summary
+
+
+def _usable_images(db: Path) -> tuple[list[int], list[str | bytes], list[str]]:
+    with connect(db, read_only=True) as con:
+        rows = con.execute(
+            "SELECT image_id, coalesce(path_bytes, encode(path)), sha256 "
+            "FROM usable_images ORDER BY image_id"
+        ).fetchall()
+    ids = [r[0] for r in rows]
+    fs_paths = [_fs_path(r[1]) for r in rows]
+    return ids, fs_paths, [r[2] for r in rows]
+
+
+def _fs_path(raw: bytes) -> str | bytes:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw  # a non-UTF-8 file name: open it by its bytes
+
+
+def _embed_missing(
+    cache,
+    key,
+    params,
+    spec,
+    ids,
+    fs_paths,
+    hashes,
+    missing,
+    summary,
+    *,
+    device,
+    batch_size,
+    workers,
+    precision,
+    allow_download,
+    progress,
+) -> set[str]:
+    """Embed one file per missing hash; return the hashes whose file failed to decode."""
+    todo: dict[str, int] = {}
+    for i, h in enumerate(hashes):
+        if h in missing and h not in todo:
+            todo[h] = i
+    todo_hashes = list(todo)
+    todo_paths = [fs_paths[i] for i in todo.values()]
+    backbone = build_backbone(spec, allow_download=allow_download)
+    summary.dim = backbone.dim
+    failed: set[str] = set()
+    bar = tqdm(total=len(todo_paths), unit="img", desc=key, disable=not sys.stderr.isatty())
+    t0 = time.perf_counter()
+    done = 0
+    for batch in embed_paths(
+        backbone,
+        todo_paths,
+        device=device,
+        batch_size=batch_size,
+        workers=workers,
+        precision=precision,
+        store_dtype=params.store_dtype,
+    ):
+        cache.put_batch(key, [todo_hashes[i] for i in batch.indexes], batch.vectors)
+        for i, err in batch.errors:
+            failed.add(todo_hashes[i])
+            summary.failed.append((_display(todo_paths[i]), err))
+        done += len(batch.indexes) + len(batch.errors)
+        summary.embedded += len(batch.indexes)
+        bar.update(len(batch.indexes) + len(batch.errors))
+        if progress:
+            progress(done, len(todo_paths))
+    bar.close()
+    summary.embed_seconds = time.perf_counter() - t0
+    return failed
+
+
+def _display(path: str | bytes) -> str:
+    return path if isinstance(path, str) else path.decode("utf-8", "backslashreplace")
+
+
+def _mark_failed(db: Path, failed: list[tuple[str, str]]) -> None:
+    """Files that decoded at catalog time but not now (changed since, or a codec edge case)
+    become `corrupt` with the error, so they are visible and left out of the math."""
+    with connect(db) as con:
+        con.executemany(
+            "UPDATE images SET status = 'corrupt', error = ? WHERE path = ?",
+            [(err, path) for path, err in failed],
+        )
+
+
+def _parquet_matches(target: Path, ids: list[int], hashes: list[str]) -> bool:
+    """True when the hand-off file already holds exactly these images with this content."""
+    if not target.exists():
+        return False
+    table = pq.read_table(target, columns=["image_id", "sha256"])
+    return (
+        table.column("image_id").to_pylist() == ids and table.column("sha256").to_pylist() == hashes
+    )
