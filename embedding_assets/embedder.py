@@ -13,6 +13,7 @@ import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -20,6 +21,7 @@ from PIL import Image, ImageOps
 from torch.utils.data import DataLoader, Dataset
 
 from embedding_assets.backbones import Backbone, BackboneSpec, build_backbone, resolve_spec
+from embedding_assets.heads import load_head
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 STORE_DTYPES = ("float32", "float16")
@@ -33,6 +35,7 @@ class EmbedParams:
     weights: str | None = None
     image_size: int = 224
     store_dtype: str = "float32"
+    head: str | None = None  # a trained projection head file (embedding_assets.heads)
 
     def spec(self) -> BackboneSpec:
         if self.store_dtype not in STORE_DTYPES:
@@ -41,10 +44,35 @@ class EmbedParams:
 
     def model_key(self, spec: BackboneSpec | None = None) -> str:
         spec = spec or self.spec()
-        ident = {**spec.identity(), "store_dtype": self.store_dtype}
+        ident = {**spec.identity(), "store_dtype": self.store_dtype, "head": self.head_id()}
         digest = hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:12]
         weights = spec.weights_id.split(".")[-1].split(":")[0].lower()
-        return f"{self.model}-{weights}-{spec.preprocess.crop}px-{digest}"
+        trained = "-head" if self.head else ""
+        return f"{self.model}-{weights}{trained}-{spec.preprocess.crop}px-{digest}"
+
+    def head_id(self) -> str | None:
+        """The head file's content hash: a retrained head is a new model key."""
+        if not self.head:
+            return None
+        path = Path(self.head)
+        if not path.is_file():
+            raise FileNotFoundError(f"projection head {path} does not exist")
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+
+    def build(self, allow_download: bool = True) -> Backbone:
+        """The backbone, with the trained head appended when one is configured."""
+        backbone = build_backbone(self.spec(), allow_download=allow_download)
+        if self.head:
+            head = load_head(self.head)
+            if head.dims[0] != backbone.dim:
+                raise ValueError(
+                    f"head {self.head} expects {head.dims[0]}-d features but {self.model} gives "
+                    f"{backbone.dim}; train the head on this backbone"
+                )
+            backbone = Backbone(
+                torch.nn.Sequential(backbone.model, head).eval(), head.dims[2], backbone.spec
+            )
+        return backbone
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -164,7 +192,7 @@ def default_workers() -> int:
 @lru_cache(maxsize=4)
 def _cached_backbone(params_json: str) -> tuple[Backbone, EmbedParams]:
     params = EmbedParams(**json.loads(params_json))
-    return build_backbone(params.spec()), params
+    return params.build(), params
 
 
 def _params_json(params: dict | EmbedParams) -> str:

@@ -20,7 +20,6 @@ import torch
 from tqdm import tqdm
 
 from embedding_assets import vectors
-from embedding_assets.backbones import build_backbone
 from embedding_assets.embedder import EmbedParams, embed_paths
 from embedding_assets.embedding_cache import EmbeddingCache
 from resources.duckdb_store import connect
@@ -158,7 +157,7 @@ def _embed_missing(
             todo[h] = i
     todo_hashes = list(todo)
     todo_paths = [fs_paths[i] for i in todo.values()]
-    backbone = build_backbone(spec, allow_download=allow_download)
+    backbone = params.build(allow_download=allow_download)
     summary.dim = backbone.dim
     failed: set[str] = set()
     bar = tqdm(total=len(todo_paths), unit="img", desc=key, disable=not sys.stderr.isatty())

@@ -44,9 +44,14 @@ class EmbeddingConfig(dg.Config):
     allow_download: bool = Field(
         default=True, description="Fetch missing pretrained weights into the torch cache."
     )
+    head: str = Field(
+        default="none",
+        description="'none', or a trained projection head file applied after the backbone.",
+    )
 
     def params(self) -> EmbedParams:
-        return EmbedParams(self.model, self.weights, self.image_size, self.store_dtype)
+        head = None if self.head == "none" else self.head
+        return EmbedParams(self.model, self.weights, self.image_size, self.store_dtype, head)
 
 
 @dg.asset(

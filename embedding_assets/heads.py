@@ -1,0 +1,67 @@
+"""Projection heads trained on top of a backbone (metric learning), saved as small files.
+
+A head maps backbone features to a smaller embedding (e.g. 512 -> 256 -> 64); the embedder
+applies it after the backbone and L2-normalizes the result. The file's content hash is part of
+the model key, so a retrained head never reuses vectors of the old one.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+HEAD_FORMAT = "emb-projection-head-v1"
+
+
+class ProjectionHead(nn.Module):
+    """Linear -> BatchNorm -> ReLU -> Dropout -> Linear (the reference work used 2048->512->64)."""
+
+    def __init__(self, in_dim: int, hidden: int, out_dim: int, dropout: float = 0.1) -> None:
+        super().__init__()
+        self.dims = (in_dim, hidden, out_dim)
+        self.dropout = dropout
+        self.net = nn.Sequential(
+            nn.Linear(in_dim, hidden),
+            nn.BatchNorm1d(hidden),
+            nn.ReLU(inplace=True),
+            nn.Dropout(dropout),
+            nn.Linear(hidden, out_dim),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+def save_head(head: ProjectionHead, path: Path, meta: dict | None = None) -> Path:
+    """Write atomically: a reader never sees half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(
+        {
+            "format": HEAD_FORMAT,
+            "dims": list(head.dims),
+            "dropout": head.dropout,
+            "state_dict": head.state_dict(),
+            "meta": meta or {},
+        },
+        tmp,
+    )
+    tmp.replace(path)
+    return path
+
+
+def load_head(path: str | Path) -> ProjectionHead:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"projection head {path} does not exist; train one with the "
+            "embedding_model asset or set head to 'none'"
+        )
+    blob = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(blob, dict) or blob.get("format") != HEAD_FORMAT:
+        raise ValueError(f"{path} is not a projection head saved by this project ({HEAD_FORMAT})")
+    head = ProjectionHead(*blob["dims"], dropout=blob["dropout"])
+    head.load_state_dict(blob["state_dict"])
+    return head.eval()
