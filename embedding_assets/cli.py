@@ -103,6 +103,17 @@ def ui(port: int = typer.Option(3000, help="Port of the Dagster UI.")) -> None:
     os.execvp(args[0], args)
 
 
+from embedding_assets.cli_labels import label_app, queue  # noqa: E402
+
+app.add_typer(label_app, name="label")
+app.command("queue")(queue)
+
+from embedding_assets.cli_search import serve, similar  # noqa: E402
+
+app.command("similar")(similar)
+app.command("serve")(serve)
+
+
 def main() -> None:  # pragma: no cover - console entry point alias
     app()
 

@@ -21,7 +21,7 @@ from PIL import Image, ImageOps
 from torch.utils.data import DataLoader, Dataset
 
 from embedding_assets.backbones import Backbone, BackboneSpec, build_backbone, resolve_spec
-from embedding_assets.heads import load_head
+from embedding_assets.heads import L2Normalize, load_head
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 STORE_DTYPES = ("float32", "float16")

@@ -34,6 +34,14 @@ class ProjectionHead(nn.Module):
         return self.net(x)
 
 
+class L2Normalize(nn.Module):
+    """Heads are trained on the cached, L2-normalized backbone vectors, so inference normalizes
+    the backbone's output the same way before the head."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return nn.functional.normalize(x, dim=1)
+
+
 def save_head(head: ProjectionHead, path: Path, meta: dict | None = None) -> Path:
     """Write atomically: a reader never sees half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
