@@ -70,7 +70,9 @@ class EmbedParams:
                     f"{backbone.dim}; train the head on this backbone"
                 )
             backbone = Backbone(
-                torch.nn.Sequential(backbone.model, head).eval(), head.dims[2], backbone.spec
+                torch.nn.Sequential(backbone.model, L2Normalize(), head).eval(),
+                head.dims[2],
+                backbone.spec,
             )
         return backbone
 
