@@ -37,8 +37,8 @@ def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
 def _schema_version(con: duckdb.DuckDBPyConnection) -> str | None:
     exists = con.execute(
         "SELECT count(*) FROM duckdb_tables() WHERE table_name = 'schema_info'"
-    ).fetchone()[0]
+    ).fetchall()[0][0]  # fetchall: DuckDB 2 keeps a fetchone() result open and blocks register()
     if not exists:
         return None
-    row = con.execute("SELECT value FROM schema_info WHERE key = 'schema_version'").fetchone()
-    return row[0] if row else None
+    rows = con.execute("SELECT value FROM schema_info WHERE key = 'schema_version'").fetchall()
+    return rows[0][0] if rows else None
