@@ -1,0 +1,442 @@
+"""`clusters`, `anomaly_scores` and `projections`: what the embedding space looks like.
+
+Thin wrappers over `clustering`, `anomaly`, `projection` and `plots`; results go to DuckDB
+(tables of resources/ddl/040_analytics.sql, view `image_overview`), pictures to the metadata.
+"""
+
+import math
+import time
+from pathlib import Path
+
+import dagster as dg
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+from matplotlib.figure import Figure
+from pydantic import Field
+
+from embedding_assets import analytics_store as store
+from embedding_assets.anomaly import AnomalyParams
+from embedding_assets.anomaly import score as score_anomalies
+from embedding_assets.clustering import ClusterParams, cluster, faiss_gpu_id, parse_k
+from embedding_assets.plots import (
+    map_figure,
+    plot_sample,
+    png_bytes,
+    png_markdown,
+    thumbnail_uris,
+    write_html_map,
+)
+from embedding_assets.projection import METHODS, Projection, ProjectionParams, project
+from embedding_assets.vectors import current_set, load_current
+from resources.gpu import GPU_POOL, GPUResource
+from resources.storage import StorageResource
+
+GROUP = "analytics"
+OWNERS = ["team:ml-platform"]
+
+
+class ClustersConfig(dg.Config):
+    k: str = Field(
+        default="auto",
+        description="Number of clusters, or `auto`: the best silhouette over k_min..k_max.",
+    )
+    k_min: int = Field(default=2, description="Smallest k tried by `auto`.")
+    k_max: int = Field(default=12, description="Largest k tried by `auto`.")
+    n_init: int = Field(default=3, description="k-means restarts (k-means++ init each).")
+    sweep_samples: int = Field(
+        default=10_000, description="`auto` fits each k on at most this many rows."
+    )
+    silhouette_samples: int = Field(
+        default=5_000, description="Rows the silhouette is computed on (it is O(n^2))."
+    )
+    faiss_threshold: int = Field(
+        default=200_000, description="From this many rows on, FAISS k-means replaces scikit-learn."
+    )
+    seed: int = Field(default=0, description="Random seed.")
+
+
+class AnomalyConfig(dg.Config):
+    n_estimators: int = Field(default=200, description="Isolation Forest trees.")
+    max_samples: int = Field(default=256, description="Rows drawn to build each tree.")
+    flag_fraction: float = Field(
+        default=0.05, description="Share of images with the highest scores that get flagged."
+    )
+    n_jobs: int = Field(default=-1, description="Worker processes; -1 = all cores.")
+    seed: int = Field(default=0, description="Random seed.")
+    list_max: int = Field(
+        default=100, description="Flagged images listed in the metadata (highest scores first)."
+    )
+
+
+class ProjectionsConfig(dg.Config):
+    methods: list[str] = Field(
+        default=list(METHODS), description="Any of pca, umap, tsne (t-SNE by openTSNE)."
+    )
+    perplexity: float = Field(default=30.0, description="t-SNE perplexity (clamped below n/3).")
+    n_neighbors: int = Field(default=15, description="UMAP neighbours (clamped below n).")
+    min_dist: float = Field(default=0.1, description="UMAP min_dist.")
+    pca_dims: int = Field(
+        default=50, description="PCA to this many dimensions before UMAP/t-SNE; 0 = off."
+    )
+    max_fit_samples: int = Field(
+        default=25_000,
+        description="UMAP/t-SNE fit on a random sample of this size and transform the rest.",
+    )
+    n_jobs: int = Field(default=-1, description="Threads for UMAP/t-SNE; -1 = all cores.")
+    seed: int = Field(default=0, description="Random seed.")
+    plot_points: int = Field(default=50_000, description="Points drawn per PNG (a sample).")
+    html_points: int = Field(default=20_000, description="Points in the HTML map (a sample).")
+    html_thumbnails_max: int = Field(
+        default=3_000, description="Inline thumbnails in the HTML map up to this many points."
+    )
+
+
+@dg.asset(
+    deps=["embeddings"],
+    group_name=GROUP,
+    kinds={"scikitlearn", "faiss", "duckdb"},
+    owners=OWNERS,
+    pool=GPU_POOL,
+)
+def clusters(
+    context: dg.AssetExecutionContext,
+    config: ClustersConfig,
+    storage: StorageResource,
+    gpu: GPUResource,
+) -> dg.MaterializeResult:
+    """k-means cluster id per image (table `clusters`): mini-batch k-means with k-means++ and
+    restarts, FAISS k-means for large inputs; `k: auto` picks k by a silhouette sweep."""
+    parse_k(config.k)  # a bad k fails before any data is read
+    db = storage.paths.catalog_db
+    emb_set, ids, vectors = load_current(db)
+    params = ClusterParams(
+        k=config.k,
+        k_min=config.k_min,
+        k_max=config.k_max,
+        n_init=config.n_init,
+        sweep_samples=config.sweep_samples,
+        silhouette_samples=config.silhouette_samples,
+        faiss_threshold=config.faiss_threshold,
+        seed=config.seed,
+    )
+    with gpu.acquire(context.log) as choice:
+        result = cluster(vectors, params, faiss_gpu_id(choice.faiss_gpu_id))
+    start = time.perf_counter()
+    rows = pa.table(
+        {
+            "image_id": pa.array(ids, pa.int64()),
+            "model_key": pa.array([emb_set.model_key] * len(ids), pa.string()),
+            "cluster": pa.array(result.labels, pa.int32()),
+        }
+    )
+    store.replace_rows(db, "clusters", emb_set.model_key, rows)
+    info = store.image_info(db, ids)
+    context.log.info(
+        f"{len(ids)} images in {result.k} clusters ({result.backend}, "
+        f"silhouette {result.silhouette}) in {result.seconds:.2f} s"
+    )
+    metadata = {
+        "model_key": emb_set.model_key,
+        "images": len(ids),
+        "k": result.k,
+        "k_from": "silhouette sweep" if result.sweep else "config",
+        "backend": result.backend,
+        "device": choice.describe(),
+        "silhouette": _float_or_none(result.silhouette),
+        "sizes": dg.MetadataValue.json({str(k): v for k, v in result.sizes.items()}),
+        "clusters": dg.MetadataValue.md(_cluster_table(result.labels, info["label"])),
+        "seconds": round(result.seconds, 3),
+        "write_seconds": round(time.perf_counter() - start, 3),
+    }
+    if result.sweep:
+        metadata["silhouette_sweep"] = dg.MetadataValue.md(
+            _md_table(["k", "silhouette"], [[k, s] for k, s in result.sweep.items()])
+        )
+    return dg.MaterializeResult(metadata=metadata)
+
+
+@dg.asset(deps=["embeddings"], group_name=GROUP, kinds={"scikitlearn", "duckdb"}, owners=OWNERS)
+def anomaly_scores(
+    context: dg.AssetExecutionContext, config: AnomalyConfig, storage: StorageResource
+) -> dg.MaterializeResult:
+    """Isolation Forest score per image (table `anomaly_scores`, higher = more unusual) and the
+    top `flag_fraction` flagged; the flagged images are listed in the metadata."""
+    db = storage.paths.catalog_db
+    emb_set, ids, vectors = load_current(db)
+    params = AnomalyParams(
+        n_estimators=config.n_estimators,
+        max_samples=config.max_samples,
+        flag_fraction=config.flag_fraction,
+        n_jobs=config.n_jobs,
+        seed=config.seed,
+    )
+    result = score_anomalies(vectors, params)
+    start = time.perf_counter()
+    rows = pa.table(
+        {
+            "image_id": pa.array(ids, pa.int64()),
+            "model_key": pa.array([emb_set.model_key] * len(ids), pa.string()),
+            "score": pa.array(result.scores, pa.float32()),
+            "flagged": pa.array(result.flagged, pa.bool_()),
+        }
+    )
+    store.replace_rows(db, "anomaly_scores", emb_set.model_key, rows)
+    flagged_idx = np.flatnonzero(result.flagged)
+    flagged_idx = flagged_idx[np.argsort(-result.scores[flagged_idx])]
+    info = store.image_info(db, ids[flagged_idx[: config.list_max]])
+    listed = [
+        [r.image_id, r.path, "" if pd.isna(r.label) else r.label, f"{s:.4f}"]
+        for r, s in zip(info.itertuples(), result.scores[flagged_idx], strict=False)
+    ]
+    context.log.info(
+        f"Scored {len(ids)} images (fit {result.fit_seconds:.2f} s, "
+        f"score {result.score_seconds:.2f} s); flagged {len(flagged_idx)}"
+    )
+    more = len(flagged_idx) - len(listed)
+    table = _md_table(["image_id", "path", "label", "score"], listed)
+    if more > 0:
+        table += f"\n\n…and {more} more: `select * from image_overview where anomaly_flag`"
+    return dg.MaterializeResult(
+        metadata={
+            "model_key": emb_set.model_key,
+            "images": len(ids),
+            "flagged": len(flagged_idx),
+            "flag_fraction": config.flag_fraction,
+            "threshold": _float_or_none(result.threshold),
+            "score_mean": round(float(result.scores.mean()), 4),
+            "score_max": round(float(result.scores.max()), 4),
+            "flagged_images": dg.MetadataValue.md(table),
+            "score_histogram": dg.MetadataValue.md(
+                png_markdown(_histogram(result.scores, result.threshold), "scores")
+            ),
+            "fit_seconds": round(result.fit_seconds, 3),
+            "score_seconds": round(result.score_seconds, 3),
+            "write_seconds": round(time.perf_counter() - start, 3),
+        }
+    )
+
+
+@dg.asset(
+    deps=["embeddings", clusters, anomaly_scores],
+    group_name=GROUP,
+    kinds={"scikitlearn", "duckdb", "html"},
+    owners=OWNERS,
+    pool=GPU_POOL,
+)
+def projections(
+    context: dg.AssetExecutionContext,
+    config: ProjectionsConfig,
+    storage: StorageResource,
+    gpu: GPUResource,
+) -> dg.MaterializeResult:
+    """2-D maps (PCA, UMAP, t-SNE) of the embeddings in table `projections`, each drawn as a
+    PNG coloured by label, cluster and anomaly flag, plus one interactive HTML map."""
+    unknown = sorted(set(config.methods) - set(METHODS))
+    if unknown or not config.methods:
+        raise ValueError(
+            f"methods={config.methods}: use a non-empty list of {', '.join(METHODS)} "
+            f"(unknown: {', '.join(unknown) or 'none'})"
+        )
+    paths = storage.paths
+    db = paths.catalog_db
+    emb_set, ids, vectors = load_current(db)
+    params = ProjectionParams(
+        perplexity=config.perplexity,
+        n_neighbors=config.n_neighbors,
+        min_dist=config.min_dist,
+        pca_dims=config.pca_dims,
+        max_fit_samples=config.max_fit_samples,
+        seed=config.seed,
+        n_jobs=config.n_jobs,
+    )
+    results = {}
+    with gpu.acquire(context.log) as choice:
+        for method in dict.fromkeys(config.methods):
+            results[method] = project(vectors, method, params, use_cuml=choice.cuml_available)
+            r = results[method]
+            context.log.info(
+                f"{method}: {r.backend}, {r.seconds:.2f} s, fitted on {r.fitted_on}; {r.notes}"
+            )
+    start = time.perf_counter()
+    n = len(ids)
+    rows = pa.table(
+        {
+            "image_id": pa.array(np.tile(ids, len(results)), pa.int64()),
+            "model_key": pa.array([emb_set.model_key] * (n * len(results)), pa.string()),
+            "method": pa.array(np.repeat(list(results), n), pa.string()),
+            "x": pa.array(np.concatenate([r.coords[:, 0] for r in results.values()]), pa.float32()),
+            "y": pa.array(np.concatenate([r.coords[:, 1] for r in results.values()]), pa.float32()),
+        }
+    )
+    store.replace_rows(db, "projections", emb_set.model_key, rows)
+    write_seconds = time.perf_counter() - start
+
+    start = time.perf_counter()
+    info = store.image_info(db, ids)
+    cluster_ids = store.read_column(db, "clusters", "cluster", emb_set.model_key, ids)
+    scores = store.read_column(db, "anomaly_scores", "score", emb_set.model_key, ids)
+    flags = store.read_column(db, "anomaly_scores", "flagged", emb_set.model_key, ids)
+    clusters_col = None if cluster_ids is None else _ints_or_none(cluster_ids)
+    flagged = None if flags is None else flags == 1.0
+    plot_dir = paths.ensure(paths.plots_dir / emb_set.model_key)
+    metadata: dict = {"model_key": emb_set.model_key, "images": n, "device": choice.describe()}
+    drawn = plot_sample(n, config.plot_points, config.seed)
+    for method, r in results.items():
+        fig = map_figure(
+            r.coords[drawn],
+            info["label"].to_numpy(dtype=object)[drawn],
+            None if clusters_col is None else clusters_col[drawn],
+            None if flagged is None else flagged[drawn],
+            f"{method.upper()} of {len(drawn)} images",
+        )
+        png = png_bytes(fig)
+        (plot_dir / f"{method}.png").write_bytes(png)
+        metadata[f"{method}_map"] = dg.MetadataValue.md(png_markdown(png, f"{method} map"))
+        metadata[f"{method}_seconds"] = round(r.seconds, 3)
+        metadata[f"{method}_details"] = dg.MetadataValue.json(
+            {"backend": r.backend, "fitted_on": r.fitted_on, "notes": r.notes, **r.params}
+        )
+    html = _html_map(
+        paths.plots_dir / f"map_{emb_set.model_key}.html",
+        results,
+        info,
+        clusters_col,
+        scores,
+        flagged,
+        config,
+        emb_set.model_key,
+    )
+    metadata.update(
+        {
+            "html_map": dg.MetadataValue.path(str(html)),
+            "png_dir": dg.MetadataValue.path(str(plot_dir)),
+            "write_seconds": round(write_seconds, 3),
+            "plot_seconds": round(time.perf_counter() - start, 3),
+            "coloured_by": ", ".join(
+                ["label"]
+                + (["cluster"] if clusters_col is not None else [])
+                + (["anomaly flag"] if flagged is not None else [])
+            ),
+        }
+    )
+    return dg.MaterializeResult(metadata=metadata)
+
+
+def _html_map(
+    path: Path,
+    results: dict[str, Projection],
+    info: pd.DataFrame,
+    clusters_col: np.ndarray | None,
+    scores: np.ndarray | None,
+    flagged: np.ndarray | None,
+    config: ProjectionsConfig,
+    model_key: str,
+) -> Path:
+    idx = plot_sample(len(info), config.html_points, config.seed)
+    points = {
+        "path": info["path"].to_numpy(dtype=object)[idx],
+        "label": info["label"].to_numpy(dtype=object)[idx],
+    }
+    if clusters_col is not None:
+        points["cluster"] = clusters_col[idx]
+    if scores is not None:
+        points["anomaly score"] = scores[idx]
+        points["anomaly flag"] = flagged[idx]
+    thumbs = thumbnail_uris(points["path"]) if len(idx) <= config.html_thumbnails_max else None
+    maps = {method: r.coords[idx] for method, r in results.items()}
+    return write_html_map(path, maps, points, f"Embedding maps ({model_key})", thumbs)
+
+
+def _ints_or_none(values: np.ndarray) -> np.ndarray:
+    """Float column with NaN for missing -> object array of int / None (for categorical use)."""
+    return np.array([None if np.isnan(v) else int(v) for v in values], dtype=object)
+
+
+def _cluster_table(labels: np.ndarray, image_labels: pd.Series) -> str:
+    """Per cluster: size, labeled images, most common label and its share (purity)."""
+    df = pd.DataFrame({"cluster": labels, "label": image_labels.to_numpy(dtype=object)})
+    rows = []
+    for cid, group in df.groupby("cluster", sort=True):
+        known = group["label"].dropna()
+        top = known.value_counts()
+        top_label, share = (top.index[0], top.iloc[0] / len(known)) if len(top) else ("", math.nan)
+        rows.append(
+            [cid, len(group), len(known), top_label, "" if math.isnan(share) else f"{share:.0%}"]
+        )
+    return _md_table(["cluster", "size", "labeled", "top label", "top label share"], rows)
+
+
+def _histogram(scores: np.ndarray, threshold: float) -> Figure:
+    fig = Figure(figsize=(6, 3))
+    ax = fig.add_subplot()
+    ax.hist(scores, bins=50, color="#888888")
+    if math.isfinite(threshold):
+        ax.axvline(threshold, color="#d62728", label=f"flag threshold {threshold:.3f}")
+        ax.legend(frameon=False)
+    ax.set_xlabel("anomaly score (higher = more unusual)")
+    ax.set_ylabel("images")
+    fig.tight_layout()
+    return fig
+
+
+def _md_table(header: list[str], rows: list[list]) -> str:
+    def cell(value) -> str:
+        return str(value).replace("|", "\\|")
+
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _float_or_none(value: float | None) -> float | None:
+    return None if value is None or not math.isfinite(value) else round(float(value), 4)
+
+
+def _current_counts(storage: StorageResource, table: str):
+    """The current embedding set and the rows, images and NULL/NaN values `table` has for it."""
+    db = storage.paths.catalog_db
+    emb_set = current_set(db)
+    return emb_set, store.row_counts(db, table, emb_set.model_key)
+
+
+@dg.asset_check(
+    asset=clusters, blocking=True, description="Every embedded image has exactly one cluster."
+)
+def clusters_cover_all_images(storage: StorageResource) -> dg.AssetCheckResult:
+    emb_set, c = _current_counts(storage, "clusters")
+    passed = c["rows"] == c["images"] == emb_set.count and c["bad_values"] == 0
+    return dg.AssetCheckResult(passed=passed, metadata={"embedded_images": emb_set.count, **c})
+
+
+@dg.asset_check(
+    asset=anomaly_scores, blocking=True, description="One finite score per embedded image."
+)
+def anomaly_scores_are_finite(storage: StorageResource) -> dg.AssetCheckResult:
+    emb_set, c = _current_counts(storage, "anomaly_scores")
+    passed = c["rows"] == c["images"] == emb_set.count and c["bad_values"] == 0
+    return dg.AssetCheckResult(passed=passed, metadata={"embedded_images": emb_set.count, **c})
+
+
+@dg.asset_check(
+    asset=projections, description="Each method has one finite (x, y) per embedded image."
+)
+def projection_rows_match(storage: StorageResource) -> dg.AssetCheckResult:
+    db = storage.paths.catalog_db
+    emb_set = current_set(db)
+    with storage.connect(read_only=True) as con:
+        per_method = dict(
+            con.execute(
+                "SELECT method, count(DISTINCT image_id) FILTER (NOT isnan(x) AND NOT isnan(y)) "
+                "= count(*) AND count(*) = ? FROM projections WHERE model_key = ? GROUP BY 1",
+                [emb_set.count, emb_set.model_key],
+            ).fetchall()
+        )
+    passed = bool(per_method) and all(per_method.values())
+    return dg.AssetCheckResult(
+        passed=passed,
+        metadata={
+            "embedded_images": emb_set.count,
+            "methods_ok": dg.MetadataValue.json(per_method),
+        },
+    )
