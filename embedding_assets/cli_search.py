@@ -1,0 +1,74 @@
+"""`emb similar` and `emb serve`: search the published similarity index from a shell or HTTP."""
+
+from __future__ import annotations
+
+import json
+
+import typer
+
+from resources.storage import DataPaths, default_data_dir
+
+
+def _fail(message: str, code: int = 2) -> None:
+    typer.secho(message, fg=typer.colors.RED, err=True)
+    raise typer.Exit(code)
+
+
+def similar(
+    query: str = typer.Argument(
+        ..., help="An image file (embedded on the fly if not in the catalog) or a catalog image id."
+    ),
+    k: int = typer.Option(10, "-k", "--k", min=1, max=1000, help="How many results."),
+    format: str = typer.Option("table", "--format", "-f", help="table | json"),
+    model_key: str = typer.Option(
+        None, "--model-key", help="Embedding set to search (default: the current one)."
+    ),
+) -> None:
+    """Find the images most similar to QUERY (cosine similarity), with label and cluster."""
+    from embedding_assets.search import QueryError, Searcher
+
+    if format not in ("table", "json"):
+        _fail(f"--format {format!r}: choose table or json")
+    try:
+        searcher = Searcher(DataPaths(default_data_dir()).catalog_db, model_key)
+        hits = searcher.similar(query, k)
+    except (QueryError, LookupError, FileNotFoundError) as exc:
+        _fail(f"error: {exc}")
+    if format == "json":
+        payload = {
+            "query": query,
+            "model_key": searcher.model_key,
+            "results": [h.as_dict() for h in hits],
+        }
+        typer.echo(json.dumps(payload, indent=2))
+        return
+    typer.echo(f"{len(hits)} images like {query} (model key {searcher.model_key}):")
+    typer.echo(f"{'rank':>4}  {'similarity':>10}  {'label':<12} {'cluster':>7}  path")
+    for h in hits:
+        cluster = "" if h.cluster is None else str(h.cluster)
+        typer.echo(
+            f"{h.rank:>4}  {h.similarity:>10.4f}  {h.label or '':<12} {cluster:>7}  {h.path}"
+        )
+
+
+def serve(
+    host: str = typer.Option("127.0.0.1", help="Interface to bind (0.0.0.0 exposes it)."),
+    port: int = typer.Option(8000, help="TCP port."),
+    model_key: str = typer.Option(None, "--model-key", help="Embedding set to serve."),
+    max_k: int = typer.Option(100, help="Largest k a request may ask for."),
+    max_upload_mb: float = typer.Option(10.0, help="Largest request body in MiB."),
+    max_pixels: int = typer.Option(40_000_000, help="Largest uploaded image in pixels."),
+) -> None:
+    """Serve `/search` (by image id or uploaded image) and `/health` over HTTP."""
+    import uvicorn
+
+    from embedding_assets.search_api import create_app
+
+    app = create_app(
+        DataPaths(default_data_dir()).catalog_db,
+        model_key,
+        max_k=max_k,
+        max_upload_bytes=int(max_upload_mb * 2**20),
+        max_pixels=max_pixels,
+    )
+    uvicorn.run(app, host=host, port=port)

@@ -1,0 +1,60 @@
+"""A searchable data directory for the search tests: catalog, real embeddings, an index run."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import dagster as dg
+import numpy as np
+from PIL import Image
+
+from embedding_assets.assets.similarity import similarity_index, similarity_index_recall
+from embedding_assets.catalog import scan_catalog
+from embedding_assets.embedder import EmbedParams
+from embedding_assets.embedding_run import run_embeddings
+from resources import GPUResource, StorageResource
+from resources.storage import DataPaths
+
+PARAMS = EmbedParams("resnet18", None, 32)  # random weights: no download, brightness separates
+LEVELS = (30, 128, 220)
+
+
+def class_image(path: Path, level: int, seed: int) -> Path:
+    """A noisy flat image around one grey level: the three levels are the three classes."""
+    rng = np.random.default_rng(seed)
+    arr = np.clip(rng.normal(level, 20, size=(24, 24, 3)), 0, 255).astype(np.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(arr).save(path)
+    return path
+
+
+def make_folder(root: Path) -> Path:
+    """Three labeled classes of 8, one exact copy (a near-duplicate pair), one corrupt file."""
+    for c, level in enumerate(LEVELS):
+        for i in range(8):
+            class_image(root / f"class_{c}" / f"img_{i}.png", level, c * 100 + i)
+    shutil.copy(root / "class_0" / "img_0.png", root / "class_0" / "img_0_copy.png")
+    (root / "class_1" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
+    return root
+
+
+def materialize_index(data_dir: Path, tmp: Path, **config) -> dg.ExecuteInProcessResult:
+    return dg.materialize(
+        [similarity_index, similarity_index_recall],
+        resources={
+            "storage": StorageResource(data_dir=str(data_dir)),
+            "gpu": GPUResource(device="cpu", lock_dir=str(tmp / "locks")),
+        },
+        run_config={"ops": {"similarity_index": {"config": config}}} if config else None,
+        raise_on_error=False,
+    )
+
+
+def searchable(data_dir: Path, tmp: Path) -> dg.ExecuteInProcessResult:
+    """Scan, embed with the real embedder, and build + publish the index."""
+    folder = make_folder(tmp / "images")
+    paths = DataPaths(data_dir)
+    scan_catalog(paths.catalog_db, folder)
+    run_embeddings(paths, PARAMS, workers=0)
+    return materialize_index(data_dir, tmp, near_duplicate_threshold=0.99999)

@@ -1,0 +1,135 @@
+"""Index choice, tuning, kNN and near-duplicates on real FAISS; the asset and its blocking check."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from embedding_assets import similarity
+from embedding_assets.search import Searcher, latest_index, published_index
+from resources.duckdb_store import connect
+from resources.storage import DataPaths
+from tests.search_setup import materialize_index, searchable
+
+
+def clustered(n: int, d: int, centers: int, seed: int = 0) -> np.ndarray:
+    """Unit vectors around `centers` random directions, like embeddings of a few classes."""
+    rng = np.random.default_rng(seed)
+    c = rng.standard_normal((centers, d)).astype(np.float32)
+    x = c[rng.integers(0, centers, n)] + 0.6 * rng.standard_normal((n, d)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def test_choose_factory_moves_from_exact_to_ivf_to_pq():
+    gib = 2**30
+    assert similarity.choose_factory(5_000, 512, 4 * gib) == "Flat"
+    assert similarity.choose_factory(1_000_000, 64, 4 * gib) == "IVF4096,Flat"
+    assert similarity.choose_factory(5_000_000, 64, 4 * gib) == "IVF8192,Flat"
+    pq = similarity.choose_factory(50_000_000, 64, 1 * gib)
+    assert pq.startswith("IVF") and "PQ" in pq
+    m = int(pq.split("PQ")[1].split("x")[0])
+    assert 64 % m == 0 and 50_000_000 * (m + 8) <= 1 * gib
+    assert similarity.nlist_for(1_000) * 39 <= 1_000
+
+
+def test_tuning_raises_nprobe_until_recall_target():
+    x = clustered(20_000, 32, 50)
+    ids = np.arange(20_000, dtype=np.int64) * 7 + 3  # ids are not row numbers
+    built = similarity.build_index(x, ids, "IVF128,Flat", train_sample=10_000)
+    q = similarity.sample_queries(x, 200, seed=0)
+    truth = similarity.exact_topk(x, ids, q, 5)
+    low = similarity.recall_at_k(similarity.search(built.index, q, 5, {"nprobe": 1})[1], truth)
+    similarity.tune(built, q, truth, 0.97)
+    assert built.search_params["nprobe"] > 1
+    assert built.tune_recall >= 0.97 > low
+    found = similarity.search(built.index, q, 5, built.search_params)[1]
+    assert set(found.ravel()) <= set(ids.tolist())
+
+
+def test_hnsw_tunes_ef_search_and_flat_is_exact():
+    x = clustered(5_000, 16, 20)
+    ids = np.arange(5_000, dtype=np.int64) + 100
+    q = similarity.sample_queries(x, 100, seed=1)
+    truth = similarity.exact_topk(x, ids, q, 5)
+    hnsw = similarity.tune(similarity.build_index(x, ids, "HNSW16,Flat"), q, truth, 0.99)
+    assert "efSearch" in hnsw.search_params and hnsw.tune_recall >= 0.99
+    flat = similarity.tune(similarity.build_index(x, ids, "Flat"), q, truth, 0.99)
+    assert flat.tune_recall == 1.0 and flat.search_params == {}
+
+
+def test_bad_factory_string_names_the_fix():
+    with pytest.raises(ValueError, match="index_factory='IVFx,Nope'"):
+        similarity.build_index(clustered(100, 8, 2), np.arange(100), "IVFx,Nope")
+    with pytest.raises(ValueError, match="at least 256 training vectors"):
+        similarity.build_index(clustered(100, 8, 2), np.arange(100), "IVF256,Flat")
+
+
+def test_knn_loo_accuracy_and_near_duplicate_groups():
+    x = clustered(600, 16, 3, seed=2)
+    ids = np.arange(600, dtype=np.int64)
+    centers = np.argmax(x @ clustered(3, 16, 3, seed=2).T, axis=1)  # noisy, not a given
+    labels = {i: f"c{centers[i]}" for i in range(0, 600, 2)}  # half labeled
+    built = similarity.build_index(x, ids, "Flat")
+    knn = similarity.knn_loo_accuracy(built.index, x, ids, labels, k=5)
+    assert knn.evaluated == 300 and 0.0 <= knn.accuracy <= 1.0
+    assert set(knn.per_label) == set(labels.values())
+    # three exact copies of row 0 and one of row 1 form two groups
+    dup = np.vstack([x, x[[0, 0, 0, 1]]])
+    dup_ids = np.concatenate([ids, [1000, 1001, 1002, 1003]])
+    built = similarity.build_index(dup, dup_ids, "Flat")
+    a, b, s = similarity.near_duplicate_pairs(built.index, dup, dup_ids, 0.9999, k=5)
+    pairs = set(zip(a.tolist(), b.tolist(), strict=True))
+    assert {(0, 1000), (0, 1001), (0, 1002), (1000, 1001), (1, 1003)} <= pairs
+    assert all(x < y for x, y in pairs) and (s >= 0.9999).all()
+    groups = similarity.group_pairs(a, b)
+    assert groups[1002] == 0 and groups[1003] == 1
+
+
+def test_asset_publishes_index_and_search_finds_the_same_class(data_dir: Path, tmp_path: Path):
+    result = searchable(data_dir, tmp_path)
+    assert result.success
+    meta = result.get_asset_materialization_events()[0].materialization.metadata
+    assert meta["index_type"].value == "Flat"  # 25 vectors: exact
+    assert meta["vectors"].value == 25 and meta["recall_at_5"].value == 1.0
+    assert meta["knn_evaluated"].value == 25 and meta["knn_top1_accuracy_loo"].value >= 0.9
+    assert meta["near_duplicate_pairs"].value == 1 and meta["near_duplicate_groups"].value == 1
+    assert meta["query_p50_ms"].value > 0 and meta["bytes"].value > 25 * 512 * 4
+    [check] = result.get_asset_check_evaluations()
+    assert check.passed and check.metadata["published"].value is True
+
+    db = DataPaths(data_dir).catalog_db
+    record = published_index(db)
+    assert record.path.is_file() and record.path.parent.name == record.model_key
+    with connect(db, read_only=True) as con:
+        [(a, b, sim)] = con.execute(
+            "SELECT p.image_id_a, p.image_id_b, p.similarity FROM near_duplicates p"
+        ).fetchall()
+        names = dict(con.execute("SELECT image_id, path FROM images").fetchall())
+    assert {Path(names[a]).name, Path(names[b]).name} == {"img_0.png", "img_0_copy.png"}
+    assert sim > 0.9999
+
+    searcher = Searcher(db)
+    query_id = next(i for i, p in names.items() if p.endswith("class_2/img_3.png"))
+    hits = searcher.similar(query_id, k=5)
+    assert [h.rank for h in hits] == [1, 2, 3, 4, 5] and query_id not in {h.image_id for h in hits}
+    assert {h.label for h in hits} == {"class_2"}
+    assert all(Path(h.path).parent.name == "class_2" for h in hits)
+    sims = [h.similarity for h in hits]
+    assert sims == sorted(sims, reverse=True)
+
+
+def test_failing_check_keeps_the_published_version(data_dir: Path, tmp_path: Path):
+    assert searchable(data_dir, tmp_path).success
+    db = DataPaths(data_dir).catalog_db
+    good = published_index(db)
+    bad = materialize_index(data_dir, tmp_path, index_factory="IVF8,Flat", nprobe=1)
+    [check] = bad.get_asset_check_evaluations()
+    assert not check.passed
+    assert "raise nprobe (now 1" in check.description and "not published" in check.description
+    newest = latest_index(db, good.model_key, published_only=False)
+    assert newest.version > good.version and newest.index_type == "IVF8,Flat"
+    assert not newest.published and newest.path.is_file()
+    assert published_index(db).version == good.version
+    assert Searcher(db).record.index_type == "Flat"
