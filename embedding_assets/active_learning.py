@@ -1,0 +1,314 @@
+"""Classifier training, champion comparison, uncertainty and batch selection, without Dagster.
+
+The `classifier`, `predictions` and `label_queue` assets and the active-learning benchmark
+all call these functions, so what the benchmark measures is what the platform runs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+from sklearn.cluster import KMeans
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, log_loss
+from sklearn.model_selection import StratifiedKFold
+
+log = logging.getLogger(__name__)
+ALGORITHMS = ("logreg", "lightgbm")
+UNCERTAINTY_MEASURES = ("least_confident", "margin", "entropy")
+
+
+class NotTrainable(ValueError):
+    """The labels cannot train a classifier yet; the message says what to label."""
+
+
+def make_model(algorithm: str, n_train: int, device: str = "cpu", seed: int = 0, **lgbm_params):
+    """A fresh, small model: logistic regression as baseline, LightGBM as the stronger one
+    (`lgbm_params` override its defaults, e.g. fewer trees in the benchmark)."""
+    if algorithm == "logreg":
+        return LogisticRegression(max_iter=1000, C=1.0, random_state=seed)
+    if algorithm == "lightgbm":
+        from lightgbm import LGBMClassifier
+
+        params = {
+            "n_estimators": 60,
+            "num_leaves": 15,
+            "learning_rate": 0.1,
+            "min_child_samples": int(min(20, max(2, n_train // 20))),
+            "colsample_bytree": 0.5,
+            "n_jobs": 2,
+            **lgbm_params,
+        }
+        return LGBMClassifier(device=device, random_state=seed, verbose=-1, **params)
+    raise ValueError(f"algorithm={algorithm!r} is not one of {ALGORITHMS}")
+
+
+def fit(
+    algorithm: str, x: np.ndarray, y: np.ndarray, device: str = "cpu", seed: int = 0, **lgbm_params
+):
+    """Fit one model; a LightGBM build without GPU support falls back to the CPU with a log."""
+    model = make_model(algorithm, len(y), device, seed, **lgbm_params)
+    try:
+        model.fit(x, y)
+    except Exception as exc:  # LightGBMError: "GPU Tree Learner was not enabled in this build"
+        if device == "cpu" or algorithm != "lightgbm":
+            raise
+        log.warning("LightGBM on %s failed (%s); training on the CPU", device, exc)
+        model = make_model(algorithm, len(y), "cpu", seed, **lgbm_params)
+        model.fit(x, y)
+    return model
+
+
+def proba(model, x: np.ndarray, classes: np.ndarray) -> np.ndarray:
+    """Probabilities in the column order of `classes` (zeros for classes the model lacks)."""
+    out = np.zeros((len(x), len(classes)), dtype=np.float64)
+    if len(x) == 0:
+        return out
+    p = model.predict_proba(x)
+    index = {c: i for i, c in enumerate(classes)}
+    for j, c in enumerate(model.classes_):
+        if c in index:
+            out[:, index[c]] = p[:, j]
+    return out
+
+
+def metrics(y: np.ndarray, p: np.ndarray, classes: np.ndarray) -> dict[str, float]:
+    pred = classes[p.argmax(axis=1)]
+    clipped = np.clip(p, 1e-15, 1.0)
+    clipped /= clipped.sum(axis=1, keepdims=True)
+    return {
+        "accuracy": float(accuracy_score(y, pred)),
+        "macro_f1": float(f1_score(y, pred, labels=classes, average="macro", zero_division=0)),
+        "log_loss": float(log_loss(y, clipped, labels=classes)),
+        "n_eval": int(len(y)),
+    }
+
+
+def stable_rank(image_ids: np.ndarray) -> np.ndarray:
+    """An order of images that never changes between runs (hash of the id), so an image that
+    was held out once stays held out as more labels arrive."""
+    keys = [
+        int.from_bytes(hashlib.blake2b(str(int(i)).encode(), digest_size=8).digest(), "big")
+        for i in image_ids
+    ]
+    return np.argsort(np.array(keys, dtype=np.uint64), kind="stable")
+
+
+def holdout_mask(image_ids: np.ndarray, y: np.ndarray, test_fraction: float) -> np.ndarray:
+    """Stratified held-out split: per class, the first `test_fraction` by stable hash order."""
+    mask = np.zeros(len(y), dtype=bool)
+    for c in np.unique(y):
+        idx = np.flatnonzero(y == c)
+        order = idx[stable_rank(image_ids[idx])]
+        mask[order[: max(1, round(len(idx) * test_fraction))]] = True
+    return mask
+
+
+@dataclass
+class Training:
+    """The outcome of one training: the chosen model and how it was evaluated."""
+
+    algorithm: str
+    model: object
+    classes: np.ndarray
+    eval_method: str  # holdout | cv
+    candidates: dict[str, dict[str, float]]
+    eval_ids: np.ndarray  # images the metrics were computed on (unseen by `model`'s fold)
+    eval_x: np.ndarray
+    eval_y: np.ndarray
+    eval_proba: np.ndarray
+    train_ids: np.ndarray  # images `model` was fitted on
+    dropped_classes: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def n_labels(self) -> int:
+        return int(len(np.union1d(self.train_ids, self.eval_ids)))
+
+    @property
+    def metrics(self) -> dict[str, float]:
+        return self.candidates[self.algorithm]
+
+    def confusion(self) -> np.ndarray:
+        pred = self.classes[self.eval_proba.argmax(axis=1)]
+        return confusion_matrix(self.eval_y, pred, labels=self.classes)
+
+
+def train(
+    image_ids: np.ndarray,
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    algorithms: tuple[str, ...] = ALGORITHMS,
+    device: str = "cpu",
+    holdout_min_labels: int = 200,
+    test_fraction: float = 0.2,
+    seed: int = 0,
+) -> Training:
+    """Train every algorithm, evaluate on a stratified held-out split (or stratified k-fold
+    cross-validation when labels are few) and keep the one with the best macro-F1.
+
+    Classes with a single labeled image cannot be both trained and evaluated; they are left
+    out and reported in `dropped_classes`. Fewer than two classes raises NotTrainable.
+    """
+    y = np.asarray(y).astype(str)
+    names, counts = np.unique(y, return_counts=True)
+    dropped = {str(c): int(n) for c, n in zip(names, counts, strict=True) if n < 2}
+    keep = ~np.isin(y, list(dropped))
+    image_ids, x, y = image_ids[keep], x[keep], y[keep]
+    classes = np.unique(y)
+    if len(classes) < 2:
+        have = ", ".join(f"{c!r}: {n}" for c, n in zip(names, counts, strict=True)) or "none"
+        raise NotTrainable(
+            f"need at least 2 classes with 2+ labeled images each (labels per class: {have}); "
+            "label more images (emb label import FILE.csv / emb label set IMAGE LABEL)"
+        )
+    min_count = int(np.unique(y, return_counts=True)[1].min())
+    use_holdout = len(y) >= holdout_min_labels and min_count * test_fraction >= 2
+    candidates: dict[str, dict[str, float]] = {}
+    probas: dict[str, np.ndarray] = {}
+    if use_holdout:
+        test = holdout_mask(image_ids, y, test_fraction)
+        train_idx, eval_idx = np.flatnonzero(~test), np.flatnonzero(test)
+        models = {}
+        for algo in algorithms:
+            models[algo] = fit(algo, x[train_idx], y[train_idx], device, seed)
+            probas[algo] = proba(models[algo], x[eval_idx], classes)
+            candidates[algo] = metrics(y[eval_idx], probas[algo], classes)
+    else:
+        k = min(5, min_count)
+        folds = list(StratifiedKFold(k, shuffle=True, random_state=seed).split(x, y))
+        eval_idx = np.concatenate([f[1] for f in folds])
+        for algo in algorithms:
+            oof = np.zeros((len(y), len(classes)))
+            for tr, te in folds:
+                oof[te] = proba(fit(algo, x[tr], y[tr], device, seed), x[te], classes)
+            probas[algo] = oof[eval_idx]
+            candidates[algo] = metrics(y[eval_idx], probas[algo], classes)
+        train_idx = np.arange(len(y))
+    best = max(algorithms, key=lambda a: (candidates[a]["macro_f1"], -candidates[a]["log_loss"]))
+    model = models[best] if use_holdout else fit(best, x, y, device, seed)
+    return Training(
+        algorithm=best,
+        model=model,
+        classes=classes,
+        eval_method="holdout" if use_holdout else f"cv{k}",
+        candidates=candidates,
+        eval_ids=image_ids[eval_idx],
+        eval_x=x[eval_idx],
+        eval_y=y[eval_idx],
+        eval_proba=probas[best],
+        train_ids=image_ids[train_idx],
+        dropped_classes=dropped,
+    )
+
+
+@dataclass(frozen=True)
+class Decision:
+    promoted: bool
+    reason: str
+    new: dict[str, float] | None = None
+    champion: dict[str, float] | None = None
+
+
+def compare_with_champion(
+    training: Training, champion: dict | None, min_compare: int = 1
+) -> Decision:
+    """Promote the new model only if it beats the champion on the same held-out images: the
+    new model's evaluation images that the champion never trained on. Higher accuracy wins;
+    at equal accuracy, lower log-loss; otherwise the champion stays."""
+    if champion is None:
+        return Decision(True, "first version: no champion yet")
+    if champion["embedding_key"] != champion["current_embedding_key"]:
+        return Decision(True, "embeddings changed since the champion was trained")
+    champ_classes = np.asarray(champion["classes"])
+    if set(champ_classes) != set(training.classes):
+        added = sorted(set(training.classes) - set(champ_classes))
+        gone = sorted(set(champ_classes) - set(training.classes))
+        return Decision(True, f"label set changed (added {added}, removed {gone})")
+    unseen = ~np.isin(training.eval_ids, np.asarray(champion["train_ids"]))
+    if unseen.sum() < min_compare:
+        return Decision(
+            False,
+            f"champion stays: only {int(unseen.sum())} held-out image(s) the champion has not "
+            f"trained on (need {min_compare}); label more images",
+        )
+    y = training.eval_y[unseen]
+    x = training.eval_x[unseen]
+    new = metrics(y, training.eval_proba[unseen], training.classes)
+    old = metrics(y, proba(champion["model"], x, training.classes), training.classes)
+    better = (new["accuracy"], -new["log_loss"]) > (old["accuracy"], -old["log_loss"])
+    verdict = "promoted" if better else "champion stays"
+    return Decision(
+        better,
+        f"{verdict}: on {len(y)} shared held-out images accuracy {new['accuracy']:.3f} vs "
+        f"champion {old['accuracy']:.3f}, log-loss {new['log_loss']:.3f} vs {old['log_loss']:.3f}",
+        new,
+        old,
+    )
+
+
+def uncertainty(p: np.ndarray) -> dict[str, np.ndarray]:
+    """Least-confident (1 - max p), margin (top-1 minus top-2; small = unsure) and entropy."""
+    top = np.sort(p, axis=1)[:, ::-1]
+    second = top[:, 1] if p.shape[1] > 1 else np.zeros(len(p))
+    safe = np.clip(p, 1e-12, 1.0)
+    return {
+        "least_confident": 1.0 - top[:, 0],
+        "margin": top[:, 0] - second,
+        "entropy": -(p * np.log(safe)).sum(axis=1),
+    }
+
+
+def uncertainty_score(p: np.ndarray, measure: str) -> np.ndarray:
+    """Higher = more uncertain, whatever the measure."""
+    if measure not in UNCERTAINTY_MEASURES:
+        raise ValueError(f"uncertainty={measure!r} is not one of {UNCERTAINTY_MEASURES}")
+    u = uncertainty(p)[measure]
+    return 1.0 - u if measure == "margin" else u
+
+
+def default_batch_size(pool: int, fraction: float = 0.05) -> int:
+    return max(1, math.ceil(pool * fraction)) if pool else 0
+
+
+def kmeans_clusters(x: np.ndarray, k: int, seed: int = 0) -> np.ndarray:
+    k = max(1, min(k, len(x)))
+    if k == 1:
+        return np.zeros(len(x), dtype=np.int64)
+    return KMeans(k, n_init=3, random_state=seed).fit_predict(x).astype(np.int64)
+
+
+def select_batch(
+    scores: np.ndarray, clusters: np.ndarray, batch_size: int, max_cluster_share: float = 0.3
+) -> np.ndarray:
+    """Indexes of the most uncertain items such that no cluster fills more than
+    `max_cluster_share` of the batch; only when the candidates span too few clusters is the
+    rest filled by uncertainty alone. Returned in selection order."""
+    order = np.argsort(-scores, kind="stable")
+    batch_size = min(batch_size, len(scores))
+    cap = max(1, math.ceil(batch_size * max_cluster_share))
+    taken: list[int] = []
+    per_cluster: dict[int, int] = {}
+    for i in order:
+        if len(taken) == batch_size:
+            break
+        c = int(clusters[i])
+        if per_cluster.get(c, 0) < cap:
+            taken.append(int(i))
+            per_cluster[c] = per_cluster.get(c, 0) + 1
+    if len(taken) < batch_size:
+        chosen = set(taken)
+        taken += [int(i) for i in order if int(i) not in chosen][: batch_size - len(taken)]
+    return np.asarray(taken, dtype=np.int64)
+
+
+def plateaued(accuracies: list[float], patience: int, min_delta: float) -> bool:
+    """True when the last `patience` rounds improved on the best before them by < min_delta."""
+    if len(accuracies) <= patience:
+        return False
+    before = max(accuracies[:-patience])
+    return max(accuracies[-patience:]) - before < min_delta

@@ -1,0 +1,344 @@
+"""`classifier` → `predictions` → `label_queue`: the active-learning loop over the embeddings.
+
+The sensor in `sensors/label_sensor.py` re-runs these three whenever new labels land.
+"""
+
+import json
+import time
+
+import dagster as dg
+import numpy as np
+import pyarrow as pa
+from pydantic import Field
+
+from embedding_assets import active_learning as al
+from embedding_assets import model_registry as registry
+from embedding_assets.active_learning_plots import (
+    confusion_png,
+    learning_curve_png,
+    markdown_image,
+)
+from embedding_assets.vectors import load_current
+from resources.gpu import GPU_POOL, GPUResource
+from resources.storage import StorageResource
+
+GROUP = "active_learning"
+OWNERS = ["team:ml-platform"]
+GATE = "promotion_gate"
+
+
+class ClassifierConfig(dg.Config):
+    algorithms: list[str] = Field(
+        default=list(al.ALGORITHMS),
+        description="Candidates trained each time; the best macro-F1 becomes the new version.",
+    )
+    holdout_min_labels: int = Field(
+        default=200,
+        description="With fewer labeled images, evaluate by stratified cross-validation "
+        "instead of a held-out split.",
+    )
+    test_fraction: float = Field(default=0.2, description="Share of each class held out.")
+    seed: int = Field(default=0, description="Random seed of folds and models.")
+
+
+def _candidate_table(candidates: dict[str, dict[str, float]]) -> str:
+    lines = ["| model | accuracy | macro-F1 | log-loss | n_eval |", "|---|---|---|---|---|"]
+    for name, m in candidates.items():
+        lines.append(
+            f"| {name} | {m['accuracy']:.4f} | {m['macro_f1']:.4f} | {m['log_loss']:.4f} "
+            f"| {m['n_eval']} |"
+        )
+    return "\n".join(lines)
+
+
+@dg.asset(
+    deps=["embeddings"],
+    group_name=GROUP,
+    kinds={"scikitlearn", "lightgbm", "duckdb"},
+    owners=OWNERS,
+    pool=GPU_POOL,
+    check_specs=[
+        dg.AssetCheckSpec(
+            GATE,
+            asset="classifier",
+            blocking=True,
+            description="The new version is promoted only if it beats the champion on the same "
+            "held-out images (warns when the champion stays; fails when there is no champion).",
+        )
+    ],
+)
+def classifier(
+    context: dg.AssetExecutionContext,
+    config: ClassifierConfig,
+    storage: StorageResource,
+    gpu: GPUResource,
+) -> dg.MaterializeResult:
+    """Logistic regression and LightGBM trained on the labeled images' embeddings, evaluated on
+    a stratified held-out split (cross-validation while labels are few). Each training is a
+    row of `model_versions`; it becomes the champion only if it beats the current one."""
+    started = time.perf_counter()
+    paths = storage.paths
+    db = paths.catalog_db
+    emb_set, ids, vectors = load_current(db)
+    idx, y, max_label_id = registry.labeled(db, ids)
+    champ = registry.champion(db, emb_set.model_key)
+    base = {"labeled_images": len(y), "embedding_model": emb_set.model_key}
+    try:
+        with gpu.acquire(context.log) as choice:
+            training = al.train(
+                ids[idx],
+                vectors[idx],
+                y,
+                algorithms=tuple(config.algorithms),
+                device=choice.lightgbm_device,
+                holdout_min_labels=config.holdout_min_labels,
+                test_fraction=config.test_fraction,
+                seed=config.seed,
+            )
+    except al.NotTrainable as exc:
+        context.log.warning(f"classifier not trained: {exc}")
+        stays = f"; champion v{champ['version_id']} stays" if champ else ""
+        return dg.MaterializeResult(
+            metadata={**base, "status": "skipped", "reason": f"{exc}{stays}"},
+            check_results=[
+                dg.AssetCheckResult(
+                    check_name=GATE,
+                    passed=False,
+                    severity=dg.AssetCheckSeverity.WARN if champ else dg.AssetCheckSeverity.ERROR,
+                    description=f"no new version: {exc}{stays}",
+                )
+            ],
+        )
+    decision = al.compare_with_champion(training, champ)
+    model_path = registry.save_model(paths.models_dir, training, emb_set.model_key)
+    version_id = registry.register(
+        db, training, decision, model_path, emb_set.model_key, max_label_id
+    )
+    champion_id = version_id if decision.promoted else champ["version_id"]
+    context.log.info(f"classifier v{version_id} ({training.algorithm}): {decision.reason}")
+    m = training.metrics
+    png = confusion_png(
+        training.confusion(),
+        training.classes.tolist(),
+        f"v{version_id} {training.algorithm} ({training.eval_method})",
+    )
+    plot_path = paths.ensure(paths.plots_dir / "classifier") / f"confusion_v{version_id}.png"
+    plot_path.write_bytes(png)
+    gate = dg.AssetCheckResult(
+        check_name=GATE,
+        passed=decision.promoted,
+        severity=dg.AssetCheckSeverity.WARN,
+        description=decision.reason,
+        metadata={"version_id": version_id, "champion_version": champion_id},
+    )
+    return dg.MaterializeResult(
+        metadata={
+            **base,
+            "status": "trained",
+            "version_id": version_id,
+            "algorithm": training.algorithm,
+            "eval_method": training.eval_method,
+            "accuracy": dg.MetadataValue.float(round(m["accuracy"], 4)),
+            "macro_f1": dg.MetadataValue.float(round(m["macro_f1"], 4)),
+            "log_loss": dg.MetadataValue.float(round(m["log_loss"], 4)),
+            "candidates": dg.MetadataValue.md(_candidate_table(training.candidates)),
+            "promoted": decision.promoted,
+            "decision": decision.reason,
+            "champion_version": champion_id,
+            "classes": dg.MetadataValue.json(training.classes.tolist()),
+            "dropped_classes (fewer than 2 labels)": dg.MetadataValue.json(
+                training.dropped_classes
+            ),
+            "max_label_id": max_label_id or 0,
+            "device": choice.describe(),
+            "confusion_matrix": dg.MetadataValue.md(markdown_image(png, "confusion matrix")),
+            "model_path": dg.MetadataValue.path(str(model_path)),
+            "seconds": dg.MetadataValue.float(round(time.perf_counter() - started, 3)),
+        },
+        data_version=dg.DataVersion(f"v{champion_id}"),
+        check_results=[gate],
+    )
+
+
+@dg.asset(
+    deps=[classifier],
+    group_name=GROUP,
+    kinds={"scikitlearn", "duckdb"},
+    owners=OWNERS,
+)
+def predictions(
+    context: dg.AssetExecutionContext, storage: StorageResource
+) -> dg.MaterializeResult:
+    """The champion classifier's predicted class, probability and uncertainty (least-confident,
+    margin, entropy) for every image with an embedding, in the DuckDB table `predictions`."""
+    started = time.perf_counter()
+    db = storage.paths.catalog_db
+    emb_set, ids, vectors = load_current(db)
+    champ = registry.champion(db, emb_set.model_key)
+    if champ is None:
+        raise dg.Failure(
+            "No champion classifier: label at least 2 classes with 2+ images each "
+            "(emb label import FILE.csv) and materialize `classifier`."
+        )
+    if champ["embedding_key"] != emb_set.model_key:
+        raise dg.Failure(
+            f"The champion v{champ['version_id']} was trained on embeddings "
+            f"{champ['embedding_key']}, the current ones are {emb_set.model_key}: "
+            "materialize `classifier` again."
+        )
+    classes = np.asarray(champ["classes"])
+    p = (
+        np.concatenate(
+            [
+                al.proba(champ["model"], vectors[s : s + 65536], classes)
+                for s in range(0, len(ids), 65536)
+            ]
+        )
+        if len(ids)
+        else np.zeros((0, len(classes)))
+    )
+    means = registry.write_predictions(db, champ["version_id"], ids, classes, p)
+    counts = dict(zip(*np.unique(classes[p.argmax(axis=1)], return_counts=True), strict=True))
+    context.log.info(f"predicted {len(ids)} images with champion v{champ['version_id']}")
+    return dg.MaterializeResult(
+        metadata={
+            "images": len(ids),
+            "version_id": champ["version_id"],
+            "predicted_per_class": dg.MetadataValue.json(
+                {str(k): int(v) for k, v in counts.items()}
+            ),
+            **{f"mean_{k}": dg.MetadataValue.float(round(v, 4)) for k, v in means.items()},
+            "seconds": dg.MetadataValue.float(round(time.perf_counter() - started, 3)),
+        },
+        data_version=dg.DataVersion(f"v{champ['version_id']}-{len(ids)}"),
+    )
+
+
+class LabelQueueConfig(dg.Config):
+    batch_size: int = Field(
+        default=0, description="Images to ask about per round; 0 = batch_fraction of the pool."
+    )
+    batch_fraction: float = Field(
+        default=0.05, description="Share of the unlabeled pool per round when batch_size is 0."
+    )
+    strategy: str = Field(default="uncertainty", description="uncertainty | random")
+    uncertainty: str = Field(default="margin", description="least_confident | margin | entropy")
+    max_cluster_share: float = Field(
+        default=0.3, description="Diversity guard: no cluster fills more of a batch than this."
+    )
+    candidate_factor: int = Field(
+        default=10, description="The guard picks from the batch_size x this most uncertain."
+    )
+    fallback_clusters: int = Field(
+        default=10, description="k of the k-means used when the `clusters` table has none."
+    )
+    plateau_rounds: int = Field(
+        default=3, description="Stop signal after this many rounds without improvement."
+    )
+    plateau_min_delta: float = Field(
+        default=0.005, description="Accuracy gain that counts as improvement."
+    )
+    seed: int = Field(default=0, description="Seed of the random strategy and k-means.")
+
+
+@dg.asset(
+    deps=[predictions],
+    group_name=GROUP,
+    kinds={"duckdb"},
+    owners=OWNERS,
+)
+def label_queue(
+    context: dg.AssetExecutionContext, config: LabelQueueConfig, storage: StorageResource
+) -> dg.MaterializeResult:
+    """The next batch of images to label: the most uncertain unlabeled ones, spread over
+    clusters, as a new round in `label_requests` (export: `emb queue --export FILE.csv`), with
+    the learning curve and a stop signal once accuracy has plateaued."""
+    if config.strategy not in ("uncertainty", "random"):
+        raise dg.Failure(f"strategy={config.strategy!r}: use `uncertainty` or `random`")
+    if config.uncertainty not in al.UNCERTAINTY_MEASURES:
+        raise dg.Failure(
+            f"uncertainty={config.uncertainty!r}: use one of {al.UNCERTAINTY_MEASURES}"
+        )
+    db = storage.paths.catalog_db
+    pool = registry.unlabeled_pool(db)
+    n_pool = len(pool["image_id"])
+    batch = min(config.batch_size or al.default_batch_size(n_pool, config.batch_fraction), n_pool)
+    if config.strategy == "random":
+        scores = np.random.default_rng(config.seed).random(n_pool)
+    else:
+        column = pool[config.uncertainty]
+        scores = 1.0 - column if config.uncertainty == "margin" else column
+    top = np.argsort(-scores, kind="stable")[: batch * max(1, config.candidate_factor)]
+    cand_ids = pool["image_id"][top]
+    emb_set, ids, vectors = load_current(db)
+    clusters = registry.stored_clusters(db, cand_ids, emb_set.model_key)
+    cluster_source = "clusters table"
+    if clusters is None:
+        cluster_source = f"k-means (k={config.fallback_clusters}) on the candidates"
+        order = np.argsort(ids)
+        x = vectors[order[np.searchsorted(ids, cand_ids, sorter=order)]]
+        clusters = al.kmeans_clusters(x, config.fallback_clusters, config.seed)
+    chosen = al.select_batch(scores[top], clusters, batch, config.max_cluster_share)
+    sel = top[chosen]
+    requests = pa.table(
+        {
+            "rank": pa.array(np.arange(1, len(sel) + 1, dtype=np.int32)),
+            "image_id": pa.array(pool["image_id"][sel].astype(np.int64)),
+            "version_id": pa.array(pool["version_id"][sel].astype(np.int64)),
+            "strategy": pa.array([config.strategy] * len(sel), pa.string()),
+            "uncertainty": pa.array(scores[sel].astype(np.float64)),
+            "cluster": pa.array(clusters[chosen].astype(np.int32)),
+        }
+    )
+    latest = registry.latest_version(db)
+    metrics = {}
+    if latest is not None:
+        data = json.loads(latest[2])
+        metrics = data[data["chosen"]]
+    round_no, curve = registry.record_round(
+        db,
+        requests,
+        {
+            "version_id": latest[0] if latest else None,
+            "n_labels": latest[1] if latest else 0,
+            "accuracy": metrics.get("accuracy"),
+            "macro_f1": metrics.get("macro_f1"),
+            "eval_method": latest[3] if latest else None,
+        },
+    )
+    accs = [a for _, a in curve if not np.isnan(a)]
+    stop = al.plateaued(accs, config.plateau_rounds, config.plateau_min_delta)
+    reason = (
+        f"accuracy gained < {config.plateau_min_delta} over the last {config.plateau_rounds} "
+        "rounds: more labels are unlikely to help"
+        if stop
+        else "keep labeling"
+    )
+    in_batch = np.unique(clusters[chosen], return_counts=True)
+    context.log.info(f"round {round_no}: {len(sel)} of {n_pool} unlabeled images requested")
+    png = learning_curve_png([n for n, _ in curve], [a for _, a in curve])
+    return dg.MaterializeResult(
+        metadata={
+            "round": round_no,
+            "batch_size": len(sel),
+            "unlabeled_pool": n_pool,
+            "strategy": f"{config.strategy} ({config.uncertainty})"
+            if config.strategy == "uncertainty"
+            else config.strategy,
+            "clusters_in_batch": len(in_batch[0]),
+            "largest_cluster_share": dg.MetadataValue.float(
+                round(float(in_batch[1].max() / len(sel)), 3) if len(sel) else 0.0
+            ),
+            "cluster_source": cluster_source,
+            "mean_uncertainty_batch": dg.MetadataValue.float(
+                round(float(scores[sel].mean()), 4) if len(sel) else 0.0
+            ),
+            "mean_uncertainty_pool": dg.MetadataValue.float(
+                round(float(scores.mean()), 4) if n_pool else 0.0
+            ),
+            "stop_signal": stop,
+            "stop_reason": reason,
+            "learning_curve": dg.MetadataValue.md(markdown_image(png, "learning curve")),
+            "export": "emb queue --export queue.csv",
+        }
+    )

@@ -1,0 +1,95 @@
+"""`emb label import|set` and `emb queue`: labels into DuckDB, the next batch out."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from resources.storage import DataPaths, default_data_dir
+
+label_app = typer.Typer(help="Add labels to the catalog's append-only labels log.")
+
+
+def _db() -> Path:
+    return DataPaths(default_data_dir()).catalog_db
+
+
+def _report(result) -> None:
+    for r in result.rejected:
+        typer.secho(f"line {r.line}: rejected: {r.reason}", fg=typer.colors.RED, err=True)
+    typer.echo(f"{result.inserted} label(s) added, {len(result.rejected)} row(s) rejected.")
+    if result.rejected:
+        raise typer.Exit(1)
+
+
+def _check_catalog(db: Path) -> None:
+    if not db.exists():
+        typer.secho(
+            f"No catalog at {db}: run `emb run --image-dir ...` first or set EMB_DATA_DIR.",
+            fg=typer.colors.RED,
+            err=True,
+        )
+        raise typer.Exit(2)
+
+
+@label_app.command("import")
+def import_labels(
+    file: Path = typer.Argument(..., help="CSV: path (or image_id), label; a header is optional."),
+) -> None:
+    """Validate every row, then add the valid ones in one transaction (exit 1 if any rejected)."""
+    from embedding_assets.labels import import_csv
+
+    db = _db()
+    _check_catalog(db)
+    try:
+        result = import_csv(db, file)
+    except (FileNotFoundError, ValueError) as exc:
+        typer.secho(str(exc), fg=typer.colors.RED, err=True)
+        raise typer.Exit(2) from exc
+    _report(result)
+
+
+@label_app.command("set")
+def set_one(
+    image: str = typer.Argument(..., help="Image path or image_id."),
+    label: str = typer.Argument(..., help="The label."),
+    source: str = typer.Option("cli", help="Recorded as labels.source."),
+) -> None:
+    """Label one image."""
+    from embedding_assets.labels import set_label
+
+    db = _db()
+    _check_catalog(db)
+    _report(set_label(db, image, label, source))
+
+
+def queue(
+    export: Path = typer.Option(None, "--export", help="Write the open requests to this CSV."),
+) -> None:
+    """Show (or export as CSV with paths) the latest batch the platform asks you to label."""
+    import duckdb
+
+    from embedding_assets.model_registry import export_queue
+    from resources.duckdb_store import connect
+
+    db = _db()
+    _check_catalog(db)
+    try:
+        if export is not None:
+            n = export_queue(db, export)
+            typer.echo(f"wrote {n} image(s) to {export}: fill in `label`, then `emb label import`")
+            return
+        with connect(db, read_only=True) as con:
+            rows = con.execute(
+                "SELECT round, rank, path, predicted, round(uncertainty, 3) "
+                "FROM open_label_requests ORDER BY rank"
+            ).fetchall()
+    except duckdb.CatalogException as exc:
+        typer.secho(
+            f"No label queue yet: materialize `label_queue` ({exc})", fg=typer.colors.RED, err=True
+        )
+        raise typer.Exit(2) from exc
+    for r in rows:
+        typer.echo("\t".join(str(v) for v in r))
+    typer.echo(f"{len(rows)} open request(s).")

@@ -1,0 +1,72 @@
+"""Shared set-up of the active-learning tests: a real catalog plus synthetic embeddings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dagster as dg
+import numpy as np
+
+from embedding_assets import vectors as vec
+from embedding_assets.assets.active_learning import classifier, label_queue, predictions
+from embedding_assets.catalog import scan_catalog
+from resources import GPUResource, StorageResource
+from resources.duckdb_store import connect
+from resources.storage import DataPaths
+
+MODEL_KEY = "synthetic-8d"
+AL_ASSETS = [classifier, predictions, label_queue]
+
+
+def catalog_with_vectors(data_dir: Path, folder: Path, seed: int = 0) -> DataPaths:
+    """Scan `folder` into the catalog and register 8-d vectors that separate its class folders
+    (unlabeled images get the vector of a random class)."""
+    paths = DataPaths(data_dir)
+    scan_catalog(paths.catalog_db, folder)
+    with connect(paths.catalog_db, read_only=True) as con:
+        rows = con.execute("SELECT image_id, sha256, path FROM usable_images ORDER BY 1").fetchall()
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(3, 8)) * 3
+    x = np.stack(
+        [
+            centres[
+                int(Path(p).parent.name[-1]) if "class_" in Path(p).parent.name else rng.integers(3)
+            ]
+            + rng.normal(size=8) * 0.3
+            for _, _, p in rows
+        ]
+    ).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    ids = np.array([r[0] for r in rows], dtype=np.int64)
+    parquet = vec.write_parquet(
+        paths.parquet_dir / f"embeddings-{MODEL_KEY}.parquet",
+        ids,
+        [r[1] for r in rows],
+        MODEL_KEY,
+        x,
+    )
+    vec.register(
+        paths.catalog_db,
+        vec.EmbeddingSet(MODEL_KEY, "synthetic", 8, len(ids), parquet),
+        None,
+        {},
+    )
+    return paths
+
+
+def resources(data_dir: Path) -> dict:
+    return {
+        "storage": StorageResource(data_dir=str(data_dir), lock_timeout_s=30),
+        "gpu": GPUResource(device="cpu", lock_dir=str(data_dir / "locks")),
+    }
+
+
+def materialize(data_dir: Path, run_config: dict | None = None) -> dg.ExecuteInProcessResult:
+    return dg.materialize(
+        AL_ASSETS, resources=resources(data_dir), run_config=run_config, raise_on_error=False
+    )
+
+
+def query(data_dir: Path, sql: str) -> list[tuple]:
+    with connect(DataPaths(data_dir).catalog_db, read_only=True) as con:
+        return con.execute(sql).fetchall()
