@@ -77,7 +77,6 @@ def run_embeddings(
                 key,
                 params,
                 spec,
-                ids,
                 fs_paths,
                 hashes,
                 missing,
@@ -114,6 +113,51 @@ def run_embeddings(
     return summary
 
 
+def cached_features(
+    paths: DataPaths,
+    params: EmbedParams,
+    fs_paths: list[str | bytes],
+    hashes: list[str],
+    *,
+    device: str = "cpu",
+    batch_size: int = 64,
+    workers: int | None = None,
+    allow_download: bool = True,
+) -> tuple[np.ndarray, list[int]]:
+    """Vectors of these files for `params`, from the LMDB cache after embedding what is missing
+    there: (matrix, positions of the files that decoded). Training and evaluation read features
+    through here, so they share the cache with the `embeddings` asset."""
+    spec = params.spec()
+    key = params.model_key(spec)
+    summary = EmbedSummary(model_key=key)
+    with EmbeddingCache(paths.embeddings_lmdb) as cache:
+        missing = set(cache.missing(key, hashes))
+        failed: set[str] = set()
+        if missing:
+            failed = _embed_missing(
+                cache,
+                key,
+                params,
+                spec,
+                fs_paths,
+                hashes,
+                missing,
+                summary,
+                device=device,
+                batch_size=batch_size,
+                workers=workers,
+                precision="auto",
+                allow_download=allow_download,
+                progress=None,
+            )
+        keep = [i for i, h in enumerate(hashes) if h not in failed]
+        if not keep:
+            raise ValueError(f"none of the {len(hashes)} images could be decoded for {key}")
+        kept = [hashes[i] for i in keep]
+        dim = summary.dim or cache.dim(key, kept[0], params.store_dtype)
+        return cache.get_matrix(key, kept, dim, params.store_dtype).astype(np.float32), keep
+
+
 def _usable_images(db: Path) -> tuple[list[int], list[str | bytes], list[str]]:
     with connect(db, read_only=True) as con:
         rows = con.execute(
@@ -121,11 +165,11 @@ def _usable_images(db: Path) -> tuple[list[int], list[str | bytes], list[str]]:
             "FROM usable_images ORDER BY image_id"
         ).fetchall()
     ids = [r[0] for r in rows]
-    fs_paths = [_fs_path(r[1]) for r in rows]
+    fs_paths = [fs_path(r[1]) for r in rows]
     return ids, fs_paths, [r[2] for r in rows]
 
 
-def _fs_path(raw: bytes) -> str | bytes:
+def fs_path(raw: bytes) -> str | bytes:
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError:
@@ -137,7 +181,6 @@ def _embed_missing(
     key,
     params,
     spec,
-    ids,
     fs_paths,
     hashes,
     missing,

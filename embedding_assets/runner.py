@@ -33,7 +33,9 @@ def catalog_config(image_dir: str) -> dict[str, Any]:
 
 
 def demo_config(image_dir: str) -> dict[str, Any]:
-    """The demo's digits are 32 px: embed them at 64 px so the demo takes seconds on a CPU."""
+    """The demo's digits are 32 px: embed them at 64 px so the demo takes seconds on a CPU; the
+    embedding model is trained on the same backbone so the embeddings use it."""
     config = catalog_config(image_dir)
+    config["ops"]["embedding_model"] = {"config": {"image_size": 64}}
     config["ops"]["embeddings"] = {"config": {"image_size": 64}}
     return config

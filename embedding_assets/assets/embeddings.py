@@ -1,6 +1,8 @@
 """`embeddings`: one vector per usable image, cached in LMDB, handed on as Parquet."""
 
 import hashlib
+from dataclasses import replace
+from pathlib import Path
 
 import dagster as dg
 from pydantic import Field
@@ -8,6 +10,7 @@ from pydantic import Field
 from embedding_assets import vectors
 from embedding_assets.embedder import EmbedParams
 from embedding_assets.embedding_run import run_embeddings
+from embedding_assets.embedding_training import trained_params
 from resources.gpu import GPU_POOL, GPUResource
 from resources.storage import StorageResource
 
@@ -45,17 +48,21 @@ class EmbeddingConfig(dg.Config):
         default=True, description="Fetch missing pretrained weights into the torch cache."
     )
     head: str = Field(
-        default="none",
-        description="'none', or a trained projection head file applied after the backbone.",
+        default="auto",
+        description="'auto' (the newest promoted embedding_model for this backbone, if any), "
+        "'none' (plain backbone), or a trained projection head file.",
     )
 
-    def params(self) -> EmbedParams:
-        head = None if self.head == "none" else self.head
-        return EmbedParams(self.model, self.weights, self.image_size, self.store_dtype, head)
+    def params(self, db: Path) -> EmbedParams:
+        weights = None if self.weights == "none" else self.weights
+        base = EmbedParams(self.model, weights, self.image_size, self.store_dtype)
+        if self.head == "auto":
+            return trained_params(db, base)
+        return replace(base, head=None if self.head == "none" else self.head)
 
 
 @dg.asset(
-    deps=["image_catalog"],
+    deps=["image_catalog", "embedding_model"],
     pool=GPU_POOL,
     group_name="embeddings",
     kinds={"pytorch", "parquet"},
@@ -77,7 +84,10 @@ def embeddings(
     (LMDB cache, one transaction per batch, so a killed run resumes). The vectors go to
     `parquet/embeddings/<model_key>.parquet`, registered in the DuckDB table `embedding_sets`.
     """
-    params = config.params()
+    params = config.params(storage.paths.catalog_db)
+    context.log.info(
+        f"trained head {params.head}" if params.head else "plain backbone (no trained head)"
+    )
     last_logged = [0]
 
     def progress(done: int, total: int) -> None:

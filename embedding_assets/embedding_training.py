@@ -1,0 +1,320 @@
+"""Train an embedding model on the labeled images, evaluate it on a held-out split, and decide
+whether it replaces the current one. Plain Python over DuckDB, the LMDB feature cache and
+`metric_training`; the `embedding_model` asset is a thin wrapper.
+
+The held-out split is fixed by content hash, so an image that is evaluation data today stays
+evaluation data as labels grow: no model is ever scored on images it was trained on, and the
+current model can be re-scored on exactly the images the candidate is scored on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import torch
+from torchvision.transforms import v2
+
+from embedding_assets import embedding_eval
+from embedding_assets.backbones import Preprocess, build_backbone
+from embedding_assets.embedder import EmbedParams, load_image
+from embedding_assets.embedding_run import cached_features, fs_path
+from embedding_assets.heads import save_head
+from embedding_assets.metric_training import TrainConfig, TrainResult, finetune, train_head
+from resources.duckdb_store import connect
+from resources.storage import DataPaths
+
+PRIMARY = "knn_top1"  # the number that decides promotion
+VAL_FRACTION = 0.15  # of the training images, for early stopping only
+MIN_LABELED = 20
+
+
+@dataclass
+class LabeledImages:
+    image_ids: list[int]
+    fs_paths: list[str | bytes]
+    hashes: list[str]
+    labels: np.ndarray
+    is_eval: np.ndarray  # bool, fixed by content hash
+
+    def subset(self, mask: np.ndarray) -> tuple[list, list, np.ndarray]:
+        idx = np.flatnonzero(mask)
+        return [self.fs_paths[i] for i in idx], [self.hashes[i] for i in idx], self.labels[idx]
+
+
+@dataclass
+class Outcome:
+    """What one materialization did; `trained` is False when it skipped or reused a model."""
+
+    status: str  # trained | unchanged | skipped
+    reason: str
+    promoted: bool = True
+    model_id: int | None = None
+    metrics: dict = field(default_factory=dict)
+    current_metrics: dict = field(default_factory=dict)
+    current_name: str = ""
+    history: list[dict] = field(default_factory=list)
+    n_train: int = 0
+    n_eval: int = 0
+    seconds: float = 0.0
+    params: EmbedParams | None = None
+
+
+def hash_fraction(sha256: str) -> float:
+    """A stable number in [0, 1) from a content hash."""
+    return int(sha256[:8], 16) / 16**8
+
+
+def labeled_images(db: Path, holdout: float) -> LabeledImages:
+    """Usable images with a current label; `holdout` of them (by hash) are evaluation data."""
+    with connect(db, read_only=True) as con:
+        rows = con.execute(
+            "SELECT i.image_id, coalesce(i.path_bytes, encode(i.path)), i.sha256, l.label "
+            "FROM usable_images i JOIN current_labels l USING (image_id) "
+            "WHERE l.label IS NOT NULL ORDER BY i.image_id"
+        ).fetchall()
+    hashes = [r[2] for r in rows]
+    return LabeledImages(
+        [r[0] for r in rows],
+        [fs_path(r[1]) for r in rows],
+        hashes,
+        np.array([str(r[3]) for r in rows]),
+        np.array([hash_fraction(h) < holdout for h in hashes], dtype=bool),
+    )
+
+
+def why_not_trainable(data: LabeledImages, needs_labels: bool) -> str | None:
+    """A reason to skip training, or None when the labeled set supports it."""
+    n = len(data.labels)
+    if n < MIN_LABELED:
+        return f"only {n} labeled usable images (need {MIN_LABELED}); label more with `emb labels`"
+    if needs_labels and len(np.unique(data.labels[~data.is_eval])) < 2:
+        return "the training split has fewer than 2 classes; label images of more classes"
+    _, counts = np.unique(data.labels[data.is_eval], return_counts=True)
+    if not (counts >= 2).any():
+        return "the held-out split has no class with 2 images; raise `holdout` or label more"
+    return None
+
+
+def fingerprint(base: EmbedParams, mode: str, cfg: TrainConfig, data: LabeledImages) -> str:
+    """Same backbone, settings and labeled content -> same model: no need to train again."""
+    pairs = sorted(zip(data.hashes, data.labels.tolist(), strict=True))
+    blob = json.dumps([base.model_key(), mode, asdict(cfg), pairs])
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def champion(db: Path, base_key: str) -> dict | None:
+    """The newest promoted model trained on this backbone, or None."""
+    with connect(db, read_only=True) as con:
+        rows = con.execute(
+            "SELECT model_id, head_path, trunk_path, metrics FROM embedding_models "
+            "WHERE base_key = ? AND promoted ORDER BY model_id DESC LIMIT 1",
+            [base_key],
+        ).fetchall()
+    if not rows:
+        return None
+    model_id, head, trunk, metrics = rows[0]
+    return {"model_id": model_id, "head": head, "trunk": trunk, "metrics": json.loads(metrics)}
+
+
+def trained_params(db: Path, base: EmbedParams) -> EmbedParams:
+    """`base` with the champion's head (and fine-tuned trunk) when there is one whose files
+    still exist; otherwise `base` unchanged, i.e. the plain backbone."""
+    with connect(db, read_only=True) as con:
+        has_table = con.execute(
+            "SELECT count(*) FROM duckdb_tables() WHERE table_name = 'embedding_models'"
+        ).fetchall()[0][0]
+    key = replace(base, head=None, store_dtype="float32").model_key()  # as embedding_model keys it
+    champ = champion(db, key) if has_table else None
+    if champ is None or not Path(champ["head"]).is_file():
+        return base
+    if champ["trunk"] and not Path(champ["trunk"]).is_file():
+        return base
+    return replace(base, weights=champ["trunk"] or base.weights, head=champ["head"])
+
+
+def _evaluate_params(
+    paths: DataPaths, params: EmbedParams, data: LabeledImages, device: str
+) -> dict[str, float]:
+    """Embed the held-out images through the real inference path and score them."""
+    fs_paths, hashes, labels = data.subset(data.is_eval)
+    X, keep = cached_features(paths, params, fs_paths, hashes, device=device)
+    return embedding_eval.evaluate(X, labels[keep])
+
+
+def _uint8_images(fs_paths: list, size: int) -> torch.Tensor:
+    """(n, 3, size, size) uint8, resized and cropped as inference does for local weights."""
+    prep = v2.Compose([v2.PILToTensor(), v2.Resize(size, antialias=True), v2.CenterCrop(size)])
+    return torch.stack([prep(load_image(p)) for p in fs_paths])
+
+
+def _train(
+    paths: DataPaths,
+    base: EmbedParams,
+    mode: str,
+    cfg: TrainConfig,
+    data: LabeledImages,
+    device: str,
+    progress: Callable[[dict], None] | None,
+) -> TrainResult:
+    train_mask = ~data.is_eval
+    is_val = np.array([hash_fraction(h[8:]) < VAL_FRACTION for h in data.hashes]) & train_mask
+    fit = train_mask & ~is_val
+    fit_paths, fit_hashes, y_fit = data.subset(fit)
+    val_paths, val_hashes, y_val = data.subset(is_val)
+    if mode == "head":
+        X_fit, keep = cached_features(paths, base, fit_paths, fit_hashes, device=device)
+        X_val, keep_val = (
+            cached_features(paths, base, val_paths, val_hashes, device=device)
+            if val_paths
+            else (None, [])
+        )
+        return train_head(
+            X_fit,
+            y_fit[keep],
+            cfg,
+            X_val=X_val,
+            y_val=y_val[keep_val] if val_paths else None,
+            device=device,
+            progress=progress,
+        )
+    backbone = build_backbone(base.spec())
+    # The fine-tuned trunk is served as a local .pth file, whose preprocessing is the plain
+    # resize/crop to image_size with ImageNet statistics: train with exactly that.
+    pre = Preprocess(base.image_size, base.image_size)
+    size = pre.crop
+    return finetune(
+        backbone.model,
+        backbone.dim,
+        _uint8_images(fit_paths, size),
+        None if cfg.loss == "ntxent" else y_fit,
+        cfg,
+        mean=pre.mean,
+        std=pre.std,
+        images_val=_uint8_images(val_paths, size) if val_paths else None,
+        y_val=y_val if val_paths else None,
+        device=device,
+        progress=progress,
+    )
+
+
+def _save(models_dir: Path, fp: str, result: TrainResult, meta: dict) -> tuple[Path, Path | None]:
+    """Head (and trunk) files named by the training fingerprint, written atomically."""
+    folder = models_dir / "embedding"
+    head = save_head(result.head, folder / f"{fp[:16]}-head.pt", meta)
+    trunk = None
+    if result.backbone is not None:
+        trunk = folder / f"{fp[:16]}-trunk.pth"
+        tmp = trunk.with_suffix(".pth.tmp")
+        torch.save(result.backbone.state_dict(), tmp)
+        tmp.replace(trunk)
+    return head, trunk
+
+
+def train_embedding_model(
+    paths: DataPaths,
+    base: EmbedParams,
+    mode: str,
+    cfg: TrainConfig,
+    *,
+    holdout: float = 0.2,
+    min_improvement: float = 0.0,
+    device: str = "cpu",
+    progress: Callable[[dict], None] | None = None,
+) -> Outcome:
+    """Train (or reuse) a model on the labeled images and promote it only if it scores at least
+    `min_improvement` better kNN top-1 on the held-out split than the current embeddings (the
+    champion, or the plain backbone when there is none)."""
+    started = datetime.now(timezone.utc)
+    cfg.check(mode)
+    if not 0 < holdout < 1:
+        raise ValueError(f"holdout={holdout}: use a fraction between 0 and 1, e.g. 0.2")
+    base = replace(base, head=None, store_dtype="float32")
+    data = labeled_images(paths.catalog_db, holdout)
+    reason = why_not_trainable(data, needs_labels=cfg.loss != "ntxent")
+    if reason:
+        return Outcome("skipped", reason, params=trained_params(paths.catalog_db, base))
+    fp = fingerprint(base, mode, cfg, data)
+    with connect(paths.catalog_db, read_only=True) as con:
+        seen = con.execute(
+            "SELECT model_id, promoted, metrics, decision FROM embedding_models "
+            "WHERE fingerprint = ? ORDER BY model_id DESC LIMIT 1",
+            [fp],
+        ).fetchall()
+    if seen:
+        model_id, promoted, metrics, decision = seen[0]
+        return Outcome(
+            "unchanged",
+            f"same backbone, settings and labels as model {model_id}: {decision}",
+            promoted=promoted,
+            model_id=model_id,
+            metrics=json.loads(metrics),
+            params=trained_params(paths.catalog_db, base),
+        )
+
+    champ = champion(paths.catalog_db, base.model_key())
+    current = trained_params(paths.catalog_db, base)
+    current_name = f"model {champ['model_id']}" if current.head else "the plain backbone"
+    current_metrics = _evaluate_params(paths, current, data, device)
+
+    result = _train(paths, base, mode, cfg, data, device, progress)
+    meta = {"mode": mode, "config": asdict(cfg), "base_key": base.model_key()}
+    head_path, trunk_path = _save(paths.models_dir, fp, result, meta)
+    candidate = replace(base, weights=str(trunk_path) if trunk_path else base.weights)
+    candidate = replace(candidate, head=str(head_path))
+    metrics = _evaluate_params(paths, candidate, data, device)
+
+    gain = metrics[PRIMARY] - current_metrics[PRIMARY]
+    promoted = gain >= min_improvement
+    decision = (
+        f"{'promoted' if promoted else 'refused'}: held-out kNN top-1 {metrics[PRIMARY]:.3f} vs "
+        f"{current_metrics[PRIMARY]:.3f} for {current_name} (needs a gain >= {min_improvement})"
+    )
+    n_eval = int(data.is_eval.sum())
+    with connect(paths.catalog_db) as con:
+        model_id = con.execute("SELECT nextval('embedding_model_seq')").fetchall()[0][0]
+        con.execute(
+            "INSERT INTO embedding_models VALUES "
+            "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                model_id,
+                fp,
+                base.model_key(),
+                candidate.model_key(),
+                mode,
+                cfg.loss,
+                json.dumps(asdict(cfg)),
+                str(head_path),
+                str(trunk_path) if trunk_path else None,
+                len(data.labels) - n_eval,
+                n_eval,
+                len(result.history),
+                result.best_epoch,
+                result.stopped_early,
+                result.seconds,
+                json.dumps(metrics),
+                json.dumps({"name": current_name, **current_metrics}),
+                promoted,
+                decision,
+                started.replace(tzinfo=None),
+            ],
+        )
+    return Outcome(
+        "trained",
+        decision,
+        promoted=promoted,
+        model_id=model_id,
+        metrics=metrics,
+        current_metrics=current_metrics,
+        current_name=current_name,
+        history=result.history,
+        n_train=len(data.labels) - n_eval,
+        n_eval=n_eval,
+        seconds=result.seconds,
+        params=candidate if promoted else current,
+    )

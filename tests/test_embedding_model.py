@@ -1,0 +1,199 @@
+"""Metric learning: evaluation numbers, reproducible training, and the `embedding_model` asset
+in real Dagster runs on real digit images (train, promote, reuse, refuse a worse model)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import dagster as dg
+import numpy as np
+import pytest
+from PIL import Image
+from sklearn.datasets import load_digits
+
+from embedding_assets import embedding_eval as ev
+from embedding_assets.assets.embedding_model import embedding_model
+from embedding_assets.assets.embeddings import embeddings
+from embedding_assets.catalog import scan_catalog
+from embedding_assets.embedder import EmbedParams
+from embedding_assets.embedding_training import trained_params
+from embedding_assets.metric_training import TrainConfig, embed_features, train_head
+from resources import GPUResource, StorageResource
+from resources.duckdb_store import connect
+from resources.storage import DataPaths
+
+SIZE = 32
+
+
+def test_precision_at_5_does_not_penalize_small_classes():
+    # class "b" has only 2 images: each b query has R = 1 relevant neighbour, scored over top 1
+    X = np.array([[1, 0], [0.99, 0.1], [0.98, 0.2], [0.97, 0.25], [0, 1], [0.1, 0.99]], float)
+    y = np.array(["a", "a", "a", "a", "b", "b"])
+    assert ev.precision_at_k(X, y, 5) == pytest.approx(1.0)
+    assert ev.knn_top1(X, y) == 1.0
+    swapped = y[[0, 1, 2, 4, 3, 5]]  # one "a" sits among the b's now
+    assert ev.knn_top1(X, swapped) < 1.0 and ev.precision_at_k(X, swapped, 5) < 1.0
+    assert ev.knn_macro_f1(X, y, k=1) == 1.0
+    assert ev.knn_macro_f1(X, y, k=5) < 1.0  # a 5-vote drowns the 2-image class: as it should
+    assert ev.evaluate(X, y)["silhouette"] > 0.5
+
+
+def _blobs(seed: int = 0, n: int = 400, d: int = 32) -> tuple[np.ndarray, np.ndarray]:
+    """4 classes told apart by 4 of 32 dimensions; the other 28 are louder noise, which a
+    plain kNN suffers from and a learned projection can drop."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 4, n)
+    X = rng.normal(size=(n, d))
+    X[:, :4] += np.eye(4)[y] * 2.5
+    return X.astype(np.float32), y.astype(str)
+
+
+def test_head_training_is_reproducible_and_learns():
+    X, y = _blobs()
+    cfg = TrainConfig(
+        loss="supcon", embedding_size=16, hidden=64, epochs=30, patience=30, batch_size=64, lr=1e-2
+    )
+    a = train_head(X[:240], y[:240], cfg, X_val=X[240:300], y_val=y[240:300])
+    b = train_head(X[:240], y[:240], cfg, X_val=X[240:300], y_val=y[240:300])
+    for (name, p), q in zip(a.head.state_dict().items(), b.head.state_dict().values(), strict=True):
+        assert torch_equal(p, q), name
+    raw = ev.knn_top1(X[300:], y[300:])
+    trained = ev.knn_top1(embed_features(a.head, X[300:]), y[300:])
+    assert trained > raw
+    assert a.history and {"epoch", "loss", "val_knn_top1"} <= set(a.history[0])
+
+
+def torch_equal(p, q) -> bool:
+    return bool((p == q).all())
+
+
+@pytest.mark.parametrize("loss", ["contrastive", "triplet", "arcface"])
+def test_every_supervised_loss_trains(loss: str):
+    X, y = _blobs(1)
+    cfg = TrainConfig(loss=loss, embedding_size=8, hidden=32, epochs=2, batch_size=64)
+    out = train_head(X, y, cfg)
+    assert len(out.history) == 2 and np.isfinite(out.history[-1]["loss"])
+
+
+@pytest.mark.parametrize(
+    ("cfg", "mode", "match"),
+    [
+        (TrainConfig(loss="hinge"), "head", "loss='hinge'"),
+        (TrainConfig(loss="ntxent", augmentation="randaugment"), "head", "finetune"),
+        (TrainConfig(loss="ntxent"), "finetune", "augmentation"),
+        (TrainConfig(augmentation="mixup"), "head", "augmentation='mixup'"),
+    ],
+)
+def test_bad_training_config_is_refused_clearly(cfg: TrainConfig, mode: str, match: str):
+    with pytest.raises(ValueError, match=match):
+        cfg.check(mode)
+
+
+@pytest.fixture
+def digits_catalog(data_dir: Path, tmp_path: Path) -> DataPaths:
+    """400 real handwritten digits (10 classes), labeled by folder, in a real catalog."""
+    digits = load_digits()
+    folder = tmp_path / "digits"
+    keep = np.arange(400)
+    for i in keep:
+        path = folder / str(digits.target[i]) / f"d{i:04d}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        grey = (digits.images[i] * (255 / 16)).astype(np.uint8)
+        Image.fromarray(grey).resize((SIZE, SIZE), Image.Resampling.BILINEAR).save(path)
+    paths = DataPaths(data_dir)
+    scan_catalog(paths.catalog_db, folder)
+    return paths
+
+
+def _run(data_dir: Path, model_config: dict, with_embeddings: bool = True):
+    config = {"ops": {"embedding_model": {"config": {"image_size": SIZE, **model_config}}}}
+    assets = [embedding_model]
+    if with_embeddings:
+        config["ops"]["embeddings"] = {"config": {"image_size": SIZE, "workers": 0}}
+        assets.append(embeddings)
+    return dg.materialize(
+        assets,
+        run_config=config,
+        resources={
+            "storage": StorageResource(data_dir=str(data_dir)),
+            "gpu": GPUResource(device="cpu", lock_dir=str(data_dir / "locks")),
+        },
+        raise_on_error=False,
+    )
+
+
+def _models(paths: DataPaths) -> list[tuple]:
+    with connect(paths.catalog_db, read_only=True) as con:
+        return con.execute(
+            "SELECT model_id, promoted, metrics, current_metrics, n_eval FROM embedding_models "
+            "ORDER BY model_id"
+        ).fetchall()
+
+
+def test_train_promote_reuse_and_refuse_a_worse_model(data_dir: Path, digits_catalog: DataPaths):
+    good = _run(data_dir, {"epochs": 25, "embedding_size": 32, "hidden": 128})
+    assert good.success
+    meta = good.asset_materializations_for_node("embedding_model")[0].metadata
+    assert meta["status"].value == "trained", meta["decision"].value
+    assert meta["held_out_knn_top1"].value >= meta["current_knn_top1"].value
+    assert {"held_out_precision_at_5", "held_out_knn_macro_f1", "held_out_silhouette"} <= set(meta)
+    assert [c.passed for c in good.get_asset_check_evaluations() if c.check_name.startswith("not")]
+    (model_id, promoted, metrics, current, n_eval) = _models(digits_catalog)[0]
+    assert promoted and n_eval >= 20
+    assert json.loads(current)["name"] == "the plain backbone"
+    emb_meta = good.asset_materializations_for_node("embeddings")[0].metadata
+    assert "-head-" in emb_meta["model_key"].value and emb_meta["dimension"].value == 32
+    base = EmbedParams("resnet18", None, SIZE)
+    champion_params = trained_params(digits_catalog.catalog_db, base)
+    assert champion_params.head and champion_params.model_key() == emb_meta["model_key"].value
+
+    again = _run(data_dir, {"epochs": 25, "embedding_size": 32, "hidden": 128}, False)
+    assert again.success
+    assert (
+        again.asset_materializations_for_node("embedding_model")[0].metadata["status"].value
+        == "unchanged"
+    )
+    assert len(_models(digits_catalog)) == 1  # same labels and settings: nothing retrained
+
+    # An untrained (random) head is deliberately worse: refused, and embeddings do not run on it.
+    worse = _run(data_dir, {"epochs": 0, "embedding_size": 32, "hidden": 128, "seed": 7})
+    assert not worse.success
+    gate = [c for c in worse.get_asset_check_evaluations() if c.check_name.startswith("not")]
+    assert [c.passed for c in gate] == [False]
+    assert "refused" in gate[0].metadata["decision"].value
+    rows = _models(digits_catalog)
+    assert len(rows) == 2 and rows[1][1] is False
+    assert json.loads(rows[1][3])["name"] == f"model {model_id}"
+    assert not worse.asset_materializations_for_node("embeddings")
+    assert trained_params(digits_catalog.catalog_db, base) == champion_params
+
+
+def test_finetune_mode_serves_its_own_trunk(data_dir: Path, digits_catalog: DataPaths):
+    run = _run(
+        data_dir,
+        {"mode": "finetune", "epochs": 1, "embedding_size": 16, "hidden": 64, "batch_size": 64},
+        False,
+    )
+    assert run.success or run.get_asset_check_evaluations()[0].passed is False
+    with connect(digits_catalog.catalog_db, read_only=True) as con:
+        trunk, key = con.execute("SELECT trunk_path, model_key FROM embedding_models").fetchall()[0]
+    assert Path(trunk).is_file() and key.startswith("resnet18-file-head-")
+
+
+def test_too_few_labels_skips_and_keeps_the_plain_backbone(data_dir: Path, tmp_path: Path):
+    folder = tmp_path / "few"
+    for i in range(6):
+        path = folder / ("a" if i % 2 else "b") / f"{i}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.new("L", (SIZE, SIZE), 40 * i).save(path)
+    paths = DataPaths(data_dir)
+    scan_catalog(paths.catalog_db, folder)
+    run = _run(data_dir, {}, True)
+    assert run.success
+    meta = run.asset_materializations_for_node("embedding_model")[0].metadata
+    assert meta["status"].value == "skipped" and "label more" in meta["decision"].value
+    assert (
+        "-head-"
+        not in run.asset_materializations_for_node("embeddings")[0].metadata["model_key"].value
+    )
