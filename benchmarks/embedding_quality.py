@@ -6,7 +6,7 @@ The split is fixed by content hash (the same rule as the `embedding_model` asset
 trains over cached random-init ResNet-18 features; fine-tuning trains the same small backbone
 end to end at 32 px. No pretrained weights (none can be downloaded here).
 
-    python -m benchmarks.embedding_quality                 # the full grid (~25 min on 2 CPUs)
+    python -m benchmarks.embedding_quality                 # the full grid (~30 min on 2 CPUs)
     python -m benchmarks.embedding_quality --finetune-epochs 2 --quick   # smoke run
 """
 
@@ -100,8 +100,10 @@ def run_finetune(data: dict, cfg: TrainConfig) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--head-epochs", type=int, default=60)
-    ap.add_argument("--finetune-epochs", type=int, default=10)
+    ap.add_argument("--finetune-epochs", type=int, default=6)
+    ap.add_argument("--ntxent-epochs", type=int, default=3, help="two views: ~5x slower")
     ap.add_argument("--quick", action="store_true", help="fewer fine-tuning runs")
+    ap.add_argument("--finetune-sizes", action="store_true", help="also sizes 128-512 (+20 min)")
     args = ap.parse_args()
     torch.set_num_threads(os.cpu_count() or 1)
     data = load_split()
@@ -145,14 +147,14 @@ def main() -> None:
                 "mode": "finetune",
                 "loss": loss,
                 "size": 64,
-                **run_finetune(data, replace(tune, loss=loss)),
+                **run_finetune(data, _tune(tune, loss, args)),
             }
         )
         print(rows[-1], flush=True)
     best_ft = max((r for r in rows if r["mode"] == "finetune"), key=lambda r: r["knn_top1"])
-    if not args.quick:
+    if args.finetune_sizes:
         for size in (128, 256, 512):
-            cfg = replace(tune, loss=best_ft["loss"], embedding_size=size)
+            cfg = replace(_tune(tune, best_ft["loss"], args), embedding_size=size)
             rows.append(
                 {
                     "mode": "finetune",
@@ -167,6 +169,11 @@ def main() -> None:
     )
 
 
+def _tune(cfg: TrainConfig, loss: str, args) -> TrainConfig:
+    epochs = args.ntxent_epochs if loss == "ntxent" else args.finetune_epochs
+    return replace(cfg, loss=loss, epochs=epochs)
+
+
 def _markdown(rows: list[dict], data: dict, args) -> str:
     lines = [
         "# Embedding quality (CIFAR-10 test, trained on one half, evaluated on the other)",
@@ -176,8 +183,8 @@ def _markdown(rows: list[dict], data: dict, args) -> str:
         f"ResNet-18 from random init at {SIZE} px (no pretrained weights offline); head-only "
         f"trains a 512-hidden projection head over cached backbone features "
         f"(≤{args.head_epochs} epochs), fine-tuning trains backbone + head end to end with "
-        f"TrivialAugmentWide (≤{args.finetune_epochs} epochs). {os.cpu_count()} CPUs, "
-        f"torch {torch.__version__}.",
+        f"TrivialAugmentWide (≤{args.finetune_epochs} epochs, NTXent ≤{args.ntxent_epochs}). "
+        f"{os.cpu_count()} CPUs, torch {torch.__version__}.",
         "",
         "| mode | loss | size | kNN top-1 | P@5 | kNN macro-F1 | silhouette | epochs | train min |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|",

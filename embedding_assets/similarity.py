@@ -322,6 +322,15 @@ def knn_loo_accuracy(
     return KnnAccuracy(sum(correct.values()) / evaluated, evaluated, k, per_label)
 
 
+def centred(vectors: np.ndarray) -> np.ndarray:
+    """Mean removed, then L2-normalized. Backbone features share a large common component
+    (random-init ReLU features of any two images sit near cosine 0.99), so a raw cosine
+    threshold calls everything a duplicate; after centring only near-copies stay close."""
+    X = np.asarray(vectors, dtype=np.float32)
+    X = X - X.mean(axis=0, keepdims=True)
+    return np.ascontiguousarray(X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12))
+
+
 def near_duplicate_pairs(
     index: faiss.Index,
     vectors: np.ndarray,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import faiss
 import numpy as np
 import pytest
 
@@ -133,3 +134,21 @@ def test_failing_check_keeps_the_published_version(data_dir: Path, tmp_path: Pat
     assert not newest.published and newest.path.is_file()
     assert published_index(db).version == good.version
     assert Searcher(db).record.index_type == "Flat"
+
+
+def test_near_duplicates_are_judged_on_centred_features():
+    """Features sharing a big common component (as random-init ReLU features do) are all at
+    cosine > 0.98 raw; after centring only the planted copy is."""
+    rng = np.random.default_rng(0)
+    X = 10 + rng.random((300, 32)).astype(np.float32)
+    X[7] = X[3] + rng.normal(0, 1e-3, 32)  # a near-copy of image 3
+    ids = np.arange(100, 400, dtype=np.int64)
+    Xn = X / np.linalg.norm(X, axis=1, keepdims=True)
+    raw = faiss.IndexIDMap(faiss.IndexFlatIP(32))
+    raw.add_with_ids(Xn, ids)
+    assert len(similarity.near_duplicate_pairs(raw, Xn, ids, 0.98)[0]) > 1000
+    C = similarity.centred(X)
+    index = faiss.IndexIDMap(faiss.IndexFlatIP(32))
+    index.add_with_ids(C, ids)
+    a, b, s = similarity.near_duplicate_pairs(index, C, ids, 0.98)
+    assert (a.tolist(), b.tolist()) == ([103], [107]) and s[0] > 0.99

@@ -13,6 +13,7 @@ import pyarrow as pa
 from pydantic import Field
 
 from embedding_assets import search, similarity
+from embedding_assets.embedding_training import content_vectors
 from embedding_assets.vectors import load_current
 from resources.gpu import GPU_POOL, GPUResource
 from resources.storage import StorageResource
@@ -53,7 +54,9 @@ class SimilarityIndexConfig(dg.Config):
         default=20_000, description="Labeled images evaluated leave-one-out (a random sample)."
     )
     near_duplicate_threshold: float = Field(
-        default=0.98, description="Pairs at cosine similarity >= this are near-duplicates."
+        default=0.98,
+        description="Pairs at cosine similarity >= this are near-duplicates; judged on "
+        "mean-centred features (of the plain backbone when embeddings use a trained head).",
     )
     near_duplicate_k: int = Field(default=10, description="Neighbours examined per image.")
 
@@ -179,12 +182,22 @@ def similarity_index(
     )
     knn_seconds = time.perf_counter() - t0
     t0 = time.perf_counter()
+    content = content_vectors(paths, emb_set.model_key, ids)  # plain backbone behind a head
+    dup_ids, dup_vectors = content if content is not None else (ids, vectors)
+    dup_vectors = similarity.centred(dup_vectors)
+    dup_factory = similarity.choose_factory(
+        len(dup_ids), dup_vectors.shape[1], int(config.memory_budget_gb * 2**30)
+    )
+    dup_built = similarity.build_index(
+        dup_vectors, dup_ids, dup_factory, train_sample=config.train_sample
+    )
+    dup_index, dup_params = dup_built.index, dup_built.search_params
     a, b, s = similarity.near_duplicate_pairs(
-        built.index,
-        vectors,
-        ids,
+        dup_index,
+        dup_vectors,
+        dup_ids,
         config.near_duplicate_threshold,
-        built.search_params,
+        dup_params,
         k=config.near_duplicate_k,
     )
     groups = _write_near_duplicates(storage, emb_set.model_key, a, b, s)
