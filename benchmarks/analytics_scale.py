@@ -245,7 +245,9 @@ def main() -> None:
         "load_average_at_end": load,
     }
     write_results(
-        "analytics_scale" + ("_quick" if args.quick else ""), payload, markdown(rows, wall)
+        "analytics_scale" + ("_quick" if args.quick else ""),
+        payload,
+        markdown(rows, wall, load_start),
     )
 
 
