@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import dagster as dg
 
 from embedding_assets import assets
@@ -9,6 +11,18 @@ from resources import GPUResource, StorageResource
 from sensors.label_sensor import label_sensor, retrain_job
 
 EVERYTHING_JOB = "materialize_everything"
+EXECUTOR_ENV = "EMB_EXECUTOR"
+
+
+def executor() -> dg.ExecutorDefinition:
+    """In-process unless `$EMB_EXECUTOR=multiprocess`: a step process imports torch, sklearn and
+    FAISS again (10-20 s per step on a small CPU), and parallel steps that each use every core
+    only fight over them. The CLI runs in-process too, so UI runs behave like `emb run`."""
+    choice = os.environ.get(EXECUTOR_ENV, "in_process")
+    if choice not in ("in_process", "multiprocess"):
+        raise ValueError(f"${EXECUTOR_ENV}={choice!r}: use in_process or multiprocess")
+    return dg.multiprocess_executor if choice == "multiprocess" else dg.in_process_executor
+
 
 everything_job = dg.define_asset_job(
     EVERYTHING_JOB,
@@ -23,4 +37,5 @@ defs = dg.Definitions(
     jobs=[everything_job, retrain_job],
     sensors=[label_sensor],
     resources={"storage": StorageResource(), "gpu": GPUResource()},
+    executor=executor(),
 )

@@ -5,6 +5,10 @@ The cursor is the highest label_id already handed to a run; the run key names th
 range, so the same labels never trigger twice. The catalog is opened read-only with a short
 lock timeout: while a materialization holds the DuckDB writer the tick is skipped (cursor
 unchanged) and the next tick picks the labels up, so none is missed.
+
+Labels a classifier version was already trained on (`model_versions.max_label_id`) do not
+count, and no run is requested while another run that trains the classifier (a "Materialize
+all" from the UI, say) is queued or in progress: that run already sees the labels.
 """
 
 from __future__ import annotations
@@ -17,6 +21,13 @@ from resources.duckdb_store import CatalogLockedError, connect, is_lock_error
 from resources.storage import StorageResource
 
 RETRAIN_JOB = "retrain_classifier"
+CLASSIFIER = dg.AssetKey("classifier")
+IN_PROGRESS = [
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+]
 MIN_LABELS_ENV = "EMB_RETRAIN_MIN_LABELS"
 LOCK_TIMEOUT_S = 2.0
 
@@ -25,6 +36,25 @@ retrain_job = dg.define_asset_job(
     selection=dg.AssetSelection.assets("classifier", "predictions", "label_queue"),
     description="Retrain the classifier, predict every image and queue the next batch to label.",
 )
+
+
+def classifier_run_in_progress(instance: dg.DagsterInstance) -> str | None:
+    """The id of a queued or running run whose plan includes the classifier step, if any."""
+    records = instance.get_run_records(filters=dg.RunsFilter(statuses=IN_PROGRESS), limit=100)
+    for record in records:
+        run = record.dagster_run
+        if run.asset_selection is not None:
+            if CLASSIFIER in run.asset_selection:
+                return run.run_id
+            continue
+        if run.step_keys_to_execute is not None:
+            if CLASSIFIER.path[-1] in run.step_keys_to_execute:
+                return run.run_id
+            continue
+        plan = instance.get_execution_plan_snapshot(run.execution_plan_snapshot_id)
+        if any(step.key == CLASSIFIER.path[-1] for step in plan.steps):
+            return run.run_id
+    return None
 
 
 def min_new_labels() -> int:
@@ -39,11 +69,14 @@ def new_labels(storage: StorageResource, cursor: int) -> tuple[int, int | None, 
             r[0]
             for r in con.execute(
                 "SELECT table_name FROM duckdb_tables() "
-                "WHERE table_name IN ('labels', 'embedding_sets')"
+                "WHERE table_name IN ('labels', 'embedding_sets', 'model_versions')"
             ).fetchall()
         }
         if "labels" not in tables:
             return 0, None, None, False
+        if "model_versions" in tables:  # labels a classifier has already been trained on
+            trained = con.execute("SELECT max(max_label_id) FROM model_versions").fetchone()[0]
+            cursor = max(cursor, int(trained or 0))
         n, lo, hi = con.execute(
             "SELECT count(*), min(label_id), max(label_id) FROM labels WHERE label_id > ?",
             [cursor],
@@ -65,6 +98,9 @@ def label_sensor(
     context: dg.SensorEvaluationContext, storage: StorageResource
 ) -> dg.RunRequest | dg.SkipReason:
     cursor = int(context.cursor or 0)
+    busy = classifier_run_in_progress(context.instance)
+    if busy:
+        return dg.SkipReason(f"Run {busy} trains the classifier already; waiting for it to end.")
     try:
         n, lo, hi, has_embeddings = new_labels(storage, cursor)
     except FileNotFoundError:
