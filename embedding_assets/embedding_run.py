@@ -69,30 +69,25 @@ def run_embeddings(
         )
     summary.usable = len(ids)
     with EmbeddingCache(paths.embeddings_lmdb) as cache:
-        missing = set(cache.missing(key, hashes))
-        summary.from_cache = sum(h not in missing for h in hashes)
-        if missing:
-            failed_hashes = _embed_missing(
-                cache,
-                key,
-                params,
-                spec,
-                fs_paths,
-                hashes,
-                missing,
-                summary,
-                device=device,
-                batch_size=batch_size,
-                workers=workers,
-                precision=precision,
-                allow_download=allow_download,
-                progress=progress,
-            )
-            if failed_hashes:
-                _mark_failed(paths.catalog_db, summary.failed)
-                keep = [i for i, h in enumerate(hashes) if h not in failed_hashes]
-                ids = [ids[i] for i in keep]
-                hashes = [hashes[i] for i in keep]
+        failed_hashes = _fill_cache(
+            cache,
+            params,
+            spec,
+            fs_paths,
+            hashes,
+            summary,
+            device=device,
+            batch_size=batch_size,
+            workers=workers,
+            precision=precision,
+            allow_download=allow_download,
+            progress=progress,
+        )
+        if failed_hashes:
+            _mark_failed(paths.catalog_db, summary.failed)
+            keep = [i for i, h in enumerate(hashes) if h not in failed_hashes]
+            ids = [ids[i] for i in keep]
+            hashes = [hashes[i] for i in keep]
         summary.dim = summary.dim or cache.dim(key, hashes[0], params.store_dtype)
         target = paths.parquet_dir / "embeddings" / f"{key}.parquet"
         if not _parquet_matches(target, ids, hashes):
@@ -131,25 +126,20 @@ def cached_features(
     key = params.model_key(spec)
     summary = EmbedSummary(model_key=key)
     with EmbeddingCache(paths.embeddings_lmdb) as cache:
-        missing = set(cache.missing(key, hashes))
-        failed: set[str] = set()
-        if missing:
-            failed = _embed_missing(
-                cache,
-                key,
-                params,
-                spec,
-                fs_paths,
-                hashes,
-                missing,
-                summary,
-                device=device,
-                batch_size=batch_size,
-                workers=workers,
-                precision="auto",
-                allow_download=allow_download,
-                progress=None,
-            )
+        failed = _fill_cache(
+            cache,
+            params,
+            spec,
+            fs_paths,
+            hashes,
+            summary,
+            device=device,
+            batch_size=batch_size,
+            workers=workers,
+            precision="auto",
+            allow_download=allow_download,
+            progress=None,
+        )
         keep = [i for i, h in enumerate(hashes) if h not in failed]
         if not keep:
             raise ValueError(f"none of the {len(hashes)} images could be decoded for {key}")
@@ -176,14 +166,12 @@ def fs_path(raw: bytes) -> str | bytes:
         return raw  # a non-UTF-8 file name: open it by its bytes
 
 
-def _embed_missing(
+def _fill_cache(
     cache,
-    key,
     params,
     spec,
     fs_paths,
     hashes,
-    missing,
     summary,
     *,
     device,
@@ -193,7 +181,13 @@ def _embed_missing(
     allow_download,
     progress,
 ) -> set[str]:
-    """Embed one file per missing hash; return the hashes whose file failed to decode."""
+    """Embed one file per hash missing from the cache under the model key; return the hashes
+    whose file failed to decode."""
+    key = summary.model_key
+    missing = set(cache.missing(key, hashes))
+    summary.from_cache = sum(h not in missing for h in hashes)
+    if not missing:
+        return set()
     todo: dict[str, int] = {}
     for i, h in enumerate(hashes):
         if h in missing and h not in todo:
