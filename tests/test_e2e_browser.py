@@ -1,0 +1,125 @@
+"""The whole loop as a user clicks it: `dagster dev`, the Dagster UI in headless Chromium,
+"Materialize all" on the asset graph, a successful run, a rendered plot, then labels imported
+with the CLI and the label sensor's retrain run showing up in the UI.
+
+Screenshots go to tests/artifacts/e2e_browser/ (kept by CI; a failure leaves `failure.png`).
+Needs Debian's `chromium` (`.ci/run` installs it with apt); skips where none is installed.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+from sensors.label_sensor import RETRAIN_JOB
+from tests.dagster_server import REPO, dagster_dev, graphql, runs_of_job, wait_for_run
+from tests.e2e_setup import import_labels, write_small_digits
+from tests.test_e2e_graphql import run_failure_log, wait_for_retrain
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+ARTIFACTS = REPO / "tests" / "artifacts" / "e2e_browser"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+UI_TIMEOUT_MS = 60_000
+
+
+def chromium_path() -> str:
+    """Debian's chromium (or $CHROMIUM); skip with the reason when there is none."""
+    for candidate in (os.environ.get("CHROMIUM"), "chromium", "chromium-browser"):
+        found = candidate and shutil.which(candidate)
+        if found:
+            return found
+    pytest.skip("no Chromium found (apt-get install chromium, or set $CHROMIUM)")
+
+
+def all_runs(url: str) -> list[dict]:
+    query = "{ runsOrError { ... on Runs { results { runId jobName status } } } }"
+    return graphql(url, query)["runsOrError"]["results"]
+
+
+def wait_for_launched_run(url: str, timeout: float = 60) -> dict:
+    """The run the "Materialize all" click launched (the instance starts empty)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        runs = [r for r in all_runs(url) if r["jobName"] != RETRAIN_JOB]
+        if runs:
+            assert len(runs) == 1, runs
+            return runs[0]
+        time.sleep(1)
+    raise TimeoutError(f"no run appeared within {timeout} s of clicking Materialize all")
+
+
+def test_materialize_all_in_the_ui_then_labels_trigger_retrain(tmp_path: Path):
+    executable = chromium_path()
+    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright")
+    images = tmp_path / "images"
+    hidden = write_small_digits(images)
+    shutil.rmtree(ARTIFACTS, ignore_errors=True)
+    ARTIFACTS.mkdir(parents=True)
+
+    with dagster_dev(tmp_path, images) as (url, env), sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 900})
+        page.set_default_timeout(UI_TIMEOUT_MS)
+        # A fresh instance greets a local browser with a "Join the Dagster community" dialog
+        # that covers the page; mark it seen, and click it away should it still appear.
+        graphql(url, "mutation { setNuxSeen }")
+        page.add_locator_handler(
+            page.get_by_role("button", name="Skip", exact=True), lambda skip: skip.click()
+        )
+        expect = sync_api.expect
+        try:
+            page.goto(f"{url}/asset-groups")
+            materialize_all = page.get_by_role("button", name="Materialize all")
+            expect(materialize_all).to_be_enabled()
+            for group in ("ingest", "embeddings", "analytics", "active_learning", "search"):
+                expect(page.get_by_text(group, exact=True).first).to_be_visible()
+            page.screenshot(path=ARTIFACTS / "01_asset_graph.png", animations="disabled")
+
+            materialize_all.click()
+            run = wait_for_launched_run(url)
+            page.goto(f"{url}/runs/{run['runId']}")
+            status = wait_for_run(url, run["runId"], timeout=400)
+            assert status == "SUCCESS", run_failure_log(url, run["runId"])
+            page.reload()
+            expect(page.get_by_text("Success", exact=True).first).to_be_visible()
+            expect(page.get_by_text("projections", exact=True).first).to_be_visible()
+            page.screenshot(path=ARTIFACTS / "02_run_succeeded.png", animations="disabled")
+
+            page.goto(f"{url}/assets/projections")
+            expect(page.get_by_text("2-D maps", exact=False).first).to_be_visible()
+            page.get_by_text("[Show Markdown]").first.click()
+            plot = page.get_by_role("dialog").locator("img").first
+            expect(plot).to_be_visible()
+            width = plot.evaluate("img => img.complete ? img.naturalWidth : 0")
+            assert width > 100, "the plot image did not decode in the browser"
+            page.screenshot(path=ARTIFACTS / "03_asset_plot.png", animations="disabled")
+            page.keyboard.press("Escape")
+
+            hi = import_labels(env, hidden[:20], tmp_path / "labels.csv")
+            retrain = wait_for_retrain(url, hi)
+            assert retrain["status"] == "SUCCESS", run_failure_log(url, retrain["runId"])
+            assert len(runs_of_job(url, RETRAIN_JOB)) == 1, "one retrain for one batch of labels"
+            page.goto(f"{url}/runs")
+            label_ids = retrain["tags"]["emb/label_ids"]
+            expect(page.get_by_text(f"emb/label_ids: {label_ids}")).to_be_visible()
+            expect(page.get_by_text(RETRAIN_JOB, exact=True).first).to_be_visible()
+            expect(page.get_by_text("label_sensor", exact=True).first).to_be_visible()
+            page.screenshot(path=ARTIFACTS / "04_sensor_run.png", animations="disabled")
+        except BaseException:
+            page.screenshot(path=ARTIFACTS / "failure.png", animations="disabled")
+            raise
+        finally:
+            browser.close()
