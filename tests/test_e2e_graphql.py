@@ -97,3 +97,5 @@ def test_materialize_everything_then_labels_trigger_retrain(tmp_path: Path):
         retrain = wait_for_retrain(url, hi)
         assert retrain["status"] == "SUCCESS", run_failure_log(url, retrain["runId"])
         assert int(retrain["tags"]["emb/new_labels"]) >= 20
+        # The folder labels were trained on by the run itself: no second, racing retrain.
+        assert len(runs_of_job(url, RETRAIN_JOB)) == 1
