@@ -290,9 +290,9 @@ def projections(
             None if flagged is None else flagged[drawn],
             f"{method.upper()} of {len(drawn)} images",
         )
-        png = png_bytes(fig)
-        (plot_dir / f"{method}.png").write_bytes(png)
-        metadata[f"{method}_map"] = dg.MetadataValue.md(png_markdown(png, f"{method} map"))
+        (plot_dir / f"{method}.png").write_bytes(png_bytes(fig))
+        # The UI's metadata dialog is about 900 px wide: a lighter copy fits it uncropped.
+        metadata[f"{method}_map"] = dg.MetadataValue.md(png_markdown(fig, f"{method} map", dpi=55))
         metadata[f"{method}_seconds"] = round(r.seconds, 3)
         metadata[f"{method}_details"] = dg.MetadataValue.json(
             {"backend": r.backend, "fitted_on": r.fitted_on, "notes": r.notes, **r.params}
