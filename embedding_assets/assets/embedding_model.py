@@ -4,7 +4,7 @@ promoted only when it beats the current embeddings on held-out images."""
 import dagster as dg
 from pydantic import Field
 
-from embedding_assets.embedder import EmbedParams
+from embedding_assets.assets.embeddings import BackboneConfig
 from embedding_assets.embedding_training import train_embedding_model
 from embedding_assets.metric_training import TrainConfig
 from resources.gpu import GPU_POOL, GPUResource
@@ -13,11 +13,8 @@ from resources.storage import StorageResource
 GATE = "not_worse_than_current"
 
 
-class EmbeddingModelConfig(dg.Config):
+class EmbeddingModelConfig(BackboneConfig):
     enabled: bool = Field(default=True, description="False: embeddings use the plain backbone.")
-    model: str = Field(default="resnet18", description="Backbone; keep it equal to embeddings'.")
-    weights: str = Field(default="none", description="Backbone weights, as in embeddings.")
-    image_size: int = Field(default=224, description="Pixels, as in embeddings.")
     mode: str = Field(
         default="head",
         description="head: train a projection head over cached backbone features (fast, CPU). "
@@ -45,11 +42,6 @@ class EmbeddingModelConfig(dg.Config):
         default=0.0,
         description="Held-out kNN top-1 gain over the current model needed to promote.",
     )
-
-    def base(self) -> EmbedParams:
-        return EmbedParams(
-            self.model, None if self.weights == "none" else self.weights, self.image_size
-        )
 
     def train_config(self) -> TrainConfig:
         return TrainConfig(
@@ -109,7 +101,7 @@ def embedding_model(
     with gpu.acquire(context.log) as device:
         out = train_embedding_model(
             storage.paths,
-            config.base(),
+            config.backbone(),
             config.mode,
             config.train_config(),
             holdout=config.holdout,

@@ -22,7 +22,10 @@ CHECKS = {
 }
 
 
-class EmbeddingConfig(dg.Config):
+class BackboneConfig(dg.Config):
+    """The backbone settings `embeddings` and `embedding_model` share; a trained model is used
+    (head='auto') only by embeddings of the backbone it was trained on."""
+
     model: str = Field(
         default="resnet18",
         description="Any torchvision classification model: resnet18, resnet50, "
@@ -38,6 +41,13 @@ class EmbeddingConfig(dg.Config):
         description="Resize + centre-crop size in pixels (ignored for weights "
         "that bring their own transforms).",
     )
+
+    def backbone(self, store_dtype: str = "float32") -> EmbedParams:
+        weights = None if self.weights == "none" else self.weights
+        return EmbedParams(self.model, weights, self.image_size, store_dtype)
+
+
+class EmbeddingConfig(BackboneConfig):
     batch_size: int = Field(default=64, description="Images per forward pass.")
     workers: int = Field(default=-1, description="DataLoader decode workers; -1 = automatic.")
     precision: str = Field(
@@ -54,8 +64,7 @@ class EmbeddingConfig(dg.Config):
     )
 
     def params(self, db: Path) -> EmbedParams:
-        weights = None if self.weights == "none" else self.weights
-        base = EmbedParams(self.model, weights, self.image_size, self.store_dtype)
+        base = self.backbone(self.store_dtype)
         if self.head == "auto":
             return trained_params(db, base)
         return replace(base, head=None if self.head == "none" else self.head)
