@@ -7,11 +7,12 @@ the Parquet hand-off unless it already holds exactly these images -> register th
 
 from __future__ import annotations
 
+import json
 import resource
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -146,6 +147,36 @@ def cached_features(
         kept = [hashes[i] for i in keep]
         dim = summary.dim or cache.dim(key, kept[0], params.store_dtype)
         return cache.get_matrix(key, kept, dim, params.store_dtype).astype(np.float32), keep
+
+
+def content_vectors(
+    paths: DataPaths, model_key: str, ids: np.ndarray, device: str = "cpu"
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """(ids, plain-backbone vectors) behind an embedding set made with a trained head, else
+    None. Near-duplicates are judged on these: a metric-learning head pulls a whole class
+    together (same-class cosine near 1), which says nothing about duplicated content."""
+    with connect(paths.catalog_db, read_only=True) as con:
+        rows = con.execute(
+            "SELECT params FROM embedding_sets WHERE model_key = ?", [model_key]
+        ).fetchall()
+        if not rows or not rows[0][0] or not json.loads(rows[0][0]).get("head"):
+            return None
+        files = {
+            r[0]: (fs_path(r[1]), r[2])
+            for r in con.execute(
+                "SELECT image_id, coalesce(path_bytes, encode(path)), sha256 FROM usable_images"
+            ).fetchall()
+        }
+    params = replace(EmbedParams(**json.loads(rows[0][0])), head=None)
+    present = [int(i) for i in ids.tolist() if int(i) in files]
+    X, keep = cached_features(
+        paths,
+        params,
+        [files[i][0] for i in present],
+        [files[i][1] for i in present],
+        device=device,
+    )
+    return np.asarray([present[k] for k in keep], dtype=np.int64), X
 
 
 def _usable_images(db: Path) -> tuple[list[int], list[str | bytes], list[str]]:

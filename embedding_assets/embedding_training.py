@@ -101,41 +101,41 @@ def why_not_trainable(data: LabeledImages, needs_labels: bool) -> str | None:
     return None
 
 
-def fingerprint(base: EmbedParams, mode: str, cfg: TrainConfig, data: LabeledImages) -> str:
+def fingerprint(base_key: str, mode: str, cfg: TrainConfig, data: LabeledImages) -> str:
     """Same backbone, settings and labeled content -> same model: no need to train again."""
     pairs = sorted(zip(data.hashes, data.labels.tolist(), strict=True))
-    blob = json.dumps([base.model_key(), mode, asdict(cfg), pairs])
+    blob = json.dumps([base_key, mode, asdict(cfg), pairs])
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
-def champion(db: Path, base_key: str) -> dict | None:
-    """The newest promoted model trained on this backbone, or None."""
+def current_model(db: Path, base: EmbedParams) -> tuple[EmbedParams, int | None]:
+    """(params, model_id) of the newest promoted model trained on `base`'s backbone whose files
+    still exist; (`base` unchanged, None) when there is none: the plain backbone."""
+    key = replace(base, head=None, store_dtype="float32").model_key()  # as embedding_model keys it
     with connect(db, read_only=True) as con:
-        rows = con.execute(
-            "SELECT model_id, head_path, trunk_path, metrics FROM embedding_models "
-            "WHERE base_key = ? AND promoted ORDER BY model_id DESC LIMIT 1",
-            [base_key],
-        ).fetchall()
+        has_table = con.execute(  # a catalog only ever opened read-only since 070 was added
+            "SELECT count(*) FROM duckdb_tables() WHERE table_name = 'embedding_models'"
+        ).fetchall()[0][0]
+        rows = (
+            con.execute(
+                "SELECT model_id, head_path, trunk_path FROM embedding_models "
+                "WHERE base_key = ? AND promoted ORDER BY model_id DESC LIMIT 1",
+                [key],
+            ).fetchall()
+            if has_table
+            else []
+        )
     if not rows:
-        return None
-    model_id, head, trunk, metrics = rows[0]
-    return {"model_id": model_id, "head": head, "trunk": trunk, "metrics": json.loads(metrics)}
+        return base, None
+    model_id, head, trunk = rows[0]
+    if not Path(head).is_file() or (trunk and not Path(trunk).is_file()):
+        return base, None
+    return replace(base, weights=trunk or base.weights, head=head), model_id
 
 
 def trained_params(db: Path, base: EmbedParams) -> EmbedParams:
-    """`base` with the champion's head (and fine-tuned trunk) when there is one whose files
-    still exist; otherwise `base` unchanged, i.e. the plain backbone."""
-    with connect(db, read_only=True) as con:
-        has_table = con.execute(
-            "SELECT count(*) FROM duckdb_tables() WHERE table_name = 'embedding_models'"
-        ).fetchall()[0][0]
-    key = replace(base, head=None, store_dtype="float32").model_key()  # as embedding_model keys it
-    champ = champion(db, key) if has_table else None
-    if champ is None or not Path(champ["head"]).is_file():
-        return base
-    if champ["trunk"] and not Path(champ["trunk"]).is_file():
-        return base
-    return replace(base, weights=champ["trunk"] or base.weights, head=champ["head"])
+    """`base` with the current model's head (and fine-tuned trunk), if there is one."""
+    return current_model(db, base)[0]
 
 
 def _evaluate_params(
@@ -239,7 +239,8 @@ def train_embedding_model(
     reason = why_not_trainable(data, needs_labels=cfg.loss != "ntxent")
     if reason:
         return Outcome("skipped", reason, params=trained_params(paths.catalog_db, base))
-    fp = fingerprint(base, mode, cfg, data)
+    base_key = base.model_key()
+    fp = fingerprint(base_key, mode, cfg, data)
     with connect(paths.catalog_db, read_only=True) as con:
         seen = con.execute(
             "SELECT model_id, promoted, metrics, decision FROM embedding_models "
@@ -257,16 +258,16 @@ def train_embedding_model(
             params=trained_params(paths.catalog_db, base),
         )
 
-    champ = champion(paths.catalog_db, base.model_key())
-    current = trained_params(paths.catalog_db, base)
-    current_name = f"model {champ['model_id']}" if current.head else "the plain backbone"
+    current, current_id = current_model(paths.catalog_db, base)
+    current_name = f"model {current_id}" if current_id else "the plain backbone"
     current_metrics = _evaluate_params(paths, current, data, device)
 
     result = _train(paths, base, mode, cfg, data, device, progress)
-    meta = {"mode": mode, "config": asdict(cfg), "base_key": base.model_key()}
+    meta = {"mode": mode, "config": asdict(cfg), "base_key": base_key}
     head_path, trunk_path = _save(paths.models_dir, fp, result, meta)
-    candidate = replace(base, weights=str(trunk_path) if trunk_path else base.weights)
-    candidate = replace(candidate, head=str(head_path))
+    candidate = replace(
+        base, weights=str(trunk_path) if trunk_path else base.weights, head=str(head_path)
+    )
     metrics = _evaluate_params(paths, candidate, data, device)
 
     gain = metrics[PRIMARY] - current_metrics[PRIMARY]
@@ -284,7 +285,7 @@ def train_embedding_model(
             [
                 model_id,
                 fp,
-                base.model_key(),
+                base_key,
                 candidate.model_key(),
                 mode,
                 cfg.loss,
@@ -318,33 +319,3 @@ def train_embedding_model(
         seconds=result.seconds,
         params=candidate if promoted else current,
     )
-
-
-def content_vectors(
-    paths: DataPaths, model_key: str, ids: np.ndarray, device: str = "cpu"
-) -> tuple[np.ndarray, np.ndarray] | None:
-    """(ids, plain-backbone vectors) behind an embedding set made with a trained head, else
-    None. Near-duplicates are judged on these: a metric-learning head pulls a whole class
-    together (same-class cosine near 1), which says nothing about duplicated content."""
-    with connect(paths.catalog_db, read_only=True) as con:
-        rows = con.execute(
-            "SELECT params FROM embedding_sets WHERE model_key = ?", [model_key]
-        ).fetchall()
-        if not rows or not rows[0][0] or not json.loads(rows[0][0]).get("head"):
-            return None
-        files = dict(
-            (r[0], (fs_path(r[1]), r[2]))
-            for r in con.execute(
-                "SELECT image_id, coalesce(path_bytes, encode(path)), sha256 FROM usable_images"
-            ).fetchall()
-        )
-    params = replace(EmbedParams(**json.loads(rows[0][0])), head=None)
-    present = [int(i) for i in ids.tolist() if int(i) in files]
-    X, keep = cached_features(
-        paths,
-        params,
-        [files[i][0] for i in present],
-        [files[i][1] for i in present],
-        device=device,
-    )
-    return np.asarray([present[k] for k in keep], dtype=np.int64), X

@@ -13,7 +13,7 @@ import pyarrow as pa
 from pydantic import Field
 
 from embedding_assets import search, similarity
-from embedding_assets.embedding_training import content_vectors
+from embedding_assets.embedding_run import content_vectors
 from embedding_assets.vectors import load_current
 from resources.gpu import GPU_POOL, GPUResource
 from resources.storage import StorageResource
