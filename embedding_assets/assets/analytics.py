@@ -393,29 +393,28 @@ def _float_or_none(value: float | None) -> float | None:
     return None if value is None or not math.isfinite(value) else round(float(value), 4)
 
 
-def _current_counts(storage: StorageResource, table: str):
-    """The current embedding set and the rows, images and NULL/NaN values `table` has for it."""
+def _one_good_row_per_image(storage: StorageResource, table: str) -> dg.AssetCheckResult:
+    """Passes when `table` holds exactly one row without NULL/NaN values per image of the
+    current embedding set."""
     db = storage.paths.catalog_db
     emb_set = current_set(db)
-    return emb_set, store.row_counts(db, table, emb_set.model_key)
+    c = store.row_counts(db, table, emb_set.model_key)
+    passed = c["rows"] == c["images"] == emb_set.count and c["bad_values"] == 0
+    return dg.AssetCheckResult(passed=passed, metadata={"embedded_images": emb_set.count, **c})
 
 
 @dg.asset_check(
     asset=clusters, blocking=True, description="Every embedded image has exactly one cluster."
 )
 def clusters_cover_all_images(storage: StorageResource) -> dg.AssetCheckResult:
-    emb_set, c = _current_counts(storage, "clusters")
-    passed = c["rows"] == c["images"] == emb_set.count and c["bad_values"] == 0
-    return dg.AssetCheckResult(passed=passed, metadata={"embedded_images": emb_set.count, **c})
+    return _one_good_row_per_image(storage, "clusters")
 
 
 @dg.asset_check(
     asset=anomaly_scores, blocking=True, description="One finite score per embedded image."
 )
 def anomaly_scores_are_finite(storage: StorageResource) -> dg.AssetCheckResult:
-    emb_set, c = _current_counts(storage, "anomaly_scores")
-    passed = c["rows"] == c["images"] == emb_set.count and c["bad_values"] == 0
-    return dg.AssetCheckResult(passed=passed, metadata={"embedded_images": emb_set.count, **c})
+    return _one_good_row_per_image(storage, "anomaly_scores")
 
 
 @dg.asset_check(
