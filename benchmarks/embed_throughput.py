@@ -1,4 +1,5 @@
-"""Embedding throughput on CIFAR-10 test images at 224 px, three ways side by side:
+"""Embedding throughput on CIFAR-10 test images at 224 px, three ways side by side, for the
+default backbone (pretrained EfficientNet-Lite0 from its package) and random-init ResNets:
 
 (a) pure forward passes on tensors made beforehand (the model's ceiling),
 (b) the asset's pipeline from files (DataLoader workers decode while the model runs; LMDB +
@@ -6,7 +7,7 @@
 (c) a naive loop: decode -> preprocess -> forward, one batch at a time in one process,
 plus a no-op re-run of (b), where every vector comes from the cache.
 
-    python -m benchmarks.embed_throughput [--models resnet18 resnet50] [--images 256 128]
+    python -m benchmarks.embed_throughput [--models efficientnet_lite0 resnet18] [--images 512 256]
 
 Goals (issue 3): b/a >= 0.9; no-op >= 100x faster than (b).
 """
@@ -26,6 +27,7 @@ from embedding_assets.backbones import build_backbone
 from embedding_assets.catalog import scan_catalog
 from embedding_assets.embedder import EmbedParams, load_image
 from embedding_assets.embedding_run import run_embeddings
+from embedding_assets.packaged_weights import PACKAGED
 from resources.storage import DataPaths
 
 
@@ -66,7 +68,7 @@ def measure(model: str, n: int, batch: int, size: int, workers: int | None) -> d
     with tempfile.TemporaryDirectory() as tmp:
         folder = _subset(require_cifar(), n, Path(tmp) / "imgs")
         files = sorted(folder.rglob("*.jpg"))
-        params = EmbedParams(model, None, size)
+        params = EmbedParams(model, "packaged" if model in PACKAGED else None, size)
         backbone = build_backbone(params.spec())
         a = _forward_only(backbone, files, batch)
         c = _naive(backbone, files, batch)
@@ -93,8 +95,10 @@ def measure(model: str, n: int, batch: int, size: int, workers: int | None) -> d
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--models", nargs="+", default=["resnet18", "resnet50"])
-    parser.add_argument("--images", nargs="+", type=int, default=[256, 128])
+    parser.add_argument(
+        "--models", nargs="+", default=["efficientnet_lite0", "resnet18", "resnet50"]
+    )
+    parser.add_argument("--images", nargs="+", type=int, default=[512, 256, 128])
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--workers", type=int, default=None)
@@ -106,8 +110,10 @@ def main() -> None:
     lines = [
         "# Embedding throughput (CPU)",
         "",
-        f"CIFAR-10 test JPEGs (32 px) resized to {args.size} px, batch {args.batch}, random "
-        f"weights, {machine()['cpus']} CPUs, torch {torch.__version__}, "
+        f"CIFAR-10 test JPEGs (32 px) resized to {args.size} px, batch {args.batch}; "
+        "efficientnet_lite0 with its packaged ImageNet weights (bicubic resize to 256, 224 "
+        f"crop), the ResNets with random weights; {machine()['cpus']} CPUs, torch "
+        f"{torch.__version__}, "
         f"{torch.get_num_threads()} intra-op threads.",
         "",
         "| model | images | (a) forward img/s | (b) pipeline img/s | (c) naive img/s | "

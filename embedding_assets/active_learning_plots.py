@@ -1,21 +1,29 @@
-"""Pictures for the active-learning assets, as PNG bytes that the UI shows inline."""
+"""Pictures for the active-learning assets, as PNG bytes that the UI shows inline.
+
+matplotlib is imported on first use: the Dagster definitions import this module.
+"""
 
 from __future__ import annotations
 
 import base64
 import io
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
 
 
 def _png(fig) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
-    plt.close(fig)
+    _pyplot().close(fig)
     return buf.getvalue()
 
 
@@ -25,7 +33,7 @@ def markdown_image(png: bytes, alt: str) -> str:
 
 def confusion_png(matrix: np.ndarray, classes: list[str], title: str) -> bytes:
     size = 2.5 + 0.45 * len(classes)
-    fig, ax = plt.subplots(figsize=(size, size))
+    fig, ax = _pyplot().subplots(figsize=(size, size))
     ax.imshow(matrix, cmap="Blues")
     ax.set_xticks(range(len(classes)), classes, rotation=90)
     ax.set_yticks(range(len(classes)), classes)
@@ -39,7 +47,7 @@ def confusion_png(matrix: np.ndarray, classes: list[str], title: str) -> bytes:
 
 
 def learning_curve_png(n_labels: list[int], accuracy: list[float]) -> bytes:
-    fig, ax = plt.subplots(figsize=(5, 3.2))
+    fig, ax = _pyplot().subplots(figsize=(5, 3.2))
     ax.plot(n_labels, accuracy, marker="o")
     ax.set_xlabel("labeled images")
     ax.set_ylabel("accuracy (held out / cv)")

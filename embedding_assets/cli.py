@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import os
 import sys
+import time
+from contextlib import nullcontext
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -23,13 +26,27 @@ def _fail(message: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
-def _report_run(result) -> None:
-    paths = _paths()
-    state = "succeeded" if result.success else "FAILED"
-    typer.echo(f"Run {result.run_id} {state}.")
-    typer.echo(f"DuckDB catalog: {paths.catalog_db}")
-    typer.echo('Query it:       emb sql "select status, count(*) from images group by 1"')
-    typer.echo(f"Open the UI:    emb ui   (DAGSTER_HOME={default_dagster_home().resolve()})")
+VERBOSE = typer.Option(
+    False, "--verbose", "-v", help="Show Dagster's log lines, and full tracebacks on failure."
+)
+
+
+def _run(run_config: dict[str, Any], verbose: bool) -> None:
+    """Run every asset: progress bars on a terminal and a closing summary, or Dagster's own log
+    lines with --verbose; exit 1 when a step or check failed."""
+    from embedding_assets import progress
+    from embedding_assets.run_summary import problem_lines, summary_lines
+    from embedding_assets.runner import run_everything
+
+    bars = progress.bars() if sys.stderr.isatty() and not verbose else nullcontext()
+    start = time.perf_counter()
+    with bars:
+        result = run_everything(run_config, verbose=verbose)
+    seconds = time.perf_counter() - start
+    home = str(default_dagster_home().resolve())
+    typer.echo("\n".join(summary_lines(result, seconds, str(_paths().catalog_db), home)))
+    for line in problem_lines(result):
+        typer.secho(line, fg=typer.colors.YELLOW if result.success else typer.colors.RED, err=True)
     if not result.success:
         raise typer.Exit(1)
 
@@ -37,15 +54,17 @@ def _report_run(result) -> None:
 @app.command()
 def demo(
     labeled_fraction: float = typer.Option(0.3, help="Share of the digits given folder labels."),
+    verbose: bool = VERBOSE,
 ) -> None:
-    """Write the demo images (scikit-learn's digits) into the data directory and run everything."""
+    """Write the demo images (scikit-learn's digits) into the data directory and run everything
+    with the same settings as `emb run`."""
     from embedding_assets.demo import write_demo_images
-    from embedding_assets.runner import demo_config, run_everything
+    from embedding_assets.runner import catalog_config
 
     folder = _paths().demo_images
     counts = write_demo_images(folder, labeled_fraction=labeled_fraction)
     typer.echo(f"Demo images: {counts['images']} digits ({counts['labeled']} labeled) in {folder}")
-    _report_run(run_everything(demo_config(str(folder))))
+    _run(catalog_config(str(folder.resolve())), verbose)
 
 
 @app.command()
@@ -53,15 +72,50 @@ def run(
     image_dir: Path = typer.Option(
         None, help=f"Folder of images (default: ${IMAGE_DIR_ENV} or the demo folder)."
     ),
+    model: str | None = typer.Option(
+        None, help="Backbone, e.g. efficientnet_lite0 (default), resnet50, any timm model."
+    ),
+    weights: str | None = typer.Option(
+        None, help="DEFAULT (pretrained), none (random init), a weights name or a .pth file."
+    ),
+    image_size: int | None = typer.Option(
+        None, help="Crop size in pixels; 0 = the weights' own size (the default)."
+    ),
+    config: Path = typer.Option(
+        None,
+        "--config",
+        help="Run-config YAML as in the Dagster launchpad (ops: {embeddings: {config: {...}}}); "
+        "the options above override it.",
+    ),
+    verbose: bool = VERBOSE,
 ) -> None:
-    """Materialize every asset on a folder of images."""
-    from embedding_assets.runner import catalog_config, run_everything
+    """Materialize every asset on a folder of images. --model, --weights and --image-size set the
+    backbone of both `embeddings` and `embedding_model`."""
+    from embedding_assets.runner import RunConfigError, backbone_config
+
+    try:
+        run_config = _run_config(image_dir, config, backbone_config(model, weights, image_size))
+    except RunConfigError as exc:
+        _fail(str(exc))
+    _run(run_config, verbose)
+
+
+def _run_config(
+    image_dir: Path | None, config_file: Path | None, flags: dict[str, Any]
+) -> dict[str, Any]:
+    """The file's config, the flags on top, then the image folder: the flag's, else the file's,
+    else the default. Validated before anything runs."""
+    from embedding_assets.runner import catalog_config, load_config_file, merge, validate
     from embedding_assets.settings import default_image_dir
 
-    folder = image_dir or Path(default_image_dir())
+    run_config = merge(load_config_file(config_file) if config_file else {}, flags)
+    validate(run_config, str(config_file) if config_file else "run config")
+    catalog = (run_config.get("ops") or {}).get("image_catalog") or {}
+    file_dir = (catalog.get("config") or {}).get("image_dir")
+    folder = image_dir or Path(file_dir or default_image_dir())
     if not folder.is_dir():
         _fail(f"{folder} is not a folder of images; pass --image-dir or set {IMAGE_DIR_ENV}.")
-    _report_run(run_everything(catalog_config(str(folder.resolve()))))
+    return merge(run_config, catalog_config(str(folder.resolve())))
 
 
 @app.command()

@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from embedding_assets.backbones import Backbone, BackboneSpec, build_backbone, resolve_spec
 from embedding_assets.heads import L2Normalize, load_head
+from embedding_assets.model_defaults import DEFAULT_MODEL, DEFAULT_WEIGHTS
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 STORE_DTYPES = ("float32", "float16")
@@ -31,9 +32,9 @@ STORE_DTYPES = ("float32", "float16")
 class EmbedParams:
     """Everything that decides the vectors; its hash is the model key (with the weights' id)."""
 
-    model: str = "resnet18"
-    weights: str | None = None
-    image_size: int = 224
+    model: str = DEFAULT_MODEL
+    weights: str | None = DEFAULT_WEIGHTS
+    image_size: int = 0  # 0: the weights' own size
     store_dtype: str = "float32"
     head: str | None = None  # a trained projection head file (embedding_assets.heads)
 
@@ -48,7 +49,8 @@ class EmbedParams:
         digest = hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:12]
         weights = spec.weights_id.split(".")[-1].split(":")[0].lower()
         trained = "-head" if self.head else ""
-        return f"{self.model}-{weights}{trained}-{spec.preprocess.crop}px-{digest}"
+        name = self.model.replace("/", "_")  # the key names files
+        return f"{name}-{weights}{trained}-{spec.preprocess.crop}px-{digest}"
 
     def head_id(self) -> str | None:
         """The head file's content hash: a retrained head is a new model key."""

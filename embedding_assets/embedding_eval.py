@@ -31,10 +31,15 @@ def neighbours(X: np.ndarray, k: int) -> np.ndarray:
     return out
 
 
+def knn_hits(X: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Per image: does its nearest other image have the same label? (bool, for paired tests)"""
+    y = np.asarray(y)
+    return y[neighbours(X, 1)[:, 0]] == y
+
+
 def knn_top1(X: np.ndarray, y: np.ndarray) -> float:
     """Share of images whose nearest other image has the same label."""
-    y = np.asarray(y)
-    return float(np.mean(y[neighbours(X, 1)[:, 0]] == y))
+    return float(np.mean(knn_hits(X, y)))
 
 
 def precision_at_k(X: np.ndarray, y: np.ndarray, k: int = 5) -> float:

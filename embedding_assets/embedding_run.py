@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import resource
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -18,13 +17,15 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import torch
-from tqdm import tqdm
 
 from embedding_assets import vectors
 from embedding_assets.embedder import EmbedParams, embed_paths
 from embedding_assets.embedding_cache import EmbeddingCache
+from embedding_assets.heads import L2Normalize, load_head
 from resources.duckdb_store import connect
 from resources.storage import DataPaths
+
+HEAD_BATCH = 4096  # cached features per head forward pass
 
 
 @dataclass
@@ -119,6 +120,7 @@ def cached_features(
     batch_size: int = 64,
     workers: int | None = None,
     allow_download: bool = True,
+    progress: Callable[[int, int], None] | None = None,
 ) -> tuple[np.ndarray, list[int]]:
     """Vectors of these files for `params`, from the LMDB cache after embedding what is missing
     there: (matrix, positions of the files that decoded). Training and evaluation read features
@@ -139,7 +141,7 @@ def cached_features(
             workers=workers,
             precision="auto",
             allow_download=allow_download,
-            progress=None,
+            progress=progress,
         )
         keep = [i for i, h in enumerate(hashes) if h not in failed]
         if not keep:
@@ -167,7 +169,8 @@ def content_vectors(
                 "SELECT image_id, coalesce(path_bytes, encode(path)), sha256 FROM usable_images"
             ).fetchall()
         }
-    params = replace(EmbedParams(**json.loads(rows[0][0])), head=None)
+    # float32: the plain-feature cache that the embeddings' own backbone pass filled
+    params = replace(EmbedParams(**json.loads(rows[0][0])), head=None, store_dtype="float32")
     present = [int(i) for i in ids.tolist() if int(i) in files]
     X, keep = cached_features(
         paths,
@@ -219,6 +222,21 @@ def _fill_cache(
     summary.from_cache = sum(h not in missing for h in hashes)
     if not missing:
         return set()
+    if params.head:
+        pick = [i for i, h in enumerate(hashes) if h in missing]
+        return _fill_from_base(
+            cache,
+            params,
+            [fs_paths[i] for i in pick],
+            [hashes[i] for i in pick],
+            summary,
+            device=device,
+            batch_size=batch_size,
+            workers=workers,
+            precision=precision,
+            allow_download=allow_download,
+            progress=progress,
+        )
     todo: dict[str, int] = {}
     for i, h in enumerate(hashes):
         if h in missing and h not in todo:
@@ -228,7 +246,6 @@ def _fill_cache(
     backbone = params.build(allow_download=allow_download)
     summary.dim = backbone.dim
     failed: set[str] = set()
-    bar = tqdm(total=len(todo_paths), unit="img", desc=key, disable=not sys.stderr.isatty())
     t0 = time.perf_counter()
     done = 0
     for batch in embed_paths(
@@ -246,11 +263,40 @@ def _fill_cache(
             summary.failed.append((_display(todo_paths[i]), err))
         done += len(batch.indexes) + len(batch.errors)
         summary.embedded += len(batch.indexes)
-        bar.update(len(batch.indexes) + len(batch.errors))
         if progress:
             progress(done, len(todo_paths))
-    bar.close()
     summary.embed_seconds = time.perf_counter() - t0
+    return failed
+
+
+def _fill_from_base(cache, params, fs_paths, hashes, summary, **embed_options) -> set[str]:
+    """A trained head over the backbone: run the backbone once into the plain-feature cache
+    (which training, evaluation and near-duplicates read too), then apply the head to the
+    cached features. One backbone pass per content, however many heads follow."""
+    base = replace(params, head=None, store_dtype="float32")
+    base_spec = base.spec()
+    base_summary = EmbedSummary(model_key=base.model_key(base_spec))
+    failed = _fill_cache(cache, base, base_spec, fs_paths, hashes, base_summary, **embed_options)
+    summary.failed += base_summary.failed
+    t0 = time.perf_counter()
+    todo = [h for h in dict.fromkeys(hashes) if h not in failed]
+    head = load_head(params.head)
+    summary.dim = head.dims[2]
+    if todo:
+        dim = base_summary.dim or cache.dim(base_summary.model_key, todo[0], "float32")
+        if head.dims[0] != dim:
+            raise ValueError(
+                f"head {params.head} expects {head.dims[0]}-d features but {params.model} gives "
+                f"{dim}; train the head on this backbone"
+            )
+    for start in range(0, len(todo), HEAD_BATCH):
+        chunk = todo[start : start + HEAD_BATCH]
+        x = torch.from_numpy(cache.get_matrix(base_summary.model_key, chunk, dim, "float32"))
+        with torch.inference_mode():
+            y = torch.nn.functional.normalize(head(L2Normalize()(x)), dim=1)
+        cache.put_batch(summary.model_key, chunk, y.numpy().astype(params.store_dtype))
+    summary.embedded = len(todo)
+    summary.embed_seconds = base_summary.embed_seconds + time.perf_counter() - t0
     return failed
 
 

@@ -21,11 +21,12 @@ import torch
 from torchvision.transforms import v2
 
 from embedding_assets import embedding_eval
-from embedding_assets.backbones import Preprocess, build_backbone
+from embedding_assets.backbones import Preprocess, build_backbone, file_spec
 from embedding_assets.embedder import EmbedParams, load_image
 from embedding_assets.embedding_run import cached_features, fs_path
 from embedding_assets.heads import save_head
 from embedding_assets.metric_training import TrainConfig, TrainResult, finetune, train_head
+from embedding_assets.promotion import decide
 from resources.duckdb_store import connect
 from resources.storage import DataPaths
 
@@ -140,16 +141,19 @@ def trained_params(db: Path, base: EmbedParams) -> EmbedParams:
 
 def _evaluate_params(
     paths: DataPaths, params: EmbedParams, data: LabeledImages, device: str
-) -> dict[str, float]:
-    """Embed the held-out images through the real inference path and score them."""
+) -> tuple[dict[str, float], np.ndarray]:
+    """Embed the held-out images through the real inference path and score them: the metrics
+    and, per held-out image, whether its nearest neighbour agrees (for the paired decision)."""
     fs_paths, hashes, labels = data.subset(data.is_eval)
     X, keep = cached_features(paths, params, fs_paths, hashes, device=device)
-    return embedding_eval.evaluate(X, labels[keep])
+    hits = np.zeros(len(fs_paths), dtype=bool)
+    hits[keep] = embedding_eval.knn_hits(X, labels[keep])
+    return embedding_eval.evaluate(X, labels[keep]), hits
 
 
-def _uint8_images(fs_paths: list, size: int) -> torch.Tensor:
-    """(n, 3, size, size) uint8, resized and cropped as inference does for local weights."""
-    prep = v2.Compose([v2.PILToTensor(), v2.Resize(size, antialias=True), v2.CenterCrop(size)])
+def _uint8_images(fs_paths: list, pre: Preprocess) -> torch.Tensor:
+    """(n, 3, crop, crop) uint8, resized and cropped as inference does for the trunk file."""
+    prep = v2.Compose(pre.geometry())
     return torch.stack([prep(load_image(p)) for p in fs_paths])
 
 
@@ -184,19 +188,17 @@ def _train(
             progress=progress,
         )
     backbone = build_backbone(base.spec())
-    # The fine-tuned trunk is served as a local .pth file, whose preprocessing is the plain
-    # resize/crop to image_size with ImageNet statistics: train with exactly that.
-    pre = Preprocess(base.image_size, base.image_size)
-    size = pre.crop
+    # The fine-tuned trunk is served as a local .pth file: train with that file's preprocessing.
+    pre = file_spec(base.model, base.image_size).preprocess
     return finetune(
         backbone.model,
         backbone.dim,
-        _uint8_images(fit_paths, size),
+        _uint8_images(fit_paths, pre),
         None if cfg.loss == "ntxent" else y_fit,
         cfg,
         mean=pre.mean,
         std=pre.std,
-        images_val=_uint8_images(val_paths, size) if val_paths else None,
+        images_val=_uint8_images(val_paths, pre) if val_paths else None,
         y_val=y_val if val_paths else None,
         device=device,
         progress=progress,
@@ -226,6 +228,7 @@ def train_embedding_model(
     min_improvement: float = 0.0,
     device: str = "cpu",
     progress: Callable[[dict], None] | None = None,
+    feature_progress: Callable[[int, int], None] | None = None,
 ) -> Outcome:
     """Train (or reuse) a model on the labeled images and promote it only if it scores at least
     `min_improvement` better kNN top-1 on the held-out split than the current embeddings (the
@@ -258,9 +261,13 @@ def train_embedding_model(
             params=trained_params(paths.catalog_db, base),
         )
 
+    # one backbone pass over every labeled image into the cache that the steps below read
+    cached_features(
+        paths, base, data.fs_paths, data.hashes, device=device, progress=feature_progress
+    )
     current, current_id = current_model(paths.catalog_db, base)
     current_name = f"model {current_id}" if current_id else "the plain backbone"
-    current_metrics = _evaluate_params(paths, current, data, device)
+    current_metrics, current_hits = _evaluate_params(paths, current, data, device)
 
     result = _train(paths, base, mode, cfg, data, device, progress)
     meta = {"mode": mode, "config": asdict(cfg), "base_key": base_key}
@@ -268,13 +275,14 @@ def train_embedding_model(
     candidate = replace(
         base, weights=str(trunk_path) if trunk_path else base.weights, head=str(head_path)
     )
-    metrics = _evaluate_params(paths, candidate, data, device)
+    metrics, hits = _evaluate_params(paths, candidate, data, device)
 
-    gain = metrics[PRIMARY] - current_metrics[PRIMARY]
-    promoted = gain >= min_improvement
+    verdict = decide(hits, current_hits, min_improvement=min_improvement)
+    promoted = verdict.promoted
     decision = (
-        f"{'promoted' if promoted else 'refused'}: held-out kNN top-1 {metrics[PRIMARY]:.3f} vs "
-        f"{current_metrics[PRIMARY]:.3f} for {current_name} (needs a gain >= {min_improvement})"
+        f"{'promoted' if promoted else 'not promoted, keeping ' + current_name}: held-out kNN "
+        f"top-1 {metrics[PRIMARY]:.3f} vs {current_metrics[PRIMARY]:.3f} for {current_name}; "
+        f"{verdict.reason}"
     )
     n_eval = int(data.is_eval.sum())
     with connect(paths.catalog_db) as con:

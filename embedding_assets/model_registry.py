@@ -83,7 +83,8 @@ def register(
     embedding_key: str,
     max_label_id: int | None,
 ) -> int:
-    """Insert the version and, if promoted, move the champion flag to it, in one transaction."""
+    """Insert the version with a `classifier_candidates` row per candidate and, if promoted,
+    move the champion flag to it, in one transaction."""
     payload = {
         "chosen": training.algorithm,
         **training.candidates,
@@ -113,8 +114,32 @@ def register(
                 _now(),
             ],
         )
+        con.executemany(
+            "INSERT INTO classifier_candidates VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            _candidate_rows(version_id, training, decision),
+        )
         con.commit()
     return int(version_id)
+
+
+def _candidate_rows(version_id: int, training: Training, decision: Decision) -> list[list]:
+    rows = []
+    for name, m in training.candidates.items():
+        chosen = name == training.algorithm
+        rows.append(
+            [
+                version_id,
+                name,
+                m["accuracy"],
+                m["macro_f1"],
+                m["log_loss"],
+                m["n_eval"],
+                m["fit_seconds"],
+                chosen,
+                chosen and decision.promoted,
+            ]
+        )
+    return rows
 
 
 def champion_row(db_path: Path) -> tuple | None:
@@ -186,7 +211,7 @@ def stored_clusters(db_path: Path, image_ids: np.ndarray, model_key: str) -> np.
 def latest_version(db_path: Path) -> tuple | None:
     with connect(db_path, read_only=True) as con:
         return con.execute(
-            "SELECT version_id, n_labels, metrics, eval_method FROM model_versions "
+            "SELECT version_id, n_labels, metrics, eval_method, max_label_id FROM model_versions "
             "ORDER BY version_id DESC LIMIT 1"
         ).fetchone()
 
@@ -195,40 +220,61 @@ def record_round(
     db_path: Path,
     requests: pa.Table,
     curve_row: dict,
-) -> tuple[int, list[tuple[int, float]]]:
-    """Store the next round's requests and learning-curve point; return the round number and
-    the whole curve (n_labels, accuracy) in round order."""
+) -> tuple[int, bool, list[tuple[int, float]]]:
+    """Store a round's requests and learning-curve point; return the round number, whether it
+    is a new round, and the whole curve (n_labels, accuracy) in round order.
+
+    A round stands for a set of labels. When the latest round's classifier version saw the
+    same labels (same max label_id) as `curve_row`'s version, that round's requests and point
+    are replaced instead of a round being added: reruns without new labels must neither
+    lengthen the curve nor move the plateau stop."""
     with connect(db_path) as con:
         con.begin()
-        # fetchall, not fetchone: register() below needs every result completed
-        round_no = con.execute(
-            "SELECT greatest((SELECT coalesce(max(round), 0) FROM label_requests), "
-            "(SELECT coalesce(max(round), 0) FROM learning_curve)) + 1"
-        ).fetchall()[0][0]
-        now = _now()
-        con.register("reqs", requests)
-        con.execute(
-            "INSERT INTO label_requests SELECT ?, rank, image_id, version_id, strategy, "
-            "uncertainty, cluster, ? FROM reqs",
-            [round_no, now],
-        )
-        con.execute(
-            "INSERT INTO learning_curve VALUES (?, ?, ?, ?, ?, ?, ?)",
-            [
-                round_no,
-                curve_row["version_id"],
-                curve_row["n_labels"],
-                curve_row["accuracy"],
-                curve_row["macro_f1"],
-                curve_row["eval_method"],
-                now,
-            ],
-        )
+        # fetchall, not fetchone: the register() in _insert_round needs every result completed
+        last = con.execute(
+            "SELECT c.round, v.max_label_id FROM learning_curve c "
+            "LEFT JOIN model_versions v USING (version_id) ORDER BY c.round DESC LIMIT 1"
+        ).fetchall()
+        last_round, last_labels = last[0] if last else (None, None)
+        same_labels = last_labels is not None and last_labels == curve_row["max_label_id"]
+        if same_labels:
+            round_no = last_round
+            con.execute("DELETE FROM label_requests WHERE round = ?", [round_no])
+            con.execute("DELETE FROM learning_curve WHERE round = ?", [round_no])
+        else:
+            round_no = con.execute(
+                "SELECT greatest((SELECT coalesce(max(round), 0) FROM label_requests), "
+                "(SELECT coalesce(max(round), 0) FROM learning_curve)) + 1"
+            ).fetchall()[0][0]
+        _insert_round(con, round_no, requests, curve_row)
         con.commit()
         curve = con.execute(
             "SELECT n_labels, accuracy FROM learning_curve ORDER BY round"
         ).fetchall()
-    return int(round_no), [(int(n), float(a) if a is not None else float("nan")) for n, a in curve]
+    points = [(int(n), float(a) if a is not None else float("nan")) for n, a in curve]
+    return int(round_no), not same_labels, points
+
+
+def _insert_round(con, round_no: int, requests: pa.Table, curve_row: dict) -> None:
+    now = _now()
+    con.register("reqs", requests)
+    con.execute(
+        "INSERT INTO label_requests SELECT ?, rank, image_id, version_id, strategy, "
+        "uncertainty, cluster, ? FROM reqs",
+        [round_no, now],
+    )
+    con.execute(
+        "INSERT INTO learning_curve VALUES (?, ?, ?, ?, ?, ?, ?)",
+        [
+            round_no,
+            curve_row["version_id"],
+            curve_row["n_labels"],
+            curve_row["accuracy"],
+            curve_row["macro_f1"],
+            curve_row["eval_method"],
+            now,
+        ],
+    )
 
 
 def export_queue(db_path: Path, out: Path) -> int:

@@ -1,41 +1,137 @@
 """Run the main job from plain Python (the CLI), recorded in a persistent Dagster instance so
-the runs show up in the UI afterwards."""
+the runs show up in the UI afterwards; and the run config the CLI builds for it."""
 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
 
 from embedding_assets.settings import default_dagster_home
 
+BACKBONE_OPS = ("embedding_model", "embeddings")
+CONFIG_EXAMPLE = "ops: {embeddings: {config: {model: resnet50}}}"
+
+
+class RunConfigError(ValueError):
+    """Run config the job refuses, as one line that names its source and the fix."""
+
 
 def instance() -> dg.DagsterInstance:
-    """The DAGSTER_HOME instance, creating `<data>/dagster` when DAGSTER_HOME is unset."""
+    """The DAGSTER_HOME instance, creating `<data>/dagster` when DAGSTER_HOME is unset (with an
+    empty dagster.yaml: without one, Dagster warns on every run that it uses the defaults)."""
     home = default_dagster_home()
     home.mkdir(parents=True, exist_ok=True)
+    if not os.environ.get("DAGSTER_HOME"):
+        (home / "dagster.yaml").touch()
     os.environ["DAGSTER_HOME"] = str(home.resolve())
     return dg.DagsterInstance.get()
 
 
-def run_everything(run_config: dict[str, Any] | None = None) -> dg.ExecuteInProcessResult:
-    """Materialize every asset in one in-process run; raises if a step or blocking check fails."""
+def everything_job() -> dg.JobDefinition:
     from embedding_assets.definitions import EVERYTHING_JOB, defs
 
-    job = defs.resolve_job_def(EVERYTHING_JOB)
+    return defs.resolve_job_def(EVERYTHING_JOB)
+
+
+def run_everything(
+    run_config: dict[str, Any] | None = None, verbose: bool = True
+) -> dg.ExecuteInProcessResult:
+    """Materialize every asset in one in-process run. Failures are in the result, not raised.
+    Not verbose: Dagster's console logger prints nothing (its DEBUG event lines run to hundreds
+    per run); the event log still records every line for the UI."""
+    config = dict(run_config or {})
+    if not verbose:
+        config["loggers"] = {"console": {"config": {"log_level": "CRITICAL"}}}
     with instance() as inst:
-        return job.execute_in_process(run_config=run_config or {}, instance=inst)
+        return everything_job().execute_in_process(
+            run_config=config, instance=inst, raise_on_error=False
+        )
 
 
 def catalog_config(image_dir: str) -> dict[str, Any]:
     return {"ops": {"image_catalog": {"config": {"image_dir": image_dir}}}}
 
 
-def demo_config(image_dir: str) -> dict[str, Any]:
-    """The demo's digits are 32 px: embed them at 64 px so the demo takes seconds on a CPU; the
-    embedding model is trained on the same backbone so the embeddings use it."""
-    config = catalog_config(image_dir)
-    config["ops"]["embedding_model"] = {"config": {"image_size": 64}}
-    config["ops"]["embeddings"] = {"config": {"image_size": 64}}
-    return config
+def backbone_config(
+    model: str | None = None, weights: str | None = None, image_size: int | None = None
+) -> dict[str, Any]:
+    """The given backbone settings for both ops that share the backbone (a trained head is used
+    only on the backbone it was trained on); settings not given are left to the assets."""
+    given = {"model": model, "weights": weights, "image_size": image_size}
+    settings = {k: v for k, v in given.items() if v is not None}
+    if not settings:
+        return {}
+    return {"ops": {op: {"config": dict(settings)} for op in BACKBONE_OPS}}
+
+
+def merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """`override` on top of `base`, mappings merged key by key."""
+    out = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def load_config_file(path: Path) -> dict[str, Any]:
+    """A run-config YAML as the Dagster launchpad takes it; RunConfigError if it is not one."""
+    import yaml
+
+    hint = f"give a YAML file like `{CONFIG_EXAMPLE}` (the launchpad's format)"
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise RunConfigError(f"{path}: no such file; {hint}.") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise RunConfigError(f"{path}: cannot be read ({exc}); {hint}.") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or "invalid syntax"
+        raise RunConfigError(f"{path}: not valid YAML ({problem}{where}); {hint}.") from None
+    if not isinstance(data, dict):
+        kind = "nothing" if data is None else f"a {type(data).__name__}"
+        raise RunConfigError(f"{path}: holds {kind}, not a mapping; {hint}.")
+    return data
+
+
+def validate(run_config: dict[str, Any], source: str) -> None:
+    """Check the run config against the job before a run is recorded; RunConfigError with
+    Dagster's first complaint (without its type dump) and what `source` may hold there."""
+    job = everything_job()
+    try:
+        dg.validate_run_config(job, run_config)
+    except dg.DagsterInvalidConfigError as exc:
+        error = exc.errors[0]
+        message = error.message.split(" Expected: ")[0].rstrip(".")
+        keys = _settable_keys(job, error.stack.levels)
+        fix = (
+            f"allowed there: {', '.join(keys)}"
+            if keys
+            else f"run config looks like `{CONFIG_EXAMPLE}`"
+        )
+        raise RunConfigError(f"{source}: {message}; {fix}.") from None
+
+
+def _settable_keys(job: dg.JobDefinition, levels: list[str]) -> list[str]:
+    """Keys the config schema accepts at `levels` (ops without settings left out)."""
+    config_type = job.run_config_schema.config_type
+    for name in levels:
+        fields = getattr(config_type, "fields", {})
+        if name not in fields:
+            return []
+        config_type = fields[name].config_type
+    fields = getattr(config_type, "fields", {})
+    return sorted(k for k, f in fields.items() if _has_settings(f.config_type))
+
+
+def _has_settings(config_type: Any) -> bool:
+    """False for an op whose only entry is an untyped `config` (an asset check, or an asset
+    without a Config class)."""
+    inner = getattr(config_type, "fields", {}).get("config")
+    return inner is None or hasattr(inner.config_type, "fields")

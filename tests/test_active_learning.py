@@ -48,6 +48,23 @@ def test_train_handles_few_and_degenerate_labels():
         al.train(np.arange(6), x[:6], y[:6])
 
 
+@pytest.mark.parametrize("per_class", [5, 100])  # cross-validation, held-out split
+def test_every_candidate_trains_and_is_timed(per_class: int):
+    rng = np.random.default_rng(0)
+    y = np.repeat(["a", "b", "c"], per_class)
+    x = (rng.normal(size=(3, 16)) * 3)[np.repeat([0, 1, 2], per_class)]
+    x = (x + rng.normal(size=x.shape)).astype(np.float32)
+    t = al.train(np.arange(len(y)), x, y, algorithms=al.ALGORITHMS)
+    assert t.eval_method == ("holdout" if per_class == 100 else "cv5")
+    assert set(t.candidates) == set(al.ALGORITHMS)
+    assert all(c["fit_seconds"] > 0 and c["accuracy"] > 0.6 for c in t.candidates.values())
+    assert t.metrics["macro_f1"] == max(c["macro_f1"] for c in t.candidates.values())
+    # PCA never asks for more components than the data has; the MLP stops early only where
+    # its stratified 10 % validation share can hold every class
+    assert al.make_model("lightgbm_pca", x[:10], y[:10])[0].n_components == 10
+    assert al.make_model("mlp", x, y)[-1].early_stopping is (per_class == 100)
+
+
 def test_loop_trains_promotes_predicts_and_queues(data_dir: Path, labeled_folder: Path, tmp_path):
     catalog_with_vectors(data_dir, labeled_folder)
     first = materialize(data_dir, {"ops": {"label_queue": {"config": {"batch_size": 2}}}})
@@ -59,7 +76,18 @@ def test_loop_trains_promotes_predicts_and_queues(data_dir: Path, labeled_folder
     assert [c.passed for c in first.get_asset_check_evaluations()] == [True]
     versions = query(data_dir, "SELECT version_id, champion, metrics FROM model_versions")
     assert len(versions) == 1 and versions[0][1] is True
-    assert set(json.loads(versions[0][2])) >= {"logreg", "lightgbm", "chosen"}
+    assert set(json.loads(versions[0][2])) >= {*al.DEFAULT_CANDIDATES, "chosen"}
+    candidates = query(
+        data_dir,
+        "SELECT candidate, fit_seconds > 0, challenger, promoted FROM classifier_candidates "
+        "WHERE version_id = 1 ORDER BY candidate",
+    )
+    chosen = meta["algorithm"].value
+    assert candidates == [
+        (c, True, c == chosen, c == chosen) for c in sorted(al.DEFAULT_CANDIDATES)
+    ]
+    assert "| fit s |" in meta["candidates"].value
+    assert "challenger, promoted" in meta["candidates"].value
     assert query(data_dir, "SELECT count(*), min(least_confident) >= 0 FROM predictions") == [
         (28, True)
     ]
@@ -83,7 +111,8 @@ def test_loop_trains_promotes_predicts_and_queues(data_dir: Path, labeled_folder
     assert not gate.passed and gate.severity.value == "WARN"
     assert second.success, "a kept champion must not block predictions and the queue"
     assert query(data_dir, "SELECT version_id FROM model_versions WHERE champion") == [(1,)]
-    assert query(data_dir, "SELECT max(round), count(*) FROM learning_curve") == [(2, 2)]
+    assert query(data_dir, "SELECT max(round), count(*) FROM learning_curve") == [(1, 1)]
+    assert query(data_dir, "SELECT DISTINCT round FROM label_requests") == [(1,)]
 
     # New labels for the unlabeled images: compared on exactly those images.
     db = DataPaths(data_dir).catalog_db
@@ -92,9 +121,27 @@ def test_loop_trains_promotes_predicts_and_queues(data_dir: Path, labeled_folder
     ):
         label = query(data_dir, f"SELECT predicted FROM predictions WHERE image_id = {image_id}")
         assert set_label(db, str(image_id), label[0][0]).inserted == 1
-    third = materialize(data_dir)
+    third = materialize(data_dir, {"ops": {"classifier": {"config": {"algorithm": "logreg"}}}})
     decision = third.asset_materializations_for_node("classifier")[0].metadata["decision"].value
     assert "on 4 shared held-out images" in decision
+    assert query(data_dir, "SELECT candidate FROM classifier_candidates WHERE version_id = 3") == [
+        ("logreg",)
+    ]
+    assert query(data_dir, "SELECT max(round), count(*) FROM learning_curve") == [(2, 2)]
+
+
+def test_reruns_without_new_labels_keep_one_round(data_dir: Path, labeled_folder: Path):
+    """Reruns with the same labels once added a round each and so tripped the plateau stop."""
+    catalog_with_vectors(data_dir, labeled_folder)
+    config = {"ops": {"label_queue": {"config": {"plateau_rounds": 2}}}}
+    runs = [materialize(data_dir, config) for _ in range(3)]
+    assert all(r.success for r in runs)
+    queue = [r.asset_materializations_for_node("label_queue")[0].metadata for r in runs]
+    assert [m["round"].value for m in queue] == [1, 1, 1]
+    assert [m["new_round"].value for m in queue] == [True, False, False]
+    assert queue[-1]["stop_signal"].value is False
+    assert query(data_dir, "SELECT round, version_id FROM learning_curve") == [(1, 3)]
+    assert query(data_dir, "SELECT DISTINCT round FROM label_requests") == [(1,)]
 
 
 def test_single_class_skips_training_and_blocks_downstream(data_dir: Path, labeled_folder: Path):

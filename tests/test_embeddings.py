@@ -129,7 +129,9 @@ def test_asset_materializes_with_passing_checks(data_dir: Path, labeled_folder, 
         "one_vector_per_usable_image": True,
     }
     meta = result.asset_materializations_for_node("embeddings")[0].metadata
-    assert meta["embedded_now"].value == 28 and meta["dimension"].value == 512
+    # the default backbone: pretrained EfficientNet-Lite0 from its package, 1280-d
+    assert meta["embedded_now"].value == 28 and meta["dimension"].value == 1280
+    assert meta["model_key"].value.startswith("efficientnet_lite0-packaged-")
     assert meta["device"].value.startswith("cpu")
 
     again = _materialize(data_dir, labeled_folder, tmp_path / "locks")
@@ -141,4 +143,6 @@ def test_bad_config_fails_the_step_with_the_fix(data_dir: Path, labeled_folder, 
     result = _materialize(data_dir, labeled_folder, tmp_path / "locks", model="resnet19")
     assert not result.success
     failure = [e for e in result.all_events if e.is_step_failure][0]
-    assert "not a torchvision classification model" in str(failure.step_failure_data.error)
+    assert "neither a torchvision classification model nor a timm model" in str(
+        failure.step_failure_data.error
+    )

@@ -5,6 +5,7 @@ The sensor in `sensors/label_sensor.py` re-runs these three whenever new labels 
 
 import json
 import time
+from typing import Literal
 
 import dagster as dg
 import numpy as np
@@ -28,9 +29,11 @@ GATE = "promotion_gate"
 
 
 class ClassifierConfig(dg.Config):
-    algorithms: list[str] = Field(
-        default=list(al.ALGORITHMS),
-        description="Candidates trained each time; the best macro-F1 becomes the new version.",
+    algorithm: Literal["auto", al.Algorithm] = Field(
+        default="auto",
+        description="`auto`: compare logreg, lightgbm_pca (PCA to 64-d, then LightGBM) and mlp "
+        "on the same held-out split; the best macro-F1 is the challenger. A name trains that "
+        "one alone (`lightgbm` = LightGBM on the raw vectors, slow on wide embeddings).",
     )
     holdout_min_labels: int = Field(
         default=200,
@@ -40,13 +43,23 @@ class ClassifierConfig(dg.Config):
     test_fraction: float = Field(default=0.2, description="Share of each class held out.")
     seed: int = Field(default=0, description="Random seed of folds and models.")
 
+    @property
+    def candidates(self) -> tuple[str, ...]:
+        return al.DEFAULT_CANDIDATES if self.algorithm == "auto" else (self.algorithm,)
 
-def _candidate_table(candidates: dict[str, dict[str, float]]) -> str:
-    lines = ["| model | accuracy | macro-F1 | log-loss | n_eval |", "|---|---|---|---|---|"]
-    for name, m in candidates.items():
+
+def _candidate_table(training: al.Training, decision: al.Decision) -> str:
+    """The comparison as the UI shows it: one row per candidate, the challenger marked."""
+    outcome = "challenger, promoted" if decision.promoted else "challenger, champion stays"
+    lines = [
+        "| candidate | accuracy | macro-F1 | log-loss | fit s | n_eval | |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, m in training.candidates.items():
         lines.append(
             f"| {name} | {m['accuracy']:.4f} | {m['macro_f1']:.4f} | {m['log_loss']:.4f} "
-            f"| {m['n_eval']} |"
+            f"| {m['fit_seconds']:.2f} | {m['n_eval']} "
+            f"| {outcome if name == training.algorithm else ''} |"
         )
     return "\n".join(lines)
 
@@ -73,9 +86,11 @@ def classifier(
     storage: StorageResource,
     gpu: GPUResource,
 ) -> dg.MaterializeResult:
-    """Logistic regression and LightGBM trained on the labeled images' embeddings, evaluated on
-    a stratified held-out split (cross-validation while labels are few). Each training is a
-    row of `model_versions`; it becomes the champion only if it beats the current one."""
+    """Candidate classifiers (logistic regression, LightGBM on PCA components, a small MLP)
+    trained on the labeled images' embeddings and compared on the same stratified held-out
+    split (cross-validation while labels are few). Each training is a row of `model_versions`
+    with its candidates in `classifier_candidates`; the best becomes the champion only if it
+    beats the current one."""
     started = time.perf_counter()
     paths = storage.paths
     db = paths.catalog_db
@@ -89,7 +104,7 @@ def classifier(
                 ids[idx],
                 vectors[idx],
                 y,
-                algorithms=tuple(config.algorithms),
+                algorithms=config.candidates,
                 device=choice.lightgbm_device,
                 holdout_min_labels=config.holdout_min_labels,
                 test_fraction=config.test_fraction,
@@ -141,7 +156,7 @@ def classifier(
             "accuracy": dg.MetadataValue.float(round(m["accuracy"], 4)),
             "macro_f1": dg.MetadataValue.float(round(m["macro_f1"], 4)),
             "log_loss": dg.MetadataValue.float(round(m["log_loss"], 4)),
-            "candidates": dg.MetadataValue.md(_candidate_table(training.candidates)),
+            "candidates": dg.MetadataValue.md(_candidate_table(training, decision)),
             "promoted": decision.promoted,
             "decision": decision.reason,
             "champion_version": champion_id,
@@ -214,6 +229,32 @@ def predictions(
     )
 
 
+def _curve_row(db) -> dict:
+    """The learning-curve point of the latest classifier version; its max label_id tells
+    whether the labels changed since the latest round."""
+    latest = registry.latest_version(db)
+    if latest is None:
+        return {
+            "version_id": None,
+            "n_labels": 0,
+            "max_label_id": None,
+            "eval_method": None,
+            "accuracy": None,
+            "macro_f1": None,
+        }
+    version_id, n_labels, metrics_json, eval_method, max_label_id = latest
+    data = json.loads(metrics_json)
+    chosen = data[data["chosen"]]
+    return {
+        "version_id": version_id,
+        "n_labels": n_labels,
+        "max_label_id": max_label_id,
+        "eval_method": eval_method,
+        "accuracy": chosen["accuracy"],
+        "macro_f1": chosen["macro_f1"],
+    }
+
+
 class LabelQueueConfig(dg.Config):
     batch_size: int = Field(
         default=0, description="Images to ask about per round; 0 = batch_fraction of the pool."
@@ -221,8 +262,12 @@ class LabelQueueConfig(dg.Config):
     batch_fraction: float = Field(
         default=0.05, description="Share of the unlabeled pool per round when batch_size is 0."
     )
-    strategy: str = Field(default="uncertainty", description="uncertainty | random")
-    uncertainty: str = Field(default="margin", description="least_confident | margin | entropy")
+    strategy: Literal["uncertainty", "random"] = Field(
+        default="uncertainty", description="The most uncertain images, or a random sample."
+    )
+    uncertainty: al.UncertaintyMeasure = Field(
+        default="margin", description="How uncertainty is measured."
+    )
     max_cluster_share: float = Field(
         default=0.3, description="Diversity guard: no cluster fills more of a batch than this."
     )
@@ -251,14 +296,9 @@ def label_queue(
     context: dg.AssetExecutionContext, config: LabelQueueConfig, storage: StorageResource
 ) -> dg.MaterializeResult:
     """The next batch of images to label: the most uncertain unlabeled ones, spread over
-    clusters, as a new round in `label_requests` (export: `emb queue --export FILE.csv`), with
-    the learning curve and a stop signal once accuracy has plateaued."""
-    if config.strategy not in ("uncertainty", "random"):
-        raise dg.Failure(f"strategy={config.strategy!r}: use `uncertainty` or `random`")
-    if config.uncertainty not in al.UNCERTAINTY_MEASURES:
-        raise dg.Failure(
-            f"uncertainty={config.uncertainty!r}: use one of {al.UNCERTAINTY_MEASURES}"
-        )
+    clusters, as a round in `label_requests` (export: `emb queue --export FILE.csv`), with
+    the learning curve and a stop signal once accuracy has plateaued. A run without new labels
+    replaces the latest round instead of adding one."""
     db = storage.paths.catalog_db
     pool = registry.unlabeled_pool(db)
     n_pool = len(pool["image_id"])
@@ -290,22 +330,7 @@ def label_queue(
             "cluster": pa.array(clusters[chosen].astype(np.int32)),
         }
     )
-    latest = registry.latest_version(db)
-    metrics = {}
-    if latest is not None:
-        data = json.loads(latest[2])
-        metrics = data[data["chosen"]]
-    round_no, curve = registry.record_round(
-        db,
-        requests,
-        {
-            "version_id": latest[0] if latest else None,
-            "n_labels": latest[1] if latest else 0,
-            "accuracy": metrics.get("accuracy"),
-            "macro_f1": metrics.get("macro_f1"),
-            "eval_method": latest[3] if latest else None,
-        },
-    )
+    round_no, new_round, curve = registry.record_round(db, requests, _curve_row(db))
     accs = [a for _, a in curve if not np.isnan(a)]
     stop = al.plateaued(accs, config.plateau_rounds, config.plateau_min_delta)
     reason = (
@@ -315,11 +340,15 @@ def label_queue(
         else "keep labeling"
     )
     in_batch = np.unique(clusters[chosen], return_counts=True)
-    context.log.info(f"round {round_no}: {len(sel)} of {n_pool} unlabeled images requested")
+    context.log.info(
+        f"round {round_no}{'' if new_round else ' (no new labels: replaced)'}: "
+        f"{len(sel)} of {n_pool} unlabeled images requested"
+    )
     png = learning_curve_png([n for n, _ in curve], [a for _, a in curve])
     return dg.MaterializeResult(
         metadata={
             "round": round_no,
+            "new_round": dg.MetadataValue.bool(new_round),
             "batch_size": len(sel),
             "unlabeled_pool": n_pool,
             "strategy": f"{config.strategy} ({config.uncertainty})"

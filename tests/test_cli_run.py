@@ -1,0 +1,179 @@
+"""`emb run` and `emb demo` as a user runs them: options and a run-config file reach the job,
+the output is a summary rather than Dagster's log (unless --verbose), failures are one line
+each, and a second run over the same images embeds nothing."""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+import dagster as dg
+import pytest
+from typer.testing import CliRunner
+
+from embedding_assets import definitions, progress
+from embedding_assets.cli import app
+from embedding_assets.model_defaults import DEFAULT_MODEL
+from tests.e2e_setup import write_small_digits
+
+runner = CliRunner()
+SMALL = ["--model", "resnet18", "--weights", "none", "--image-size", "32"]
+
+
+@pytest.fixture(autouse=True)
+def definitions_on_this_data_dir(data_dir: Path) -> None:
+    """The definitions bind the data directory when imported, once per `emb` process; these
+    tests run many `emb` commands in one process, each on its own data directory."""
+    importlib.reload(definitions)
+
+
+def _emb(*args: str) -> tuple[int, str]:
+    res = runner.invoke(app, list(args))
+    assert "Traceback" not in res.output, res.output
+    return res.exit_code, res.output
+
+
+def _latest_run_config() -> dict:
+    with dg.DagsterInstance.get() as instance:
+        return instance.get_runs(limit=1)[0].run_config
+
+
+def _embeddings_metadata() -> dict:
+    with dg.DagsterInstance.get() as instance:
+        event = instance.get_latest_materialization_event(dg.AssetKey("embeddings"))
+    return {k: v.value for k, v in event.asset_materialization.metadata.items()}
+
+
+def test_options_and_config_file_reach_the_run_quietly(
+    data_dir: Path, labeled_folder: Path, tmp_path: Path
+):
+    config = tmp_path / "run.yaml"
+    config.write_text(
+        "ops:\n"
+        "  embeddings: {config: {model: efficientnet_lite0, batch_size: 8}}\n"
+        "  projections: {config: {methods: [pca]}}\n"
+    )
+    code, out = _emb("run", "--image-dir", str(labeled_folder), "--config", str(config), *SMALL)
+    assert code == 0, out
+    assert "DEBUG" not in out and " - dagster - " not in out
+    assert "succeeded" in out and "28 in the catalog (28 usable), 28 new this run" in out
+    assert "embedded now" in out and "from cache" in out
+    assert "Seconds     image_catalog" in out and "projections" in out
+    assert str(data_dir / "catalog.duckdb") in out and "emb sql" in out and "emb ui" in out
+
+    ops = _latest_run_config()["ops"]
+    backbone = {"model": "resnet18", "weights": "none", "image_size": 32}
+    assert ops["embeddings"]["config"] == {**backbone, "batch_size": 8}, "flags override the file"
+    assert ops["embedding_model"]["config"] == backbone
+    assert ops["projections"]["config"] == {"methods": ["pca"]}
+    assert _embeddings_metadata()["model_key"].startswith("resnet18-none-")
+
+    code, out = _emb("run", "--image-dir", str(labeled_folder), "--config", str(config), *SMALL)
+    assert code == 0, out
+    assert "0 new this run" in out and "0 embedded now" in out
+    assert _embeddings_metadata()["embedded_now"] == 0
+
+
+def test_verbose_shows_dagster_log_lines(data_dir: Path, labeled_folder: Path, tmp_path: Path):
+    config = tmp_path / "run.yaml"
+    config.write_text("ops: {projections: {config: {methods: [pca]}}}\n")
+    code, out = _emb(
+        "run", "--image-dir", str(labeled_folder), "--config", str(config), *SMALL, "--verbose"
+    )
+    assert code == 0, out
+    assert " - dagster - DEBUG - " in out and "STEP_SUCCESS" in out
+    assert "embedded now" in out, "the summary closes verbose output too"
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        (None, "no such file"),
+        ("ops: [\n", "not valid YAML"),
+        ("- a\n- b\n", "holds a list, not a mapping"),
+        ("ops: {embedings: {config: {model: x}}}\n", 'entry "embedings"'),
+        ("ops: {embeddings: {config: {modle: x}}}\n", "allowed there: allow_download"),
+        ("ops: {embeddings: {config: {image_size: big}}}\n", "image_size"),
+    ],
+)
+def test_bad_config_file_is_one_line(
+    data_dir: Path, labeled_folder: Path, tmp_path: Path, content: str | None, expected: str
+):
+    config = tmp_path / "bad.yaml"
+    if content is not None:
+        config.write_text(content)
+    code, out = _emb("run", "--image-dir", str(labeled_folder), "--config", str(config))
+    assert code == 2
+    lines = out.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"{config}: ") and expected in lines[0], out
+    with dg.DagsterInstance.get() as instance:
+        assert not instance.get_runs(), "refused before any run"
+
+
+def test_failed_check_and_failed_step_are_one_line_each(
+    data_dir: Path, labeled_folder: Path, tmp_path: Path
+):
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "x.png").write_text("not an image")
+    code, out = _emb("run", "--image-dir", str(bad))
+    assert code == 1 and "FAILED" in out
+    assert "check image_catalog/catalog_has_usable_images failed: No usable image" in out, out
+    assert "steps did not run" in out
+
+    code, out = _emb("run", "--image-dir", str(labeled_folder), "--model", "no_such_model")
+    assert code == 1 and "FAILED" in out
+    failed = [line for line in out.splitlines() if line.startswith("step ")]
+    assert len(failed) == 1 and "embedding_model failed: ValueError" in failed[0], out
+    assert "no_such_model" in failed[0]
+
+
+def test_run_after_demo_embeds_nothing(
+    data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """The demo runs with `emb run`'s defaults (the default pretrained backbone), so `emb run`
+    on the demo folder afterwards finds every vector in the cache. 24 digits stand in for the
+    1,797 of the real demo."""
+
+    def few_digits(folder: Path, labeled_fraction: float) -> dict[str, int]:
+        hidden = write_small_digits(folder, n=24, labeled_fraction=labeled_fraction)
+        return {"images": 24, "labeled": 24 - len(hidden)}
+
+    monkeypatch.setattr("embedding_assets.demo.write_demo_images", few_digits)
+    code, out = _emb("demo", "--labeled-fraction", "0.5")
+    assert code == 0, out
+    assert "24 in the catalog (24 usable), 24 new this run" in out
+    assert f"24 embedded now, 0 from cache, model key {DEFAULT_MODEL}-" in out
+
+    code, out = _emb("run")
+    assert code == 0, out
+    assert "0 new this run" in out and "0 embedded now, 24 from cache" in out
+
+
+class _Lines:
+    """Stands in for `context.log`."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def info(self, message: str) -> None:
+        self.lines.append(message)
+
+
+def test_progress_logs_every_tenth_and_draws_only_when_asked(capsys: pytest.CaptureFixture):
+    """A UI run logs ~10 % steps and draws nothing; `emb run` on a terminal also draws a bar."""
+    log = _Lines()
+    with progress.Progress(log, "embeddings", "img", "embedded {done}/{total} images") as bar:
+        for done in range(4, 101, 4):
+            bar.update(done, 100)
+    assert log.lines == [f"embedded {n}/100 images" for n in (12, 24, 36, 48, 60, 72, 84, 96, 100)]
+    assert capsys.readouterr().err == ""
+
+    epochs = _Lines()
+    with (
+        progress.bars(),
+        progress.Progress(epochs, "embedding_model", "epoch", "epoch {done}/{total}", 0) as bar,
+    ):
+        bar.update(1, 3, "loss 0.5")
+    assert epochs.lines == ["epoch 1/3: loss 0.5"]
+    assert "embedding_model:  33%" in capsys.readouterr().err
