@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import platform
+import shutil
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
@@ -19,6 +20,19 @@ def require_cifar() -> Path:
     if not CIFAR_TEST.is_dir():
         sys.exit(f"{CIFAR_TEST} not found: this benchmark needs ../shared/data/cifar10/test")
     return CIFAR_TEST
+
+
+def cifar_subset(n: int, dest: Path) -> Path:
+    """The first n CIFAR-10 test images, round-robin over the classes, copied under `dest` in
+    their class folders (so the folder names label them)."""
+    classes = sorted(p for p in require_cifar().iterdir() if p.is_dir())
+    files = [sorted(c.glob("*.jpg")) for c in classes]
+    picked = [f[i] for i in range(n) for f in files if i < len(f)][:n]
+    for p in picked:
+        target = dest / p.parent.name / p.name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(p, target)
+    return dest
 
 
 def machine() -> dict:

@@ -15,32 +15,19 @@ Goals (issue 3): b/a >= 0.9; no-op >= 100x faster than (b).
 from __future__ import annotations
 
 import argparse
-import shutil
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 
-from benchmarks.common import machine, require_cifar, write_results
+from benchmarks.common import cifar_subset, machine, write_results
 from embedding_assets.backbones import build_backbone
 from embedding_assets.catalog import scan_catalog
 from embedding_assets.embedder import EmbedParams, load_image
 from embedding_assets.embedding_run import run_embeddings
 from embedding_assets.packaged_weights import PACKAGED
 from resources.storage import DataPaths
-
-
-def _subset(folder: Path, n: int, dest: Path) -> Path:
-    """The first n images, round-robin over classes, copied to their own folder."""
-    classes = sorted(p for p in folder.iterdir() if p.is_dir())
-    files = [sorted(c.glob("*.jpg")) for c in classes]
-    picked = [f[i] for i in range(n) for f in files][:n]
-    for p in picked:
-        target = dest / p.parent.name / p.name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(p, target)
-    return dest
 
 
 def _forward_only(backbone, files: list[Path], batch: int) -> float:
@@ -66,7 +53,7 @@ def _naive(backbone, files: list[Path], batch: int) -> float:
 
 def measure(model: str, n: int, batch: int, size: int, workers: int | None) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
-        folder = _subset(require_cifar(), n, Path(tmp) / "imgs")
+        folder = cifar_subset(n, Path(tmp) / "imgs")
         files = sorted(folder.rglob("*.jpg"))
         params = EmbedParams(model, "packaged" if model in PACKAGED else None, size)
         backbone = build_backbone(params.spec())

@@ -5,7 +5,6 @@ matplotlib is imported on first use: the Dagster definitions import this module.
 
 from __future__ import annotations
 
-import base64
 import io
 
 import numpy as np
@@ -25,10 +24,6 @@ def _png(fig) -> bytes:
     fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
     _pyplot().close(fig)
     return buf.getvalue()
-
-
-def markdown_image(png: bytes, alt: str) -> str:
-    return f"![{alt}](data:image/png;base64,{base64.b64encode(png).decode()})"
 
 
 def confusion_png(matrix: np.ndarray, classes: list[str], title: str) -> bytes:

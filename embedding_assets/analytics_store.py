@@ -1,24 +1,33 @@
-"""DuckDB reads and writes shared by the analytics assets (projections, clusters, anomalies).
+"""DuckDB reads and writes shared by the analytics assets (projections, clusters, anomalies)
+and `near_duplicates`.
 
 Each result table holds rows for several embedding sets (model keys); a materialization
-replaces the rows of its own model key in one transaction, so a reader never sees half a set.
+replaces the rows of its own model key in one transaction, so a reader never sees half a set,
+and records there the fingerprint of the inputs the rows were computed from.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
-import pyarrow as pa
 
+from embedding_assets import fingerprints
 from resources.duckdb_store import connect
 
-TABLES = ("projections", "clusters", "anomaly_scores")
+if TYPE_CHECKING:
+    import pandas as pd
+    import pyarrow as pa
+
+TABLES = ("projections", "clusters", "anomaly_scores", "near_duplicates")
 
 
-def replace_rows(db_path: Path, table: str, model_key: str, rows: pa.Table) -> int:
-    """Delete `model_key`'s rows of `table` and insert `rows` (same column order), atomically."""
+def replace_rows(
+    db_path: Path, table: str, model_key: str, rows: pa.Table, fingerprint: str | None = None
+) -> int:
+    """Delete `model_key`'s rows of `table` and insert `rows` (same column order), atomically,
+    with the `fingerprint` of their inputs (None: rows of unknown inputs, never reused)."""
     if table not in TABLES:
         raise ValueError(f"{table!r} is not one of {TABLES}")
     with connect(db_path) as con:
@@ -27,6 +36,13 @@ def replace_rows(db_path: Path, table: str, model_key: str, rows: pa.Table) -> i
             con.register("new_rows", rows)
             con.execute(f"DELETE FROM {table} WHERE model_key = ?", [model_key])
             con.execute(f"INSERT INTO {table} SELECT * FROM new_rows")
+            if fingerprint is None:
+                con.execute(
+                    "DELETE FROM asset_fingerprints WHERE asset = ? AND scope = ?",
+                    [table, model_key],
+                )
+            else:
+                fingerprints.record(con, table, fingerprint, scope=model_key)
             con.commit()
         except BaseException:
             con.rollback()
@@ -74,6 +90,36 @@ def read_column(
     return None if np.isnan(values).all() else values
 
 
+def rows_with_labels(db_path: Path, table: str, model_key: str, columns: list[str]) -> pd.DataFrame:
+    """`columns` of `table`'s rows for `model_key`, with each image's path and current label
+    (None when unlabeled), in image_id order."""
+    if table not in TABLES:
+        raise ValueError(f"{table!r} is not one of {TABLES}")
+    select = ", ".join(f"t.{c}" for c in columns)
+    with connect(db_path, read_only=True) as con:
+        return con.execute(
+            f"SELECT t.image_id, {select}, i.path, l.label FROM {table} t "
+            "LEFT JOIN images i USING (image_id) LEFT JOIN current_labels l USING (image_id) "
+            "WHERE t.model_key = ? ORDER BY t.image_id",
+            [model_key],
+        ).df()
+
+
+def read_projections(
+    db_path: Path, model_key: str, methods: list[str]
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """The stored maps of `model_key`: (image ids, {method: float32 (n, 2)}), image_id order."""
+    with connect(db_path, read_only=True) as con:
+        df = con.execute(
+            "SELECT method, image_id, x, y FROM projections WHERE model_key = ? "
+            "ORDER BY method, image_id",
+            [model_key],
+        ).df()
+    by_method = {m: rows for m, rows in df.groupby("method", sort=False)}
+    ids = by_method[methods[0]]["image_id"].to_numpy(dtype=np.int64)
+    return ids, {m: by_method[m][["x", "y"]].to_numpy(dtype=np.float32) for m in methods}
+
+
 def row_counts(db_path: Path, table: str, model_key: str) -> dict[str, int]:
     """For the asset checks: rows, distinct images and NULL/NaN values of `table` for a key."""
     value = {"clusters": "cluster", "anomaly_scores": "score"}[table]
@@ -88,5 +134,7 @@ def row_counts(db_path: Path, table: str, model_key: str) -> dict[str, int]:
 
 
 def _wanted(image_ids: np.ndarray) -> pa.Table:
+    import pyarrow as pa
+
     ids = np.asarray(image_ids, dtype=np.int64)
     return pa.table({"image_id": ids, "pos": np.arange(len(ids), dtype=np.int64)})

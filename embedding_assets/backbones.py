@@ -14,7 +14,14 @@ import torchvision
 from torch import nn
 from torchvision.transforms import InterpolationMode, v2
 
-from embedding_assets.packaged_weights import PACKAGED, file_digest, load_in_order
+from embedding_assets.packaged_weights import (
+    PACKAGED,
+    PACKAGED_INTERPOLATION,
+    PACKAGED_MEAN,
+    PACKAGED_STD,
+    file_digest,
+    load_in_order,
+)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -219,6 +226,16 @@ def _timm_pretrained_name(arch: str, tag: str) -> str:
 
 def _timm_preprocess(arch: str, image_size: int) -> Preprocess:
     """The pretrained config's resize/crop/statistics, at `image_size` when one is set."""
+    packaged = next((p for p in PACKAGED.values() if p.timm_arch == arch), None)
+    if packaged is not None:
+        crop = image_size or packaged.input_size
+        return Preprocess(
+            resize=int(crop / packaged.crop_pct),
+            crop=crop,
+            mean=PACKAGED_MEAN,
+            std=PACKAGED_STD,
+            interpolation=PACKAGED_INTERPOLATION,
+        )
     import timm
 
     cfg = timm.models.get_pretrained_cfg(arch)

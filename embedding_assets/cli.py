@@ -12,7 +12,7 @@ from typing import Any
 import typer
 
 from embedding_assets.settings import IMAGE_DIR_ENV, default_dagster_home
-from resources.storage import DATA_DIR_ENV, DataPaths, default_data_dir
+from resources.paths import DATA_DIR_ENV, DataPaths, default_data_dir
 
 app = typer.Typer(help="Image-embedding platform on Dagster and DuckDB.", no_args_is_help=True)
 
@@ -166,10 +166,6 @@ from embedding_assets.cli_search import serve, similar  # noqa: E402
 
 app.command("similar")(similar)
 app.command("serve")(serve)
-
-
-def main() -> None:  # pragma: no cover - console entry point alias
-    app()
 
 
 if __name__ == "__main__":

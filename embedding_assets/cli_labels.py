@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from resources.storage import DataPaths, default_data_dir
+from resources.paths import DataPaths, default_data_dir
 
 label_app = typer.Typer(help="Add labels to the catalog's append-only labels log.")
 

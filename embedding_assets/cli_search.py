@@ -6,7 +6,7 @@ import json
 
 import typer
 
-from resources.storage import DataPaths, default_data_dir
+from resources.paths import DataPaths, default_data_dir
 
 
 def _fail(message: str, code: int = 2) -> None:

@@ -7,8 +7,10 @@ import os
 import dagster as dg
 
 from embedding_assets import assets
-from resources import GPUResource, StorageResource
-from sensors.label_sensor import label_sensor, retrain_job
+from embedding_assets.assets.active_learning import labels
+from resources.gpu import GPUResource
+from resources.storage import StorageResource
+from sensors.label_sensor import active_learning_automation, label_sensor
 
 EVERYTHING_JOB = "materialize_everything"
 EXECUTOR_ENV = "EMB_EXECUTOR"
@@ -32,10 +34,11 @@ everything_job = dg.define_asset_job(
 
 defs = dg.Definitions(
     # Every module in embedding_assets/assets/ is picked up: adding an asset is adding a module.
-    assets=dg.load_assets_from_package_module(assets),
+    # External assets are specs, which the loader leaves out: they are listed here.
+    assets=[*dg.load_assets_from_package_module(assets), labels],
     asset_checks=dg.load_asset_checks_from_package_module(assets),
-    jobs=[everything_job, retrain_job],
-    sensors=[label_sensor],
+    jobs=[everything_job],
+    sensors=[label_sensor, active_learning_automation],
     resources={"storage": StorageResource(), "gpu": GPUResource()},
     executor=executor(),
 )

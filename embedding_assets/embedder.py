@@ -21,11 +21,9 @@ from PIL import Image, ImageOps
 from torch.utils.data import DataLoader, Dataset
 
 from embedding_assets.backbones import Backbone, BackboneSpec, build_backbone, resolve_spec
+from embedding_assets.choices import Precision, StoreDtype
 from embedding_assets.heads import L2Normalize, load_head
 from embedding_assets.model_defaults import DEFAULT_MODEL, DEFAULT_WEIGHTS
-
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-STORE_DTYPES = ("float32", "float16")
 
 
 @dataclass(frozen=True)
@@ -35,12 +33,10 @@ class EmbedParams:
     model: str = DEFAULT_MODEL
     weights: str | None = DEFAULT_WEIGHTS
     image_size: int = 0  # 0: the weights' own size
-    store_dtype: str = "float32"
+    store_dtype: StoreDtype = "float32"
     head: str | None = None  # a trained projection head file (embedding_assets.heads)
 
     def spec(self) -> BackboneSpec:
-        if self.store_dtype not in STORE_DTYPES:
-            raise ValueError(f"store_dtype={self.store_dtype!r}: choose one of {STORE_DTYPES}")
         return resolve_spec(self.model, self.weights, self.image_size)
 
     def model_key(self, spec: BackboneSpec | None = None) -> str:
@@ -131,9 +127,7 @@ class Batch:
     errors: list[tuple[int, str]]
 
 
-def _autocast_dtype(device: torch.device, precision: str) -> torch.dtype | None:
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision={precision!r}: choose one of {PRECISIONS}")
+def _autocast_dtype(device: torch.device, precision: Precision) -> torch.dtype | None:
     if device.type != "cuda" or precision == "fp32":
         return None
     if precision == "auto":
@@ -157,8 +151,8 @@ def embed_paths(
     device: str = "cpu",
     batch_size: int = 64,
     workers: int | None = None,
-    precision: str = "auto",
-    store_dtype: str = "float32",
+    precision: Precision = "auto",
+    store_dtype: StoreDtype = "float32",
 ) -> Iterator[Batch]:
     """Yield one Batch per DataLoader batch, in input order."""
     dev = torch.device(device)

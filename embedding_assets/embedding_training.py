@@ -28,7 +28,7 @@ from embedding_assets.heads import save_head
 from embedding_assets.metric_training import TrainConfig, TrainResult, finetune, train_head
 from embedding_assets.promotion import decide
 from resources.duckdb_store import connect
-from resources.storage import DataPaths
+from resources.paths import DataPaths
 
 PRIMARY = "knn_top1"  # the number that decides promotion
 VAL_FRACTION = 0.15  # of the training images, for early stopping only

@@ -21,12 +21,9 @@ from pytorch_metric_learning import losses, miners
 from torch import nn
 from torchvision.transforms import v2
 
+from embedding_assets.choices import AUGMENTATIONS, LOSSES, MODES
 from embedding_assets.embedding_eval import knn_top1
 from embedding_assets.heads import L2Normalize, ProjectionHead
-
-LOSSES = ("contrastive", "triplet", "supcon", "ntxent", "arcface")
-MODES = ("head", "finetune")
-AUGMENTATIONS = ("none", "autoaugment", "randaugment", "trivialaugment")
 
 Progress = Callable[[dict], None]
 

@@ -6,13 +6,16 @@ from __future__ import annotations
 import json
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import joblib
 import numpy as np
-import pyarrow as pa
 
+from embedding_assets import fingerprints
 from embedding_assets.active_learning import Decision, Training, uncertainty
 from resources.duckdb_store import connect
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 
 def _now() -> datetime:
@@ -39,6 +42,8 @@ def labeled(db_path: Path, image_ids: np.ndarray) -> tuple[np.ndarray, np.ndarra
 
 def champion(db_path: Path, current_embedding_key: str) -> dict | None:
     """The current champion's row plus its loaded model and training image ids, or None."""
+    import joblib
+
     with connect(db_path, read_only=True) as con:
         row = con.execute(
             "SELECT version_id, algorithm, embedding_key, model_path, metrics "
@@ -58,8 +63,28 @@ def champion(db_path: Path, current_embedding_key: str) -> dict | None:
     }
 
 
+def champion_version(db_path: Path) -> int | None:
+    """The champion's version_id, without loading its model."""
+    with connect(db_path, read_only=True) as con:
+        rows = con.execute("SELECT version_id FROM model_versions WHERE champion").fetchall()
+    return int(rows[0][0]) if rows else None
+
+
+def outcome(db_path: Path, version_id: int) -> tuple[bool, str, int | None] | None:
+    """(promoted, decision, the champion's version_id now) of a version; None if it is gone."""
+    with connect(db_path, read_only=True) as con:
+        rows = con.execute(
+            "SELECT promoted, decision, (SELECT max(version_id) FROM model_versions WHERE champion)"
+            " FROM model_versions WHERE version_id = ?",
+            [version_id],
+        ).fetchall()
+    return (bool(rows[0][0]), rows[0][1], rows[0][2]) if rows else None
+
+
 def save_model(models_dir: Path, training: Training, embedding_key: str) -> Path:
     """Write the model before its registry row exists, so a row never points at nothing."""
+    import joblib
+
     folder = models_dir / "classifier"
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{_now():%Y%m%dT%H%M%S%f}-{training.algorithm}.joblib"
@@ -82,9 +107,10 @@ def register(
     model_path: Path,
     embedding_key: str,
     max_label_id: int | None,
+    fingerprint: str | None = None,
 ) -> int:
     """Insert the version with a `classifier_candidates` row per candidate and, if promoted,
-    move the champion flag to it, in one transaction."""
+    move the champion flag to it, in one transaction (with the `fingerprint` of the inputs)."""
     payload = {
         "chosen": training.algorithm,
         **training.candidates,
@@ -118,6 +144,8 @@ def register(
             "INSERT INTO classifier_candidates VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             _candidate_rows(version_id, training, decision),
         )
+        if fingerprint is not None:
+            fingerprints.record(con, "classifier", fingerprint, result=str(version_id))
         con.commit()
     return int(version_id)
 
@@ -142,17 +170,18 @@ def _candidate_rows(version_id: int, training: Training, decision: Decision) -> 
     return rows
 
 
-def champion_row(db_path: Path) -> tuple | None:
-    with connect(db_path, read_only=True) as con:
-        return con.execute(
-            "SELECT version_id, model_path, metrics FROM model_versions WHERE champion"
-        ).fetchone()
-
-
 def write_predictions(
-    db_path: Path, version_id: int, image_ids: np.ndarray, classes: np.ndarray, p: np.ndarray
+    db_path: Path,
+    version_id: int,
+    image_ids: np.ndarray,
+    classes: np.ndarray,
+    p: np.ndarray,
+    fingerprint: str | None = None,
 ) -> dict[str, float]:
-    """Replace the predictions table with this version's predictions for every image."""
+    """Replace the predictions table with this version's predictions for every image, with
+    the `fingerprint` of the inputs (None: of unknown inputs, never reused)."""
+    import pyarrow as pa
+
     u = uncertainty(p)
     best = p.argmax(axis=1)
     table = pa.table(
@@ -171,6 +200,10 @@ def write_predictions(
         con.register("new_predictions", table)
         con.execute("DELETE FROM predictions")
         con.execute("INSERT INTO predictions SELECT *, ? FROM new_predictions", [_now()])
+        if fingerprint is None:
+            con.execute("DELETE FROM asset_fingerprints WHERE asset = 'predictions'")
+        else:
+            fingerprints.record(con, "predictions", fingerprint)
         con.commit()
     return {k: float(v.mean()) for k, v in u.items()}
 
@@ -190,6 +223,8 @@ def unlabeled_pool(db_path: Path) -> dict[str, np.ndarray]:
 
 def stored_clusters(db_path: Path, image_ids: np.ndarray, model_key: str) -> np.ndarray | None:
     """Clusters from the `clusters` table for these images, or None where it has no full cover."""
+    import pyarrow as pa
+
     with connect(db_path, read_only=True) as con:
         exists = con.execute(
             "SELECT count(*) FROM duckdb_tables() WHERE table_name = 'clusters'"
@@ -220,6 +255,7 @@ def record_round(
     db_path: Path,
     requests: pa.Table,
     curve_row: dict,
+    fingerprint: str | None = None,
 ) -> tuple[int, bool, list[tuple[int, float]]]:
     """Store a round's requests and learning-curve point; return the round number, whether it
     is a new round, and the whole curve (n_labels, accuracy) in round order.
@@ -227,7 +263,8 @@ def record_round(
     A round stands for a set of labels. When the latest round's classifier version saw the
     same labels (same max label_id) as `curve_row`'s version, that round's requests and point
     are replaced instead of a round being added: reruns without new labels must neither
-    lengthen the curve nor move the plateau stop."""
+    lengthen the curve nor move the plateau stop. `fingerprint`: of the inputs the round was
+    chosen from."""
     with connect(db_path) as con:
         con.begin()
         # fetchall, not fetchone: the register() in _insert_round needs every result completed
@@ -247,6 +284,10 @@ def record_round(
                 "(SELECT coalesce(max(round), 0) FROM learning_curve)) + 1"
             ).fetchall()[0][0]
         _insert_round(con, round_no, requests, curve_row)
+        if fingerprint is None:
+            con.execute("DELETE FROM asset_fingerprints WHERE asset = 'label_queue'")
+        else:
+            fingerprints.record(con, "label_queue", fingerprint, result=str(round_no))
         con.commit()
         curve = con.execute(
             "SELECT n_labels, accuracy FROM learning_curve ORDER BY round"

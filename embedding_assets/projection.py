@@ -11,10 +11,21 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from enum import Enum
 
 import numpy as np
 
-METHODS = ("pca", "umap", "tsne")
+
+class Method(str, Enum):
+    """A 2-D map method. An Enum, not a Literal: Dagster config takes a list of Enum members
+    (the launchpad lists them and refuses others) but not a list of Literal values."""
+
+    pca = "pca"
+    umap = "umap"
+    tsne = "tsne"
+
+
+METHODS: tuple[str, ...] = tuple(m.value for m in Method)
 MIN_ROWS = 5  # below this a neighbour graph (UMAP, t-SNE) is meaningless
 
 

@@ -7,6 +7,8 @@ from typing import Any
 
 import dagster as dg
 
+from embedding_assets.fingerprints import REUSED
+
 LABEL_WIDTH = 12
 WIDTH = 100
 
@@ -26,6 +28,9 @@ def summary_lines(
     timings = [f"{name} {s:.1f}" for name, s in _seconds_per_asset(result).items()]
     if timings:
         lines.append(_field("Seconds", *timings))
+    reused = _reused_assets(result)
+    if reused:
+        lines.append(_field("Reused", *reused[:-1], f"{reused[-1]} (inputs unchanged)"))
     lines.append(_field("DuckDB", catalog_db))
     lines.append(_field("Query", 'emb sql "select status, count(*) from images group by 1"'))
     lines.append(_field("UI", f"emb ui   (DAGSTER_HOME={dagster_home})"))
@@ -55,6 +60,15 @@ def _materialization_metadata(result: dg.ExecuteInProcessResult, asset: str) -> 
             meta = event.step_materialization_data.materialization.metadata
             found = {k: v.value for k, v in meta.items()}
     return found
+
+
+def _reused_assets(result: dg.ExecuteInProcessResult) -> list[str]:
+    """Assets whose materialization in this run reused the stored result."""
+    return [
+        event.asset_key.to_user_string()
+        for event in result.get_asset_materialization_events()
+        if REUSED in event.step_materialization_data.materialization.metadata
+    ]
 
 
 def _seconds_per_asset(result: dg.ExecuteInProcessResult) -> dict[str, float]:

@@ -109,7 +109,7 @@ def validate(run_config: dict[str, Any], source: str) -> None:
     except dg.DagsterInvalidConfigError as exc:
         error = exc.errors[0]
         message = error.message.split(" Expected: ")[0].rstrip(".")
-        keys = _settable_keys(job, error.stack.levels)
+        keys = _allowed_there(job, error.stack.levels)
         fix = (
             f"allowed there: {', '.join(keys)}"
             if keys
@@ -118,14 +118,19 @@ def validate(run_config: dict[str, Any], source: str) -> None:
         raise RunConfigError(f"{source}: {message}; {fix}.") from None
 
 
-def _settable_keys(job: dg.JobDefinition, levels: list[str]) -> list[str]:
-    """Keys the config schema accepts at `levels` (ops without settings left out)."""
+def _allowed_there(job: dg.JobDefinition, levels: list[str]) -> list[str]:
+    """Keys the config schema accepts at `levels` (ops without settings left out), or the
+    values where a setting is a choice of values (or a list of them)."""
     config_type = job.run_config_schema.config_type
     for name in levels:
         fields = getattr(config_type, "fields", {})
         if name not in fields:
             return []
         config_type = fields[name].config_type
+    while hasattr(config_type, "inner_type"):  # an optional setting, a list's items
+        config_type = config_type.inner_type
+    if hasattr(config_type, "enum_values"):
+        return [value.config_value for value in config_type.enum_values]
     fields = getattr(config_type, "fields", {})
     return sorted(k for k, f in fields.items() if _has_settings(f.config_type))
 

@@ -1,9 +1,10 @@
 """Find similar images: versioned FAISS index files, their catalog rows, and queries over them.
 
 An index is written to `indexes/<model_key>/<version>.faiss` and registered in `faiss_indexes`
-unpublished; the recall check publishes it. Search opens the newest published index of a model
-key and answers queries given as an image id, a catalog path, an image file (embedded on the
-fly with the set's own model and preprocessing), an in-memory image, or a vector.
+unpublished; the `published_index` asset publishes it once its recall check passed. Search opens
+the newest published index of a model key and answers queries given as an image id, a
+catalog path, an image file (embedded on the fly with the set's own model and preprocessing),
+an in-memory image, or a vector.
 """
 
 from __future__ import annotations
@@ -18,8 +19,10 @@ import faiss
 import numpy as np
 from PIL import Image
 
-from embedding_assets import similarity
+from embedding_assets import fingerprints, similarity
 from resources.duckdb_store import connect
+
+ASSET = "similarity_index"  # the asset whose builds these are (its row in asset_fingerprints)
 
 
 class QueryError(ValueError):
@@ -84,8 +87,12 @@ def register_index(
     *,
     nbytes: int,
     build_seconds: float,
+    fingerprint: str,
 ) -> None:
+    """Insert the build unpublished, as the current build of its model key, with the
+    `fingerprint` of the inputs it was built from."""
     with connect(db_path) as con:
+        con.begin()
         con.execute(
             "INSERT INTO faiss_indexes (model_key, version, path, index_type, vectors, dim, bytes,"
             " search_params, build_seconds, recall_at_5, published, created_at)"
@@ -104,6 +111,8 @@ def register_index(
                 _now(),
             ],
         )
+        fingerprints.record(con, ASSET, fingerprint, scope=record.model_key, result=record.version)
+        con.commit()
 
 
 def publish(db_path: Path, model_key: str, version: str, check_recall: float) -> None:
@@ -113,14 +122,6 @@ def publish(db_path: Path, model_key: str, version: str, check_recall: float) ->
             "UPDATE faiss_indexes SET published = true, published_at = ?, check_recall_at_5 = ?"
             " WHERE model_key = ? AND version = ?",
             [_now(), check_recall, model_key, version],
-        )
-
-
-def record_check(db_path: Path, model_key: str, version: str, check_recall: float) -> None:
-    with connect(db_path) as con:
-        con.execute(
-            "UPDATE faiss_indexes SET check_recall_at_5 = ? WHERE model_key = ? AND version = ?",
-            [check_recall, model_key, version],
         )
 
 
@@ -144,6 +145,20 @@ def latest_index(db_path: Path, model_key: str, *, published_only: bool) -> Inde
             f"SELECT {_RECORD_COLUMNS} FROM faiss_indexes WHERE model_key = ?{where}"
             " ORDER BY version DESC LIMIT 1",
             [model_key],
+        ).fetchone()
+    return _record(row) if row else None
+
+
+def current_build(db_path: Path, model_key: str) -> IndexRecord | None:
+    """The build that `similarity_index` last materialized for a model key (built or reused):
+    what its recall check checks and `published_index` publishes."""
+    found = fingerprints.stored(db_path, ASSET, model_key)
+    if found is None or found.result is None:
+        return None
+    with connect(db_path, read_only=True) as con:
+        row = con.execute(
+            f"SELECT {_RECORD_COLUMNS} FROM faiss_indexes WHERE model_key = ? AND version = ?",
+            [model_key, found.result],
         ).fetchone()
     return _record(row) if row else None
 
@@ -173,8 +188,8 @@ def published_index(db_path: Path, model_key: str | None = None) -> IndexRecord:
         ]
     hint = f" Published indexes exist for: {', '.join(keys)} (pass --model-key)." if keys else ""
     raise LookupError(
-        f"No published similarity index for model key {key!r}: materialize `similarity_index` "
-        f"and let its recall check pass (emb run).{hint}"
+        f"No published similarity index for model key {key!r}: materialize `published_index` "
+        f"(after `similarity_index` and its recall check; emb run does all).{hint}"
     )
 
 
@@ -192,7 +207,7 @@ class Searcher:
         if row is None:
             raise LookupError(
                 f"Embedding set {self.record.model_key!r} is gone from embedding_sets; "
-                "re-materialize `embeddings` and `similarity_index`."
+                "re-materialize `embeddings` and `published_index`."
             )
         self.parquet_path = Path(row[0])
         self.params: dict = json.loads(row[1] or "{}")

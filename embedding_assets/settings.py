@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from resources.storage import DataPaths, default_data_dir
+from resources.paths import DataPaths, default_data_dir
 
 IMAGE_DIR_ENV = "EMB_IMAGE_DIR"
 

@@ -7,14 +7,13 @@ updated set is the current one. Downstream code calls `load_current` and gets Nu
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 
 from resources.duckdb_store import connect
 
@@ -32,6 +31,9 @@ def write_parquet(
     path: Path, image_ids: np.ndarray, sha256: list[str], model_key: str, vectors: np.ndarray
 ) -> Path:
     """Write vectors (n, d) as a fixed-size-list column, atomically (temp file + rename)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     n, d = vectors.shape
     flat = pa.array(np.ascontiguousarray(vectors).reshape(-1))
     table = pa.table(
@@ -52,6 +54,8 @@ def write_parquet(
 def read_parquet(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """(image_ids int64 (n,), vectors float32 (n, d)); the matrix is a view of Arrow's buffer
     when the file has one row group, so it is copied at most once."""
+    import pyarrow.parquet as pq
+
     table = pq.read_table(path, columns=["image_id", "vector"])
     ids = table.column("image_id").to_numpy()
     col = table.column("vector").combine_chunks()
@@ -75,6 +79,23 @@ def register(db_path: Path, emb_set: EmbeddingSet, weights: str | None, params: 
                 datetime.now(timezone.utc).replace(tzinfo=None),
             ],
         )
+
+
+def content_version(parquet_path: Path, model_key: str) -> str:
+    """What the vectors are, without reading them: the model key (which fixes the vector of each
+    image content) and the set of (image_id, sha256) in the hand-off. Independent of file times,
+    so re-writing the same set keeps it; the `embeddings` data version and the start of every
+    downstream fingerprint."""
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(parquet_path, columns=["image_id", "sha256"])
+    ids = table.column("image_id").to_numpy()
+    order = np.argsort(ids, kind="stable")
+    hashes = table.column("sha256").to_pylist()
+    digest = hashlib.sha256(model_key.encode())
+    digest.update(ids[order].astype("<i8").tobytes())
+    digest.update("\n".join(hashes[i] for i in order).encode())
+    return digest.hexdigest()[:16]
 
 
 def current_set(db_path: Path) -> EmbeddingSet:
@@ -108,6 +129,8 @@ class VectorStats:
 def stats(path: Path) -> VectorStats:
     """Row count, dimension, non-finite rows and norm range, one row group at a time so a
     million-row file is checked in bounded memory."""
+    import pyarrow.parquet as pq
+
     pf = pq.ParquetFile(path)
     dim = pf.schema_arrow.field("vector").type.list_size
     rows = bad = 0

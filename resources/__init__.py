@@ -1,6 +1,4 @@
-"""Dagster resources: where state lives (data directory, DuckDB) and where compute runs (GPU)."""
+"""Where state lives (`paths`, `storage`: data directory, DuckDB) and where compute runs (`gpu`).
 
-from resources.gpu import GPUResource
-from resources.storage import StorageResource
-
-__all__ = ["GPUResource", "StorageResource"]
+Nothing is imported here: the CLI imports `resources.paths` without loading Dagster.
+"""

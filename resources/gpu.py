@@ -19,7 +19,7 @@ from pathlib import Path
 import dagster as dg
 from pydantic import Field, field_validator
 
-from resources.storage import DataPaths, default_data_dir
+from resources.paths import DataPaths, default_data_dir
 
 GPU_POOL = "gpu"  # Dagster concurrency pool of every asset that may use a GPU
 _SPEC = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# Set up ./.venv, lint, check the Dagster definitions and run the test suite.
+# Set up ./.venv, lint, check the Dagster definitions (`dg check defs`) and run the test suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup_venv.sh
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
-.venv/bin/dagster definitions validate -w workspace.yaml
+VIRTUAL_ENV="$PWD/.venv" .venv/bin/dg check defs
 .venv/bin/python -m pytest -q "$@"

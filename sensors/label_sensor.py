@@ -1,60 +1,30 @@
-"""Retrain when labels land: watch the `labels` log and request one `retrain_classifier` run
-per batch of new labels.
+"""Notice new rows of the DuckDB `labels` log and report them as materializations of the external
+`labels` asset; the eager automation conditions of classifier → predictions → label_queue turn
+each report into one retrain run, launched by `active_learning_automation`.
 
-The cursor is the highest label_id already handed to a run; the run key names the label_id
-range, so the same labels never trigger twice. The catalog is opened read-only with a short
+The cursor is the highest label_id already reported. The catalog is opened read-only with a short
 lock timeout: while a materialization holds the DuckDB writer the tick is skipped (cursor
 unchanged) and the next tick picks the labels up, so none is missed.
 
-Labels a classifier version was already trained on (`model_versions.max_label_id`) do not
-count, and no run is requested while another run that trains the classifier (a "Materialize
-all" from the UI, say) is queued or in progress: that run already sees the labels.
+Labels a classifier version was already trained on (`model_versions.max_label_id`) are not
+reported: the run that trained on them (a "Materialize all" that scanned folder labels, say) was
+their retrain, and a report would start a second one.
 """
 
 from __future__ import annotations
 
 import os
+from typing import NamedTuple
 
 import dagster as dg
 
+from embedding_assets.assets.active_learning import classifier, label_queue, labels, predictions
 from resources.duckdb_store import CatalogLockedError, connect, is_lock_error
 from resources.storage import StorageResource
 
-RETRAIN_JOB = "retrain_classifier"
-CLASSIFIER = dg.AssetKey("classifier")
-IN_PROGRESS = [
-    dg.DagsterRunStatus.QUEUED,
-    dg.DagsterRunStatus.NOT_STARTED,
-    dg.DagsterRunStatus.STARTING,
-    dg.DagsterRunStatus.STARTED,
-]
 MIN_LABELS_ENV = "EMB_RETRAIN_MIN_LABELS"
 LOCK_TIMEOUT_S = 2.0
-
-retrain_job = dg.define_asset_job(
-    RETRAIN_JOB,
-    selection=dg.AssetSelection.assets("classifier", "predictions", "label_queue"),
-    description="Retrain the classifier, predict every image and queue the next batch to label.",
-)
-
-
-def classifier_run_in_progress(instance: dg.DagsterInstance) -> str | None:
-    """The id of a queued or running run whose plan includes the classifier step, if any."""
-    records = instance.get_run_records(filters=dg.RunsFilter(statuses=IN_PROGRESS), limit=100)
-    for record in records:
-        run = record.dagster_run
-        if run.asset_selection is not None:
-            if CLASSIFIER in run.asset_selection:
-                return run.run_id
-            continue
-        if run.step_keys_to_execute is not None:
-            if CLASSIFIER.path[-1] in run.step_keys_to_execute:
-                return run.run_id
-            continue
-        plan = instance.get_execution_plan_snapshot(run.execution_plan_snapshot_id)
-        if any(step.key == CLASSIFIER.path[-1] for step in plan.steps):
-            return run.run_id
-    return None
+DATA_VERSION_TAG = "dagster/data_version"  # where Dagster reads a reported event's data version
 
 
 def min_new_labels() -> int:
@@ -62,8 +32,18 @@ def min_new_labels() -> int:
     return max(1, int(os.environ.get(MIN_LABELS_ENV, "1")))
 
 
-def new_labels(storage: StorageResource, cursor: int) -> tuple[int, int | None, int | None, bool]:
-    """(count, first label_id, last label_id, embeddings exist) of labels after `cursor`."""
+class NewLabels(NamedTuple):
+    """What a tick finds in the labels log."""
+
+    count: int
+    first: int | None
+    last: int | None
+    after: int  # the cursor, or the last label_id a classifier was trained on if higher
+    has_embeddings: bool
+
+
+def new_labels(storage: StorageResource, cursor: int) -> NewLabels:
+    """The labels after `cursor` that no classifier version was trained on yet."""
     with connect(storage.paths.catalog_db, read_only=True, timeout_s=LOCK_TIMEOUT_S) as con:
         tables = {
             r[0]
@@ -73,7 +53,7 @@ def new_labels(storage: StorageResource, cursor: int) -> tuple[int, int | None, 
             ).fetchall()
         }
         if "labels" not in tables:
-            return 0, None, None, False
+            return NewLabels(0, None, None, cursor, False)
         if "model_versions" in tables:  # labels a classifier has already been trained on
             trained = con.execute("SELECT max(max_label_id) FROM model_versions").fetchone()[0]
             cursor = max(cursor, int(trained or 0))
@@ -84,25 +64,33 @@ def new_labels(storage: StorageResource, cursor: int) -> tuple[int, int | None, 
         has_embeddings = "embedding_sets" in tables and bool(
             con.execute("SELECT count(*) FROM embedding_sets").fetchone()[0]
         )
-    return int(n), lo, hi, has_embeddings
+    return NewLabels(int(n), lo, hi, cursor, has_embeddings)
+
+
+def labels_materialization(n: int, lo: int, hi: int) -> dg.AssetMaterialization:
+    """One batch of label rows as a materialization of `labels`. The highest label_id is its
+    data version, which each classifier materialization records as the labels it saw."""
+    return dg.AssetMaterialization(
+        asset_key=labels.key,
+        description=f"{n} new label(s): label_id {lo}-{hi}",
+        metadata={"first_label_id": lo, "last_label_id": hi, "count": n},
+        tags={DATA_VERSION_TAG: str(hi)},
+    )
 
 
 @dg.sensor(
-    job=retrain_job,
     minimum_interval_seconds=15,
     default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Requests a retrain_classifier run when new rows land in the DuckDB labels log "
-    f"(at least ${MIN_LABELS_ENV}, default 1).",
+    description="Reports new rows of the DuckDB labels log as materializations of `labels` "
+    f"(once at least ${MIN_LABELS_ENV}, default 1, are new); `active_learning_automation` "
+    "then retrains the classifier.",
 )
 def label_sensor(
     context: dg.SensorEvaluationContext, storage: StorageResource
-) -> dg.RunRequest | dg.SkipReason:
+) -> dg.SensorResult | dg.SkipReason:
     cursor = int(context.cursor or 0)
-    busy = classifier_run_in_progress(context.instance)
-    if busy:
-        return dg.SkipReason(f"Run {busy} trains the classifier already; waiting for it to end.")
     try:
-        n, lo, hi, has_embeddings = new_labels(storage, cursor)
+        new = new_labels(storage, cursor)
     except FileNotFoundError:
         return dg.SkipReason("No catalog yet: materialize image_catalog first.")
     except CatalogLockedError as exc:
@@ -114,12 +102,29 @@ def label_sensor(
             raise
         return dg.SkipReason(f"Catalog locked; retry next tick ({exc})")
     needed = min_new_labels()
-    if n < needed:
-        return dg.SkipReason(f"{n} new label(s) since label_id {cursor}; waiting for {needed}.")
-    if not has_embeddings:
-        return dg.SkipReason(f"{n} new label(s), but no embeddings yet: materialize embeddings.")
-    context.update_cursor(str(hi))
-    return dg.RunRequest(
-        run_key=f"labels-{lo}-{hi}",
-        tags={"emb/new_labels": str(n), "emb/label_ids": f"{lo}-{hi}"},
+    if new.count < needed:
+        return dg.SkipReason(
+            f"{new.count} new label(s) after label_id {new.after}; waiting for {needed}."
+        )
+    if not new.has_embeddings:
+        return dg.SkipReason(
+            f"{new.count} new label(s), but no embeddings yet: materialize embeddings."
+        )
+    return dg.SensorResult(
+        asset_events=[labels_materialization(new.count, new.first, new.last)],
+        cursor=str(new.last),
+        # a tick that requests no run shows as skipped in the UI: say what it did instead
+        skip_reason=f"Reported label_id {new.first}-{new.last} ({new.count}) as a "
+        "materialization of labels; active_learning_automation launches the retrain.",
     )
+
+
+active_learning_automation = dg.AutomationConditionSensorDefinition(
+    "active_learning_automation",
+    target=[classifier, predictions, label_queue],
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    minimum_interval_seconds=10,
+    description="Launches classifier → predictions → label_queue when their eager automation "
+    "conditions say so: after new labels (reported by label_sensor) or new embeddings, never "
+    "while a run that includes them is queued or in progress.",
+)

@@ -10,9 +10,9 @@ import numpy as np
 from embedding_assets import vectors as vec
 from embedding_assets.assets.active_learning import classifier, label_queue, predictions
 from embedding_assets.catalog import scan_catalog
-from resources import GPUResource, StorageResource
 from resources.duckdb_store import connect
-from resources.storage import DataPaths
+from resources.gpu import GPUResource
+from resources.storage import DataPaths, StorageResource
 
 MODEL_KEY = "synthetic-8d"
 AL_ASSETS = [classifier, predictions, label_queue]

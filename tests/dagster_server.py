@@ -118,9 +118,3 @@ def wait_for_run(url: str, run_id: str, timeout: float = 600) -> str:
             return status
         time.sleep(2)
     raise TimeoutError(f"run {run_id} did not finish in {timeout} s")
-
-
-def runs_of_job(url: str, job: str) -> list[dict]:
-    query = """query($job: String!) { runsOrError(filter: {pipelineName: $job}) {
-        ... on Runs { results { runId status tags { key value } } } } }"""
-    return graphql(url, query, {"job": job})["runsOrError"]["results"]

@@ -9,12 +9,17 @@ import dagster as dg
 import numpy as np
 from PIL import Image
 
-from embedding_assets.assets.similarity import similarity_index, similarity_index_recall
+from embedding_assets.assets.similarity import (
+    near_duplicates,
+    published_index,
+    similarity_index,
+    similarity_index_recall,
+)
 from embedding_assets.catalog import scan_catalog
 from embedding_assets.embedder import EmbedParams
 from embedding_assets.embedding_run import run_embeddings
-from resources import GPUResource, StorageResource
-from resources.storage import DataPaths
+from resources.gpu import GPUResource
+from resources.storage import DataPaths, StorageResource
 
 PARAMS = EmbedParams("resnet18", None, 32)  # random weights: no download, brightness separates
 LEVELS = (30, 128, 220)
@@ -39,22 +44,32 @@ def make_folder(root: Path) -> Path:
     return root
 
 
-def materialize_index(data_dir: Path, tmp: Path, **config) -> dg.ExecuteInProcessResult:
+SEARCH_ASSETS = [similarity_index, similarity_index_recall, published_index, near_duplicates]
+
+
+def materialize_index(
+    data_dir: Path, tmp: Path, near_duplicates_config: dict | None = None, **config
+) -> dg.ExecuteInProcessResult:
+    """Build, check and publish the index, and find near-duplicates, in one run."""
+    ops = {"similarity_index": {"config": config}}
+    if near_duplicates_config:
+        ops["near_duplicates"] = {"config": near_duplicates_config}
     return dg.materialize(
-        [similarity_index, similarity_index_recall],
+        SEARCH_ASSETS,
         resources={
             "storage": StorageResource(data_dir=str(data_dir)),
             "gpu": GPUResource(device="cpu", lock_dir=str(tmp / "locks")),
         },
-        run_config={"ops": {"similarity_index": {"config": config}}} if config else None,
+        run_config={"ops": ops},
         raise_on_error=False,
     )
 
 
 def searchable(data_dir: Path, tmp: Path) -> dg.ExecuteInProcessResult:
-    """Scan, embed with the real embedder, and build + publish the index."""
+    """Scan, embed with the real embedder, build + check + publish the index and find the
+    near-duplicates."""
     folder = make_folder(tmp / "images")
     paths = DataPaths(data_dir)
     scan_catalog(paths.catalog_db, folder)
     run_embeddings(paths, PARAMS, workers=0)
-    return materialize_index(data_dir, tmp, near_duplicate_threshold=0.99999)
+    return materialize_index(data_dir, tmp, {"threshold": 0.99999})

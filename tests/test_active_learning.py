@@ -103,8 +103,9 @@ def test_loop_trains_promotes_predicts_and_queues(data_dir: Path, labeled_folder
     rows = list(csv.DictReader(out.open()))
     assert len(rows) == 2 and Path(rows[0]["path"]).exists() and rows[0]["label"] == ""
 
-    # No new labels: the retrained version cannot beat the champion on unseen images.
-    second = materialize(data_dir)
+    # No new labels, another seed (the same inputs would reuse v1): the retrained version
+    # cannot beat the champion on unseen images.
+    second = materialize(data_dir, {"ops": {"classifier": {"config": {"seed": 1}}}})
     meta2 = second.asset_materializations_for_node("classifier")[0].metadata
     assert meta2["promoted"].value is False and "champion stays" in meta2["decision"].value
     gate = second.get_asset_check_evaluations()[0]
@@ -131,10 +132,21 @@ def test_loop_trains_promotes_predicts_and_queues(data_dir: Path, labeled_folder
 
 
 def test_reruns_without_new_labels_keep_one_round(data_dir: Path, labeled_folder: Path):
-    """Reruns with the same labels once added a round each and so tripped the plateau stop."""
+    """Reruns with the same labels once added a round each and so tripped the plateau stop.
+    (Each run sets another classifier seed: the same inputs would reuse the first version.)"""
     catalog_with_vectors(data_dir, labeled_folder)
-    config = {"ops": {"label_queue": {"config": {"plateau_rounds": 2}}}}
-    runs = [materialize(data_dir, config) for _ in range(3)]
+    runs = [
+        materialize(
+            data_dir,
+            {
+                "ops": {
+                    "classifier": {"config": {"seed": seed}},
+                    "label_queue": {"config": {"plateau_rounds": 2}},
+                }
+            },
+        )
+        for seed in range(3)
+    ]
     assert all(r.success for r in runs)
     queue = [r.asset_materializations_for_node("label_queue")[0].metadata for r in runs]
     assert [m["round"].value for m in queue] == [1, 1, 1]

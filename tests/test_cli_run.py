@@ -94,6 +94,11 @@ def test_verbose_shows_dagster_log_lines(data_dir: Path, labeled_folder: Path, t
         ("ops: {embedings: {config: {model: x}}}\n", 'entry "embedings"'),
         ("ops: {embeddings: {config: {modle: x}}}\n", "allowed there: allow_download"),
         ("ops: {embeddings: {config: {image_size: big}}}\n", "image_size"),
+        (
+            "ops: {embeddings: {config: {precision: fp8}}}\n",
+            "got fp8; allowed there: auto, fp32, bf16, fp16",
+        ),
+        ("ops: {projections: {config: {methods: [pca, mds]}}}\n", "allowed there: pca, umap, tsne"),
     ],
 )
 def test_bad_config_file_is_one_line(

@@ -10,7 +10,8 @@ import dagster as dg
 import duckdb
 
 from embedding_assets.assets.catalog import catalog_has_usable_images, image_catalog
-from resources import GPUResource, StorageResource
+from resources.gpu import GPUResource
+from resources.storage import StorageResource
 
 REPO = Path(__file__).resolve().parents[1]
 

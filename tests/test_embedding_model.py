@@ -19,9 +19,9 @@ from embedding_assets.catalog import scan_catalog
 from embedding_assets.embedder import EmbedParams
 from embedding_assets.embedding_training import trained_params
 from embedding_assets.metric_training import TrainConfig, embed_features, train_head
-from resources import GPUResource, StorageResource
 from resources.duckdb_store import connect
-from resources.storage import DataPaths
+from resources.gpu import GPUResource
+from resources.storage import DataPaths, StorageResource
 
 SIZE = 32
 # A random backbone, which a trained head clearly beats: the gate's outcome is then known.

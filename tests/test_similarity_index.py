@@ -4,14 +4,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import dagster as dg
 import faiss
 import numpy as np
 import pytest
 
 from embedding_assets import similarity
+from embedding_assets.assets import similarity as search_assets
+from embedding_assets.fingerprints import SKIPPED
 from embedding_assets.search import Searcher, latest_index, published_index
 from resources.duckdb_store import connect
-from resources.storage import DataPaths
+from resources.gpu import GPUResource
+from resources.storage import DataPaths, StorageResource
 from tests.search_setup import materialize_index, searchable
 
 
@@ -91,17 +95,22 @@ def test_knn_loo_accuracy_and_near_duplicate_groups():
 def test_asset_publishes_index_and_search_finds_the_same_class(data_dir: Path, tmp_path: Path):
     result = searchable(data_dir, tmp_path)
     assert result.success
-    meta = result.get_asset_materialization_events()[0].materialization.metadata
+    meta = result.asset_materializations_for_node("similarity_index")[0].metadata
     assert meta["index_type"].value == "Flat"  # 25 vectors: exact
     assert meta["vectors"].value == 25 and meta["recall_at_5"].value == 1.0
     assert meta["knn_evaluated"].value == 25 and meta["knn_top1_accuracy_loo"].value >= 0.9
-    assert meta["near_duplicate_pairs"].value == 1 and meta["near_duplicate_groups"].value == 1
     assert meta["query_p50_ms"].value > 0 and meta["bytes"].value > 25 * 512 * 4
+    dups = result.asset_materializations_for_node("near_duplicates")[0].metadata
+    assert dups["pairs"].value == 1 and dups["groups"].value == 1
     [check] = result.get_asset_check_evaluations()
-    assert check.passed and check.metadata["published"].value is True
+    assert check.passed and check.metadata["version"].value == meta["version"].value
+    published = result.asset_materializations_for_node("published_index")[0].metadata
+    assert published["version"].value == meta["version"].value
+    assert published["check_recall_at_5"].value == 1.0 and published["replaces"].value == "none"
 
     db = DataPaths(data_dir).catalog_db
     record = published_index(db)
+    assert record.version == meta["version"].value
     assert record.path.is_file() and record.path.parent.name == record.model_key
     with connect(db, read_only=True) as con:
         [(a, b, sim)] = con.execute(
@@ -129,11 +138,57 @@ def test_failing_check_keeps_the_published_version(data_dir: Path, tmp_path: Pat
     [check] = bad.get_asset_check_evaluations()
     assert not check.passed
     assert "raise nprobe (now 1" in check.description and "not published" in check.description
+    assert not bad.asset_materializations_for_node("published_index"), "the check blocks it"
+    assert bad.asset_materializations_for_node("near_duplicates"), "and nothing else"
     newest = latest_index(db, good.model_key, published_only=False)
     assert newest.version > good.version and newest.index_type == "IVF8,Flat"
     assert not newest.published and newest.path.is_file()
     assert published_index(db).version == good.version
     assert Searcher(db).record.index_type == "Flat"
+
+
+def test_unchanged_inputs_reuse_and_publication_needs_a_passed_check(
+    data_dir: Path, tmp_path: Path
+):
+    assert searchable(data_dir, tmp_path).success
+    db = DataPaths(data_dir).catalog_db
+    good = published_index(db)
+    again = materialize_index(data_dir, tmp_path, {"threshold": 0.99999})
+    meta = again.asset_materializations_for_node("similarity_index")[0].metadata
+    assert meta["version"].value == good.version and meta["knn_evaluated"].value == 25
+    assert meta["reused"].value.startswith("index reused"), "a fresh instance: kNN measured again"
+    for asset in ("published_index", "near_duplicates"):
+        reused = again.asset_materializations_for_node(asset)[0].metadata["reused"].value
+        assert reused.startswith(SKIPPED), asset
+    with connect(db, read_only=True) as con:
+        assert con.execute("SELECT count(*) FROM faiss_indexes").fetchall() == [(1,)]
+
+    resources = {
+        "storage": StorageResource(data_dir=str(data_dir)),
+        "gpu": GPUResource(device="cpu", lock_dir=str(tmp_path / "locks")),
+    }
+    bad = {"index_factory": "IVF8,Flat", "nprobe": 1}
+    index_and_check = [search_assets.similarity_index, search_assets.similarity_index_recall]
+    alone = [search_assets.published_index]
+    with dg.DagsterInstance.ephemeral() as instance:
+        run = dg.materialize(
+            index_and_check,
+            resources=resources,
+            run_config={"ops": {"similarity_index": {"config": bad}}},
+            instance=instance,
+            raise_on_error=False,
+        )
+        assert not run.get_asset_check_evaluations()[0].passed
+        failed = dg.materialize(alone, resources=resources, instance=instance, raise_on_error=False)
+        error = failed.get_step_failure_events()[0].event_specific_data.error.to_string()
+        assert "failed similarity_index_recall" in error
+    with dg.DagsterInstance.ephemeral() as instance:
+        unchecked = dg.materialize(
+            alone, resources=resources, instance=instance, raise_on_error=False
+        )
+        error = unchecked.get_step_failure_events()[0].event_specific_data.error.to_string()
+        assert "has no recall check yet" in error
+    assert published_index(db).version == good.version
 
 
 def test_near_duplicates_are_judged_on_centred_features():

@@ -1,6 +1,9 @@
-"""`classifier` → `predictions` → `label_queue`: the active-learning loop over the embeddings.
+"""`labels` → `classifier` → `predictions` → `label_queue`: the active-learning loop over the
+embeddings.
 
-The sensor in `sensors/label_sensor.py` re-runs these three whenever new labels land.
+`labels` is the append-only DuckDB log, written by the catalog's folder labels and `emb label`;
+`sensors/label_sensor.py` reports its new rows as materializations. The three assets after it
+are eager, so each report (or new embeddings) re-runs them once.
 """
 
 import json
@@ -9,23 +12,43 @@ from typing import Literal
 
 import dagster as dg
 import numpy as np
-import pyarrow as pa
 from pydantic import Field
 
 from embedding_assets import active_learning as al
+from embedding_assets import markdown
 from embedding_assets import model_registry as registry
 from embedding_assets.active_learning_plots import (
     confusion_png,
     learning_curve_png,
-    markdown_image,
 )
-from embedding_assets.vectors import load_current
+from embedding_assets.assets.reuse import previous_metadata, reused
+from embedding_assets.fingerprints import fingerprint, labels_version, stored
+from embedding_assets.vectors import EmbeddingSet, content_version, current_set, load_current
 from resources.gpu import GPU_POOL, GPUResource
 from resources.storage import StorageResource
 
 GROUP = "active_learning"
 OWNERS = ["team:ml-platform"]
 GATE = "promotion_gate"
+
+labels = dg.AssetSpec(
+    "labels",
+    description="The append-only DuckDB table `labels` (image_id, label, source, created_at; "
+    "`current_labels` is the latest per image), written by `emb label` and by the catalog's "
+    "folder labels. `label_sensor` reports new rows as materializations: label_id range and "
+    "count, data version = the highest label_id.",
+    group_name=GROUP,
+    kinds={"duckdb"},
+    owners=OWNERS,
+)
+
+# Eager: re-run when an input updates, never while a run that includes the asset is queued or
+# in progress (that run sees the new input). A `labels` log never reported yet holds only labels
+# that the run which scanned them trained on, so it does not count as a missing input.
+RETRAIN = dg.AutomationCondition.eager().replace(
+    "any_deps_missing",
+    dg.AutomationCondition.any_deps_missing().ignore(dg.AssetSelection.assets(labels.key)),
+)
 
 
 class ClassifierConfig(dg.Config):
@@ -51,25 +74,29 @@ class ClassifierConfig(dg.Config):
 def _candidate_table(training: al.Training, decision: al.Decision) -> str:
     """The comparison as the UI shows it: one row per candidate, the challenger marked."""
     outcome = "challenger, promoted" if decision.promoted else "challenger, champion stays"
-    lines = [
-        "| candidate | accuracy | macro-F1 | log-loss | fit s | n_eval | |",
-        "|---|---|---|---|---|---|---|",
+    rows = [
+        [
+            name,
+            f"{m['accuracy']:.4f}",
+            f"{m['macro_f1']:.4f}",
+            f"{m['log_loss']:.4f}",
+            f"{m['fit_seconds']:.2f}",
+            m["n_eval"],
+            outcome if name == training.algorithm else "",
+        ]
+        for name, m in training.candidates.items()
     ]
-    for name, m in training.candidates.items():
-        lines.append(
-            f"| {name} | {m['accuracy']:.4f} | {m['macro_f1']:.4f} | {m['log_loss']:.4f} "
-            f"| {m['fit_seconds']:.2f} | {m['n_eval']} "
-            f"| {outcome if name == training.algorithm else ''} |"
-        )
-    return "\n".join(lines)
+    header = ["candidate", "accuracy", "macro-F1", "log-loss", "fit s", "n_eval", ""]
+    return markdown.table(header, rows)
 
 
 @dg.asset(
-    deps=["embeddings"],
+    deps=["embeddings", labels],
     group_name=GROUP,
     kinds={"scikitlearn", "lightgbm", "duckdb"},
     owners=OWNERS,
     pool=GPU_POOL,
+    automation_condition=RETRAIN,
     check_specs=[
         dg.AssetCheckSpec(
             GATE,
@@ -87,17 +114,29 @@ def classifier(
     gpu: GPUResource,
 ) -> dg.MaterializeResult:
     """Candidate classifiers (logistic regression, LightGBM on PCA components, a small MLP)
-    trained on the labeled images' embeddings and compared on the same stratified held-out
+    trained on the labeled images' plain backbone features (a trained head has seen the same
+    labels and would flatter the held-out score) and compared on the same stratified held-out
     split (cross-validation while labels are few). Each training is a row of `model_versions`
     with its candidates in `classifier_candidates`; the best becomes the champion only if it
-    beats the current one."""
+    beats the current one. The same embeddings, labels and config reuse the version trained
+    on them."""
     started = time.perf_counter()
     paths = storage.paths
     db = paths.catalog_db
-    emb_set, ids, vectors = load_current(db)
+    emb_set = current_set(db)
+    fp = fingerprint(
+        "classifier", _content(emb_set), labels_version(db), config.model_dump(mode="json")
+    )
+    found = stored(db, "classifier")
+    kept = registry.outcome(db, int(found.result)) if found and found.fingerprint == fp else None
+    if kept is not None:
+        return _reused_version(context, int(found.result), *kept)
+    from embedding_assets.embedding_run import classifier_features
+
+    emb_set, features, ids, vectors = classifier_features(paths)
     idx, y, max_label_id = registry.labeled(db, ids)
-    champ = registry.champion(db, emb_set.model_key)
-    base = {"labeled_images": len(y), "embedding_model": emb_set.model_key}
+    champ = registry.champion(db, features)
+    base = {"labeled_images": len(y), "embedding_model": emb_set.model_key, "features": features}
     try:
         with gpu.acquire(context.log) as choice:
             training = al.train(
@@ -125,10 +164,8 @@ def classifier(
             ],
         )
     decision = al.compare_with_champion(training, champ)
-    model_path = registry.save_model(paths.models_dir, training, emb_set.model_key)
-    version_id = registry.register(
-        db, training, decision, model_path, emb_set.model_key, max_label_id
-    )
+    model_path = registry.save_model(paths.models_dir, training, features)
+    version_id = registry.register(db, training, decision, model_path, features, max_label_id, fp)
     champion_id = version_id if decision.promoted else champ["version_id"]
     context.log.info(f"classifier v{version_id} ({training.algorithm}): {decision.reason}")
     m = training.metrics
@@ -166,7 +203,7 @@ def classifier(
             ),
             "max_label_id": max_label_id or 0,
             "device": choice.describe(),
-            "confusion_matrix": dg.MetadataValue.md(markdown_image(png, "confusion matrix")),
+            "confusion_matrix": dg.MetadataValue.md(markdown.image(png, "confusion matrix")),
             "model_path": dg.MetadataValue.path(str(model_path)),
             "seconds": dg.MetadataValue.float(round(time.perf_counter() - started, 3)),
         },
@@ -175,30 +212,67 @@ def classifier(
     )
 
 
+def _content(emb_set: EmbeddingSet) -> str:
+    return content_version(emb_set.parquet_path, emb_set.model_key)
+
+
+def _reused_version(
+    context: dg.AssetExecutionContext,
+    version_id: int,
+    promoted: bool,
+    decision: str,
+    champion_id: int | None,
+) -> dg.MaterializeResult:
+    """The version trained on these very inputs again, and its promotion gate as it was."""
+    version = f"v{champion_id}"
+    previous = previous_metadata(context, version)
+    if "version_id" in previous and previous["version_id"].value != version_id:
+        previous = {}  # the latest materialization reported another version
+    gate = dg.AssetCheckResult(
+        check_name=GATE,
+        passed=promoted,
+        severity=dg.AssetCheckSeverity.WARN,
+        description=f"v{version_id}, trained on the same inputs: {decision}",
+        metadata={"version_id": version_id, "champion_version": champion_id},
+    )
+    metadata = {"version_id": version_id, "champion_version": champion_id}
+    return reused(context, version, metadata, previous=previous, check_results=[gate])
+
+
 @dg.asset(
     deps=[classifier],
     group_name=GROUP,
     kinds={"scikitlearn", "duckdb"},
     owners=OWNERS,
+    automation_condition=dg.AutomationCondition.eager(),
 )
 def predictions(
     context: dg.AssetExecutionContext, storage: StorageResource
 ) -> dg.MaterializeResult:
     """The champion classifier's predicted class, probability and uncertainty (least-confident,
-    margin, entropy) for every image with an embedding, in the DuckDB table `predictions`."""
+    margin, entropy) for every image with an embedding, in the DuckDB table `predictions`;
+    the same champion and embeddings reuse the stored predictions."""
     started = time.perf_counter()
     db = storage.paths.catalog_db
-    emb_set, ids, vectors = load_current(db)
-    champ = registry.champion(db, emb_set.model_key)
+    emb_set = current_set(db)
+    champion_id = registry.champion_version(db)
+    fp = fingerprint("predictions", champion_id, _content(emb_set))
+    found = stored(db, "predictions")
+    if champion_id is not None and found is not None and found.fingerprint == fp:
+        return reused(context, fp, {"images": emb_set.count, "version_id": champion_id})
+    from embedding_assets.embedding_run import classifier_features
+
+    _, features, ids, vectors = classifier_features(storage.paths)
+    champ = registry.champion(db, features)
     if champ is None:
         raise dg.Failure(
             "No champion classifier: label at least 2 classes with 2+ images each "
             "(emb label import FILE.csv) and materialize `classifier`."
         )
-    if champ["embedding_key"] != emb_set.model_key:
+    if champ["embedding_key"] != features:
         raise dg.Failure(
-            f"The champion v{champ['version_id']} was trained on embeddings "
-            f"{champ['embedding_key']}, the current ones are {emb_set.model_key}: "
+            f"The champion v{champ['version_id']} was trained on features "
+            f"{champ['embedding_key']}, the current ones are {features}: "
             "materialize `classifier` again."
         )
     classes = np.asarray(champ["classes"])
@@ -212,7 +286,7 @@ def predictions(
         if len(ids)
         else np.zeros((0, len(classes)))
     )
-    means = registry.write_predictions(db, champ["version_id"], ids, classes, p)
+    means = registry.write_predictions(db, champ["version_id"], ids, classes, p, fp)
     counts = dict(zip(*np.unique(classes[p.argmax(axis=1)], return_counts=True), strict=True))
     context.log.info(f"predicted {len(ids)} images with champion v{champ['version_id']}")
     return dg.MaterializeResult(
@@ -225,7 +299,7 @@ def predictions(
             **{f"mean_{k}": dg.MetadataValue.float(round(v, 4)) for k, v in means.items()},
             "seconds": dg.MetadataValue.float(round(time.perf_counter() - started, 3)),
         },
-        data_version=dg.DataVersion(f"v{champ['version_id']}-{len(ids)}"),
+        data_version=dg.DataVersion(fp),
     )
 
 
@@ -291,6 +365,7 @@ class LabelQueueConfig(dg.Config):
     group_name=GROUP,
     kinds={"duckdb"},
     owners=OWNERS,
+    automation_condition=dg.AutomationCondition.eager(),
 )
 def label_queue(
     context: dg.AssetExecutionContext, config: LabelQueueConfig, storage: StorageResource
@@ -298,8 +373,26 @@ def label_queue(
     """The next batch of images to label: the most uncertain unlabeled ones, spread over
     clusters, as a round in `label_requests` (export: `emb queue --export FILE.csv`), with
     the learning curve and a stop signal once accuracy has plateaued. A run without new labels
-    replaces the latest round instead of adding one."""
+    replaces the latest round instead of adding one; one with no new input at all (predictions,
+    classifier version, labels, clusters, config) keeps it."""
+    import pyarrow as pa
+
     db = storage.paths.catalog_db
+    key = current_set(db).model_key
+    latest = registry.latest_version(db)
+    fp = fingerprint(
+        "label_queue",
+        [
+            (s.fingerprint if s else None)
+            for s in (stored(db, "predictions"), stored(db, "clusters", key))
+        ],
+        latest[0] if latest else None,
+        labels_version(db),
+        config.model_dump(mode="json"),
+    )
+    found = stored(db, "label_queue")
+    if found is not None and found.fingerprint == fp:
+        return reused(context, fp, {"round": int(found.result)})
     pool = registry.unlabeled_pool(db)
     n_pool = len(pool["image_id"])
     batch = min(config.batch_size or al.default_batch_size(n_pool, config.batch_fraction), n_pool)
@@ -330,7 +423,7 @@ def label_queue(
             "cluster": pa.array(clusters[chosen].astype(np.int32)),
         }
     )
-    round_no, new_round, curve = registry.record_round(db, requests, _curve_row(db))
+    round_no, new_round, curve = registry.record_round(db, requests, _curve_row(db), fp)
     accs = [a for _, a in curve if not np.isnan(a)]
     stop = al.plateaued(accs, config.plateau_rounds, config.plateau_min_delta)
     reason = (
@@ -367,7 +460,8 @@ def label_queue(
             ),
             "stop_signal": stop,
             "stop_reason": reason,
-            "learning_curve": dg.MetadataValue.md(markdown_image(png, "learning curve")),
+            "learning_curve": dg.MetadataValue.md(markdown.image(png, "learning curve")),
             "export": "emb queue --export queue.csv",
-        }
+        },
+        data_version=dg.DataVersion(fp),
     )

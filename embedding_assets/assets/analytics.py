@@ -2,23 +2,26 @@
 
 Thin wrappers over `clustering`, `anomaly`, `projection` and `plots`; results go to DuckDB
 (tables of resources/ddl/040_analytics.sql, view `image_overview`), pictures to the metadata.
+Each fingerprints its inputs (the embedding set's content and its config) and reuses its stored
+rows when they were computed from the same ones.
 """
 
 import math
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import dagster as dg
 import numpy as np
-import pandas as pd
-import pyarrow as pa
-from matplotlib.figure import Figure
 from pydantic import Field
 
 from embedding_assets import analytics_store as store
+from embedding_assets import markdown
 from embedding_assets.anomaly import AnomalyParams
 from embedding_assets.anomaly import score as score_anomalies
+from embedding_assets.assets.reuse import previous_metadata, reused
 from embedding_assets.clustering import ClusterParams, cluster, faiss_gpu_id, parse_k
+from embedding_assets.fingerprints import REUSED, fingerprint, labels_version, stored
 from embedding_assets.plots import (
     map_figure,
     plot_sample,
@@ -27,13 +30,18 @@ from embedding_assets.plots import (
     thumbnail_uris,
     write_html_map,
 )
-from embedding_assets.projection import METHODS, Projection, ProjectionParams, project
-from embedding_assets.vectors import current_set, load_current
+from embedding_assets.projection import METHODS, Method, ProjectionParams, project
+from embedding_assets.vectors import EmbeddingSet, content_version, current_set, read_parquet
 from resources.gpu import GPU_POOL, GPUResource
 from resources.storage import StorageResource
 
+if TYPE_CHECKING:
+    import pandas as pd
+    from matplotlib.figure import Figure
+
 GROUP = "analytics"
 OWNERS = ["team:ml-platform"]
+PLOT_FIELDS = ("plot_points", "html_points", "html_thumbnails_max")  # drawing, not the maps
 
 
 class ClustersConfig(dg.Config):
@@ -70,7 +78,7 @@ class AnomalyConfig(dg.Config):
 
 
 class ProjectionsConfig(dg.Config):
-    methods: list[str] = Field(
+    methods: list[Method] = Field(
         default=list(METHODS), description="Any of pca, umap, tsne (t-SNE by openTSNE)."
     )
     perplexity: float = Field(default=30.0, description="t-SNE perplexity (clamped below n/3).")
@@ -107,9 +115,14 @@ def clusters(
 ) -> dg.MaterializeResult:
     """k-means cluster id per image (table `clusters`): mini-batch k-means with k-means++ and
     restarts, FAISS k-means for large inputs; `k: auto` picks k by a silhouette sweep."""
+    import pyarrow as pa
+
     parse_k(config.k)  # a bad k fails before any data is read
     db = storage.paths.catalog_db
-    emb_set, ids, vectors = load_current(db)
+    emb_set, fp, unchanged = _inputs(db, "clusters", config)
+    if unchanged:
+        return reused(context, fp, {"clusters": _cluster_table(db, emb_set.model_key)})
+    ids, vectors = read_parquet(emb_set.parquet_path)
     params = ClusterParams(
         k=config.k,
         k_min=config.k_min,
@@ -130,8 +143,7 @@ def clusters(
             "cluster": pa.array(result.labels, pa.int32()),
         }
     )
-    store.replace_rows(db, "clusters", emb_set.model_key, rows)
-    info = store.image_info(db, ids)
+    store.replace_rows(db, "clusters", emb_set.model_key, rows, fp)
     context.log.info(
         f"{len(ids)} images in {result.k} clusters ({result.backend}, "
         f"silhouette {result.silhouette}) in {result.seconds:.2f} s"
@@ -145,15 +157,15 @@ def clusters(
         "device": choice.describe(),
         "silhouette": _float_or_none(result.silhouette),
         "sizes": dg.MetadataValue.json({str(k): v for k, v in result.sizes.items()}),
-        "clusters": dg.MetadataValue.md(_cluster_table(result.labels, info["label"])),
+        "clusters": _cluster_table(db, emb_set.model_key),
         "seconds": round(result.seconds, 3),
         "write_seconds": round(time.perf_counter() - start, 3),
     }
     if result.sweep:
         metadata["silhouette_sweep"] = dg.MetadataValue.md(
-            _md_table(["k", "silhouette"], [[k, s] for k, s in result.sweep.items()])
+            markdown.table(["k", "silhouette"], [[k, s] for k, s in result.sweep.items()])
         )
-    return dg.MaterializeResult(metadata=metadata)
+    return dg.MaterializeResult(metadata=metadata, data_version=dg.DataVersion(fp))
 
 
 @dg.asset(deps=["embeddings"], group_name=GROUP, kinds={"scikitlearn", "duckdb"}, owners=OWNERS)
@@ -162,8 +174,14 @@ def anomaly_scores(
 ) -> dg.MaterializeResult:
     """Isolation Forest score per image (table `anomaly_scores`, higher = more unusual) and the
     top `flag_fraction` flagged; the flagged images are listed in the metadata."""
+    import pyarrow as pa
+
     db = storage.paths.catalog_db
-    emb_set, ids, vectors = load_current(db)
+    emb_set, fp, unchanged = _inputs(db, "anomaly_scores", config)
+    if unchanged:
+        listed = _flagged_table(db, emb_set.model_key, config.list_max)
+        return reused(context, fp, {"flagged_images": listed})
+    ids, vectors = read_parquet(emb_set.parquet_path)
     params = AnomalyParams(
         n_estimators=config.n_estimators,
         max_samples=config.max_samples,
@@ -181,39 +199,30 @@ def anomaly_scores(
             "flagged": pa.array(result.flagged, pa.bool_()),
         }
     )
-    store.replace_rows(db, "anomaly_scores", emb_set.model_key, rows)
-    flagged_idx = np.flatnonzero(result.flagged)
-    flagged_idx = flagged_idx[np.argsort(-result.scores[flagged_idx])]
-    info = store.image_info(db, ids[flagged_idx[: config.list_max]])
-    listed = [
-        [r.image_id, r.path, "" if pd.isna(r.label) else r.label, f"{s:.4f}"]
-        for r, s in zip(info.itertuples(), result.scores[flagged_idx], strict=False)
-    ]
+    store.replace_rows(db, "anomaly_scores", emb_set.model_key, rows, fp)
+    flagged = int(result.flagged.sum())
     context.log.info(
         f"Scored {len(ids)} images (fit {result.fit_seconds:.2f} s, "
-        f"score {result.score_seconds:.2f} s); flagged {len(flagged_idx)}"
+        f"score {result.score_seconds:.2f} s); flagged {flagged}"
     )
-    more = len(flagged_idx) - len(listed)
-    table = _md_table(["image_id", "path", "label", "score"], listed)
-    if more > 0:
-        table += f"\n\n…and {more} more: `select * from image_overview where anomaly_flag`"
     return dg.MaterializeResult(
         metadata={
             "model_key": emb_set.model_key,
             "images": len(ids),
-            "flagged": len(flagged_idx),
+            "flagged": flagged,
             "flag_fraction": config.flag_fraction,
             "threshold": _float_or_none(result.threshold),
             "score_mean": round(float(result.scores.mean()), 4),
             "score_max": round(float(result.scores.max()), 4),
-            "flagged_images": dg.MetadataValue.md(table),
+            "flagged_images": _flagged_table(db, emb_set.model_key, config.list_max),
             "score_histogram": dg.MetadataValue.md(
                 png_markdown(_histogram(result.scores, result.threshold), "scores")
             ),
             "fit_seconds": round(result.fit_seconds, 3),
             "score_seconds": round(result.score_seconds, 3),
             "write_seconds": round(time.perf_counter() - start, 3),
-        }
+        },
+        data_version=dg.DataVersion(fp),
     )
 
 
@@ -231,16 +240,66 @@ def projections(
     gpu: GPUResource,
 ) -> dg.MaterializeResult:
     """2-D maps (PCA, UMAP, t-SNE) of the embeddings in table `projections`, each drawn as a
-    PNG coloured by label, cluster and anomaly flag, plus one interactive HTML map."""
-    unknown = sorted(set(config.methods) - set(METHODS))
-    if unknown or not config.methods:
-        raise ValueError(
-            f"methods={config.methods}: use a non-empty list of {', '.join(METHODS)} "
-            f"(unknown: {', '.join(unknown) or 'none'})"
-        )
+    PNG coloured by label, cluster and anomaly flag, plus one interactive HTML map. The maps
+    are computed again only when the embeddings or their settings change; the pictures are
+    drawn again when labels, clusters or anomaly flags change."""
+    methods = list(dict.fromkeys(Method(m).value for m in config.methods))
+    if not methods:
+        raise ValueError(f"methods=[]: name at least one of {', '.join(METHODS)}")
     paths = storage.paths
     db = paths.catalog_db
-    emb_set, ids, vectors = load_current(db)
+    emb_set = current_set(db)
+    key = emb_set.model_key
+    settings = config.model_dump(mode="json", exclude={"methods"})  # a default is not an Enum
+    computed_from = {k: v for k, v in settings.items() if k not in PLOT_FIELDS}
+    coords_fp = fingerprint(
+        "projections", content_version(emb_set.parquet_path, key), methods, computed_from
+    )
+    drawn_from = [stored(db, table, key) for table in ("clusters", "anomaly_scores")]
+    version = fingerprint(
+        coords_fp,
+        [settings[k] for k in PLOT_FIELDS],
+        labels_version(db),
+        [s.fingerprint if s else None for s in drawn_from],
+    )
+    plot_dir = paths.ensure(paths.plots_dir / key)
+    html_path = paths.plots_dir / f"map_{key}.html"
+    found = stored(db, "projections", key)
+    if found is not None and found.fingerprint == coords_fp:
+        files = [plot_dir / f"{m}.png" for m in methods] + [html_path]
+        previous = previous_metadata(context, version)
+        if previous and all(f.is_file() for f in files):
+            return reused(context, version, previous=previous)
+        ids, maps = store.read_projections(db, key, methods)
+        metadata: dict = {
+            REUSED: "maps reused (embeddings and settings unchanged); pictures drawn again for "
+            "new labels, clusters or anomaly flags"
+        }
+    else:
+        ids, maps, metadata = _compute_maps(context, config, methods, emb_set, coords_fp, gpu, db)
+    start = time.perf_counter()
+    metadata.update(
+        _draw_maps(ids, maps, db, key, plot_dir, html_path, config),
+        model_key=key,
+        images=len(ids),
+        plot_seconds=round(time.perf_counter() - start, 3),
+    )
+    return dg.MaterializeResult(metadata=metadata, data_version=dg.DataVersion(version))
+
+
+def _compute_maps(
+    context: dg.AssetExecutionContext,
+    config: ProjectionsConfig,
+    methods: list[str],
+    emb_set: EmbeddingSet,
+    fp: str,
+    gpu: GPUResource,
+    db: Path,
+) -> tuple[np.ndarray, dict[str, np.ndarray], dict]:
+    """Project with each method and store the rows: (ids, {method: coords}, metadata)."""
+    import pyarrow as pa
+
+    ids, vectors = read_parquet(emb_set.parquet_path)
     params = ProjectionParams(
         perplexity=config.perplexity,
         n_neighbors=config.n_neighbors,
@@ -251,12 +310,16 @@ def projections(
         n_jobs=config.n_jobs,
     )
     results = {}
+    metadata: dict = {}
     with gpu.acquire(context.log) as choice:
-        for method in dict.fromkeys(config.methods):
-            results[method] = project(vectors, method, params, use_cuml=choice.cuml_available)
-            r = results[method]
+        for method in methods:
+            results[method] = r = project(vectors, method, params, use_cuml=choice.cuml_available)
             context.log.info(
                 f"{method}: {r.backend}, {r.seconds:.2f} s, fitted on {r.fitted_on}; {r.notes}"
+            )
+            metadata[f"{method}_seconds"] = round(r.seconds, 3)
+            metadata[f"{method}_details"] = dg.MetadataValue.json(
+                {"backend": r.backend, "fitted_on": r.fitted_on, "notes": r.notes, **r.params}
             )
     start = time.perf_counter()
     n = len(ids)
@@ -269,22 +332,33 @@ def projections(
             "y": pa.array(np.concatenate([r.coords[:, 1] for r in results.values()]), pa.float32()),
         }
     )
-    store.replace_rows(db, "projections", emb_set.model_key, rows)
-    write_seconds = time.perf_counter() - start
+    store.replace_rows(db, "projections", emb_set.model_key, rows, fp)
+    metadata.update(device=choice.describe(), write_seconds=round(time.perf_counter() - start, 3))
+    return ids, {m: r.coords for m, r in results.items()}, metadata
 
-    start = time.perf_counter()
+
+def _draw_maps(
+    ids: np.ndarray,
+    maps: dict[str, np.ndarray],
+    db: Path,
+    model_key: str,
+    plot_dir: Path,
+    html_path: Path,
+    config: ProjectionsConfig,
+) -> dict:
+    """A PNG per map and the HTML map, coloured by what is stored now; their metadata."""
+    n = len(ids)
     info = store.image_info(db, ids)
-    cluster_ids = store.read_column(db, "clusters", "cluster", emb_set.model_key, ids)
-    scores = store.read_column(db, "anomaly_scores", "score", emb_set.model_key, ids)
-    flags = store.read_column(db, "anomaly_scores", "flagged", emb_set.model_key, ids)
+    cluster_ids = store.read_column(db, "clusters", "cluster", model_key, ids)
+    scores = store.read_column(db, "anomaly_scores", "score", model_key, ids)
+    flags = store.read_column(db, "anomaly_scores", "flagged", model_key, ids)
     clusters_col = None if cluster_ids is None else _ints_or_none(cluster_ids)
     flagged = None if flags is None else flags == 1.0
-    plot_dir = paths.ensure(paths.plots_dir / emb_set.model_key)
-    metadata: dict = {"model_key": emb_set.model_key, "images": n, "device": choice.describe()}
+    metadata: dict = {}
     drawn = plot_sample(n, config.plot_points, config.seed)
-    for method, r in results.items():
+    for method, coords in maps.items():
         fig = map_figure(
-            r.coords[drawn],
+            coords[drawn],
             info["label"].to_numpy(dtype=object)[drawn],
             None if clusters_col is None else clusters_col[drawn],
             None if flagged is None else flagged[drawn],
@@ -293,26 +367,11 @@ def projections(
         (plot_dir / f"{method}.png").write_bytes(png_bytes(fig))
         # The UI's metadata dialog is about 900 px wide: a lighter copy fits it uncropped.
         metadata[f"{method}_map"] = dg.MetadataValue.md(png_markdown(fig, f"{method} map", dpi=55))
-        metadata[f"{method}_seconds"] = round(r.seconds, 3)
-        metadata[f"{method}_details"] = dg.MetadataValue.json(
-            {"backend": r.backend, "fitted_on": r.fitted_on, "notes": r.notes, **r.params}
-        )
-    html = _html_map(
-        paths.plots_dir / f"map_{emb_set.model_key}.html",
-        results,
-        info,
-        clusters_col,
-        scores,
-        flagged,
-        config,
-        emb_set.model_key,
-    )
+    html = _html_map(html_path, maps, info, clusters_col, scores, flagged, config, model_key)
     metadata.update(
         {
             "html_map": dg.MetadataValue.path(str(html)),
             "png_dir": dg.MetadataValue.path(str(plot_dir)),
-            "write_seconds": round(write_seconds, 3),
-            "plot_seconds": round(time.perf_counter() - start, 3),
             "coloured_by": ", ".join(
                 ["label"]
                 + (["cluster"] if clusters_col is not None else [])
@@ -320,13 +379,13 @@ def projections(
             ),
         }
     )
-    return dg.MaterializeResult(metadata=metadata)
+    return metadata
 
 
 def _html_map(
     path: Path,
-    results: dict[str, Projection],
-    info: pd.DataFrame,
+    maps: dict[str, np.ndarray],
+    info: "pd.DataFrame",
     clusters_col: np.ndarray | None,
     scores: np.ndarray | None,
     flagged: np.ndarray | None,
@@ -344,8 +403,8 @@ def _html_map(
         points["anomaly score"] = scores[idx]
         points["anomaly flag"] = flagged[idx]
     thumbs = thumbnail_uris(points["path"]) if len(idx) <= config.html_thumbnails_max else None
-    maps = {method: r.coords[idx] for method, r in results.items()}
-    return write_html_map(path, maps, points, f"Embedding maps ({model_key})", thumbs)
+    sampled = {method: coords[idx] for method, coords in maps.items()}
+    return write_html_map(path, sampled, points, f"Embedding maps ({model_key})", thumbs)
 
 
 def _ints_or_none(values: np.ndarray) -> np.ndarray:
@@ -353,9 +412,19 @@ def _ints_or_none(values: np.ndarray) -> np.ndarray:
     return np.array([None if np.isnan(v) else int(v) for v in values], dtype=object)
 
 
-def _cluster_table(labels: np.ndarray, image_labels: pd.Series) -> str:
-    """Per cluster: size, labeled images, most common label and its share (purity)."""
-    df = pd.DataFrame({"cluster": labels, "label": image_labels.to_numpy(dtype=object)})
+def _inputs(db: Path, asset: str, config: dg.Config) -> tuple[EmbeddingSet, str, bool]:
+    """The current embedding set, the fingerprint of `asset`'s inputs (that set's content and
+    the config) and whether the stored rows were computed from exactly these."""
+    emb_set = current_set(db)
+    content = content_version(emb_set.parquet_path, emb_set.model_key)
+    fp = fingerprint(asset, content, config.model_dump(mode="json"))
+    found = stored(db, asset, emb_set.model_key)
+    return emb_set, fp, found is not None and found.fingerprint == fp
+
+
+def _cluster_table(db: Path, model_key: str) -> dg.MetadataValue:
+    """Per stored cluster: size, labeled images, most common current label and its share."""
+    df = store.rows_with_labels(db, "clusters", model_key, ["cluster"])
     rows = []
     for cid, group in df.groupby("cluster", sort=True):
         known = group["label"].dropna()
@@ -364,10 +433,30 @@ def _cluster_table(labels: np.ndarray, image_labels: pd.Series) -> str:
         rows.append(
             [cid, len(group), len(known), top_label, "" if math.isnan(share) else f"{share:.0%}"]
         )
-    return _md_table(["cluster", "size", "labeled", "top label", "top label share"], rows)
+    header = ["cluster", "size", "labeled", "top label", "top label share"]
+    return dg.MetadataValue.md(markdown.table(header, rows))
 
 
-def _histogram(scores: np.ndarray, threshold: float) -> Figure:
+def _flagged_table(db: Path, model_key: str, list_max: int) -> dg.MetadataValue:
+    """The stored flagged images, highest score first, with their current labels."""
+    import pandas as pd
+
+    df = store.rows_with_labels(db, "anomaly_scores", model_key, ["score", "flagged"])
+    flagged = df[df["flagged"]].sort_values("score", ascending=False, kind="stable")
+    listed = [
+        [r.image_id, r.path, "" if pd.isna(r.label) else r.label, f"{r.score:.4f}"]
+        for r in flagged.head(list_max).itertuples()
+    ]
+    table = markdown.table(["image_id", "path", "label", "score"], listed)
+    if len(flagged) > len(listed):
+        more = len(flagged) - len(listed)
+        table += f"\n\n…and {more} more: `select * from image_overview where anomaly_flag`"
+    return dg.MetadataValue.md(table)
+
+
+def _histogram(scores: np.ndarray, threshold: float) -> "Figure":
+    from matplotlib.figure import Figure
+
     fig = Figure(figsize=(6, 3))
     ax = fig.add_subplot()
     ax.hist(scores, bins=50, color="#888888")
@@ -378,15 +467,6 @@ def _histogram(scores: np.ndarray, threshold: float) -> Figure:
     ax.set_ylabel("images")
     fig.tight_layout()
     return fig
-
-
-def _md_table(header: list[str], rows: list[list]) -> str:
-    def cell(value) -> str:
-        return str(value).replace("|", "\\|")
-
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
-    return "\n".join(lines)
 
 
 def _float_or_none(value: float | None) -> float | None:

@@ -3,7 +3,6 @@
 import dagster as dg
 from pydantic import Field
 
-from embedding_assets.catalog import scan_catalog, write_snapshot
 from embedding_assets.scan import DEFAULT_MAX_PIXELS
 from embedding_assets.settings import default_image_dir
 from resources.storage import StorageResource
@@ -42,6 +41,8 @@ def image_catalog(
     Re-runs rehash only files whose size or modification time changed; vanished files are
     marked `removed_at`, never deleted. Bad files are kept with status and error text.
     """
+    from embedding_assets.catalog import scan_catalog, write_snapshot
+
     paths = storage.paths
     summary = scan_catalog(
         paths.catalog_db,

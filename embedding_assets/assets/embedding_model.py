@@ -1,29 +1,36 @@
 """`embedding_model`: a metric-learning head (or fine-tuned backbone) trained on the labels,
 promoted only when it beats the current embeddings on held-out images."""
 
+from typing import TYPE_CHECKING
+
 import dagster as dg
 from pydantic import Field
 
+from embedding_assets import markdown
 from embedding_assets.assets.embeddings import BackboneConfig
-from embedding_assets.embedding_training import train_embedding_model
-from embedding_assets.metric_training import TrainConfig
+from embedding_assets.choices import Augmentation, Loss, Mode
+from embedding_assets.fingerprints import REUSED, SKIPPED
 from embedding_assets.progress import Progress
 from resources.gpu import GPU_POOL, GPUResource
 from resources.storage import StorageResource
+
+if TYPE_CHECKING:
+    from embedding_assets.metric_training import TrainConfig
 
 GATE = "challenger_promoted"
 
 
 class EmbeddingModelConfig(BackboneConfig):
     enabled: bool = Field(default=True, description="False: embeddings use the plain backbone.")
-    mode: str = Field(
+    mode: Mode = Field(
         default="head",
         description="head: train a projection head over cached backbone features (fast, CPU). "
         "finetune: train the whole backbone too (GPU or small images).",
     )
-    loss: str = Field(
+    loss: Loss = Field(
         default="supcon",
-        description="contrastive | triplet | supcon | arcface | ntxent (finetune only, no labels)",
+        description="The pytorch-metric-learning loss; ntxent is self-supervised (finetune mode "
+        "with an augmentation, no labels needed).",
     )
     embedding_size: int = Field(default=64, description="Output dimension of the head.")
     hidden: int = Field(default=512, description="Hidden width of the head.")
@@ -31,9 +38,8 @@ class EmbeddingModelConfig(BackboneConfig):
     patience: int = Field(default=6, description="Epochs without validation gain before stopping.")
     batch_size: int = Field(default=128, description="Images per training batch.")
     lr: float = Field(default=1e-3, description="AdamW learning rate (cosine schedule).")
-    augmentation: str = Field(
-        default="none",
-        description="finetune mode: none | autoaugment | randaugment | trivialaugment",
+    augmentation: Augmentation = Field(
+        default="none", description="Image augmentation in finetune mode."
     )
     seed: int = Field(default=0, description="Same seed, labels and settings -> same model.")
     holdout: float = Field(
@@ -44,7 +50,9 @@ class EmbeddingModelConfig(BackboneConfig):
         description="Held-out kNN top-1 gain over the current model needed to promote.",
     )
 
-    def train_config(self) -> TrainConfig:
+    def train_config(self) -> "TrainConfig":
+        from embedding_assets.metric_training import TrainConfig
+
         return TrainConfig(
             loss=self.loss,
             embedding_size=self.embedding_size,
@@ -97,6 +105,8 @@ def embedding_model(
             data_version=dg.DataVersion("disabled"),
         )
 
+    from embedding_assets.embedding_training import train_embedding_model
+
     epochs = Progress(context.log, "embedding_model", "epoch", "epoch {done}/{total}", 0)
     features = Progress(
         context.log, "embedding_model features", "img", "backbone features {done}/{total}"
@@ -120,6 +130,7 @@ def embedding_model(
         )
     context.log.info(f"embedding_model {out.status}: {out.reason}")
     metadata = {
+        **({REUSED: f"{SKIPPED}: {out.reason}"} if out.status == "unchanged" else {}),
         "status": out.status,
         "decision": out.reason,
         "model_id": out.model_id or 0,
@@ -153,10 +164,9 @@ def embedding_model(
 
 def _history_table(history: list[dict]) -> str:
     has_val = "val_knn_top1" in history[0]
-    head = "| epoch | loss |" + (" val kNN top-1 |" if has_val else "")
-    rule = "|---:|---:|" + ("---:|" if has_val else "")
+    header = ["epoch", "loss"] + (["val kNN top-1"] if has_val else [])
     rows = [
-        f"| {r['epoch']} | {r['loss']:.4f} |" + (f" {r['val_knn_top1']:.3f} |" if has_val else "")
+        [r["epoch"], f"{r['loss']:.4f}"] + ([f"{r['val_knn_top1']:.3f}"] if has_val else [])
         for r in history
     ]
-    return "\n".join([head, rule, *rows])
+    return markdown.table(header, rows)

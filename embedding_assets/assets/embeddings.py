@@ -1,20 +1,22 @@
 """`embeddings`: one vector per usable image, cached in LMDB, handed on as Parquet."""
 
-import hashlib
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import dagster as dg
 from pydantic import Field
 
 from embedding_assets import vectors
-from embedding_assets.embedder import EmbedParams
-from embedding_assets.embedding_run import run_embeddings
-from embedding_assets.embedding_training import trained_params
+from embedding_assets.choices import Precision, StoreDtype
+from embedding_assets.fingerprints import REUSED
 from embedding_assets.model_defaults import DEFAULT_MODEL, DEFAULT_WEIGHTS
 from embedding_assets.progress import Progress
 from resources.gpu import GPU_POOL, GPUResource
 from resources.storage import StorageResource
+
+if TYPE_CHECKING:
+    from embedding_assets.embedder import EmbedParams
 
 CHECKS = {
     "vectors_finite": "Every vector is finite (no NaN or inf).",
@@ -46,7 +48,9 @@ class BackboneConfig(dg.Config):
         description="Crop size in pixels; 0 = the weights' own size (224 without weights).",
     )
 
-    def backbone(self, store_dtype: str = "float32") -> EmbedParams:
+    def backbone(self, store_dtype: StoreDtype = "float32") -> "EmbedParams":
+        from embedding_assets.embedder import EmbedParams
+
         weights = None if self.weights == "none" else self.weights
         return EmbedParams(self.model, weights, self.image_size, store_dtype)
 
@@ -54,10 +58,14 @@ class BackboneConfig(dg.Config):
 class EmbeddingConfig(BackboneConfig):
     batch_size: int = Field(default=64, description="Images per forward pass.")
     workers: int = Field(default=-1, description="DataLoader decode workers; -1 = automatic.")
-    precision: str = Field(
-        default="auto", description="auto | fp32 | bf16 | fp16 (autocast applies on CUDA only)."
+    precision: Precision = Field(
+        default="auto",
+        description="auto (bf16 where the GPU has it, else fp16) or a fixed one; autocast "
+        "applies on CUDA only.",
     )
-    store_dtype: str = Field(default="float32", description="float32 | float16 in cache/Parquet.")
+    store_dtype: StoreDtype = Field(
+        default="float32", description="Vector type in the LMDB cache and the Parquet hand-off."
+    )
     allow_download: bool = Field(
         default=True, description="Fetch missing pretrained weights into the torch cache."
     )
@@ -67,7 +75,9 @@ class EmbeddingConfig(BackboneConfig):
         "'none' (plain backbone), or a trained projection head file.",
     )
 
-    def params(self, db: Path) -> EmbedParams:
+    def params(self, db: Path) -> "EmbedParams":
+        from embedding_assets.embedding_training import trained_params
+
         base = self.backbone(self.store_dtype)
         if self.head == "auto":
             return trained_params(db, base)
@@ -97,6 +107,8 @@ def embeddings(
     (LMDB cache, one transaction per batch, so a killed run resumes). The vectors go to
     `parquet/embeddings/<model_key>.parquet`, registered in the DuckDB table `embedding_sets`.
     """
+    from embedding_assets.embedding_run import run_embeddings
+
     params = config.params(storage.paths.catalog_db)
     context.log.info(
         f"trained head {params.head}" if params.head else "plain backbone (no trained head)"
@@ -118,11 +130,10 @@ def embeddings(
     with storage.connect(read_only=True) as con:
         usable = con.execute("SELECT count(*) FROM usable_images").fetchone()[0]
     st = vectors.stats(summary.parquet_path)
-    version = hashlib.sha256(
-        f"{summary.model_key}:{summary.parquet_path.stat().st_mtime_ns}".encode()
-    ).hexdigest()[:16]
+    reused = summary.embedded == 0 and not summary.parquet_rewritten
     return dg.MaterializeResult(
         metadata={
+            **({REUSED: "nothing new to embed: every vector from the cache"} if reused else {}),
             "model_key": summary.model_key,
             "device": device.describe(),
             "dimension": summary.dim,
@@ -139,7 +150,9 @@ def embeddings(
             "parquet_rewritten": summary.parquet_rewritten,
         },
         check_results=_checks(st, summary.dim, usable),
-        data_version=dg.DataVersion(version),
+        data_version=dg.DataVersion(
+            vectors.content_version(summary.parquet_path, summary.model_key)
+        ),
     )
 
 

@@ -1,6 +1,6 @@
 -- FAISS similarity indexes and near-duplicate pairs (issue: similarity index and retrieval).
--- Every build is a versioned file; only a version whose recall check passed is published, and
--- search uses the newest published version of its model key.
+-- Every build is a versioned file; only a version whose recall check passed is published (by
+-- the `published_index` asset), and search uses the newest published version of its model key.
 CREATE TABLE IF NOT EXISTS faiss_indexes (
     model_key      VARCHAR NOT NULL,
     version        VARCHAR NOT NULL,
@@ -12,7 +12,7 @@ CREATE TABLE IF NOT EXISTS faiss_indexes (
     search_params  JSON,                   -- tuned nprobe / efSearch
     build_seconds  DOUBLE,
     recall_at_5    DOUBLE,                 -- measured at build time on a query sample
-    check_recall_at_5 DOUBLE,              -- measured by the blocking check on another sample
+    check_recall_at_5 DOUBLE,              -- the blocking check's, on another sample (when published)
     published      BOOLEAN NOT NULL DEFAULT false,
     created_at     TIMESTAMP NOT NULL,
     published_at   TIMESTAMP,

@@ -1,0 +1,148 @@
+"""A cold `emb run` vs a second run with nothing new, side by side (issue 12: no-op runs are
+free).
+
+    python -m benchmarks.noop_run [--images 10000] [--model M --weights W --image-size S]
+
+Each run is what `emb run` does, in its own Python process (so both pay the imports):
+`runner.run_everything`, every asset and check in one in-process Dagster run, over the first N
+CIFAR-10 test images (round-robin over the classes, whose folder names label them), with the
+assets' default settings unless told otherwise, in a fresh data directory and Dagster instance.
+The second run finds nothing new: every asset downstream of the embeddings reuses its stored
+result. Goal: the no-op run takes <= 5 % of the cold one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from benchmarks.common import REPO, cifar_subset, machine, write_results
+
+GOAL = 0.05
+
+
+def child(image_dir: str, backbone: dict) -> None:
+    """One `emb run`: print its seconds, seconds per step and the reused assets as JSON."""
+    from embedding_assets.fingerprints import REUSED
+    from embedding_assets.run_summary import problem_lines
+    from embedding_assets.runner import backbone_config, catalog_config, merge, run_everything
+
+    config = merge(catalog_config(image_dir), backbone_config(**backbone))
+    start = time.perf_counter()
+    result = run_everything(config, verbose=False)
+    seconds = time.perf_counter() - start
+    if not result.success:
+        sys.exit("the run failed:\n" + "\n".join(problem_lines(result)))
+    steps = {
+        e.step_key: e.step_success_data.duration_ms / 1000 for e in result.get_step_success_events()
+    }
+    materialized = {
+        e.asset_key.to_user_string(): e.step_materialization_data.materialization.metadata
+        for e in result.get_asset_materialization_events()
+    }
+    print(
+        json.dumps(
+            {
+                "run_s": seconds,
+                "steps_s": steps,
+                "reused": sorted(name for name, meta in materialized.items() if REUSED in meta),
+                "model_key": materialized["embeddings"]["model_key"].value,
+            }
+        )
+    )
+
+
+def timed_run(image_dir: Path, backbone: dict, env: dict) -> dict:
+    """A child process doing one run: its report plus the process's wall time."""
+    cmd = [sys.executable, "-m", "benchmarks.noop_run", "--child", str(image_dir)]
+    cmd += ["--backbone", json.dumps(backbone)]
+    start = time.perf_counter()
+    out = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
+    wall = time.perf_counter() - start
+    if out.returncode != 0:
+        sys.exit(f"run failed (exit {out.returncode}):\n{out.stdout[-3000:]}{out.stderr[-3000:]}")
+    return {**json.loads(out.stdout.strip().splitlines()[-1]), "wall_s": wall}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--images", type=int, default=10_000, help="CIFAR-10 test images")
+    parser.add_argument("--model", default=None, help="backbone (default: the assets')")
+    parser.add_argument("--weights", default=None)
+    parser.add_argument("--image-size", type=int, default=None)
+    parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--backbone", default="{}", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(args.child, json.loads(args.backbone))
+        return
+    given = {"model": args.model, "weights": args.weights, "image_size": args.image_size}
+    backbone = {k: v for k, v in given.items() if v is not None}
+    with tempfile.TemporaryDirectory() as tmp:
+        images = cifar_subset(args.images, Path(tmp) / "images")
+        env = {
+            **os.environ,
+            "EMB_DATA_DIR": str(Path(tmp) / "data"),
+            "DAGSTER_HOME": str(Path(tmp) / "dagster"),
+        }
+        cold = timed_run(images, backbone, env)
+        noop = timed_run(images, backbone, env)
+    report(args.images, backbone, cold, noop)
+
+
+def report(n: int, backbone: dict, cold: dict, noop: dict) -> None:
+    ratio = noop["wall_s"] / cold["wall_s"]
+    in_run = noop["run_s"] / cold["run_s"]
+    steps = sorted(cold["steps_s"], key=lambda k: -cold["steps_s"][k])
+    rows = "\n".join(
+        f"| {step} | {cold['steps_s'][step]:.2f} | {noop['steps_s'].get(step, 0.0):.2f} | "
+        f"{'reused' if step in noop['reused'] else ''} |"
+        for step in steps
+    )
+    settings = ", ".join(f"{k} {v}" for k, v in backbone.items()) or "the assets' defaults"
+    md = f"""# No-op run: a cold `emb run` vs a second run with nothing new
+
+{n:,} CIFAR-10 test images, {settings} (model key `{cold["model_key"]}`),
+{machine()["cpus"]} CPUs. Each run is `runner.run_everything` (what `emb run` does) in its own
+process, in a fresh data directory and Dagster instance for the pair.
+
+| run | process wall s | `run_everything` s |
+|---|---:|---:|
+| cold (everything computed) | {cold["wall_s"]:.1f} | {cold["run_s"]:.1f} |
+| no-op (nothing new) | {noop["wall_s"]:.1f} | {noop["run_s"]:.1f} |
+
+**no-op / cold = {ratio:.1%}** of the process wall time ({in_run:.1%} of the run itself;
+goal <= {GOAL:.0%}: {"met" if ratio <= GOAL else "NOT met"}).
+
+Reused in the no-op run: {", ".join(noop["reused"]) or "nothing"}.
+
+Seconds per step (assets and their checks), slowest cold step first:
+
+| step | cold s | no-op s | |
+|---|---:|---:|---|
+{rows}
+"""
+    write_results(
+        "noop_run",
+        {
+            "images": n,
+            "backbone": backbone,
+            "model_key": cold["model_key"],
+            "cold": cold,
+            "noop": noop,
+            "ratio_wall": ratio,
+            "ratio_run": in_run,
+            "goal": GOAL,
+        },
+        md,
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,42 @@
+"""Reporting a stored result that an asset reused because its inputs did not change
+(`embedding_assets.fingerprints`): same data version, the figures measured when it was
+computed, and `reused` in the metadata saying so."""
+
+import dagster as dg
+
+from embedding_assets.fingerprints import REUSED, SKIPPED
+
+DATA_VERSION_TAG = "dagster/data_version"  # the tag holding a materialization's data version
+
+
+def previous_metadata(
+    context: dg.AssetExecutionContext, data_version: str
+) -> dict[str, dg.MetadataValue]:
+    """The metadata of this asset's latest materialization when it has `data_version`, else {}
+    (e.g. a fresh Dagster instance over an existing data directory)."""
+    event = context.instance.get_latest_materialization_event(context.asset_key)
+    materialization = event.asset_materialization if event else None
+    if materialization is None or materialization.tags.get(DATA_VERSION_TAG) != data_version:
+        return {}
+    return dict(materialization.metadata)
+
+
+def reused(
+    context: dg.AssetExecutionContext,
+    data_version: str,
+    metadata: dict | None = None,
+    *,
+    note: str = SKIPPED,
+    previous: dict | None = None,
+    check_results: list[dg.AssetCheckResult] | None = None,
+) -> dg.MaterializeResult:
+    """The materialization of a reused result: `previous` (default: `previous_metadata`) with
+    `metadata` on top and `reused: note`."""
+    if previous is None:
+        previous = previous_metadata(context, data_version)
+    context.log.info(f"{context.asset_key.to_user_string()}: {note}")
+    return dg.MaterializeResult(
+        metadata={**previous, **(metadata or {}), REUSED: note},
+        data_version=dg.DataVersion(data_version),
+        check_results=check_results,
+    )

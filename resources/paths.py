@@ -1,0 +1,59 @@
+"""Where state lives: the data directory and the name of every file in it.
+
+Free of Dagster and DuckDB, so the CLI can import it and start quickly.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+DATA_DIR_ENV = "EMB_DATA_DIR"
+
+
+def default_data_dir() -> str:
+    """`$EMB_DATA_DIR`, else `./data` (relative to where Dagster or the CLI was started)."""
+    return os.environ.get(DATA_DIR_ENV, "data")
+
+
+class DataPaths:
+    """Names of every file under the data directory, so no module invents its own layout."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root).expanduser().resolve()
+
+    @property
+    def catalog_db(self) -> Path:
+        return self.root / "catalog.duckdb"
+
+    @property
+    def demo_images(self) -> Path:
+        return self.root / "demo_images"
+
+    @property
+    def parquet_dir(self) -> Path:
+        return self.root / "parquet"
+
+    @property
+    def embeddings_lmdb(self) -> Path:
+        return self.root / "embeddings.lmdb"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.root / "models"
+
+    @property
+    def indexes_dir(self) -> Path:
+        return self.root / "indexes"
+
+    @property
+    def plots_dir(self) -> Path:
+        return self.root / "plots"
+
+    @property
+    def locks_dir(self) -> Path:
+        return self.root / "locks"
+
+    def ensure(self, path: Path) -> Path:
+        path.mkdir(parents=True, exist_ok=True)
+        return path
