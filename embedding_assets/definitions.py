@@ -17,9 +17,10 @@ EXECUTOR_ENV = "EMB_EXECUTOR"
 
 
 def executor() -> dg.ExecutorDefinition:
-    """In-process unless `$EMB_EXECUTOR=multiprocess`: a step process imports torch, sklearn and
-    FAISS again (10-20 s per step on a small CPU), and parallel steps that each use every core
-    only fight over them. The CLI runs in-process too, so UI runs behave like `emb run`."""
+    """In-process unless `$EMB_EXECUTOR=multiprocess`: on the demo, multiprocess took 1.46x as
+    long on 2 cores (each step process imports the libraries of its asset, and parallel steps
+    that each use every core only fight over them; benchmarks/executor_compare.py). The CLI
+    runs in-process too, so UI runs behave like `emb run`."""
     choice = os.environ.get(EXECUTOR_ENV, "in_process")
     if choice not in ("in_process", "multiprocess"):
         raise ValueError(f"${EXECUTOR_ENV}={choice!r}: use in_process or multiprocess")
