@@ -9,20 +9,7 @@ import sys
 
 import pytest
 
-HEAVY = (
-    "torch",
-    "torchvision",
-    "timm",
-    "faiss",
-    "sklearn",
-    "lightgbm",
-    "umap",
-    "openTSNE",
-    "matplotlib",
-    "pytorch_metric_learning",
-    "pyarrow",
-    "pandas",
-)
+from benchmarks.import_time import HEAVY  # one list: what the benchmark reports, this forbids
 
 
 def loaded_after(module: str) -> set[str]:
