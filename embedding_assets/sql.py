@@ -15,38 +15,65 @@ FORMATS = ("table", "csv", "json", "parquet")
 
 
 class SqlRefused(RuntimeError):
-    """The statement would change the catalog; `emb sql` only reads."""
+    """The statement would write or reach outside the data folder; `emb sql` only reads."""
+
+
+QUERY_TYPES = ("SELECT", "EXPLAIN")  # DESCRIBE, SHOW and SUMMARIZE parse as SELECT
 
 
 def run_query(db_path: Path, query: str, fmt: str = "table", output: Path | None = None) -> str:
-    """Run `query` read-only; return text to print (empty when written to `output`)."""
+    """Run `query` read-only in DuckDB's sandbox; return text to print (empty when written to
+    `output`, which Python writes: the sandbox lets DuckDB itself write nowhere)."""
     if fmt not in FORMATS:
         raise ValueError(f"--format {fmt!r}: choose one of {', '.join(FORMATS)}")
     if fmt == "parquet" and output is None:
         raise ValueError("--format parquet needs --output FILE.parquet")
+    _refuse_non_queries(query)
     with connect(db_path, read_only=True) as con:
+        _sandbox(con, db_path.parent / "parquet")
         try:
             rel = con.sql(query)
-        except duckdb.InvalidInputException as exc:
-            if "read-only" in str(exc):
-                raise SqlRefused(
-                    "refused: `emb sql` opens the catalog read-only and this statement writes. "
-                    "Change labels with `emb label ...`, or open the file with any DuckDB client "
-                    f"while no run is active. ({exc})"
-                ) from exc
-            raise
-        if rel is None:  # a statement with no result set, e.g. SET or PRAGMA
+        except duckdb.PermissionException as exc:
+            raise SqlRefused(
+                f"refused: `emb sql` reads the catalog and the Parquet files under "
+                f"{db_path.parent / 'parquet'} only ({exc})"
+            ) from exc
+        if rel is None:
             return ""
         if output is not None:
             output.parent.mkdir(parents=True, exist_ok=True)
         if fmt == "parquet":
-            rel.write_parquet(str(output))
+            import pyarrow.parquet as pq
+
+            pq.write_table(rel.fetch_arrow_table(), output)
             return ""
         text = {"csv": _to_csv, "json": _to_json, "table": _to_table}[fmt](rel)
     if output is not None:
         output.write_text(text)
         return ""
     return text
+
+
+def _refuse_non_queries(query: str) -> None:
+    """Only queries, judged by DuckDB's own parser: the sandbox alone would still let
+    `COPY ... TO` write into the allowed Parquet folder."""
+    for statement in duckdb.extract_statements(query):
+        kind = statement.type.name
+        if kind not in QUERY_TYPES:
+            raise SqlRefused(
+                f"refused: `emb sql` opens the catalog read-only and runs queries only "
+                f"({', '.join(QUERY_TYPES)}), not {kind}. Write a result with --output FILE; "
+                "change labels with `emb label ...`."
+            )
+
+
+def _sandbox(con: duckdb.DuckDBPyConnection, parquet_dir: Path) -> None:
+    """DuckDB's own sandbox: no file access but the data folder's Parquet hand-offs, and the
+    settings locked so a query cannot undo it."""
+    folders = sorted({f"{parquet_dir.absolute()}/", f"{parquet_dir.resolve()}/"})  # via a link too
+    con.execute("SET allowed_directories = ?", [folders])
+    con.execute("SET enable_external_access = false")
+    con.execute("SET lock_configuration = true")
 
 
 def _to_csv(rel: duckdb.DuckDBPyRelation) -> str:

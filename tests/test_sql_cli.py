@@ -85,3 +85,40 @@ def test_console_script_runs_in_a_real_process(catalog: Path, data_dir: Path):
     )
     assert out.returncode == 0, out.stderr
     assert "28" in out.stdout
+
+
+@pytest.mark.parametrize(
+    ("stmt", "why"),
+    [
+        ("copy (select * from images) to '{parquet}/images.parquet'", "not COPY"),
+        ("export database '{tmp}/dump'", "not EXPORT"),
+        ("select 1; copy images to '{tmp}/x.csv'", "not COPY"),
+        ("set enable_external_access = true", "not SET"),
+        ("attach '{tmp}/other.duckdb' as o", "not ATTACH"),
+        ("select * from read_text('/etc/passwd')", "reads the catalog and the Parquet files"),
+        ("select * from glob('/root/*')", "reads the catalog and the Parquet files"),
+        ("select * from read_csv('{tmp}/secret.csv')", "reads the catalog and the Parquet files"),
+    ],
+)
+def test_sandbox_keeps_queries_inside_the_data_folder(
+    catalog: Path, data_dir: Path, tmp_path: Path, stmt: str, why: str
+):
+    (tmp_path / "secret.csv").write_text("a\n1\n")
+    parquet = data_dir / "parquet"
+    parquet.mkdir(parents=True, exist_ok=True)
+    before = sorted(p.name for p in parquet.rglob("*"))
+    res = runner.invoke(app, ["sql", stmt.format(parquet=parquet, tmp=tmp_path)])
+    assert res.exit_code == 2 and "refused" in res.output and why in res.output, res.output
+    assert sorted(p.name for p in parquet.rglob("*")) == before  # nothing written
+    assert not (tmp_path / "dump").exists() and not (tmp_path / "x.csv").exists()
+
+
+def test_the_documented_parquet_files_stay_readable(catalog: Path, data_dir: Path):
+    parquet = data_dir / "parquet" / "images.parquet"
+    parquet.parent.mkdir(parents=True, exist_ok=True)
+    with duckdb.connect(str(catalog), read_only=True) as con:
+        con.execute(f"copy (select image_id from images) to '{parquet}'")
+    res = runner.invoke(app, ["sql", f"select count(*) n from read_parquet('{parquet}')"])
+    assert res.exit_code == 0 and "28" in res.output, res.output
+    res = runner.invoke(app, ["sql", "explain select * from images"])
+    assert res.exit_code == 0, res.output
