@@ -62,6 +62,7 @@ class ScanSummary:
     usable: int = 0
     by_status: dict[str, int] = field(default_factory=dict)
     by_format: dict[str, int] = field(default_factory=dict)
+    label_classes: dict[str, int] = field(default_factory=dict)  # current label -> live images
     probe_seconds: float = 0.0
     seconds: float = 0.0
 
@@ -81,6 +82,7 @@ def scan_catalog(
     max_pixels: int = scan.DEFAULT_MAX_PIXELS,
     labels_from_folders: bool = True,
     workers: int | None = None,
+    unlabeled_folders: tuple[str, ...] | list[str] = scan.UNLABELED_FOLDERS,
 ) -> ScanSummary:
     """Scan `root` into the catalog at `db_path` incrementally and return what happened."""
     started = time.perf_counter()
@@ -121,7 +123,9 @@ def scan_catalog(
             "path": pa.array([f.path for f in to_probe], pa.string()),
             "label": pa.array(
                 [
-                    scan.folder_label(f.path, root_str) if labels_from_folders else None
+                    scan.folder_label(f.path, root_str, unlabeled_folders)
+                    if labels_from_folders
+                    else None
                     for f in to_probe
                 ],
                 pa.string(),
@@ -228,6 +232,13 @@ def _fill_counts(con, summary: ScanSummary) -> None:
         ).fetchall()
     }
     summary.usable = summary.by_status.get("ok", 0)
+    summary.label_classes = dict(
+        con.execute(
+            "SELECT c.label, count(*) FROM images i JOIN current_labels c USING (image_id) "
+            "WHERE i.root = ? AND i.removed_at IS NULL GROUP BY 1 ORDER BY 1",
+            [summary.root],
+        ).fetchall()
+    )
     summary.duplicate_groups = con.execute(
         f"SELECT count(*) FROM (SELECT sha256 {live} AND status = 'ok' "
         "GROUP BY sha256 HAVING count(*) > 1)",

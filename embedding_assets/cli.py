@@ -128,9 +128,12 @@ def sql(
     import duckdb
 
     from embedding_assets.sql import SqlRefused, run_query
+    from resources.duckdb_store import CatalogLockedError
 
     try:
         text = run_query(_paths().catalog_db, query, format, output)
+    except CatalogLockedError as exc:
+        _fail(exc.one_line())
     except SqlRefused as exc:
         _fail(str(exc))
     except (duckdb.Error, ValueError, FileNotFoundError) as exc:
@@ -144,9 +147,9 @@ def sql(
 @app.command()
 def ui(port: int = typer.Option(3000, help="Port of the Dagster UI.")) -> None:
     """Start `dagster dev` (webserver and daemon, so sensors run) on this project."""
-    home = default_dagster_home()
-    home.mkdir(parents=True, exist_ok=True)
-    os.environ["DAGSTER_HOME"] = str(home.resolve())
+    from embedding_assets.runner import ensure_home
+
+    ensure_home()
     os.environ.setdefault(DATA_DIR_ENV, str(_paths().root))
     workspace = Path(__file__).resolve().parent.parent / "workspace.yaml"
     args = ["dagster", "dev", "-p", str(port)]

@@ -16,8 +16,14 @@ def _db() -> Path:
 
 
 def _report(result) -> None:
+    from embedding_assets.labels import printable
+
+    for warning in getattr(result, "warnings", []):
+        typer.secho(f"warning: {warning}", fg=typer.colors.YELLOW, err=True)
     for r in result.rejected:
-        typer.secho(f"line {r.line}: rejected: {r.reason}", fg=typer.colors.RED, err=True)
+        typer.secho(
+            f"line {r.line}: rejected: {printable(r.reason)}", fg=typer.colors.RED, err=True
+        )
     typer.echo(f"{result.inserted} label(s) added, {len(result.rejected)} row(s) rejected.")
     if result.rejected:
         raise typer.Exit(1)
@@ -38,12 +44,16 @@ def import_labels(
     file: Path = typer.Argument(..., help="CSV: path (or image_id), label; a header is optional."),
 ) -> None:
     """Validate every row, then add the valid ones in one transaction (exit 1 if any rejected)."""
+    from embedding_assets.cli import _fail
     from embedding_assets.labels import import_csv
+    from resources.duckdb_store import CatalogLockedError
 
     db = _db()
     _check_catalog(db)
     try:
         result = import_csv(db, file)
+    except CatalogLockedError as exc:
+        _fail(exc.one_line())
     except (FileNotFoundError, ValueError) as exc:
         typer.secho(str(exc), fg=typer.colors.RED, err=True)
         raise typer.Exit(2) from exc
@@ -57,11 +67,17 @@ def set_one(
     source: str = typer.Option("cli", help="Recorded as labels.source."),
 ) -> None:
     """Label one image."""
+    from embedding_assets.cli import _fail
     from embedding_assets.labels import set_label
+    from resources.duckdb_store import CatalogLockedError
 
     db = _db()
     _check_catalog(db)
-    _report(set_label(db, image, label, source))
+    try:
+        result = set_label(db, image, label, source)
+    except CatalogLockedError as exc:
+        _fail(exc.one_line())
+    _report(result)
 
 
 def queue(

@@ -8,6 +8,7 @@ line number and the reason.
 from __future__ import annotations
 
 import csv
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,6 +17,8 @@ import pyarrow as pa
 from resources.duckdb_store import connect
 
 IMAGE_COLUMNS = ("path", "image_id", "image", "id")
+# Delimiters a spreadsheet may export in place of the comma, with the name said back to the user.
+OTHER_DELIMITERS = {";": "semicolon (;)", "\t": "tab", "|": "pipe (|)"}
 
 
 @dataclass(frozen=True)
@@ -28,6 +31,7 @@ class Rejected:
 class ImportResult:
     inserted: int = 0
     rejected: list[Rejected] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -38,18 +42,39 @@ class _Row:
     by_id: bool
 
 
-def read_label_rows(csv_path: Path) -> tuple[list[_Row], list[Rejected]]:
-    """Parse `csv_path`: a header naming `label` and one of path/image_id/image/id, or two
-    columns without a header (image path or id, label). Extra columns are ignored."""
+def _read_utf8(csv_path: Path) -> str:
+    """The file's text (a leading BOM dropped); ValueError naming the first line not UTF-8."""
+    data = csv_path.read_bytes()
     try:
-        text = csv_path.read_text(encoding="utf-8-sig")
+        return data.decode("utf-8").removeprefix("\ufeff")
     except UnicodeDecodeError as exc:
-        raise ValueError(f"{csv_path} is not UTF-8 text ({exc}); save it as UTF-8 CSV") from exc
+        line = data[: exc.start].count(b"\n") + 1
+        raise ValueError(
+            f"{csv_path}: line {line} is not UTF-8 text (byte 0x{data[exc.start]:02x}; the file "
+            'looks like Latin-1/Windows-1252); save it as UTF-8 CSV ("CSV UTF-8" in Excel)'
+        ) from exc
+
+
+def _seems_delimited_by(records: list[list[str]]) -> str | None:
+    """The other delimiter (see OTHER_DELIMITERS) the file seems to use: the one found in most
+    of its first rows that hold a single cell (with commas, every row would have two)."""
+    single = [r[0] for r in records[:50] if len(r) == 1 and r[0].strip()]
+    counts = {d: sum(d in cell for cell in single) for d in OTHER_DELIMITERS}
+    best = max(counts, key=lambda d: counts[d])
+    return best if counts[best] else None
+
+
+def read_label_rows(csv_path: Path) -> tuple[list[_Row], list[Rejected], list[str]]:
+    """Parse `csv_path`: a header naming `label` and one of path/image_id/image/id, or two
+    columns without a header (image path or id, label). Extra columns are ignored with a
+    warning (the third item returned)."""
+    text = _read_utf8(csv_path)
     records = list(csv.reader(text.splitlines()))
     rows: list[_Row] = []
     rejected: list[Rejected] = []
+    warnings: list[str] = []
     if not records:
-        return rows, rejected
+        return rows, rejected, warnings
     header = [h.strip().lower() for h in records[0]]
     image_col, label_col, forced_id, start = 0, 1, None, 0
     if "label" in header:
@@ -63,14 +88,37 @@ def read_label_rows(csv_path: Path) -> tuple[list[_Row], list[Rejected]]:
         image_col = header.index(found[0])
         forced_id = found[0] in ("image_id", "id") or None
         start = 1
+        extra = [
+            records[0][i].strip() or f"#{i + 1}"
+            for i in range(len(header))
+            if i not in (image_col, label_col)
+        ]
+        if extra:
+            warnings.append(
+                f"ignored column(s) {', '.join(extra)}: only {records[0][image_col].strip()} "
+                "and label are imported"
+            )
+    else:
+        widest = max(len(r) for r in records)
+        if widest > 2:
+            warnings.append(
+                f"ignored column(s) 3-{widest}: without a header only the first two "
+                "(image path or id, label) are imported"
+            )
+    other = _seems_delimited_by(records[start:] or records)
     for offset, record in enumerate(records[start:]):
         line = start + offset + 1
         if not record or all(not cell.strip() for cell in record):
             continue  # blank lines are not rows
         if len(record) <= max(image_col, label_col):
-            rejected.append(
-                Rejected(line, f"malformed row: expected an image and a label, got {record}")
-            )
+            reason = f"malformed row: expected an image and a label, got {record}"
+            if other is not None and len(record) == 1 and other in record[0]:
+                reason = (
+                    f"malformed row: expected a comma (,) between image and label, but the file "
+                    f"seems to use {OTHER_DELIMITERS[other]} as delimiter; save it as "
+                    f"comma-separated CSV (got {record})"
+                )
+            rejected.append(Rejected(line, reason))
             continue
         ref, label = record[image_col].strip(), record[label_col].strip()
         if not ref:
@@ -84,7 +132,33 @@ def read_label_rows(csv_path: Path) -> tuple[list[_Row], list[Rejected]]:
             rejected.append(Rejected(line, f"image_id {ref!r} is not an integer"))
             continue
         rows.append(_Row(line, ref, label, bool(by_id)))
-    return rows, rejected
+    return rows, rejected, warnings
+
+
+def printable(text: str) -> str:
+    """`text` safe to print or store as UTF-8: a file name's undecodable bytes (which arrive as
+    surrogate escapes) become `\\xff`, the way the catalog spells such paths."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        pass
+    try:
+        return os.fsencode(text).decode("utf-8", "backslashreplace")
+    except UnicodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _raw_path(path: str) -> bytes | None:
+    """The bytes of a path that is not valid UTF-8 (the catalog's `path_bytes`), else None."""
+    try:
+        path.encode("utf-8")
+        return None
+    except UnicodeEncodeError:
+        try:
+            return os.fsencode(path)
+        except UnicodeError:
+            return None
 
 
 def _resolve_path(ref: str, base: Path) -> str:
@@ -98,18 +172,28 @@ def _resolve_path(ref: str, base: Path) -> str:
 
 
 def write_labels(
-    db_path: Path, rows: list[_Row], source: str, base: Path, timeout_s: float = 60.0
+    db_path: Path,
+    rows: list[_Row],
+    source: str,
+    base: Path,
+    timeout_s: float | None = None,
 ) -> ImportResult:
-    """Look every row's image up, reject unknown or removed ones, insert the rest atomically."""
+    """Look every row's image up, reject unknown or removed ones, insert the rest atomically.
+
+    A path that is not valid UTF-8 (surrogate escapes, as Python decodes such a command-line
+    argument) is looked up by its bytes in `images.path_bytes`, the others by `images.path`."""
     result = ImportResult()
     if not rows:
         return result
+    paths = [None if r.by_id else _resolve_path(r.ref, base) for r in rows]
+    raw = [None if p is None else _raw_path(p) for p in paths]
     refs = pa.table(
         {
             "line": pa.array([r.line for r in rows], pa.int64()),
-            "path": pa.array([None if r.by_id else _resolve_path(r.ref, base) for r in rows]),
+            "path": pa.array([None if p is None else printable(p) for p in paths], pa.string()),
+            "path_bytes": pa.array(raw, pa.binary()),
             "id": pa.array([int(r.ref) if r.by_id else None for r in rows], pa.int64()),
-            "label": pa.array([r.label for r in rows], pa.string()),
+            "label": pa.array([printable(r.label) for r in rows], pa.string()),
         }
     )
     with connect(db_path, timeout_s=timeout_s) as con:
@@ -118,19 +202,25 @@ def write_labels(
         matched = con.execute(
             """
             SELECT r.line, r.label, coalesce(r.path, CAST(r.id AS VARCHAR)) AS ref,
-                   i.image_id, i.removed_at IS NOT NULL AS removed
+                   i.image_id, i.removed_at IS NOT NULL AS removed, i.status, i.error
             FROM refs r
             LEFT JOIN images i ON (r.id IS NOT NULL AND i.image_id = r.id)
-                               OR (r.path IS NOT NULL AND i.path = r.path)
+                               OR (r.path_bytes IS NOT NULL AND i.path_bytes = r.path_bytes)
+                               OR (r.path_bytes IS NULL AND r.path IS NOT NULL
+                                   AND i.path = r.path AND i.path_bytes IS NULL)
             ORDER BY r.line
             """
         ).fetchall()
         good: list[tuple[int, str]] = []
-        for line, label, ref, image_id, removed in matched:
+        for line, label, ref, image_id, removed, status, error in matched:
             if image_id is None:
                 result.rejected.append(Rejected(line, f"unknown image {ref}: not in the catalog"))
             elif removed:
                 result.rejected.append(Rejected(line, f"image {ref} was removed from its folder"))
+            elif status != "ok":
+                result.rejected.append(
+                    Rejected(line, f"image {ref} is {status} and cannot be used ({error})")
+                )
             else:
                 good.append((image_id, label))
         if good:
@@ -150,13 +240,14 @@ def write_labels(
     return result
 
 
-def import_csv(db_path: Path, csv_path: Path, timeout_s: float = 60.0) -> ImportResult:
+def import_csv(db_path: Path, csv_path: Path, timeout_s: float | None = None) -> ImportResult:
     """Import `csv_path` into the labels log with source `csv:<file name>`."""
     if not csv_path.is_file():
         raise FileNotFoundError(f"{csv_path} not found; pass a CSV of image path (or id), label")
-    rows, rejected = read_label_rows(csv_path)
+    rows, rejected, warnings = read_label_rows(csv_path)
     result = write_labels(db_path, rows, f"csv:{csv_path.name}", csv_path.parent, timeout_s)
     result.rejected = sorted(rejected + result.rejected, key=lambda r: r.line)
+    result.warnings = warnings
     return result
 
 
@@ -164,6 +255,6 @@ def set_label(db_path: Path, image: str, label: str, source: str = "cli") -> Imp
     """Label one image, given by path or id."""
     ref, label = image.strip(), label.strip()
     if not label:
-        return ImportResult(rejected=[Rejected(1, f"empty label for {ref}")])
+        return ImportResult(rejected=[Rejected(1, f"empty label for {printable(ref)}")])
     row = _Row(1, ref, label, ref.isdigit())
     return write_labels(db_path, [row], source, Path.cwd())

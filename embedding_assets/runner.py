@@ -19,14 +19,34 @@ class RunConfigError(ValueError):
     """Run config the job refuses, as one line that names its source and the fix."""
 
 
-def instance() -> dg.DagsterInstance:
-    """The DAGSTER_HOME instance, creating `<data>/dagster` when DAGSTER_HOME is unset (with an
-    empty dagster.yaml: without one, Dagster warns on every run that it uses the defaults)."""
+# The dagster.yaml the CLI writes into a home it creates: run monitoring on, so the daemon of
+# `emb ui` watches runs left STARTED (a run's `dagster/max_runtime` tag then fails it in time).
+INSTANCE_YAML = """\
+# Written by `emb` (the CLI creates this Dagster home); edit freely, it is not overwritten.
+run_monitoring:
+  enabled: true
+  poll_interval_seconds: 60
+"""
+
+
+def ensure_home() -> Path:
+    """Create the Dagster home (`<data>/dagster` when DAGSTER_HOME is unset) and export it. A
+    home the CLI owns gets INSTANCE_YAML when its dagster.yaml is missing or empty (an empty
+    one is what earlier versions wrote: without a file Dagster warns on every run)."""
     home = default_dagster_home()
     home.mkdir(parents=True, exist_ok=True)
-    if not os.environ.get("DAGSTER_HOME"):
-        (home / "dagster.yaml").touch()
+    yaml_path = home / "dagster.yaml"
+    if not os.environ.get("DAGSTER_HOME") and (
+        not yaml_path.exists() or not yaml_path.read_text().strip()
+    ):
+        yaml_path.write_text(INSTANCE_YAML)
     os.environ["DAGSTER_HOME"] = str(home.resolve())
+    return home
+
+
+def instance() -> dg.DagsterInstance:
+    """The DAGSTER_HOME instance (see ensure_home)."""
+    ensure_home()
     return dg.DagsterInstance.get()
 
 

@@ -35,7 +35,10 @@ KNOWN_UNSUPPORTED_EXTENSIONS = {
 _CANDIDATE_EXTENSIONS = {e.encode() for e in IMAGE_EXTENSIONS | KNOWN_UNSUPPORTED_EXTENSIONS}
 SUPPORTED_FORMATS = {"PNG", "JPEG", "MPO", "TIFF", "WEBP", "BMP", "GIF"}
 DEFAULT_MAX_PIXELS = 178_956_970  # Pillow's own decompression-bomb threshold
-UNLABELED_FOLDERS = {"unlabeled", "_unlabeled", "unknown"}
+UNLABELED_FOLDERS = ("unlabeled", "_unlabeled", "unknown")
+EXIF_ORIENTATION = 0x0112
+# EXIF orientations that turn the image a quarter (ImageOps.exif_transpose swaps its sides).
+QUARTER_TURNS = {5, 6, 7, 8}
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,6 +161,8 @@ def probe(found: FoundFile, max_pixels: int = DEFAULT_MAX_PIXELS) -> Probe:
                     return result
                 im.seek(0)  # GIF and multi-page TIFF: the first frame is the image
                 im.load()
+                if _orientation(im) in QUARTER_TURNS:  # record the size as displayed
+                    result.width, result.height = result.height, result.width
     except UnidentifiedImageError:
         result.status = "corrupt"
         result.error = (
@@ -172,6 +177,14 @@ def probe(found: FoundFile, max_pixels: int = DEFAULT_MAX_PIXELS) -> Probe:
     return result
 
 
+def _orientation(im: Image.Image) -> int | None:
+    """The EXIF Orientation tag (1-8), None when absent or unreadable."""
+    try:
+        return im.getexif().get(EXIF_ORIENTATION)
+    except Exception:  # a damaged EXIF block must not make a decodable image corrupt
+        return None
+
+
 def probe_many(
     files: list[FoundFile], max_pixels: int = DEFAULT_MAX_PIXELS, workers: int | None = None
 ) -> list[Probe]:
@@ -183,10 +196,20 @@ def probe_many(
         return list(pool.map(lambda f: probe(f, max_pixels), files, chunksize=64))
 
 
-def folder_label(path: str, root: str | Path) -> str | None:
-    """The label a folder layout implies: the image's parent folder name below `root`."""
+def folder_label(
+    path: str, root: str | Path, unlabeled: tuple[str, ...] | list[str] = UNLABELED_FOLDERS
+) -> str | None:
+    """The label a folder layout implies: the image's parent folder name below `root`, none
+    for folders named (case-insensitively) one of `unlabeled`."""
     rel = Path(path).relative_to(Path(root).resolve())
     if len(rel.parts) < 2:
         return None
     name = rel.parts[-2]
-    return None if name.lower() in UNLABELED_FOLDERS else name
+    return None if name.lower() in {u.lower() for u in unlabeled} else name
+
+
+def looks_unlabeled(label: str, unlabeled: tuple[str, ...] | list[str] = UNLABELED_FOLDERS) -> bool:
+    """A label class whose name starts like an unlabeled folder's (`unlabeled2`, `unknown_old`):
+    probably meant to carry no label."""
+    name = label.lower()
+    return any(name.startswith(u.lower()) for u in unlabeled)

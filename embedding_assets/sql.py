@@ -78,7 +78,7 @@ def _sandbox(con: duckdb.DuckDBPyConnection, parquet_dir: Path) -> None:
 
 def _to_csv(rel: duckdb.DuckDBPyRelation) -> str:
     buf = io.StringIO()
-    writer = csv.writer(buf)
+    writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(rel.columns)
     writer.writerows(rel.fetchall())
     return buf.getvalue()

@@ -8,7 +8,9 @@ enough for processes to take turns.
 
 from __future__ import annotations
 
+import os
 import random
+import re
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,8 +23,51 @@ from resources.schema import ensure_schema
 LOCK_MARKERS = ("Could not set lock", "Conflicting lock", "lock on file")
 
 
+LOCK_TIMEOUT_ENV = "EMB_LOCK_TIMEOUT_S"
+DEFAULT_LOCK_TIMEOUT_S = 60.0
+
+
+def default_lock_timeout_s() -> float:
+    """How long to wait for another process's write lock: $EMB_LOCK_TIMEOUT_S, else 60 s."""
+    raw = os.environ.get(LOCK_TIMEOUT_ENV, "").strip()
+    try:
+        return max(0.0, float(raw)) if raw else DEFAULT_LOCK_TIMEOUT_S
+    except ValueError:
+        return DEFAULT_LOCK_TIMEOUT_S
+
+
+def lock_holder(message: str) -> str | None:
+    """Who holds the lock, as DuckDB's error names it: "PID 1234, /usr/bin/python"."""
+    m = re.search(r"held in (.+?) \(PID (\d+)\)", message)
+    if m:
+        return f"PID {m.group(2)}, {m.group(1)}"
+    m = re.search(r"PID (\d+)", message)
+    return f"PID {m.group(1)}" if m else None
+
+
 class CatalogLockedError(RuntimeError):
     """The catalog stayed locked by another process for longer than we were willing to wait."""
+
+    def __init__(self, db_path: Path, timeout_s: float, cause: BaseException) -> None:
+        self.db_path = db_path
+        self.timeout_s = timeout_s
+        self.holder = lock_holder(str(cause))
+        super().__init__(
+            f"{db_path} stayed locked by another process for {timeout_s:.0f} s "
+            f"({' '.join(str(cause).split())}). Wait for the running materialization to "
+            "finish and retry."
+        )
+
+    def one_line(self) -> str:
+        """The whole story in one line, for a command line: who, that nothing was written, what
+        to do."""
+        who = f"another process ({self.holder})" if self.holder else "another process"
+        return (
+            f"The catalog {self.db_path} is locked by {who}; gave up after "
+            f"{self.timeout_s:g} s and nothing was written. Wait for the running "
+            f"materialization to finish (or stop it), then retry; ${LOCK_TIMEOUT_ENV} sets "
+            "how long to wait."
+        )
 
 
 def is_lock_error(exc: BaseException) -> bool:
@@ -34,13 +79,16 @@ def connect(
     db_path: str | Path,
     *,
     read_only: bool = False,
-    timeout_s: float = 60.0,
+    timeout_s: float | None = None,
 ) -> Iterator[duckdb.DuckDBPyConnection]:
     """Open `db_path`, retrying while another process holds the write lock, and always close.
 
     A writable connection also creates the schema (idempotent), so every writer sees the tables.
     A read-only connection of a file that does not exist yet raises a clear FileNotFoundError.
+    `timeout_s` defaults to $EMB_LOCK_TIMEOUT_S (else 60 s); past it, CatalogLockedError.
     """
+    if timeout_s is None:
+        timeout_s = default_lock_timeout_s()
     db_path = Path(db_path)
     if read_only and not db_path.exists():
         raise FileNotFoundError(
@@ -58,10 +106,7 @@ def connect(
             if not is_lock_error(exc):
                 raise
             if time.monotonic() >= deadline:
-                raise CatalogLockedError(
-                    f"{db_path} stayed locked by another process for {timeout_s:.0f} s "
-                    f"({exc}). Wait for the running materialization to finish and retry."
-                ) from exc
+                raise CatalogLockedError(db_path, timeout_s, exc) from exc
             time.sleep(delay * (1 + random.random()))
             delay = min(delay * 2, 1.0)
     try:

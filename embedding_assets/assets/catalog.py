@@ -3,7 +3,7 @@
 import dagster as dg
 from pydantic import Field
 
-from embedding_assets.scan import DEFAULT_MAX_PIXELS
+from embedding_assets.scan import DEFAULT_MAX_PIXELS, UNLABELED_FOLDERS
 from embedding_assets.settings import default_image_dir
 from resources.storage import StorageResource
 
@@ -21,7 +21,12 @@ class CatalogConfig(dg.Config):
     labels_from_folders: bool = Field(
         default=True,
         description="Record each image's parent folder name as its label "
-        "(folders named unlabeled/unknown give none).",
+        "(folders named in unlabeled_folders give none).",
+    )
+    unlabeled_folders: list[str] = Field(
+        default=list(UNLABELED_FOLDERS),
+        description="Folder names (case-insensitive, exact) whose images get no folder label; "
+        "any other folder name becomes a label class.",
     )
     workers: int = Field(default=0, description="Threads that hash and decode; 0 = automatic.")
 
@@ -42,6 +47,7 @@ def image_catalog(
     marked `removed_at`, never deleted. Bad files are kept with status and error text.
     """
     from embedding_assets.catalog import scan_catalog, write_snapshot
+    from embedding_assets.scan import looks_unlabeled
 
     paths = storage.paths
     summary = scan_catalog(
@@ -50,12 +56,22 @@ def image_catalog(
         max_pixels=config.max_image_pixels,
         labels_from_folders=config.labels_from_folders,
         workers=config.workers or None,
+        unlabeled_folders=config.unlabeled_folders,
     )
     snapshot = write_snapshot(paths.catalog_db, paths.parquet_dir / "images.parquet")
     context.log.info(
         f"Scanned {summary.found} files in {summary.seconds:.2f} s: {summary.new} new, "
         f"{summary.changed} changed, {summary.removed} removed; status {summary.by_status}"
     )
+    context.log.info(f"Label classes (images): {summary.label_classes}")
+    suspicious = [c for c in summary.label_classes if looks_unlabeled(c, config.unlabeled_folders)]
+    if suspicious:
+        context.log.warning(
+            f"Label class(es) {', '.join(suspicious)} look like unlabeled folders but are not "
+            f"named exactly one of {', '.join(config.unlabeled_folders)}: their images are "
+            "labeled with the folder name; rename the folder or add it to unlabeled_folders "
+            "in the image_catalog config"
+        )
     with storage.connect(read_only=True) as con:
         version = con.execute(
             "SELECT coalesce(md5(string_agg(path || ':' || sha256, ',' ORDER BY path)), 'empty') "
@@ -74,6 +90,8 @@ def image_catalog(
             "duplicate_content_groups": summary.duplicate_groups,
             "by_status": dg.MetadataValue.json(summary.by_status),
             "by_format": dg.MetadataValue.json(summary.by_format),
+            "label_classes": dg.MetadataValue.json(summary.label_classes),
+            "unlabeled_folders": dg.MetadataValue.json(list(config.unlabeled_folders)),
             "seconds": dg.MetadataValue.float(round(summary.seconds, 3)),
             "images_per_second": dg.MetadataValue.float(round(summary.images_per_second, 1)),
             "catalog_db": dg.MetadataValue.path(str(paths.catalog_db)),
