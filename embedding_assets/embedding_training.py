@@ -128,7 +128,9 @@ def current_model(db: Path, base: EmbedParams) -> tuple[EmbedParams, int | None]
         )
     if not rows:
         return base, None
+    root = DataPaths(Path(db).parent)
     model_id, head, trunk = rows[0]
+    head, trunk = str(root.resolve(head)), str(root.resolve(trunk)) if trunk else None
     if not Path(head).is_file() or (trunk and not Path(trunk).is_file()):
         return base, None
     return replace(base, weights=trunk or base.weights, head=head), model_id
@@ -298,8 +300,8 @@ def train_embedding_model(
                 mode,
                 cfg.loss,
                 json.dumps(asdict(cfg)),
-                str(head_path),
-                str(trunk_path) if trunk_path else None,
+                paths.relative(head_path),
+                paths.relative(trunk_path) if trunk_path else None,
                 len(data.labels) - n_eval,
                 n_eval,
                 len(result.history),

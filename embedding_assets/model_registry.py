@@ -13,6 +13,7 @@ import numpy as np
 from embedding_assets import fingerprints
 from embedding_assets.active_learning import Decision, Training, uncertainty
 from resources.duckdb_store import connect
+from resources.paths import DataPaths
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -49,15 +50,16 @@ def champion(db_path: Path, current_embedding_key: str) -> dict | None:
             "SELECT version_id, algorithm, embedding_key, model_path, metrics "
             "FROM model_versions WHERE champion"
         ).fetchone()
-    if row is None or not Path(row[3]).exists():
+    model_path = DataPaths(Path(db_path).parent).resolve(row[3]) if row else None
+    if model_path is None or not model_path.exists():
         return None
-    artifact = joblib.load(row[3])
+    artifact = joblib.load(model_path)
     return {
         "version_id": row[0],
         "algorithm": row[1],
         "embedding_key": row[2],
         "current_embedding_key": current_embedding_key,
-        "model_path": row[3],
+        "model_path": str(model_path),
         "metrics": json.loads(row[4]),
         **artifact,
     }
@@ -128,7 +130,7 @@ def register(
                 version_id,
                 training.algorithm,
                 embedding_key,
-                str(model_path),
+                DataPaths(Path(db_path).parent).relative(model_path),
                 json.dumps(training.classes.tolist()),
                 training.n_labels,
                 max_label_id,

@@ -19,8 +19,9 @@ import faiss
 import numpy as np
 from PIL import Image
 
-from embedding_assets import fingerprints, similarity
+from embedding_assets import fingerprints, similarity, vectors
 from resources.duckdb_store import connect
+from resources.paths import DataPaths
 
 ASSET = "similarity_index"  # the asset whose builds these are (its row in asset_fingerprints)
 
@@ -100,7 +101,7 @@ def register_index(
             [
                 record.model_key,
                 record.version,
-                str(record.path),
+                DataPaths(Path(db_path).parent).relative(record.path),
                 record.index_type,
                 record.vectors,
                 record.dim,
@@ -130,10 +131,10 @@ _RECORD_COLUMNS = (
 )
 
 
-def _record(row: tuple) -> IndexRecord:
+def _record(row: tuple, db_path: Path) -> IndexRecord:
+    path = DataPaths(Path(db_path).parent).resolve(row[2])
     return IndexRecord(
-        row[0], row[1], Path(row[2]), row[3], row[4], row[5], json.loads(row[6] or "{}"), row[7],
-        row[8],
+        row[0], row[1], path, row[3], row[4], row[5], json.loads(row[6] or "{}"), row[7], row[8]
     )  # fmt: skip
 
 
@@ -146,7 +147,7 @@ def latest_index(db_path: Path, model_key: str, *, published_only: bool) -> Inde
             " ORDER BY version DESC LIMIT 1",
             [model_key],
         ).fetchone()
-    return _record(row) if row else None
+    return _record(row, db_path) if row else None
 
 
 def current_build(db_path: Path, model_key: str) -> IndexRecord | None:
@@ -160,7 +161,7 @@ def current_build(db_path: Path, model_key: str) -> IndexRecord | None:
             f"SELECT {_RECORD_COLUMNS} FROM faiss_indexes WHERE model_key = ? AND version = ?",
             [model_key, found.result],
         ).fetchone()
-    return _record(row) if row else None
+    return _record(row, db_path) if row else None
 
 
 def current_model_key(db_path: Path) -> str:
@@ -209,8 +210,9 @@ class Searcher:
                 f"Embedding set {self.record.model_key!r} is gone from embedding_sets; "
                 "re-materialize `embeddings` and `published_index`."
             )
-        self.parquet_path = Path(row[0])
-        self.params: dict = json.loads(row[1] or "{}")
+        root = DataPaths(self.db_path.parent)
+        self.parquet_path = root.resolve(row[0])
+        self.params: dict = vectors.loaded_params(root, json.loads(row[1] or "{}"))
         self.index = faiss.read_index(str(self.record.path))
         self.dim = self.index.d
 

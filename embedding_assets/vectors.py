@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from resources.duckdb_store import connect
+from resources.paths import DataPaths
 
 
 @dataclass(frozen=True)
@@ -65,17 +66,19 @@ def read_parquet(path: Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 def register(db_path: Path, emb_set: EmbeddingSet, weights: str | None, params: dict) -> None:
+    """Files under the data directory are stored relative to it (see `stored_params`)."""
+    root = DataPaths(Path(db_path).parent)
     with connect(db_path) as con:
         con.execute(
             "INSERT OR REPLACE INTO embedding_sets VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             [
                 emb_set.model_key,
                 emb_set.model,
-                weights,
+                stored_params(root, {"weights": weights})["weights"],
                 emb_set.dim,
                 emb_set.count,
-                str(emb_set.parquet_path),
-                json.dumps(params),
+                root.relative(emb_set.parquet_path),
+                json.dumps(stored_params(root, params)),
                 datetime.now(timezone.utc).replace(tzinfo=None),
             ],
         )
@@ -107,7 +110,31 @@ def current_set(db_path: Path) -> EmbeddingSet:
         ).fetchone()
     if row is None:
         raise LookupError("No embeddings yet: materialize the `embeddings` asset first.")
-    return EmbeddingSet(row[0], row[1], row[2], row[3], Path(row[4]))
+    path = DataPaths(Path(db_path).parent).resolve(row[4])
+    return EmbeddingSet(row[0], row[1], row[2], row[3], path)
+
+
+_PARAM_FILES = ("head", "weights")  # EmbedParams fields that may name a file of ours
+
+
+def stored_params(root: DataPaths, params: dict) -> dict:
+    """`params` with a trained head / fine-tuned trunk under the data directory made relative."""
+    out = dict(params)
+    for k in _PARAM_FILES:
+        v = out.get(k)
+        if isinstance(v, str) and Path(v).is_absolute():
+            out[k] = root.relative(v)
+    return out
+
+
+def loaded_params(root: DataPaths, params: dict) -> dict:
+    """The inverse of `stored_params`: relative head / trunk resolved against `root`."""
+    out = dict(params)
+    for k in _PARAM_FILES:
+        v = out.get(k)
+        if isinstance(v, str) and not Path(v).is_absolute() and (root.root / v).is_file():
+            out[k] = str(root.resolve(v))
+    return out
 
 
 def load_current(db_path: Path) -> tuple[EmbeddingSet, np.ndarray, np.ndarray]:

@@ -54,6 +54,20 @@ class DataPaths:
     def locks_dir(self) -> Path:
         return self.root / "locks"
 
+    def relative(self, path: str | Path) -> str:
+        """How the catalog stores a file: relative to the data directory when it lies under it
+        (so the folder can be moved or copied), else absolute (a user's own file)."""
+        full = Path(path).expanduser().resolve()
+        try:
+            return full.relative_to(self.root).as_posix()
+        except ValueError:
+            return str(full)
+
+    def resolve(self, stored: str | Path) -> Path:
+        """A path read from the catalog, against the current data directory."""
+        path = Path(stored)
+        return path if path.is_absolute() else self.root / path
+
     def ensure(self, path: Path) -> Path:
         path.mkdir(parents=True, exist_ok=True)
         return path

@@ -184,7 +184,7 @@ def test_finetune_mode_serves_its_own_trunk(data_dir: Path, digits_catalog: Data
         trunk, key, promoted = con.execute(
             "SELECT trunk_path, model_key, promoted FROM embedding_models"
         ).fetchall()[0]
-    assert Path(trunk).is_file() and key.startswith("resnet18-file-head-")
+    assert digits_catalog.resolve(trunk).is_file() and key.startswith("resnet18-file-head-")
     [gate] = [c for c in run.get_asset_check_evaluations() if c.check_name == GATE]
     assert gate.passed is promoted
     used = run.asset_materializations_for_node("embeddings")[0].metadata["model_key"].value

@@ -1,0 +1,4 @@
+-- Files under the data directory are stored relative to it, so the folder can be moved or copied
+-- (issue 14): embedding_sets.parquet_path (and params head/weights), faiss_indexes.path,
+-- embedding_models.head_path/trunk_path, model_versions.model_path. Absolute rows written before
+-- are rewritten by `relativize_paths` in resources/schema.py; images.path stays absolute.
