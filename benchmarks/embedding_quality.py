@@ -28,7 +28,8 @@ from embedding_assets import embedding_eval
 from embedding_assets.backbones import build_backbone, file_spec, resolve_spec
 from embedding_assets.embedder import load_image
 from embedding_assets.embedding_training import hash_fraction
-from embedding_assets.metric_training import TrainConfig, embed_features, finetune, train_head
+from embedding_assets.heads import embed_features
+from embedding_assets.metric_training import TrainConfig, finetune, train_head
 from embedding_assets.model_defaults import DEFAULT_MODEL, DEFAULT_WEIGHTS
 from resources.duckdb_store import connect
 from resources.storage import DataPaths

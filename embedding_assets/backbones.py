@@ -127,11 +127,7 @@ def resolve_spec(name: str, weights: str | None = None, image_size: int = 0) -> 
         )
     else:
         weights_id = f"timm:{_timm_pretrained_name(arch, weights)}"
-    if source == "timm":
-        pre = _timm_preprocess(arch, image_size)
-    else:
-        size = image_size or DEFAULT_SIZE
-        pre = Preprocess(resize=size, crop=size)
+    pre = _own_preprocess(source, arch, image_size)
     return BackboneSpec(name, weights, weights_id, pre, source, arch)
 
 
@@ -139,12 +135,16 @@ def file_spec(name: str, image_size: int = 0) -> BackboneSpec:
     """The spec a fine-tuned trunk of `name` is served with (a local file): its preprocessing is
     what training must use too."""
     source, arch = _locate(name)
+    return BackboneSpec(name, None, "file", _own_preprocess(source, arch, image_size), source, arch)
+
+
+def _own_preprocess(source: str, arch: str, image_size: int) -> Preprocess:
+    """Preprocessing without named torchvision weights: timm's pretrained config of the
+    architecture, else resize + crop to `image_size` with ImageNet statistics."""
     if source == "timm":
-        pre = _timm_preprocess(arch, image_size)
-    else:
-        size = image_size or DEFAULT_SIZE
-        pre = Preprocess(resize=size, crop=size)
-    return BackboneSpec(name, None, "file", pre, source, arch)
+        return _timm_preprocess(arch, image_size)
+    size = image_size or DEFAULT_SIZE
+    return Preprocess(resize=size, crop=size)
 
 
 def build_backbone(spec: BackboneSpec, allow_download: bool = True) -> Backbone:

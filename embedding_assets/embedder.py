@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from embedding_assets.backbones import Backbone, BackboneSpec, build_backbone, resolve_spec
 from embedding_assets.choices import Precision, StoreDtype
-from embedding_assets.heads import L2Normalize, load_head
+from embedding_assets.heads import L2Normalize, check_fits, load_head
 from embedding_assets.model_defaults import DEFAULT_MODEL, DEFAULT_WEIGHTS
 
 
@@ -62,11 +62,7 @@ class EmbedParams:
         backbone = build_backbone(self.spec(), allow_download=allow_download)
         if self.head:
             head = load_head(self.head)
-            if head.dims[0] != backbone.dim:
-                raise ValueError(
-                    f"head {self.head} expects {head.dims[0]}-d features but {self.model} gives "
-                    f"{backbone.dim}; train the head on this backbone"
-                )
+            check_fits(head, self.head, self.model, backbone.dim)
             backbone = Backbone(
                 torch.nn.Sequential(backbone.model, L2Normalize(), head).eval(),
                 head.dims[2],

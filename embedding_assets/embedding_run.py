@@ -22,7 +22,7 @@ from embedding_assets import vectors
 from embedding_assets.choices import Precision
 from embedding_assets.embedder import EmbedParams, embed_paths
 from embedding_assets.embedding_cache import EmbeddingCache
-from embedding_assets.heads import L2Normalize, load_head
+from embedding_assets.heads import check_fits, embed_features, load_head
 from resources.duckdb_store import connect
 from resources.paths import DataPaths
 
@@ -161,7 +161,9 @@ def plain_params(db: Path, model_key: str) -> EmbedParams | None:
         ).fetchall()
     if not rows or not rows[0][0] or not json.loads(rows[0][0]).get("head"):
         return None
-    return replace(EmbedParams(**json.loads(rows[0][0])), head=None, store_dtype="float32")
+    # a fine-tuned trunk is stored relative to the data folder: resolve it like the Searcher does
+    stored = vectors.loaded_params(DataPaths(db.parent), json.loads(rows[0][0]))
+    return replace(EmbedParams(**stored), head=None, store_dtype="float32")
 
 
 def content_vectors(
@@ -171,8 +173,12 @@ def content_vectors(
     None. Near-duplicates are judged on these: a metric-learning head pulls a whole class
     together (same-class cosine near 1), which says nothing about duplicated content."""
     params = plain_params(paths.catalog_db, model_key)
-    if params is None:
-        return None
+    return None if params is None else _plain_vectors(paths, params, ids, device)
+
+
+def _plain_vectors(
+    paths: DataPaths, params: EmbedParams, ids: np.ndarray, device: str
+) -> tuple[np.ndarray, np.ndarray]:
     with connect(paths.catalog_db, read_only=True) as con:
         files = {
             r[0]: (fs_path(r[1]), r[2])
@@ -203,7 +209,7 @@ def classifier_features(
     params = plain_params(paths.catalog_db, emb_set.model_key)
     if params is None:
         return emb_set, emb_set.model_key, ids, X
-    plain_ids, plain = content_vectors(paths, emb_set.model_key, ids, device)
+    plain_ids, plain = _plain_vectors(paths, params, ids, device)
     return emb_set, params.model_key(), plain_ids, plain
 
 
@@ -309,17 +315,12 @@ def _fill_from_base(cache, params, fs_paths, hashes, summary, **embed_options) -
     summary.dim = head.dims[2]
     if todo:
         dim = base_summary.dim or cache.dim(base_summary.model_key, todo[0], "float32")
-        if head.dims[0] != dim:
-            raise ValueError(
-                f"head {params.head} expects {head.dims[0]}-d features but {params.model} gives "
-                f"{dim}; train the head on this backbone"
-            )
+        check_fits(head, params.head, params.model, dim)
     for start in range(0, len(todo), HEAD_BATCH):
         chunk = todo[start : start + HEAD_BATCH]
-        x = torch.from_numpy(cache.get_matrix(base_summary.model_key, chunk, dim, "float32"))
-        with torch.inference_mode():
-            y = torch.nn.functional.normalize(head(L2Normalize()(x)), dim=1)
-        cache.put_batch(summary.model_key, chunk, y.numpy().astype(params.store_dtype))
+        x = cache.get_matrix(base_summary.model_key, chunk, dim, "float32")
+        y = embed_features(head, x)
+        cache.put_batch(summary.model_key, chunk, y.astype(params.store_dtype))
     summary.embedded = len(todo)
     summary.embed_seconds = base_summary.embed_seconds + time.perf_counter() - t0
     return failed

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -73,3 +74,20 @@ def load_head(path: str | Path) -> ProjectionHead:
     head = ProjectionHead(*blob["dims"], dropout=blob["dropout"])
     head.load_state_dict(blob["state_dict"])
     return head.eval()
+
+
+def check_fits(head: ProjectionHead, head_path: str, model: str, dim: int) -> None:
+    """A head only fits the backbone whose features it was trained on."""
+    if head.dims[0] != dim:
+        raise ValueError(
+            f"head {head_path} expects {head.dims[0]}-d features but {model} gives {dim}; "
+            "train the head on this backbone"
+        )
+
+
+def embed_features(head: ProjectionHead, X: np.ndarray) -> np.ndarray:
+    """Apply a trained head to backbone features as inference does (normalize, head,
+    normalize)."""
+    with torch.inference_mode():
+        x = L2Normalize()(torch.as_tensor(np.asarray(X, np.float32)))
+        return L2Normalize()(head.eval()(x)).numpy()

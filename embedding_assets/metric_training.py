@@ -316,11 +316,3 @@ def finetune(
     return TrainResult(
         model.head, model.trunk, history, best_epoch, stopped, time.perf_counter() - started
     )
-
-
-def embed_features(head: ProjectionHead, X: np.ndarray) -> np.ndarray:
-    """Apply a trained head to backbone features as inference does (normalize, head,
-    normalize)."""
-    with torch.no_grad():
-        x = L2Normalize()(torch.as_tensor(np.asarray(X, np.float32)))
-        return L2Normalize()(head.eval()(x)).numpy()

@@ -19,12 +19,12 @@ from typing import NamedTuple
 import dagster as dg
 
 from embedding_assets.assets.active_learning import classifier, label_queue, labels, predictions
+from embedding_assets.assets.reuse import DATA_VERSION_TAG
 from resources.duckdb_store import CatalogLockedError, connect, is_lock_error
 from resources.storage import StorageResource
 
 MIN_LABELS_ENV = "EMB_RETRAIN_MIN_LABELS"
 LOCK_TIMEOUT_S = 2.0
-DATA_VERSION_TAG = "dagster/data_version"  # where Dagster reads a reported event's data version
 
 
 def min_new_labels() -> int:

@@ -18,7 +18,8 @@ from embedding_assets.assets.embeddings import embeddings
 from embedding_assets.catalog import scan_catalog
 from embedding_assets.embedder import EmbedParams
 from embedding_assets.embedding_training import trained_params
-from embedding_assets.metric_training import TrainConfig, embed_features, train_head
+from embedding_assets.heads import embed_features
+from embedding_assets.metric_training import TrainConfig, train_head
 from resources.duckdb_store import connect
 from resources.gpu import GPUResource
 from resources.storage import DataPaths, StorageResource
