@@ -35,9 +35,13 @@ def _run(run_config: dict[str, Any], verbose: bool) -> None:
     """Run every asset: progress bars on a terminal and a closing summary, or Dagster's own log
     lines with --verbose; exit 1 when a step or check failed."""
     from embedding_assets import progress
+    from embedding_assets.orphan_runs import orphan_lines
     from embedding_assets.run_summary import problem_lines, summary_lines
-    from embedding_assets.runner import run_everything
+    from embedding_assets.runner import instance, run_everything
 
+    with instance() as inst:  # runs left STARTED by a killed `emb run`
+        for line in orphan_lines(inst):
+            typer.secho(line, fg=typer.colors.YELLOW, err=True)
     bars = progress.bars() if sys.stderr.isatty() and not verbose else nullcontext()
     start = time.perf_counter()
     with bars:
@@ -147,9 +151,12 @@ def sql(
 @app.command()
 def ui(port: int = typer.Option(3000, help="Port of the Dagster UI.")) -> None:
     """Start `dagster dev` (webserver and daemon, so sensors run) on this project."""
-    from embedding_assets.runner import ensure_home
+    from embedding_assets.orphan_runs import orphan_lines
+    from embedding_assets.runner import instance
 
-    ensure_home()
+    with instance() as inst:  # runs left STARTED by a killed `emb run` (sets DAGSTER_HOME)
+        for line in orphan_lines(inst):
+            typer.secho(line, fg=typer.colors.YELLOW, err=True)
     os.environ.setdefault(DATA_DIR_ENV, str(_paths().root))
     workspace = Path(__file__).resolve().parent.parent / "workspace.yaml"
     args = ["dagster", "dev", "-p", str(port)]

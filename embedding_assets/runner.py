@@ -4,6 +4,7 @@ the runs show up in the UI afterwards; and the run config the CLI builds for it.
 from __future__ import annotations
 
 import os
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -66,9 +67,24 @@ def run_everything(
     if not verbose:
         config["loggers"] = {"console": {"config": {"log_level": "CRITICAL"}}}
     with instance() as inst:
-        return everything_job().execute_in_process(
-            run_config=config, instance=inst, raise_on_error=False
-        )
+        return execute(everything_job(), inst, config)
+
+
+def execute(
+    job: dg.JobDefinition, inst: dg.DagsterInstance, run_config: dict[str, Any]
+) -> dg.ExecuteInProcessResult:
+    """Execute `job` in this process, its run tagged with this process (orphan_runs.run_tags)
+    so that a later `emb` fails the run if this process is killed before it ends."""
+    from embedding_assets.orphan_runs import run_tags
+
+    run_id = str(uuid.uuid4())
+    return job.execute_in_process(
+        run_config=run_config,
+        instance=inst,
+        raise_on_error=False,
+        run_id=run_id,
+        tags=run_tags(run_id),
+    )
 
 
 def catalog_config(image_dir: str) -> dict[str, Any]:
