@@ -56,19 +56,41 @@ def serve(
     port: int = typer.Option(8000, help="TCP port."),
     model_key: str = typer.Option(None, "--model-key", help="Embedding set to serve."),
     max_k: int = typer.Option(100, help="Largest k a request may ask for."),
+    max_batch: int = typer.Option(256, help="Most queries in one /search/batch request."),
     max_upload_mb: float = typer.Option(10.0, help="Largest request body in MiB."),
     max_pixels: int = typer.Option(40_000_000, help="Largest uploaded image in pixels."),
+    reload_seconds: float = typer.Option(
+        1.0, help="How often to look for a newer published index (0: never)."
+    ),
+    access_log: bool = typer.Option(False, help="Log every request (costs throughput)."),
+    workers: int = typer.Option(
+        0, min=0, help="Server processes, each with the index in memory (0: one per CPU, max 4)."
+    ),
 ) -> None:
-    """Serve `/search` (by image id or uploaded image) and `/health` over HTTP."""
+    """Serve `/search` (by image id or uploaded image), `/search/batch` and `/health` over
+    HTTP; the OpenAPI page is at /docs. Newly published indexes are picked up while serving."""
+    import os
+
     import uvicorn
 
-    from embedding_assets.search_api import create_app
+    from embedding_assets.search_api import SERVE_CONFIG_ENV
 
-    app = create_app(
-        DataPaths(default_data_dir()).catalog_db,
-        model_key,
-        max_k=max_k,
-        max_upload_bytes=int(max_upload_mb * 2**20),
-        max_pixels=max_pixels,
+    options = {
+        "db_path": str(DataPaths(default_data_dir()).catalog_db),
+        "model_key": model_key,
+        "max_k": max_k,
+        "max_batch": max_batch,
+        "max_upload_bytes": int(max_upload_mb * 2**20),
+        "max_pixels": max_pixels,
+        "reload_seconds": reload_seconds,
+    }
+    os.environ[SERVE_CONFIG_ENV] = json.dumps(options)
+    uvicorn.run(
+        "embedding_assets.search_api:app_from_env",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers or min(os.cpu_count() or 1, 4),
+        access_log=access_log,
+        log_level="warning",
     )
-    uvicorn.run(app, host=host, port=port)

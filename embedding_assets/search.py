@@ -10,16 +10,15 @@ an in-memory image, or a vector.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-import duckdb
 import faiss
 import numpy as np
 from PIL import Image
 
-from embedding_assets import fingerprints, similarity, vectors
+from embedding_assets import fingerprints, index_snapshot, similarity, vectors
 from resources.duckdb_store import connect
 from resources.paths import DataPaths
 
@@ -57,7 +56,15 @@ class Hit:
     cluster: int | None
 
     def as_dict(self) -> dict:
-        return asdict(self)
+        # by hand: dataclasses.asdict deep-copies, a tenth of a by-id request's time
+        return {
+            "rank": self.rank,
+            "image_id": self.image_id,
+            "path": self.path,
+            "similarity": self.similarity,
+            "label": self.label,
+            "cluster": self.cluster,
+        }
 
 
 def _now() -> datetime:
@@ -117,13 +124,24 @@ def register_index(
 
 
 def publish(db_path: Path, model_key: str, version: str, check_recall: float) -> None:
-    """Mark a version as the one search uses (the newest published version wins)."""
+    """Mark a version as the one search uses (the newest published version wins), in the
+    catalog and in the pointer files that running servers poll; drop older snapshots."""
     with connect(db_path) as con:
         con.execute(
             "UPDATE faiss_indexes SET published = true, published_at = ?, check_recall_at_5 = ?"
             " WHERE model_key = ? AND version = ?",
             [_now(), check_recall, model_key, version],
         )
+    root = DataPaths(Path(db_path).parent)
+    previous = index_snapshot.read_pointer(root, model_key)
+    index_snapshot.write_pointer(root, model_key, version)
+    # keep what a server may still be switching from, and what was just built
+    keep = {
+        version,
+        previous[1] if previous else "",
+        getattr(current_build(db_path, model_key), "version", ""),
+    }
+    index_snapshot.prune(root.indexes_dir / model_key, keep)
 
 
 _RECORD_COLUMNS = (
@@ -194,41 +212,74 @@ def published_index(db_path: Path, model_key: str | None = None) -> IndexRecord:
     )
 
 
-class Searcher:
-    """One published index, loaded once, with what it takes to answer any kind of query."""
+def _served_record(root: DataPaths, db_path: Path, model_key: str | None) -> IndexRecord:
+    """The published version to serve: from the pointer file publication writes (no DuckDB),
+    else (an index published before pointers existed, or none) from the catalog."""
+    found = index_snapshot.read_pointer(root, model_key)
+    if found is None:
+        return published_index(db_path, model_key)
+    key, version = found
+    path = _with_snapshot(index_path(root.indexes_dir, key, version), key, version)
+    r = index_snapshot.build_info(path)["record"]
+    return IndexRecord(
+        key, version, path, r["index_type"], r["vectors"], r["dim"], r["search_params"],
+        r["recall_at_5"], True,
+    )  # fmt: skip
 
-    def __init__(self, db_path: Path, model_key: str | None = None) -> None:
+
+def _with_snapshot(path: Path, model_key: str, version: str) -> Path:
+    if not index_snapshot.exists(path):
+        raise LookupError(
+            f"Index {version} of {model_key} has no search snapshot (it was built by an older "
+            "version): re-materialize `similarity_index` and `published_index` (emb run)."
+        )
+    return path
+
+
+class Searcher:
+    """One published index version, loaded once with its snapshot (ids, vectors, paths, labels,
+    clusters, embedding parameters), so that answering never opens DuckDB. `explain` lets a
+    query for an image outside the index ask the catalog why (the CLI does; the server, whose
+    request path must not wait on the DuckDB writer, does not)."""
+
+    def __init__(
+        self, db_path: Path, model_key: str | None = None, *, explain: bool = True
+    ) -> None:
         self.db_path = Path(db_path)
-        self.record = published_index(self.db_path, model_key)
-        with connect(self.db_path, read_only=True) as con:
-            row = con.execute(
-                "SELECT parquet_path, params, dim FROM embedding_sets WHERE model_key = ?",
-                [self.record.model_key],
-            ).fetchone()
-        if row is None:
-            raise LookupError(
-                f"Embedding set {self.record.model_key!r} is gone from embedding_sets; "
-                "re-materialize `embeddings` and `published_index`."
-            )
+        self.explain = explain
         root = DataPaths(self.db_path.parent)
-        self.parquet_path = root.resolve(row[0])
-        self.params: dict = vectors.loaded_params(root, json.loads(row[1] or "{}"))
+        self.record = _served_record(root, self.db_path, model_key)
+        _with_snapshot(self.record.path, self.model_key, self.record.version)
+        info = index_snapshot.build_info(self.record.path)
+        self.params: dict = vectors.loaded_params(root, info["params"])
         self.index = faiss.read_index(str(self.record.path))
         self.dim = self.index.d
+        self.ids, self.vectors = index_snapshot.stored_vectors(self.record.path)
+        self.lookup = index_snapshot.Lookup(self.ids)
+        self.rows = index_snapshot.read_rows(self.record.path)
+        self._path_ids: dict[str, int] | None = None
 
     @property
     def model_key(self) -> str:
         return self.record.model_key
 
+    def refresh_rows(self, timeout_s: float | None = None) -> None:
+        """Labels and clusters as the catalog has them now (one short read-only connection;
+        raises if the catalog cannot be read, and then the previous rows stay)."""
+        rows = index_snapshot.catalog_rows(self.db_path, self.model_key, self.ids, timeout_s)
+        self.rows, self._path_ids = rows, None
+
     # -- turning a query into a vector ------------------------------------------------------
     def vector_of_id(self, image_id: int) -> np.ndarray:
-        with duckdb.connect() as con:
-            row = con.execute(
-                "SELECT vector FROM read_parquet(?) WHERE image_id = ?",
-                [str(self.parquet_path), image_id],
-            ).fetchone()
-        if row is not None:
-            return np.asarray(row[0], dtype=np.float32)
+        row = int(self.lookup.rows(np.asarray([image_id]))[0])
+        if row >= 0:
+            return np.asarray(self.vectors[row], dtype=np.float32)
+        if not self.explain:
+            raise UnknownImageError(
+                f"image id {image_id} is not in index {self.record.version} of "
+                f"{self.model_key!r}: an unknown id, or an image that is new, removed or could "
+                "not be embedded (new images are searchable after the next run publishes)."
+            )
         with connect(self.db_path, read_only=True) as con:
             info = con.execute(
                 "SELECT status, error, removed_at FROM images WHERE image_id = ?", [image_id]
@@ -243,12 +294,10 @@ class Searcher:
         )
 
     def id_of_path(self, path: Path) -> int | None:
-        with connect(self.db_path, read_only=True) as con:
-            row = con.execute(
-                "SELECT image_id FROM images WHERE path = ? AND removed_at IS NULL",
-                [str(path.resolve())],
-            ).fetchone()
-        return row[0] if row else None
+        if self._path_ids is None:
+            rows = self.rows
+            self._path_ids = {p: int(i) for i, p in zip(rows.ids, rows.paths, strict=True) if p}
+        return self._path_ids.get(str(Path(path).resolve()))
 
     def embed_file(self, path: Path) -> np.ndarray:
         from embedding_assets.embedder import embed_files
@@ -258,37 +307,82 @@ class Searcher:
         except ValueError as exc:
             raise QueryError(f"query image {path} cannot be used: {exc}") from exc
 
-    def embed_image(self, image: Image.Image) -> np.ndarray:
+    def embed_images(self, images: list[Image.Image]) -> np.ndarray:
         from embedding_assets.embedder import embed_pil
 
         try:
-            return embed_pil([image], self.params)[0].astype(np.float32)
+            return embed_pil(images, self.params).astype(np.float32)
         except (ValueError, OSError) as exc:
-            raise QueryError(f"the uploaded image cannot be embedded: {exc}") from exc
+            raise QueryError(f"an uploaded image cannot be embedded: {exc}") from exc
 
     # -- searching --------------------------------------------------------------------------
-    def by_vector(self, vector: np.ndarray, k: int, exclude: int | None = None) -> list[Hit]:
-        vec = np.asarray(vector, dtype=np.float32).reshape(1, -1)
-        if vec.shape[1] != self.dim:
+    def by_vectors(
+        self, queries: np.ndarray, k: int, exclude: list[int | None] | None = None
+    ) -> list[list[Hit]]:
+        """Top k per query row in one FAISS call; `exclude[i]` (the query's own id) is left out."""
+        q = np.asarray(queries, dtype=np.float32)
+        q = q.reshape(1, -1) if q.ndim == 1 else q
+        if q.shape[1] != self.dim:
             raise QueryError(
-                f"query vector has {vec.shape[1]} dimensions but the index of model key "
+                f"query vector has {q.shape[1]} dimensions but the index of model key "
                 f"{self.model_key!r} has {self.dim}: embed the query with that model key."
             )
-        if not np.isfinite(vec).all():
+        if not np.isfinite(q).all():
             raise QueryError("query vector contains NaN or infinity")
+        exclude = exclude or [None] * len(q)
+        extra = int(any(e is not None for e in exclude))
         with similarity.single_thread():
-            sims, found = similarity.search(
-                self.index, vec, k + (exclude is not None), self.record.search_params
+            sims, found = similarity.search(self.index, q, k + extra, self.record.search_params)
+        rows = self.rows
+        positions = self.lookup.rows(found)
+        out = []
+        for r in range(len(q)):
+            keep = (found[r] >= 0) & (found[r] != (-2 if exclude[r] is None else exclude[r]))
+            picked = np.flatnonzero(keep)[:k]
+            out.append(
+                [
+                    _hit(
+                        rank,
+                        int(found[r, j]),
+                        float(sims[r, j]),
+                        int(positions[r * found.shape[1] + j]),
+                        rows,
+                    )
+                    for rank, j in enumerate(picked, start=1)
+                ]
             )
-        pairs = [
-            (int(i), float(s))
-            for i, s in zip(found[0], sims[0], strict=True)
-            if i >= 0 and i != exclude
-        ][:k]
-        return self._hits(pairs)
+        return out
+
+    def by_vector(self, vector: np.ndarray, k: int, exclude: int | None = None) -> list[Hit]:
+        return self.by_vectors(np.asarray(vector).reshape(1, -1), k, [exclude])[0]
 
     def by_id(self, image_id: int, k: int) -> list[Hit]:
         return self.by_vector(self.vector_of_id(image_id), k, exclude=image_id)
+
+    def by_ids(self, image_ids: list[int], k: int) -> list[list[Hit] | QueryError]:
+        """Many ids in one FAISS call; an id outside the index gets its error in its place."""
+        rows = self.lookup.rows(np.asarray(image_ids, dtype=np.int64))
+        known = [i for i, r in enumerate(rows) if r >= 0]
+        answers: list[list[Hit] | QueryError] = []
+        hits = (
+            self.by_vectors(
+                np.asarray(self.vectors[rows[known]], dtype=np.float32),
+                k,
+                [image_ids[i] for i in known],
+            )
+            if known
+            else []
+        )
+        found = dict(zip(known, hits, strict=True))
+        for i, image_id in enumerate(image_ids):
+            if i in found:
+                answers.append(found[i])
+                continue
+            try:
+                self.vector_of_id(image_id)
+            except QueryError as exc:
+                answers.append(exc)
+        return answers
 
     def by_file(self, path: Path, k: int) -> list[Hit]:
         """A catalog image uses its stored vector; any other file is embedded on the fly."""
@@ -297,14 +391,14 @@ class Searcher:
             raise QueryError(f"{path} is not a file; pass an image file or a catalog image id.")
         image_id = self.id_of_path(path)
         if image_id is not None:
-            try:
-                return self.by_id(image_id, k)
-            except QueryError:
-                pass  # e.g. the file changed since the embedding run: embed it now instead
+            return self.by_id(image_id, k)
         return self.by_vector(self.embed_file(path), k)
 
     def by_image(self, image: Image.Image, k: int) -> list[Hit]:
-        return self.by_vector(self.embed_image(image), k)
+        return self.by_vector(self.embed_images([image])[0], k)
+
+    def by_images(self, images: list[Image.Image], k: int) -> list[list[Hit]]:
+        return self.by_vectors(self.embed_images(images), k)
 
     def similar(self, query: str | int | Path, k: int = 10) -> list[Hit]:
         """An int or digits that are not a file name are an image id; anything else a path."""
@@ -312,33 +406,14 @@ class Searcher:
             return self.by_id(int(query), k)
         return self.by_file(Path(query), k)
 
-    def _hits(self, pairs: list[tuple[int, float]]) -> list[Hit]:
-        if not pairs:
-            return []
-        ids = [i for i, _ in pairs]
-        with connect(self.db_path, read_only=True) as con:
-            has_clusters = con.execute(
-                "SELECT count(*) FROM duckdb_tables() WHERE table_name = 'clusters'"
-            ).fetchone()[0]
-            cluster_sql = (
-                "LEFT JOIN clusters c ON c.image_id = i.image_id AND c.model_key = ?"
-                if has_clusters
-                else "LEFT JOIN (SELECT NULL::BIGINT AS image_id, NULL::INTEGER AS cluster) c"
-                " ON false"
-            )
-            args = ([self.model_key] if has_clusters else []) + [ids]
-            rows = con.execute(
-                f"SELECT i.image_id, i.path, l.label, c.cluster FROM images i "
-                f"LEFT JOIN current_labels l ON l.image_id = i.image_id {cluster_sql} "
-                f"WHERE i.image_id IN (SELECT unnest(?::BIGINT[]))",
-                args,
-            ).fetchall()
-        info = {r[0]: r[1:] for r in rows}
-        hits = []
-        for rank, (image_id, sim) in enumerate(pairs, start=1):
-            path, label, cluster = info.get(image_id, (None, None, None))
-            hits.append(Hit(rank, image_id, path, sim, label, cluster))
-        return hits
+
+def _hit(rank: int, image_id: int, sim: float, row: int, rows: index_snapshot.Rows) -> Hit:
+    if row < 0:
+        return Hit(rank, image_id, None, sim, None, None)
+    cluster = int(rows.clusters[row])
+    return Hit(
+        rank, image_id, rows.paths[row], sim, rows.labels[row], None if cluster < 0 else cluster
+    )
 
 
 def similar(

@@ -21,6 +21,7 @@ import numpy as np
 
 METRIC = faiss.METRIC_INNER_PRODUCT
 NPROBE_STEPS = (1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 1024)
+EXACT_SCAN_FLOATS = 4_000_000  # the most an exact index scans per query (n x d)
 EF_SEARCH_STEPS = (16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 1024)
 
 
@@ -69,14 +70,16 @@ def nlist_for(n: int) -> int:
 def choose_factory(n: int, d: int, memory_budget_bytes: int, *, exact_max: int = 20_000) -> str:
     """The FAISS `index_factory` string for n vectors of dimension d.
 
-    - up to `exact_max`: `Flat` (exact; a query scans n·d floats, well under a millisecond);
+    - up to `exact_max` vectors and EXACT_SCAN_FLOATS floats: `Flat` (exact; a query scans
+      n·d floats, about a millisecond at the limit: 10k x 1280-d vectors took 5 ms a query,
+      which capped a search server near 200 requests/s);
     - raw vectors within the memory budget: `IVF{nlist},Flat` (trains in seconds; tuned nprobe
       gives sub-millisecond queries at recall@5 >= 0.95 on 1M x 64, see
       benchmarks/results/search_latency.md, where HNSW needs minutes to build on 2 cores);
     - else `IVF{nlist},PQ{m}x8` with the largest m whose codes fit the budget. `HNSW32,Flat` and
       anything else FAISS knows stay available through the `index_factory` override.
     """
-    if n <= exact_max:
+    if n <= exact_max and n * d <= EXACT_SCAN_FLOATS:
         return "Flat"
     nlist = nlist_for(n)
     if n * (d * 4 + 8) <= memory_budget_bytes:  # vectors + ids
@@ -153,6 +156,58 @@ def build_index(
     if device != "cpu":
         work = faiss.index_gpu_to_cpu(work)
     return BuiltIndex(work, factory, {}, t1 - t0, t2 - t1, device=device)
+
+
+@dataclass
+class IndexChanges:
+    """What an index must drop and take to match a new set of (ids, vectors)."""
+
+    remove_ids: np.ndarray
+    add_rows: np.ndarray  # rows of the new set to add
+
+    @property
+    def count(self) -> int:
+        return len(self.remove_ids) + len(self.add_rows)
+
+
+def changes(
+    old_ids: np.ndarray, old_vectors: np.ndarray, new_ids: np.ndarray, new_vectors: np.ndarray
+) -> IndexChanges:
+    """Ids gone from the new set or whose vector changed (content edited in place) are removed;
+    new ids and changed ones are added. Compared in chunks, so a memory-mapped old set is read
+    once."""
+    order = np.argsort(old_ids, kind="stable")
+    sorted_old = old_ids[order]
+    pos = np.clip(np.searchsorted(sorted_old, new_ids), 0, max(len(sorted_old) - 1, 0))
+    present = (sorted_old[pos] == new_ids) if len(sorted_old) else np.zeros(len(new_ids), bool)
+    old_rows = np.where(present, order[pos] if len(order) else 0, -1)
+    changed = np.zeros(len(new_ids), dtype=bool)
+    both = np.flatnonzero(present)
+    for start in range(0, len(both), 65536):
+        rows = both[start : start + 65536]
+        old = np.asarray(old_vectors[np.sort(old_rows[rows])])
+        # gather in sorted order (sequential reads), then put back in `rows` order
+        back = np.argsort(np.argsort(old_rows[rows]))
+        changed[rows] = np.any(old[back] != new_vectors[rows], axis=1)
+    gone = old_ids[~np.isin(old_ids, new_ids)]
+    remove = np.concatenate([gone, new_ids[changed]]).astype(np.int64)
+    return IndexChanges(remove, np.flatnonzero(~present | changed))
+
+
+def apply_changes(
+    index: faiss.Index, delta: IndexChanges, new_ids: np.ndarray, new_vectors: np.ndarray
+) -> float:
+    """Remove and add in place (Flat, IVF; HNSW can only add); returns the seconds taken."""
+    t0 = time.perf_counter()
+    if len(delta.remove_ids):
+        index.remove_ids(faiss.IDSelectorBatch(delta.remove_ids))
+    if len(delta.add_rows):
+        rows = delta.add_rows
+        index.add_with_ids(
+            np.ascontiguousarray(new_vectors[rows], dtype=np.float32),
+            np.asarray(new_ids[rows], dtype=np.int64),
+        )
+    return time.perf_counter() - t0
 
 
 def search_parameters(

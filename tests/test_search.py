@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 
 from embedding_assets.cli import app
 from embedding_assets.search import QueryError, Searcher, UnknownImageError, similar
+from resources.duckdb_store import connect
 from resources.storage import DataPaths
 from tests.search_setup import class_image, searchable
 
@@ -32,8 +33,10 @@ def env(searchable_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def _id_of(data_dir: Path, suffix: str) -> int:
-    searcher = Searcher(DataPaths(data_dir).catalog_db)
-    return searcher.id_of_path(data_dir.parent / "images" / suffix)
+    """The catalog id of an image (indexed or not: the search snapshot has only indexed ones)."""
+    with connect(DataPaths(data_dir).catalog_db, read_only=True) as con:
+        path = str((data_dir.parent / "images" / suffix).resolve())
+        return con.execute("SELECT image_id FROM images WHERE path = ?", [path]).fetchone()[0]
 
 
 def test_cli_by_id_returns_the_query_class_as_json(env: Path):

@@ -30,6 +30,7 @@ def clustered(n: int, d: int, centers: int, seed: int = 0) -> np.ndarray:
 def test_choose_factory_moves_from_exact_to_ivf_to_pq():
     gib = 2**30
     assert similarity.choose_factory(5_000, 512, 4 * gib) == "Flat"
+    assert similarity.choose_factory(10_000, 1280, 4 * gib) == "IVF256,Flat"  # 12.8M floats
     assert similarity.choose_factory(1_000_000, 64, 4 * gib) == "IVF4096,Flat"
     assert similarity.choose_factory(5_000_000, 64, 4 * gib) == "IVF8192,Flat"
     pq = similarity.choose_factory(50_000_000, 64, 1 * gib)

@@ -31,6 +31,7 @@ MIN_RECALL_AT_5 = 0.95
 K = 5
 RECALL_CHECK = "similarity_index_recall"
 KNN_FIELDS = ("knn_k", "knn_max_queries")  # the kNN evaluation, not the index
+UPDATE_FIELDS = ("rebuild_fraction",)  # when to rebuild, not what an index is
 
 
 class SimilarityIndexConfig(dg.Config):
@@ -43,7 +44,9 @@ class SimilarityIndexConfig(dg.Config):
         default=4.0, description="Memory the index may take; beyond it the codes are compressed."
     )
     exact_max: int = Field(
-        default=20_000, description="Up to this many vectors the index is exact (Flat)."
+        default=20_000,
+        description="Up to this many vectors (and 4M floats, n x dimension) the index is exact "
+        "(Flat).",
     )
     train_sample: int = Field(default=100_000, description="Vectors sampled to train IVF/PQ.")
     target_recall: float = Field(
@@ -58,6 +61,13 @@ class SimilarityIndexConfig(dg.Config):
     max_nprobe: int = Field(default=1024, description="Largest nprobe tuning may choose.")
     max_ef_search: int = Field(default=1024, description="Largest efSearch tuning may choose.")
     recall_queries: int = Field(default=500, description="Query sample for recall and latency.")
+    rebuild_fraction: float = Field(
+        default=0.2,
+        ge=0,
+        description="New, changed and removed images are added to / removed from the current "
+        "index in place while they are at most this share of it; beyond it (or when the "
+        "collection outgrows the index type, or the settings change) the index is rebuilt.",
+    )
     knn_k: int = Field(default=5, description="Neighbours voting in the kNN classification.")
     knn_max_queries: int = Field(
         default=20_000, description="Labeled images evaluated leave-one-out (a random sample)."
@@ -116,9 +126,12 @@ def similarity_index(
     HNSW, IVF-Flat, IVF-PQ) unless `index_factory` is set; nprobe/efSearch are tuned until
     recall@5 against exact search reaches the target. Each build is a versioned file under
     `indexes/<model_key>/`, unpublished until `published_index`; an unchanged set and config
-    reuse the build. Also reports leave-one-out kNN accuracy on the labeled images.
+    reuse the build; a few new, changed or removed images update the previous build in place
+    (rebuilt when they pass `rebuild_fraction` or the collection outgrows the index type). Each
+    build writes its search snapshot (ids, vectors, paths, labels) so that serving never opens
+    DuckDB. Also reports leave-one-out kNN accuracy on the labeled images.
     """
-    from embedding_assets import search
+    from embedding_assets import index_snapshot, search
 
     db = storage.paths.catalog_db
     emb_set = current_set(db)
@@ -133,11 +146,13 @@ def similarity_index(
     record = search.current_build(db, key) if found and found.fingerprint == index_fp else None
     if record is not None and record.path.is_file():
         previous = previous_metadata(context, version_fp)
-        if previous:
+        if previous and index_snapshot.exists(record.path):
             return reused(context, version_fp, previous=previous)
         import faiss
 
         ids, vectors = read_parquet(emb_set.parquet_path)
+        if not index_snapshot.exists(record.path):  # built before search snapshots existed
+            _write_snapshot(db, record, ids, vectors, _settings_key(settings))
         index, params = faiss.read_index(str(record.path)), record.search_params
         metadata = {
             REUSED: "index reused (embeddings and settings unchanged); kNN accuracy measured "
@@ -146,7 +161,10 @@ def similarity_index(
         }
     else:
         ids, vectors = read_parquet(emb_set.parquet_path)
-        index, params, metadata = _build(context, config, key, ids, vectors, index_fp, storage, gpu)
+        previous = search.current_build(db, key)
+        index, params, metadata = _build(
+            context, config, key, ids, vectors, index_fp, storage, gpu, previous
+        )
     metadata.update(_knn_metadata(index, params, vectors, ids, storage, config))
     return dg.MaterializeResult(metadata=metadata, data_version=dg.DataVersion(version_fp))
 
@@ -160,8 +178,10 @@ def _build(
     fp: str,
     storage: StorageResource,
     gpu: GPUResource,
+    previous: "IndexRecord | None",
 ) -> tuple:
-    """Build, tune, measure, save and register an index: (index, search params, metadata)."""
+    """Build (or update the previous build in place), tune, measure, save and register an
+    index and its search snapshot: (index, search params, metadata)."""
     from embedding_assets import search, similarity
 
     paths = storage.paths
@@ -169,11 +189,15 @@ def _build(
     factory = config.index_factory.strip() or similarity.choose_factory(
         n, d, int(config.memory_budget_gb * 2**30), exact_max=config.exact_max
     )
-    context.log.info(f"Indexing {n} x {d} vectors of {model_key} as {factory!r}")
-    with gpu.acquire(context.log) as choice:
-        built = similarity.build_index(
-            vectors, ids, factory, train_sample=config.train_sample, gpu_id=choice.faiss_gpu_id
-        )
+    settings_key = _settings_key(config.model_dump(mode="json"))
+    built, how = _updated(previous, factory, settings_key, ids, vectors, config.rebuild_fraction)
+    if built is None:
+        context.log.info(f"Indexing {n} x {d} vectors of {model_key} as {factory!r}")
+        with gpu.acquire(context.log) as choice:
+            built = similarity.build_index(
+                vectors, ids, factory, train_sample=config.train_sample, gpu_id=choice.faiss_gpu_id
+            )
+    context.log.info(f"{model_key}: {how}")
     queries = similarity.sample_queries(vectors, config.recall_queries, seed=0)
     truth = similarity.exact_topk(vectors, ids, queries, K)
     fixed = _search_params(config, factory)
@@ -200,6 +224,7 @@ def _build(
     record = search.IndexRecord(
         model_key, version, path, factory, n, d, built.search_params, recall, False
     )
+    _write_snapshot(paths.catalog_db, record, ids, vectors, settings_key)
     search.register_index(
         paths.catalog_db, record, nbytes=nbytes, build_seconds=built.build_seconds, fingerprint=fp
     )
@@ -208,6 +233,7 @@ def _build(
     )
     metadata = {
         **_record_metadata(record),
+        "build": how,
         "bytes": nbytes,
         "bytes_per_vector": dg.MetadataValue.float(round(nbytes / n, 1)),
         "build_seconds": dg.MetadataValue.float(round(built.build_seconds, 3)),
@@ -219,6 +245,80 @@ def _build(
         "batched_ms_per_query": dg.MetadataValue.float(round(latency.batched_ms_per_query, 4)),
     }
     return built.index, built.search_params, metadata
+
+
+def _settings_key(settings: dict) -> str:
+    """What makes two builds the same kind of index (the kNN evaluation and the rebuild
+    threshold do not)."""
+    from embedding_assets.fingerprints import fingerprint
+
+    skip = KNN_FIELDS + UPDATE_FIELDS
+    return fingerprint("index-settings", {k: v for k, v in settings.items() if k not in skip})
+
+
+def _updated(
+    previous: "IndexRecord | None",
+    factory: str,
+    settings_key: str,
+    ids: np.ndarray,
+    vectors: np.ndarray,
+    rebuild_fraction: float,
+) -> tuple:
+    """(BuiltIndex, how) from the previous build with the changes applied in place, or (None,
+    why a full build) when that build cannot be reused: other settings or index type, a
+    change beyond `rebuild_fraction`, removals from a graph index, or no snapshot to diff."""
+    import faiss
+
+    from embedding_assets import index_snapshot, similarity
+
+    if previous is None or not previous.path.is_file() or not index_snapshot.exists(previous.path):
+        return None, "full build (no previous build to update)"
+    info = index_snapshot.build_info(previous.path)
+    if info.get("settings") != settings_key or previous.index_type != factory:
+        return None, f"full build ({previous.index_type} with other settings or type before)"
+    old_ids, old_vectors = index_snapshot.stored_vectors(previous.path)
+    delta = similarity.changes(old_ids, old_vectors, ids, vectors)
+    limit = rebuild_fraction * max(len(old_ids), 1)
+    if delta.count > limit:
+        return None, f"full build ({delta.count} changes > {rebuild_fraction:.0%} of the index)"
+    if len(delta.remove_ids) and similarity.index_kind(factory) == "hnsw":
+        return None, "full build (an HNSW graph cannot remove images)"
+    index = faiss.read_index(str(previous.path))
+    seconds = similarity.apply_changes(index, delta, ids, vectors)
+    built = similarity.BuiltIndex(index, factory, dict(previous.search_params), 0.0, seconds)
+    how = (
+        f"updated {previous.version} in place: +{len(delta.add_rows)} "
+        f"-{len(delta.remove_ids)} images"
+    )
+    return built, how
+
+
+def _write_snapshot(
+    db, record: "IndexRecord", ids: np.ndarray, vectors: np.ndarray, settings_key: str
+) -> None:
+    """What serving needs of this version, next to its index file (see index_snapshot)."""
+    import json
+
+    from embedding_assets import index_snapshot
+    from resources.duckdb_store import connect
+
+    with connect(db, read_only=True) as con:
+        params = con.execute(
+            "SELECT params FROM embedding_sets WHERE model_key = ?", [record.model_key]
+        ).fetchone()
+    rows = index_snapshot.catalog_rows(db, record.model_key, ids)
+    info = {
+        "record": {
+            "index_type": record.index_type,
+            "vectors": record.vectors,
+            "dim": record.dim,
+            "search_params": record.search_params,
+            "recall_at_5": record.recall_at_5,
+        },
+        "params": json.loads(params[0]) if params and params[0] else {},
+        "settings": settings_key,
+    }
+    index_snapshot.write(record.path, info, ids, vectors, rows)
 
 
 def _record_metadata(record: "IndexRecord") -> dict:

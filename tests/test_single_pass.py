@@ -1,0 +1,50 @@
+"""One backbone pass per image: with a trained head, training, the embeddings, the similarity
+index and the near-duplicates (which judge on the plain backbone features) all read the one
+plain-feature pass; none of them runs the backbone over the images again."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from embedding_assets import embedding_run
+from embedding_assets.assets.similarity import near_duplicates, similarity_index
+from resources.gpu import GPUResource
+from resources.storage import DataPaths, StorageResource
+from tests.test_embedding_model import _run, digits_catalog  # noqa: F401 - the fixture
+
+
+def test_head_training_embeddings_index_and_duplicates_share_one_backbone_pass(
+    data_dir: Path,
+    digits_catalog: DataPaths,  # noqa: F811 - the fixture imported above
+    monkeypatch: pytest.MonkeyPatch,
+):
+    embedded: list[int] = []
+    real = embedding_run.embed_paths
+
+    def counting(backbone, paths, **kwargs):  # the real embedder, counted
+        embedded.append(len(paths))
+        yield from real(backbone, paths, **kwargs)
+
+    monkeypatch.setattr(embedding_run, "embed_paths", counting)
+    trained = _run(data_dir, {"epochs": 25, "embedding_size": 32, "hidden": 128})
+    assert trained.success
+    meta = trained.asset_materializations_for_node("embeddings")[0].metadata
+    assert "-head-" in meta["model_key"].value, "the embeddings are the head's output"
+    assert sum(embedded) == 400, f"each of the 400 images through the backbone once: {embedded}"
+
+    search = dg.materialize(
+        [similarity_index, near_duplicates],
+        resources={
+            "storage": StorageResource(data_dir=str(data_dir)),
+            "gpu": GPUResource(device="cpu", lock_dir=str(data_dir / "locks")),
+        },
+    )
+    assert search.success
+    dups = search.asset_materializations_for_node("near_duplicates")[0].metadata
+    assert dups["judged_on"].value.startswith("plain backbone features")
+    index = search.asset_materializations_for_node("similarity_index")[0].metadata
+    assert index["dim"].value == 32 and index["vectors"].value == 400
+    assert sum(embedded) == 400, f"no second backbone pass downstream: {embedded}"
