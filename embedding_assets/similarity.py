@@ -119,7 +119,9 @@ def _to_gpu(index: faiss.Index, gpu_id: int | None) -> tuple[faiss.Index, str]:
         return index, "cpu"  # exact search needs no training; HNSW has no GPU build here
     res = faiss.StandardGpuResources()
     gpu_index = faiss.index_cpu_to_gpu(res, gpu_id, index)
-    gpu_index.referenced_resources = res  # keep the resources alive with the index
+    gpu_index.referenced_objects = [
+        res
+    ]  # keep the resources alive (faiss >= 1.13 refuses new attributes)
     return gpu_index, f"cuda:{gpu_id}"
 
 
