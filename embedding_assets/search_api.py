@@ -272,6 +272,9 @@ def create_app(
         return batch(s, [{"upload": f.filename} for f in files], found)
 
     app.add_middleware(BodyLimit, max_bytes=max_upload_bytes)
+    from embedding_assets.web import mount_pages
+
+    mount_pages(app, live, Path(db_path))
     return app
 
 

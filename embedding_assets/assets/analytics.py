@@ -31,6 +31,7 @@ from embedding_assets.plots import (
     write_html_map,
 )
 from embedding_assets.projection import METHODS, Method, ProjectionParams, project
+from embedding_assets.settings import page_url
 from embedding_assets.vectors import EmbeddingSet, content_version, current_set, read_parquet
 from resources.gpu import GPU_POOL, GPUResource
 from resources.storage import StorageResource
@@ -371,6 +372,7 @@ def _draw_maps(
     metadata.update(
         {
             "html_map": dg.MetadataValue.path(str(html)),
+            "map_in_browser": dg.MetadataValue.url(page_url("map")),
             "png_dir": dg.MetadataValue.path(str(plot_dir)),
             "coloured_by": ", ".join(
                 ["label"]

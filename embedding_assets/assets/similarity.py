@@ -18,6 +18,7 @@ from pydantic import Field
 from embedding_assets import analytics_store as store
 from embedding_assets.assets.reuse import previous_metadata, reused
 from embedding_assets.fingerprints import REUSED, SKIPPED, fingerprint, labels_version, stored
+from embedding_assets.settings import page_url
 from embedding_assets.vectors import content_version, current_set, load_current, read_parquet
 from resources.gpu import GPU_POOL, GPUResource
 from resources.storage import StorageResource
@@ -461,6 +462,7 @@ def published_index(
             **base,
             f"check_recall_at_{K}": dg.MetadataValue.float(round(recall, 4)),
             "replaces": live.version if live else "none",
+            "search_in_browser": dg.MetadataValue.url(page_url("search/page")),
             "index_path": dg.MetadataValue.path(str(record.path)),
         },
         data_version=dg.DataVersion(record.version),

@@ -1,0 +1,368 @@
+"""The browser pages of `emb serve` (/label, /map, /search/page) in headless Chromium, against a
+real data folder: scanned images, real embeddings, a published index, clusters, anomaly scores,
+a PCA map and a label-queue round, all made by the Dagster assets. The server runs as its own
+process, as `emb serve` does, so label writes and asset runs contend for the catalog for real.
+
+Needs Debian's `chromium` for the browser tests (skipped without one); the token and thumbnail
+checks run without a browser."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import dagster as dg
+import pytest
+from fastapi.testclient import TestClient
+
+from embedding_assets.assets.analytics import anomaly_scores, clusters, projections
+from embedding_assets.catalog import scan_catalog
+from embedding_assets.embedding_run import run_embeddings
+from embedding_assets.search_api import SERVE_CONFIG_ENV, create_app
+from resources.duckdb_store import connect
+from resources.paths import DataPaths
+from tests.al_helpers import AL_ASSETS, resources
+from tests.search_setup import LEVELS, PARAMS, class_image, materialize_index
+from tests.test_e2e_browser import CHROMIUM_ARGS, chromium_path
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parents[1]
+ARTIFACTS = REPO / "tests" / "artifacts" / "web_pages"
+# scattergl needs WebGL: without a GPU Chromium draws it with SwiftShader, off unless asked for
+WEBGL_ARGS = [a for a in CHROMIUM_ARGS if a != "--disable-gpu"] + [
+    "--use-angle=swiftshader",
+    "--enable-unsafe-swiftshader",
+]
+TIMEOUT_MS = 30_000
+QUEUE = {"label_queue": {"config": {"batch_size": 8}}}
+
+
+@dataclass
+class World:
+    data: Path
+    db: Path
+    url: str = ""
+
+
+def build(tmp: Path) -> World:
+    """Three classes of 6 labeled images plus 12 unlabeled ones, through the real assets."""
+    folder = tmp / "images"
+    for c, level in enumerate(LEVELS):
+        for i in range(6):
+            class_image(folder / f"class_{c}" / f"img_{i}.png", level, c * 100 + i)
+    for i in range(12):
+        class_image(folder / "unlabeled" / f"u_{i}.png", LEVELS[i % 3], 1000 + i)
+    paths = DataPaths(tmp / "data")
+    scan_catalog(paths.catalog_db, folder)
+    run_embeddings(paths, PARAMS, workers=0)
+    assert materialize_index(paths.root, tmp).success
+    result = dg.materialize(
+        [clusters, anomaly_scores, projections, *AL_ASSETS],
+        resources=resources(paths.root),
+        run_config={"ops": {"projections": {"config": {"methods": ["pca"]}}, **QUEUE}},
+        raise_on_error=False,
+    )
+    assert result.success
+    return World(paths.root, paths.catalog_db)
+
+
+def query(world: World, sql: str, params: list | None = None) -> list[tuple]:
+    with connect(world.db, read_only=True) as con:
+        return con.execute(sql, params or []).fetchall()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> World:
+    return build(tmp_path_factory.mktemp("web"))
+
+
+@pytest.fixture(scope="module")
+def server(world: World) -> Iterator[World]:
+    """`emb serve`'s app in its own process (one worker) on a free port."""
+    port = free_port()
+    env = {**os.environ, SERVE_CONFIG_ENV: json.dumps({"db_path": str(world.db)})}
+    env.pop("EMB_WEB_TOKEN", None)
+    cmd = [sys.executable, "-m", "uvicorn", "embedding_assets.search_api:app_from_env"]
+    cmd += ["--factory", "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
+    proc = subprocess.Popen(cmd, env=env, cwd=REPO)
+    world.url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"{world.url}/label/round", timeout=5) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("the server did not start") from None
+                time.sleep(0.3)
+        yield world
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def browser(server: World):
+    executable = chromium_path()
+    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright")
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with sync_api.sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=executable, args=WEBGL_ARGS)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+@pytest.fixture
+def page(browser, request):
+    page = browser.new_page(viewport={"width": 1200, "height": 800})
+    page.set_default_timeout(TIMEOUT_MS)
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    yield page
+    page.screenshot(path=ARTIFACTS / f"{request.node.name}.png")
+    page.close()
+    assert not errors, f"JavaScript errors on the page: {errors}"
+
+
+def web_labels(world: World) -> list[tuple[int, str]]:
+    return query(world, "SELECT image_id, label FROM labels WHERE source = 'web' ORDER BY label_id")
+
+
+# -- without a browser --------------------------------------------------------------------------
+def test_writes_need_the_token_and_thumbnails_need_a_known_id(world: World):
+    app = create_app(world.db, reload_seconds=0)
+    token = app.state.pages.token
+    (some_id,) = query(world, "SELECT min(image_id) FROM usable_images")[0]
+    (broken_id,) = query(world, "SELECT coalesce(max(image_id), 0) + 1000 FROM images")[0]
+    with TestClient(app) as client:
+        body = {"image_ids": [some_id], "label": "x"}
+        assert client.post("/label/answer", json=body).status_code == 403
+        wrong = {"X-Emb-Token": token[:-1] + ("A" if token[-1] != "A" else "B")}
+        assert client.post("/label/answer", json=body, headers=wrong).status_code == 403
+        evil = {"X-Emb-Token": token, "Origin": "https://evil.example"}
+        assert client.post("/label/answer", json=body, headers=evil).status_code == 403
+        assert query(world, "SELECT count(*) FROM labels WHERE label = 'x'")[0][0] == 0
+        assert token in client.get("/label").text, "the page carries the token"
+        assert client.get(f"/thumb/{broken_id}").status_code == 404
+        assert client.get("/thumb/-1").status_code == 404
+        assert client.get("/thumb/..%2F..%2Fetc%2Fpasswd").status_code in (404, 422)
+        thumb = client.get(f"/thumb/{some_id}")
+        assert thumb.status_code == 200 and thumb.headers["content-type"] == "image/jpeg"
+        assert thumb.content[:2] == b"\xff\xd8"
+        assert list((world.data / "thumbnails").glob(f"{some_id}-*.jpg")), "cached as a file"
+        big = {"image_ids": [some_id], "label": "y" * 10_000}
+        assert (
+            client.post("/label/answer", json=big, headers={"X-Emb-Token": token}).status_code
+            == 422
+        )
+        js = client.get("/web/plotly.min.js")
+        assert js.status_code == 200 and len(js.content) > 1_000_000, "plotly served offline"
+
+
+HOLD_WRITER = """
+import sys, time, duckdb
+con = duckdb.connect(sys.argv[1])
+print("holding", flush=True)
+time.sleep(float(sys.argv[2]))
+"""
+
+
+def test_pages_answer_while_a_run_holds_the_catalog(world: World):
+    """Page data is a quick 503 (the page retries); thumbnails still come from the cache, or
+    from the served index's snapshot."""
+    app = create_app(world.db, reload_seconds=0)
+    ids = [r[0] for r in query(world, "SELECT image_id FROM usable_images ORDER BY 1")]
+    with TestClient(app) as client:
+        assert client.get(f"/search?image_id={ids[0]}&k=2").status_code == 200  # index loaded
+        assert client.get(f"/thumb/{ids[0]}").status_code == 200
+        holder = subprocess.Popen(
+            [sys.executable, "-c", HOLD_WRITER, str(world.db), "30"], stdout=subprocess.PIPE
+        )
+        try:
+            assert holder.stdout.readline().strip() == b"holding"
+            started = time.monotonic()
+            busy = client.get("/label/data")
+            assert busy.status_code == 503 and "busy" in busy.json()["detail"]
+            assert time.monotonic() - started < 10
+            assert client.get(f"/thumb/{ids[0]}").status_code == 200, "known: no catalog read"
+            assert client.get(f"/thumb/{ids[-1]}").status_code == 200, "from the snapshot"
+        finally:
+            holder.kill()
+            holder.wait()
+
+
+def test_thumbnails_are_small_and_cached(tmp_path: Path):
+    from PIL import Image
+
+    from embedding_assets.web.thumbnails import Thumbnails
+
+    source = tmp_path / "wide.png"
+    Image.new("RGB", (600, 300), (200, 10, 10)).save(source)
+    thumbs = Thumbnails(tmp_path / "thumbnails", max_px=128, memory_items=2)
+    data = thumbs.get(7, source, "abc")
+    assert Image.open(io.BytesIO(data)).size == (128, 64)
+    source.unlink()  # from now on only the caches can answer
+    assert thumbs.get(7, source, "abc") == data
+    assert Thumbnails(tmp_path / "thumbnails").get(7, source, "abc") == data, "file cache"
+    with pytest.raises(FileNotFoundError):
+        thumbs.get(7, source, "changed")  # new content: not the old thumbnail
+
+
+# -- in the browser -----------------------------------------------------------------------------
+def current_id(page) -> int:
+    return int(page.locator(".card.current").get_attribute("data-image-id"))
+
+
+def test_label_by_keyboard_then_the_next_round_appears(server: World, page):
+    from playwright.sync_api import expect
+
+    page.goto(f"{server.url}/label")
+    expect(page.locator(".card")).to_have_count(8)
+    uncertainties = [float(t.split()[1]) for t in page.locator(".card .unc").all_inner_texts()]
+    assert uncertainties == sorted(uncertainties, reverse=True), "most uncertain first"
+    classes = page.locator("button.cls").all_inner_texts()
+    assert [c[1:] for c in classes[:3]] == ["class_0", "class_1", "class_2"]
+    expect(page.locator("img").first).to_have_js_property("complete", True)
+
+    first = current_id(page)
+    page.keyboard.press("1")
+    expect(page.locator("#msg")).to_have_text(f"labeled #{first} as class_0")
+    second = current_id(page)
+    page.keyboard.press("s")
+    expect(page.locator("#msg")).to_have_text(f"skipped #{second}")
+    page.keyboard.press("u")
+    assert current_id(page) == second
+    page.keyboard.press("n")
+    page.keyboard.type("odd_one")
+    page.keyboard.press("Enter")
+    expect(page.locator("#msg")).to_have_text(f"labeled #{second} as odd_one")
+    third = current_id(page)
+    page.keyboard.press("4")  # the new class is key 4 now
+    expect(page.locator("#msg")).to_have_text(f"labeled #{third} as odd_one")
+    page.keyboard.press("u")  # undo: #third comes back, the next answer replaces the label
+    assert current_id(page) == third
+    page.keyboard.press("3")
+    expect(page.locator("#msg")).to_have_text(f"labeled #{third} as class_2")
+    expect(page.locator(".card")).to_have_count(5)
+    assert web_labels(server) == [
+        (first, "class_0"),
+        (second, "odd_one"),
+        (third, "odd_one"),
+        (third, "class_2"),
+    ]
+    assert query(server, "SELECT label FROM current_labels WHERE image_id = ?", [third]) == [
+        ("class_2",)
+    ]
+
+    # What label_sensor + the automation do after new labels: retrain, predict, a new round.
+    assert dg.materialize(
+        AL_ASSETS, resources=resources(server.data), run_config={"ops": QUEUE}
+    ).success
+    assert query(server, "SELECT max(round) FROM label_requests") == [(2,)]
+    expect(page.locator("#banner")).to_be_visible()
+    expect(page.locator("#bannertext")).to_contain_text("round 2")
+    page.get_by_role("button", name="Show the next round").click()
+    expect(page.locator("#roundinfo")).to_contain_text("round 2")
+    expect(page.locator("#curve circle")).to_have_count(2)
+    labeled = {first, second, third}
+    shown = {
+        int(i)
+        for i in page.locator(".card").evaluate_all("cards => cards.map(c => c.dataset.imageId)")
+    }
+    assert shown and not shown & labeled, "the next round asks about other images"
+    fourth = current_id(page)  # Enter accepts the prediction
+    predicted = page.locator(".card.current div").first.inner_text().split()[1]
+    page.keyboard.press("Enter")
+    expect(page.locator("#msg")).to_have_text(f"labeled #{fourth} as {predicted}")
+    assert web_labels(server)[-1] == (fourth, predicted)
+
+
+def test_map_lasso_labels_points_and_hover_shows_the_thumbnail(server: World, page):
+    from playwright.sync_api import expect
+
+    page.goto(f"{server.url}/map")
+    page.wait_for_function("window.embMap && window.embMap.rendered !== null")
+    n = page.evaluate("embMap.data.n")
+    assert n == query(server, "SELECT count(*) FROM projections")[0][0]
+    names = page.evaluate("embMap.data.label.names")
+    assert names == sorted(r[0] for r in query(server, "SELECT DISTINCT label FROM current_labels"))
+
+    # hover a point: its thumbnail shows
+    point = page.evaluate(
+        """() => { const gd = document.getElementById('plot'), L = gd._fullLayout;
+                  const r = gd.querySelector('.nsewdrag').getBoundingClientRect();
+                  const d = embMap.data;
+                  return [r.left + L.xaxis.l2p(d.x[0]), r.top + L.yaxis.l2p(d.y[0]), d.ids[0]]; }"""
+    )
+    page.mouse.move(point[0], point[1])
+    expect(page.locator("#tip")).to_be_visible()
+    expect(page.locator("#tip img")).to_have_attribute("src", f"/thumb/{point[2]}")
+
+    # lasso a rectangle around the left half of the points
+    box = page.locator(".nsewdrag").bounding_box()
+    mid = page.evaluate(
+        "() => { const xs = [...embMap.data.x].sort((a, b) => a - b); "
+        "return xs[Math.floor(xs.length / 2)]; }"
+    )
+    split = box["x"] + page.evaluate(
+        f"document.getElementById('plot')._fullLayout.xaxis.l2p({mid})"
+    )
+    left, top, bottom = box["x"] + 2, box["y"] + 2, box["y"] + box["height"] - 2
+    page.mouse.move(left, top)
+    page.mouse.down()
+    for x, y in ((split - 1, top), (split - 1, bottom), (left, bottom), (left, top + 1)):
+        page.mouse.move(x, y, steps=8)
+    page.mouse.up()
+    page.wait_for_function("embMap.selected.length > 0")
+    chosen = page.evaluate("embMap.selected.map(i => embMap.data.ids[i])")
+    assert 0 < len(chosen) < n, chosen
+    expect(page.locator("#count")).to_have_text(f"{len(chosen)} selected")
+    page.fill("#labelinput", "lassoed")
+    page.click("#labelsel")
+    expect(page.locator("#msg")).to_contain_text(f"labeled {len(chosen)} image(s) as lassoed")
+    got = query(server, "SELECT image_id FROM labels WHERE label = 'lassoed' AND source = 'web'")
+    assert sorted(r[0] for r in got) == sorted(chosen)
+
+    # colour modes redraw without errors, and a selection goes to the search page
+    for mode in ("cluster", "predicted", "anomaly", "label"):
+        page.select_option("#colour", mode)
+    page.evaluate(f"embMap.select([{chosen[0]}])")
+    page.click("#searchsel")
+    page.wait_for_url(f"**/search/page?image_id={chosen[0]}")
+    expect(page.locator(".hit").first).to_be_visible()
+
+
+def test_search_page_by_upload(server: World, page, tmp_path: Path):
+    from playwright.sync_api import expect
+
+    query_image = class_image(tmp_path / "bright.png", LEVELS[2], 4242)
+    page.goto(f"{server.url}/search/page")
+    page.set_input_files("#file", str(query_image))
+    # the first upload loads the embedding model in the server: allow for a slow machine
+    expect(page.locator(".hit").first).to_be_visible(timeout=120_000)
+    assert page.locator(".hit").count() >= 5
+    sims = [float(t) for t in page.locator(".hit .sim").all_inner_texts()]
+    assert sims == sorted(sims, reverse=True)
+    expect(page.locator(".hit img").first).to_have_js_property("complete", True)
+    width = page.locator(".hit img").first.evaluate("img => img.naturalWidth")
+    assert width > 0, "the result thumbnail decoded"
