@@ -20,7 +20,16 @@ if TYPE_CHECKING:
     import pandas as pd
     import pyarrow as pa
 
-TABLES = ("projections", "clusters", "anomaly_scores", "near_duplicates")
+TABLES = (
+    "projections",
+    "clusters",
+    "anomaly_scores",
+    "near_duplicates",
+    "label_issues",
+    "uniqueness",
+    "batch_drift",
+    "ood_scores",
+)
 
 
 def replace_rows(

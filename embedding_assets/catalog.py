@@ -158,6 +158,7 @@ def scan_catalog(
             "WHERE root = $root AND removed_at IS NULL AND last_seen < $now",
             {"now": now, "root": root_str},
         ).fetchone()[0]
+        _write_quality(con, to_probe, probes)
         summary.labels_added = con.execute(
             """
             INSERT INTO labels (image_id, label, source)
@@ -215,6 +216,30 @@ def _upsert_table(files: list[scan.FoundFile], probes: list[scan.Probe], root: s
         [pa.array(rows[c], t) for c, t in zip(UPSERT_COLUMNS, UPSERT_TYPES, strict=True)],
         names=UPSERT_COLUMNS,
     )
+
+
+QUALITY_COLUMNS = ("blur", "brightness", "contrast", "entropy", "shadow", "highlight")
+
+
+def _write_quality(con, files: list[scan.FoundFile], probes: list[scan.Probe]) -> None:
+    """The quality measures taken while decoding, replacing those of every re-probed file (a
+    file that no longer decodes loses its old measures)."""
+    measured = [(f.path, p.quality) for f, p in zip(files, probes, strict=True) if p.quality]
+    columns = {"path": pa.array([path for path, _ in measured], pa.string())}
+    for c in QUALITY_COLUMNS:
+        columns[c] = pa.array([getattr(q, c) for _, q in measured], pa.float64())
+    con.register("quality", pa.table(columns))
+    con.register("probed", pa.table({"path": pa.array([f.path for f in files], pa.string())}))
+    con.execute(
+        "DELETE FROM image_quality_measures WHERE image_id IN "
+        "(SELECT image_id FROM images JOIN probed USING (path))"
+    )
+    con.execute(
+        f"INSERT INTO image_quality_measures SELECT i.image_id, {', '.join(QUALITY_COLUMNS)} "
+        "FROM quality q JOIN images i USING (path)"
+    )
+    con.unregister("quality")
+    con.unregister("probed")
 
 
 def _fill_counts(con, summary: ScanSummary) -> None:

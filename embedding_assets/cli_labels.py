@@ -82,8 +82,15 @@ def set_one(
 
 def queue(
     export: Path = typer.Option(None, "--export", help="Write the open requests to this CSV."),
+    label_issues: int = typer.Option(
+        0,
+        "--label-issues",
+        min=0,
+        help="Instead: a review round of the N likeliest wrong labels (table label_issues).",
+    ),
 ) -> None:
-    """Show (or export as CSV with paths) the latest batch the platform asks you to label."""
+    """Show (or export as CSV with paths) the latest batch the platform asks you to label, or
+    with --label-issues N the labels most likely wrong, to confirm or correct."""
     import duckdb
 
     from embedding_assets.model_registry import export_queue
@@ -91,6 +98,9 @@ def queue(
 
     db = _db()
     _check_catalog(db)
+    if label_issues:
+        _review_round(db, label_issues, export)
+        return
     try:
         if export is not None:
             n = export_queue(db, export)
@@ -109,3 +119,35 @@ def queue(
     for r in rows:
         typer.echo("\t".join(str(v) for v in r))
     typer.echo(f"{len(rows)} open request(s).")
+
+
+def _review_round(db: Path, n: int, export: Path | None) -> None:
+    import duckdb
+
+    from embedding_assets.model_registry import export_label_issues
+    from resources.duckdb_store import connect
+
+    try:
+        if export is not None:
+            written = export_label_issues(db, export, n)
+            typer.echo(
+                f"wrote {written} image(s) to {export}: keep `label` to confirm or correct it, "
+                "then `emb label import`"
+            )
+            return
+        with connect(db, read_only=True) as con:
+            rows = con.execute(
+                "SELECT i.path, l.given_label, l.suggested_label, round(l.score, 3) "
+                "FROM label_issues l JOIN images i USING (image_id) ORDER BY l.score DESC LIMIT ?",
+                [n],
+            ).fetchall()
+    except duckdb.CatalogException as exc:
+        typer.secho(
+            f"No label issues yet: materialize `label_issues` ({exc})",
+            fg=typer.colors.RED,
+            err=True,
+        )
+        raise typer.Exit(2) from exc
+    for r in rows:
+        typer.echo("\t".join(str(v) for v in r))
+    typer.echo(f"{len(rows)} label(s) to review (path, given, suggested, score).")

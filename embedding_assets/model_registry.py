@@ -333,3 +333,22 @@ def export_queue(db_path: Path, out: Path) -> int:
                 TO '{target}' (HEADER, DELIMITER ',')"""
         )
     return int(n)
+
+
+def export_label_issues(db_path: Path, out: Path, n: int) -> int:
+    """Write the top `n` rows of `label_issues` as CSV (path,label,given_label,suggested_label,
+    score) for review: `label` starts as the given label; keep it to confirm, or change it,
+    then `emb label import` (a confirmed label is recorded again, under source csv:<file>)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    target = str(out).replace("'", "''")
+    with connect(db_path, read_only=True) as con:
+        con.execute(
+            f"""COPY (SELECT i.path, l.given_label AS label, l.given_label, l.suggested_label,
+                      round(l.score, 4) AS score, l.image_id
+                      FROM label_issues l JOIN images i USING (image_id)
+                      WHERE l.model_key = (SELECT model_key FROM embedding_sets
+                                           ORDER BY updated_at DESC LIMIT 1)
+                      ORDER BY l.score DESC LIMIT {int(n)})
+                TO '{target}' (HEADER, DELIMITER ',')"""
+        )
+        return int(con.execute(f"SELECT count(*) FROM read_csv('{target}')").fetchone()[0])

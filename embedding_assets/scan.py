@@ -17,6 +17,8 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
+from embedding_assets.curation.image_quality import QualityStats, quality_stats
+
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".bmp", ".gif"}
 # Image files we recognise but cannot decode: recorded as `unsupported` rather than ignored.
 KNOWN_UNSUPPORTED_EXTENSIONS = {
@@ -68,6 +70,7 @@ class Probe:
     status: str = "ok"
     error: str | None = None
     extra: dict = field(default_factory=dict)
+    quality: QualityStats | None = None  # measured on the decoded pixels (curation)
 
 
 def walk_images(root: str | Path) -> Iterator[FoundFile]:
@@ -161,6 +164,7 @@ def probe(found: FoundFile, max_pixels: int = DEFAULT_MAX_PIXELS) -> Probe:
                     return result
                 im.seek(0)  # GIF and multi-page TIFF: the first frame is the image
                 im.load()
+                result.quality = _quality(im)
                 if _orientation(im) in QUARTER_TURNS:  # record the size as displayed
                     result.width, result.height = result.height, result.width
     except UnidentifiedImageError:
@@ -175,6 +179,15 @@ def probe(found: FoundFile, max_pixels: int = DEFAULT_MAX_PIXELS) -> Probe:
         result.status = "corrupt"
         result.error = f"cannot decode ({exc}); the file is truncated or damaged, re-copy it"
     return result
+
+
+def _quality(im: Image.Image) -> QualityStats | None:
+    """Blur, exposure and information of the pixels just decoded (no second read of the file);
+    None when an odd mode defeats the measure, which must not make a good image corrupt."""
+    try:
+        return quality_stats(im)
+    except Exception:  # noqa: BLE001 - a measure, never a reason to reject the image
+        return None
 
 
 def _orientation(im: Image.Image) -> int | None:

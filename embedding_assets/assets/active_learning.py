@@ -23,6 +23,7 @@ from embedding_assets.active_learning_plots import (
 )
 from embedding_assets.assets.reuse import previous_metadata, reused
 from embedding_assets.fingerprints import fingerprint, labels_version, stored
+from embedding_assets.settings import page_url
 from embedding_assets.vectors import EmbeddingSet, content_version, current_set, load_current
 from resources.gpu import GPU_POOL, GPUResource
 from resources.storage import StorageResource
@@ -336,8 +337,10 @@ class LabelQueueConfig(dg.Config):
     batch_fraction: float = Field(
         default=0.05, description="Share of the unlabeled pool per round when batch_size is 0."
     )
-    strategy: Literal["uncertainty", "random"] = Field(
-        default="uncertainty", description="The most uncertain images, or a random sample."
+    strategy: Literal["uncertainty", "uniqueness", "random"] = Field(
+        default="uncertainty",
+        description="The most uncertain images, the most unique ones (table `uniqueness`: "
+        "covers the data rather than the model's doubts), or a random sample.",
     )
     uncertainty: al.UncertaintyMeasure = Field(
         default="margin", description="How uncertainty is measured."
@@ -358,6 +361,24 @@ class LabelQueueConfig(dg.Config):
         default=0.005, description="Accuracy gain that counts as improvement."
     )
     seed: int = Field(default=0, description="Seed of the random strategy and k-means.")
+
+
+def _uniqueness(db, model_key: str, image_ids: np.ndarray) -> np.ndarray:
+    """Uniqueness of each pool image (NaN where the `uniqueness` asset has not scored it)."""
+    from resources.duckdb_store import connect
+
+    with connect(db, read_only=True) as con:
+        rows = dict(
+            con.execute(
+                "SELECT image_id, uniqueness FROM uniqueness WHERE model_key = ?", [model_key]
+            ).fetchall()
+        )
+    if not rows:
+        raise dg.Failure(
+            "strategy 'uniqueness' needs the `uniqueness` asset: materialize it first."
+        )
+    found = np.array([rows.get(int(i), np.nan) for i in image_ids], dtype=np.float64)
+    return np.nan_to_num(found, nan=-1.0)
 
 
 @dg.asset(
@@ -386,6 +407,7 @@ def label_queue(
             (s.fingerprint if s else None)
             for s in (stored(db, "predictions"), stored(db, "clusters", key))
         ],
+        stored(db, "uniqueness", key) if config.strategy == "uniqueness" else None,
         latest[0] if latest else None,
         labels_version(db),
         config.model_dump(mode="json"),
@@ -398,6 +420,8 @@ def label_queue(
     batch = min(config.batch_size or al.default_batch_size(n_pool, config.batch_fraction), n_pool)
     if config.strategy == "random":
         scores = np.random.default_rng(config.seed).random(n_pool)
+    elif config.strategy == "uniqueness":
+        scores = _uniqueness(db, key, pool["image_id"])
     else:
         column = pool[config.uncertainty]
         scores = 1.0 - column if config.uncertainty == "margin" else column
@@ -462,6 +486,7 @@ def label_queue(
             "stop_reason": reason,
             "learning_curve": dg.MetadataValue.md(markdown.image(png, "learning curve")),
             "export": "emb queue --export queue.csv",
+            "label_in_browser": dg.MetadataValue.url(page_url("label")),
         },
         data_version=dg.DataVersion(fp),
     )

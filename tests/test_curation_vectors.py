@@ -1,0 +1,50 @@
+"""Uniqueness, leakage and drift on generated vectors, and the shared kNN helper."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from embedding_assets.curation.drift import drift_report, drift_test, fit_reference, ood_scores
+from embedding_assets.curation.neighbors import knn
+from embedding_assets.curation.uniqueness import uniqueness_scores
+
+
+def gaussian(n, dim=32, seed=0, centre=None):
+    rng = np.random.default_rng(seed)
+    base = np.ones(dim) * 2 if centre is None else centre
+    return (base + rng.normal(0, 1, (n, dim))).astype(np.float32)
+
+
+def test_knn_self_search_excludes_self_even_with_duplicates():
+    x = gaussian(50)
+    x[1] = x[0]
+    sims, idx = knn(x, None, 3)
+    assert (idx != np.arange(50)[:, None]).all()
+    assert idx[0, 0] == 1 and idx[1, 0] == 0 and sims[0, 0] == pytest.approx(1.0, abs=1e-5)
+    sims, idx = knn(x[:3], None, 5)
+    assert (idx[:, 2:] == -1).all() and np.isnan(sims[:, 2:]).all()
+
+
+def test_uniqueness_duplicates_low_outlier_high():
+    x = gaussian(200)
+    x[1] = x[0]
+    x[2] = -x[3]  # opposite of everything: an outlier
+    u, rep = uniqueness_scores(x, k=10)
+    assert u[0] < 1e-5 and u[1] < 1e-5
+    assert u.argmax() == 2 and rep.argmin() == 2
+
+
+def test_drift_quiet_on_same_distribution_and_fires_on_new_cluster():
+    ref = fit_reference(gaussian(2000, seed=1), k=10, dims=16)
+    clean = [drift_test(ref, gaussian(300, seed=10 + s), n_permutations=200) for s in range(5)]
+    assert sum(r.drifted for r in clean) <= 1
+    assert all(0 < r.p_value <= 1 for r in clean)
+    new = gaussian(30, seed=3, centre=np.r_[np.ones(16) * 2, -np.ones(16) * 2])
+    mixed = np.concatenate([gaussian(270, seed=4), new])
+    r = drift_test(ref, mixed, n_permutations=200)
+    assert r.drifted and r.p_value < 0.01
+    assert r.ood_score[-30:].mean() > 0.95 > r.ood_score[:270].mean()
+    assert 0.3 < ood_scores(ref, gaussian(300, seed=5)).mean() < 0.7
+    table = drift_report(ref, {"clean": gaussian(300, seed=6), "mixed": mixed}, n_permutations=200)
+    assert table["drifted"].tolist() == [False, True]

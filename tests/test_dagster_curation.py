@@ -1,0 +1,208 @@
+"""Curation assets in real Dagster runs on real image files with planted faults: a wrong
+label, a dark image, a tiny one, a copy across splits; the tables, the leak check and the
+review round they give."""
+
+from __future__ import annotations
+
+import csv
+import shutil
+from pathlib import Path
+
+import dagster as dg
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from embedding_assets.assets.curation import (
+    batch_drift,
+    image_quality,
+    label_issues,
+    no_split_leaks,
+    uniqueness,
+)
+from embedding_assets.assets.similarity import near_duplicates
+from embedding_assets.catalog import scan_catalog
+from embedding_assets.cli import app
+from embedding_assets.embedding_run import run_embeddings
+from resources.duckdb_store import connect
+from resources.gpu import GPUResource
+from resources.storage import DataPaths, StorageResource
+from tests.search_setup import PARAMS
+
+QUIET = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
+LEVELS = (90, 125, 160)  # three classes of noisy grey images, none too dark or too bright
+
+
+def class_image(path: Path, level: int, seed: int) -> Path:
+    rng = np.random.default_rng(seed)
+    arr = np.clip(rng.normal(level, 20, size=(40, 40, 3)), 0, 255).astype(np.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(arr).save(path)
+    return path
+
+
+def _folder(root: Path) -> dict[str, Path]:
+    """train/ and test/ splits of three grey-level classes, with planted faults."""
+    for split, count in (("train", 10), ("test", 4)):
+        for c, level in enumerate(LEVELS):
+            for i in range(count):
+                class_image(
+                    root / split / f"class_{c}" / f"{split}_{i}.png",
+                    level,
+                    c * 1000 + i + (split == "test") * 500,
+                )
+    planted = {
+        "wrong": class_image(root / "train" / "class_0" / "actually_light.png", 160, 9001),
+        "dark": root / "train" / "class_1" / "underexposed.png",
+        "tiny": root / "train" / "class_1" / "tiny.png",
+        "leak": root / "test" / "class_2" / "copied_from_train.png",
+    }
+    rng = np.random.default_rng(3)
+    Image.fromarray(rng.integers(0, 6, (40, 40, 3), dtype=np.uint8)).save(planted["dark"])
+    Image.fromarray(rng.integers(90, 160, (8, 8, 3), dtype=np.uint8)).save(planted["tiny"])
+    shutil.copy(root / "train" / "class_2" / "train_3.png", planted["leak"])
+    return planted
+
+
+@pytest.fixture
+def curated(
+    data_dir: Path, tmp_path: Path
+) -> tuple[Path, dict[str, Path], dg.ExecuteInProcessResult]:
+    planted = _folder(tmp_path / "images")
+    paths = DataPaths(data_dir)
+    scan_catalog(paths.catalog_db, tmp_path / "images")
+    run_embeddings(paths, PARAMS, workers=0)
+    result = dg.materialize(
+        [image_quality, label_issues, uniqueness, near_duplicates, no_split_leaks],
+        resources={
+            "storage": StorageResource(data_dir=str(data_dir)),
+            "gpu": GPUResource(device="cpu", lock_dir=str(tmp_path / "locks")),
+        },
+        run_config={**QUIET, "ops": {"near_duplicates": {"config": {"threshold": 0.99999}}}},
+        raise_on_error=False,
+    )
+    assert result.success
+    return paths.catalog_db, planted, result
+
+
+def _by_path(db: Path, sql: str) -> dict[str, tuple]:
+    with connect(db, read_only=True) as con:
+        rows = con.execute(sql).fetchall()
+    return {"/".join(Path(r[0]).parts[-3:]): r[1:] for r in rows}
+
+
+def _key(path: Path) -> str:
+    return "/".join(path.parts[-3:])
+
+
+def test_quality_flags_come_from_the_catalogs_decode(curated):
+    db, planted, result = curated
+    flags = _by_path(
+        db, "SELECT i.path, q.flags FROM image_quality q JOIN images i USING (image_id)"
+    )
+    assert "too_dark" in flags[_key(planted["dark"])][0]
+    assert "odd_size" in flags[_key(planted["tiny"])][0]
+    clean = [f for name, (f,) in flags.items() if Path(name).name.startswith(("train_", "test_"))]
+    assert len(clean) == 42 and not any(clean), [(n, f) for n, (f,) in flags.items() if f]
+    meta = result.asset_materializations_for_node("image_quality")[0].metadata
+    assert meta["flagged"].value == 2 and "underexposed.png" in meta["flagged_images"].value
+
+
+def test_the_wrong_label_ranks_first_and_a_review_round_exports_it(curated, tmp_path: Path):
+    db, planted, _ = curated
+    with connect(db, read_only=True) as con:
+        top = con.execute(
+            "SELECT i.path, l.given_label, l.suggested_label FROM label_issues l "
+            "JOIN images i USING (image_id) ORDER BY l.score DESC LIMIT 1"
+        ).fetchone()
+    assert Path(top[0]).name == planted["wrong"].name and top[1:] == ("class_0", "class_2")
+    out = tmp_path / "review.csv"
+    res = CliRunner().invoke(app, ["queue", "--label-issues", "3", "--export", str(out)])
+    assert res.exit_code == 0, res.output
+    rows = list(csv.DictReader(out.open()))
+    assert 1 <= len(rows) <= 3 and Path(rows[0]["path"]).name == planted["wrong"].name
+    assert rows[0]["label"] == "class_0" and rows[0]["suggested_label"] == "class_2"
+
+
+def test_copies_are_least_unique_and_a_cross_split_copy_warns(curated):
+    db, planted, result = curated
+    scores = _by_path(
+        db, "SELECT i.path, u.uniqueness FROM uniqueness u JOIN images i USING (image_id)"
+    )
+    copy = scores[_key(planted["leak"])][0]
+    original = "train/class_2/train_3.png"
+    assert copy < 1e-4 and copy < min(
+        v for name, (v,) in scores.items() if name not in (original, _key(planted["leak"]))
+    )
+    [check] = result.get_asset_check_evaluations()
+    assert check.check_name == "no_split_leaks" and not check.passed
+    assert check.severity == dg.AssetCheckSeverity.WARN
+    assert check.metadata["leaks"].value == 1
+    assert check.metadata["images_per_split"].value == {"test": 13, "train": 33}
+    with connect(db, read_only=True) as con:
+        [(a, b)] = con.execute("SELECT split_a, split_b FROM split_leaks").fetchall()
+    assert {a, b} == {"train", "test"}
+
+
+def _drift(data_dir: Path, tmp_path: Path) -> dg.ExecuteInProcessResult:
+    paths = DataPaths(data_dir)
+    scan_catalog(paths.catalog_db, tmp_path / "images")
+    run_embeddings(paths, PARAMS, workers=0)
+    return dg.materialize(
+        [batch_drift],
+        resources={"storage": StorageResource(data_dir=str(data_dir))},
+        run_config=QUIET,
+    )
+
+
+def test_a_batch_of_a_new_kind_drifts_and_a_like_batch_does_not(
+    curated, data_dir: Path, tmp_path: Path
+):
+    db, _, _ = curated
+    for c, level in enumerate(LEVELS):  # batch 2: more of the same
+        for i in range(5):
+            class_image(
+                tmp_path / "images" / "more" / f"class_{c}" / f"m{i}.png", level, 7000 + 10 * c + i
+            )
+    like = _drift(data_dir, tmp_path)
+    for i in range(15):  # batch 3: a kind of image never seen before
+        rng = np.random.default_rng(8000 + i)
+        checker = np.indices((40, 40)).sum(axis=0) // 4 % 2 * 200 + rng.integers(0, 40, (40, 40))
+        path = tmp_path / "images" / "new" / f"n{i}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(checker.astype(np.uint8)).convert("RGB").save(path)
+    novel = _drift(data_dir, tmp_path)
+    with connect(db, read_only=True) as con:
+        rows = con.execute(
+            "SELECT images, drifted, p_value, reference FROM batch_drift ORDER BY batch_id"
+        ).fetchall()
+        ood = con.execute(
+            "SELECT avg(ood_score) FILTER (batch_id = (SELECT max(batch_id) FROM batch_drift)),"
+            " avg(ood_score) FILTER (batch_id < (SELECT max(batch_id) FROM batch_drift)) "
+            "FROM ood_scores"
+        ).fetchone()
+    assert [(n, d) for n, d, _, _ in rows] == [(15, False), (15, True)], rows
+    assert rows[1][2] < 0.01 and rows[1][3].startswith("all earlier batches (61 images)")
+    assert ood[0] > 0.9 > ood[1]
+    assert like.asset_materializations_for_node("batch_drift")[0].metadata["drifted"].value == 0
+    meta = novel.asset_materializations_for_node("batch_drift")[0].metadata
+    assert meta["drifted"].value == 1 and "newest_batch_map" in meta
+
+
+def test_uniqueness_strategy_scores_the_pool_from_the_table(curated, data_dir: Path):
+    from embedding_assets.assets.active_learning import _uniqueness
+    from embedding_assets.vectors import current_set
+
+    db, planted, _ = curated
+    key = current_set(db).model_key
+    with connect(db, read_only=True) as con:
+        ids = [r[0] for r in con.execute("SELECT image_id FROM uniqueness ORDER BY 1").fetchall()]
+        copy_id = con.execute(
+            "SELECT image_id FROM images WHERE path = ?", [str(planted["leak"].resolve())]
+        ).fetchone()[0]
+    scores = _uniqueness(db, key, np.asarray(ids + [10**9]))
+    assert scores[-1] == -1.0, "an image the asset has not scored comes last"
+    assert scores[ids.index(copy_id)] < np.median(scores[:-1]), "a copy is not unique"
+    with pytest.raises(dg.Failure, match="materialize it first"):
+        _uniqueness(db, "another-model", np.asarray(ids))
