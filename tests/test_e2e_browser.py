@@ -1,6 +1,7 @@
 """The whole loop as a user clicks it: `dagster dev`, the Dagster UI in headless Chromium,
-"Materialize all" on the asset graph, a successful run, a rendered plot, then labels imported
-with the CLI and the retrain run they cause (launched by the automation sensor) in the UI.
+"Materialize all" on the asset graph, a successful run, a rendered plot, then the open label
+requests answered on `emb serve`'s /label page, the retrain run they cause (launched by the
+automation sensor) in the UI, and the next round offered on the page.
 
 Screenshots go to tests/artifacts/e2e_browser/ (kept by CI; a failure leaves `failure.png`).
 Needs Debian's `chromium` (`.ci/run` installs it with apt); skips where none is installed.
@@ -10,14 +11,18 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
 from sensors.label_sensor import active_learning_automation
-from tests.dagster_server import REPO, dagster_dev, graphql, wait_for_run
-from tests.e2e_setup import import_labels, write_small_digits
+from tests.dagster_server import REPO, dagster_dev, free_port, graphql, wait_for_run
+from tests.e2e_setup import emb, write_small_digits
 from tests.test_e2e_graphql import automation_runs, run_failure_log, wait_for_retrain
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -61,11 +66,42 @@ def wait_for_launched_run(url: str, timeout: float = 60) -> dict:
     raise TimeoutError(f"no run appeared within {timeout} s of clicking Materialize all")
 
 
+@contextmanager
+def emb_serve(env: dict[str, str]) -> Iterator[str]:
+    """`emb serve` (one worker) on the data folder of `env`, on loopback; stopped on exit."""
+    port = free_port()
+    emb_bin = REPO / ".venv" / "bin" / "emb"
+    cmd = [str(emb_bin), "serve", "--port", str(port), "--workers", "1"]
+    proc = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"{base}/health", timeout=5) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                assert proc.poll() is None, proc.stderr.read()
+                assert time.monotonic() < deadline, "emb serve did not answer within 60 s"
+                time.sleep(0.3)
+        yield base
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def web_label_count(env: dict[str, str]) -> int:
+    sql = "select count(*) as n from labels where source = 'web'"
+    out = emb(env, "sql", sql, "--format", "csv")
+    return int(out.strip().splitlines()[-1])
+
+
 def test_materialize_all_in_the_ui_then_labels_trigger_retrain(tmp_path: Path):
     executable = chromium_path()
     sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright")
     images = tmp_path / "images"
-    hidden = write_small_digits(images)
+    write_small_digits(images)
     shutil.rmtree(ARTIFACTS, ignore_errors=True)
     ARTIFACTS.mkdir(parents=True)
 
@@ -108,15 +144,36 @@ def test_materialize_all_in_the_ui_then_labels_trigger_retrain(tmp_path: Path):
             page.screenshot(path=ARTIFACTS / "03_asset_plot.png", animations="disabled")
             page.keyboard.press("Escape")
 
-            import_labels(env, hidden[:20], tmp_path / "labels.csv")
-            retrain = wait_for_retrain(url)
+            # Label the open requests on emb serve's /label page (Enter accepts the prediction),
+            # then the sensor's retrain makes the next round, which the page offers.
+            with emb_serve(env) as serve_url:
+                page.goto(f"{serve_url}/label")
+                cards = page.locator(".card")
+                expect(cards.first).to_be_visible()
+                answered = cards.count()
+                first = cards.first.get_attribute("data-image-id")
+                page.keyboard.press("3")  # digit classes: the key "3" is the class "3"
+                for _ in range(answered - 1):
+                    page.keyboard.press("Enter")
+                deadline = time.monotonic() + 60
+                while web_label_count(env) < answered:
+                    assert time.monotonic() < deadline, "the page's answers never reached labels"
+                    time.sleep(0.5)
+                sql = f"select label from labels where source = 'web' and image_id = {int(first)}"
+                assert emb(env, "sql", sql, "--format", "csv").strip().splitlines()[-1] == "3"
+                page.screenshot(path=ARTIFACTS / "04_label_page.png", animations="disabled")
+                retrain = wait_for_retrain(url)
+                expect(page.locator("#bannertext")).to_contain_text("round 2")
+                page.get_by_role("button", name="Show the next round").click()
+                expect(page.locator("#roundinfo")).to_contain_text("round 2")
+                page.screenshot(path=ARTIFACTS / "05_next_round.png", animations="disabled")
             assert retrain["status"] == "SUCCESS", run_failure_log(url, retrain["runId"])
             assert len(automation_runs(url)) == 1, "one retrain for one batch of labels"
             page.goto(f"{url}/runs")
             sensor = active_learning_automation.name
             expect(page.get_by_text(sensor, exact=True).first).to_be_visible()
             expect(page.get_by_text(retrain["runId"][:8]).first).to_be_visible()
-            page.screenshot(path=ARTIFACTS / "04_sensor_run.png", animations="disabled")
+            page.screenshot(path=ARTIFACTS / "06_sensor_run.png", animations="disabled")
         except BaseException:
             page.screenshot(path=ARTIFACTS / "failure.png", animations="disabled")
             raise
