@@ -25,6 +25,7 @@ TABLES = (
     "clusters",
     "anomaly_scores",
     "near_duplicates",
+    "image_quality",
     "label_issues",
     "uniqueness",
     "batch_drift",
@@ -33,25 +34,34 @@ TABLES = (
 
 
 def replace_rows(
-    db_path: Path, table: str, model_key: str, rows: pa.Table, fingerprint: str | None = None
+    db_path: Path,
+    table: str,
+    model_key: str | None,
+    rows: pa.Table,
+    fingerprint: str | None = None,
 ) -> int:
-    """Delete `model_key`'s rows of `table` and insert `rows` (same column order), atomically,
-    with the `fingerprint` of their inputs (None: rows of unknown inputs, never reused)."""
+    """Delete `model_key`'s rows of `table` (None: a table not kept per embedding set, all its
+    rows) and insert `rows` (same column order), atomically, with the `fingerprint` of their
+    inputs (None: rows of unknown inputs, never reused)."""
     if table not in TABLES:
         raise ValueError(f"{table!r} is not one of {TABLES}")
+    scope = model_key or ""
     with connect(db_path) as con:
         con.begin()  # first: it also settles the schema check's pending result (DuckDB 2)
         try:
             con.register("new_rows", rows)
-            con.execute(f"DELETE FROM {table} WHERE model_key = ?", [model_key])
+            if model_key is None:
+                con.execute(f"DELETE FROM {table}")
+            else:
+                con.execute(f"DELETE FROM {table} WHERE model_key = ?", [model_key])
             con.execute(f"INSERT INTO {table} SELECT * FROM new_rows")
             if fingerprint is None:
                 con.execute(
                     "DELETE FROM asset_fingerprints WHERE asset = ? AND scope = ?",
-                    [table, model_key],
+                    [table, scope],
                 )
             else:
-                fingerprints.record(con, table, fingerprint, scope=model_key)
+                fingerprints.record(con, table, fingerprint, scope=scope)
             con.commit()
         except BaseException:
             con.rollback()

@@ -124,8 +124,7 @@ def queue(
 def _review_round(db: Path, n: int, export: Path | None) -> None:
     import duckdb
 
-    from embedding_assets.model_registry import export_label_issues
-    from resources.duckdb_store import connect
+    from embedding_assets.model_registry import export_label_issues, label_issue_rows
 
     try:
         if export is not None:
@@ -135,19 +134,11 @@ def _review_round(db: Path, n: int, export: Path | None) -> None:
                 "then `emb label import`"
             )
             return
-        with connect(db, read_only=True) as con:
-            rows = con.execute(
-                "SELECT i.path, l.given_label, l.suggested_label, round(l.score, 3) "
-                "FROM label_issues l JOIN images i USING (image_id) ORDER BY l.score DESC LIMIT ?",
-                [n],
-            ).fetchall()
+        rows = label_issue_rows(db, n)
     except duckdb.CatalogException as exc:
-        typer.secho(
-            f"No label issues yet: materialize `label_issues` ({exc})",
-            fg=typer.colors.RED,
-            err=True,
-        )
+        message = f"No label issues yet: materialize `label_issues` ({exc})"
+        typer.secho(message, fg=typer.colors.RED, err=True)
         raise typer.Exit(2) from exc
-    for r in rows:
-        typer.echo("\t".join(str(v) for v in r))
+    for path, _, given, suggested, score, _ in rows:
+        typer.echo(f"{path}\t{given}\t{suggested}\t{score}")
     typer.echo(f"{len(rows)} label(s) to review (path, given, suggested, score).")

@@ -7,7 +7,6 @@ the Parquet hand-off unless it already holds exactly these images -> register th
 
 from __future__ import annotations
 
-import json
 import resource
 import time
 from collections.abc import Callable
@@ -155,14 +154,11 @@ def cached_features(
 def plain_params(db: Path, model_key: str) -> EmbedParams | None:
     """The plain-backbone settings behind an embedding set made with a trained head, else None
     (float32: the plain-feature cache that the embeddings' own backbone pass filled)."""
-    with connect(db, read_only=True) as con:
-        rows = con.execute(
-            "SELECT params FROM embedding_sets WHERE model_key = ?", [model_key]
-        ).fetchall()
-    if not rows or not rows[0][0] or not json.loads(rows[0][0]).get("head"):
+    params = vectors.stored_set_params(db, model_key)
+    if not params.get("head"):
         return None
     # a fine-tuned trunk is stored relative to the data folder: resolve it like the Searcher does
-    stored = vectors.loaded_params(DataPaths(db.parent), json.loads(rows[0][0]))
+    stored = vectors.loaded_params(DataPaths(db.parent), params)
     return replace(EmbedParams(**stored), head=None, store_dtype="float32")
 
 

@@ -335,20 +335,29 @@ def export_queue(db_path: Path, out: Path) -> int:
     return int(n)
 
 
+# The review round: the likeliest wrong labels of the current embedding set, most likely first.
+LABEL_ISSUES_SQL = """
+    SELECT i.path, l.given_label AS label, l.given_label, l.suggested_label,
+           round(l.score, 4) AS score, l.image_id
+    FROM label_issues l JOIN images i USING (image_id)
+    WHERE l.model_key = (SELECT model_key FROM embedding_sets ORDER BY updated_at DESC LIMIT 1)
+    ORDER BY l.score DESC LIMIT {n}"""
+
+
+def label_issue_rows(db_path: Path, n: int) -> list[tuple]:
+    """The review round as rows (path, label, given_label, suggested_label, score, image_id)."""
+    with connect(db_path, read_only=True) as con:
+        return con.execute(LABEL_ISSUES_SQL.format(n=int(n))).fetchall()
+
+
 def export_label_issues(db_path: Path, out: Path, n: int) -> int:
-    """Write the top `n` rows of `label_issues` as CSV (path,label,given_label,suggested_label,
-    score) for review: `label` starts as the given label; keep it to confirm, or change it,
-    then `emb label import` (a confirmed label is recorded again, under source csv:<file>)."""
+    """Write the review round as CSV (path,label,given_label,suggested_label,score,image_id):
+    `label` starts as the given label; keep it to confirm, or change it, then `emb label
+    import` (a confirmed label is recorded again, under source csv:<file>)."""
     out.parent.mkdir(parents=True, exist_ok=True)
     target = str(out).replace("'", "''")
     with connect(db_path, read_only=True) as con:
         con.execute(
-            f"""COPY (SELECT i.path, l.given_label AS label, l.given_label, l.suggested_label,
-                      round(l.score, 4) AS score, l.image_id
-                      FROM label_issues l JOIN images i USING (image_id)
-                      WHERE l.model_key = (SELECT model_key FROM embedding_sets
-                                           ORDER BY updated_at DESC LIMIT 1)
-                      ORDER BY l.score DESC LIMIT {int(n)})
-                TO '{target}' (HEADER, DELIMITER ',')"""
+            f"COPY ({LABEL_ISSUES_SQL.format(n=int(n))}) TO '{target}' (HEADER, DELIMITER ',')"
         )
         return int(con.execute(f"SELECT count(*) FROM read_csv('{target}')").fetchone()[0])

@@ -22,7 +22,7 @@ from PIL import Image, UnidentifiedImageError
 from pydantic import BaseModel, Field
 
 from embedding_assets.live_index import LiveIndex
-from embedding_assets.search import QueryError, Searcher, UnknownImageError
+from embedding_assets.search import Hit, QueryError, Searcher, UnknownImageError
 
 DEFAULT_MAX_K = 100
 DEFAULT_MAX_BATCH = 256
@@ -95,25 +95,16 @@ def open_upload(data: bytes, max_pixels: int) -> Image.Image:
     return image
 
 
-class HitModel(BaseModel):
-    rank: int
-    image_id: int
-    path: str | None
-    similarity: float
-    label: str | None
-    cluster: int | None
-
-
 class SearchAnswer(BaseModel):
     model_key: str
     index_version: str
     query: dict
-    results: list[HitModel]
+    results: list[Hit]
 
 
 class BatchItem(BaseModel):
     query: dict
-    results: list[HitModel] | None = None
+    results: list[Hit] | None = None
     error: str | None = Field(None, description="Why this query has no results (e.g. unknown id).")
     status: int = Field(200, description="The HTTP status this query alone would have had.")
 

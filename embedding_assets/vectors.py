@@ -114,6 +114,16 @@ def current_set(db_path: Path) -> EmbeddingSet:
     return EmbeddingSet(row[0], row[1], row[2], row[3], path)
 
 
+def stored_set_params(db_path: Path, model_key: str) -> dict:
+    """The parameters an embedding set was made with, as the catalog stores them (files of
+    ours relative to the data directory: see `loaded_params`); {} for an unknown set."""
+    with connect(db_path, read_only=True) as con:
+        row = con.execute(
+            "SELECT params FROM embedding_sets WHERE model_key = ?", [model_key]
+        ).fetchone()
+    return json.loads(row[0]) if row and row[0] else {}
+
+
 _PARAM_FILES = ("head", "weights")  # EmbedParams fields that may name a file of ours
 
 

@@ -1,4 +1,5 @@
-"""Start a real `dagster dev` (webserver + daemon) on a free local port for end-to-end tests."""
+"""Start real servers on free local ports for end-to-end tests: `dagster dev` (webserver +
+daemon), and wait for any server process to answer."""
 
 from __future__ import annotations
 
@@ -20,6 +21,23 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def wait_for_http(url: str, proc: subprocess.Popen, timeout: float = 60) -> None:
+    """Until `url` answers 200; fails at once if `proc` (the server) exits, else at `timeout`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=5) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            if proc.poll() is not None:
+                code = proc.returncode
+                raise RuntimeError(f"the server at {url} exited with code {code}") from None
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{url} did not answer within {timeout} s") from None
+            time.sleep(0.3)
 
 
 def graphql(url: str, query: str, variables: dict | None = None) -> dict:

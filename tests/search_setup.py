@@ -25,10 +25,10 @@ PARAMS = EmbedParams("resnet18", None, 32)  # random weights: no download, brigh
 LEVELS = (30, 128, 220)
 
 
-def class_image(path: Path, level: int, seed: int) -> Path:
+def class_image(path: Path, level: int, seed: int, size: int = 24) -> Path:
     """A noisy flat image around one grey level: the three levels are the three classes."""
     rng = np.random.default_rng(seed)
-    arr = np.clip(rng.normal(level, 20, size=(24, 24, 3)), 0, 255).astype(np.uint8)
+    arr = np.clip(rng.normal(level, 20, size=(size, size, 3)), 0, 255).astype(np.uint8)
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(arr).save(path)
     return path

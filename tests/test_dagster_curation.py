@@ -29,17 +29,15 @@ from resources.duckdb_store import connect
 from resources.gpu import GPUResource
 from resources.storage import DataPaths, StorageResource
 from tests.search_setup import PARAMS
+from tests.search_setup import class_image as grey_image
 
 QUIET = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
 LEVELS = (90, 125, 160)  # three classes of noisy grey images, none too dark or too bright
 
 
 def class_image(path: Path, level: int, seed: int) -> Path:
-    rng = np.random.default_rng(seed)
-    arr = np.clip(rng.normal(level, 20, size=(40, 40, 3)), 0, 255).astype(np.uint8)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(arr).save(path)
-    return path
+    """40 px: at least the quality check's smallest normal side (32)."""
+    return grey_image(path, level, seed, size=40)
 
 
 def _folder(root: Path) -> dict[str, Path]:

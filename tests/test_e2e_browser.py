@@ -13,7 +13,6 @@ import os
 import shutil
 import subprocess
 import time
-import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,7 +20,14 @@ from pathlib import Path
 import pytest
 
 from sensors.label_sensor import active_learning_automation
-from tests.dagster_server import REPO, dagster_dev, free_port, graphql, wait_for_run
+from tests.dagster_server import (
+    REPO,
+    dagster_dev,
+    free_port,
+    graphql,
+    wait_for_http,
+    wait_for_run,
+)
 from tests.e2e_setup import emb, write_small_digits
 from tests.test_e2e_graphql import automation_runs, run_failure_log, wait_for_retrain
 
@@ -72,19 +78,10 @@ def emb_serve(env: dict[str, str]) -> Iterator[str]:
     port = free_port()
     emb_bin = REPO / ".venv" / "bin" / "emb"
     cmd = [str(emb_bin), "serve", "--port", str(port), "--workers", "1"]
-    proc = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(cmd, env=env)
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(f"{base}/health", timeout=5) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                assert proc.poll() is None, proc.stderr.read()
-                assert time.monotonic() < deadline, "emb serve did not answer within 60 s"
-                time.sleep(0.3)
+        wait_for_http(f"{base}/health", proc)
         yield base
     finally:
         proc.terminate()

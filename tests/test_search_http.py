@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import socket
 import struct
 import threading
 import time
@@ -18,6 +17,7 @@ from fastapi.testclient import TestClient
 from embedding_assets.search import Searcher
 from embedding_assets.search_api import create_app
 from resources.storage import DataPaths
+from tests.dagster_server import free_port
 from tests.search_setup import class_image, searchable
 
 
@@ -99,14 +99,8 @@ def test_no_index_is_a_503_that_says_why(tmp_path: Path):
     assert res.status_code == 503 and "No catalog at" in res.json()["detail"]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_real_socket_survives_bad_uploads(db: Path, tmp_path: Path):
-    port = _free_port()
+    port = free_port()
     config = uvicorn.Config(create_app(db), host="127.0.0.1", port=port, log_level="warning")
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)

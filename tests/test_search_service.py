@@ -20,8 +20,9 @@ from embedding_assets.search import Searcher
 from embedding_assets.search_api import create_app
 from resources.duckdb_store import connect
 from resources.storage import DataPaths
+from tests.dagster_server import free_port, wait_for_http
 from tests.search_setup import PARAMS, class_image, materialize_index, searchable
-from tests.test_search_http import _free_port, _png
+from tests.test_search_http import _png
 
 HOLD_WRITER = """
 import sys, time, duckdb
@@ -37,7 +38,7 @@ class Server:
 
     def __init__(self, db: Path, **options) -> None:
         self.app = create_app(db, **options)
-        self.port = _free_port()
+        self.port = free_port()
         config = uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning")
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
@@ -209,24 +210,14 @@ def test_emb_serve_with_two_workers(data_dir: Path, tmp_path: Path):
     assert searchable(data_dir, tmp_path).success
     db = DataPaths(data_dir).catalog_db
     query = _ids(db)["class_2/img_1.png"]
-    port = _free_port()
+    port = free_port()
     emb = Path(sys.executable).parent / "emb"
     proc = subprocess.Popen(
         [str(emb), "serve", "--port", str(port), "--workers", "2", "--max-k", "6"],
-        stderr=subprocess.PIPE,
-        text=True,
     )
     try:
+        wait_for_http(f"http://127.0.0.1:{port}/health", proc)
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
-            deadline = time.monotonic() + 60
-            while True:
-                assert proc.poll() is None, proc.stderr.read()
-                assert time.monotonic() < deadline, "emb serve never answered"
-                try:
-                    if http.get("/health").status_code == 200:
-                        break
-                except httpx.TransportError:
-                    time.sleep(0.2)
             for _ in range(20):  # spread over both workers
                 res = http.get("/search", params={"image_id": query, "k": 6})
                 assert res.status_code == 200 and len(res.json()["results"]) == 6

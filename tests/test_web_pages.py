@@ -11,11 +11,9 @@ from __future__ import annotations
 import io
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +29,7 @@ from embedding_assets.search_api import SERVE_CONFIG_ENV, create_app
 from resources.duckdb_store import connect
 from resources.paths import DataPaths
 from tests.al_helpers import AL_ASSETS, resources
+from tests.dagster_server import free_port, wait_for_http
 from tests.search_setup import LEVELS, PARAMS, class_image, materialize_index
 from tests.test_e2e_browser import CHROMIUM_ARGS, chromium_path
 
@@ -81,12 +80,6 @@ def query(world: World, sql: str, params: list | None = None) -> list[tuple]:
         return con.execute(sql, params or []).fetchall()
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> World:
     return build(tmp_path_factory.mktemp("web"))
@@ -103,16 +96,7 @@ def server(world: World) -> Iterator[World]:
     proc = subprocess.Popen(cmd, env=env, cwd=REPO)
     world.url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(f"{world.url}/label/round", timeout=5) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("the server did not start") from None
-                time.sleep(0.3)
+        wait_for_http(f"{world.url}/label/round", proc)
         yield world
     finally:
         proc.terminate()

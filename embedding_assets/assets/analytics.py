@@ -19,7 +19,7 @@ from embedding_assets import analytics_store as store
 from embedding_assets import markdown
 from embedding_assets.anomaly import AnomalyParams
 from embedding_assets.anomaly import score as score_anomalies
-from embedding_assets.assets.reuse import previous_metadata, reused
+from embedding_assets.assets.reuse import previous_metadata, reused, set_inputs
 from embedding_assets.clustering import ClusterParams, cluster, faiss_gpu_id, parse_k
 from embedding_assets.fingerprints import REUSED, fingerprint, labels_version, stored
 from embedding_assets.plots import (
@@ -120,7 +120,7 @@ def clusters(
 
     parse_k(config.k)  # a bad k fails before any data is read
     db = storage.paths.catalog_db
-    emb_set, fp, unchanged = _inputs(db, "clusters", config)
+    emb_set, fp, unchanged = set_inputs(db, "clusters", config)
     if unchanged:
         return reused(context, fp, {"clusters": _cluster_table(db, emb_set.model_key)})
     ids, vectors = read_parquet(emb_set.parquet_path)
@@ -178,7 +178,7 @@ def anomaly_scores(
     import pyarrow as pa
 
     db = storage.paths.catalog_db
-    emb_set, fp, unchanged = _inputs(db, "anomaly_scores", config)
+    emb_set, fp, unchanged = set_inputs(db, "anomaly_scores", config)
     if unchanged:
         listed = _flagged_table(db, emb_set.model_key, config.list_max)
         return reused(context, fp, {"flagged_images": listed})
@@ -412,16 +412,6 @@ def _html_map(
 def _ints_or_none(values: np.ndarray) -> np.ndarray:
     """Float column with NaN for missing -> object array of int / None (for categorical use)."""
     return np.array([None if np.isnan(v) else int(v) for v in values], dtype=object)
-
-
-def _inputs(db: Path, asset: str, config: dg.Config) -> tuple[EmbeddingSet, str, bool]:
-    """The current embedding set, the fingerprint of `asset`'s inputs (that set's content and
-    the config) and whether the stored rows were computed from exactly these."""
-    emb_set = current_set(db)
-    content = content_version(emb_set.parquet_path, emb_set.model_key)
-    fp = fingerprint(asset, content, config.model_dump(mode="json"))
-    found = stored(db, asset, emb_set.model_key)
-    return emb_set, fp, found is not None and found.fingerprint == fp
 
 
 def _cluster_table(db: Path, model_key: str) -> dg.MetadataValue:

@@ -18,9 +18,9 @@ from pydantic import Field
 
 from embedding_assets import analytics_store as store
 from embedding_assets import markdown
-from embedding_assets.assets.reuse import reused
+from embedding_assets.assets.reuse import reused, set_inputs
 from embedding_assets.fingerprints import fingerprint, labels_version, stored
-from embedding_assets.vectors import content_version, current_set
+from embedding_assets.vectors import current_set
 from resources.storage import StorageResource
 
 if TYPE_CHECKING:
@@ -118,7 +118,7 @@ def image_quality(
     fp = fingerprint("image_quality", _catalog_version(db), config.model_dump(mode="json"))
     found = stored(db, "image_quality")
     if found is not None and found.fingerprint == fp:
-        return reused(context, fp, {"images": int(found.result or 0)})
+        return reused(context, fp)
     df = _rows(
         db,
         "SELECT i.image_id, i.path, i.width, i.height, q.* EXCLUDE (image_id) "
@@ -146,7 +146,7 @@ def image_quality(
             "flags": pa.array(flags, pa.list_(pa.string())),
         }
     )
-    _replace_all(db, "image_quality", table, fp)
+    store.replace_rows(db, "image_quality", None, table, fp)
     counts = {f: sum(f in row for row in flags) for f in FLAGS}
     df["flags"] = [", ".join(f) for f in flags]
     flagged = df[df["flags"] != ""].sort_values("blur")
@@ -215,20 +215,6 @@ def _catalog_version(db: Path) -> str:
     return str(found["v"].iloc[0])
 
 
-def _replace_all(db: Path, table: str, rows, fp: str) -> None:
-    """Replace every row of `table` and record the fingerprint they were computed from."""
-    from embedding_assets import fingerprints
-    from resources.duckdb_store import connect
-
-    with connect(db) as con:
-        con.begin()
-        con.register("new_rows", rows)
-        con.execute(f"DELETE FROM {table}")
-        con.execute(f"INSERT INTO {table} SELECT * FROM new_rows")
-        fingerprints.record(con, table, fp, result=str(rows.num_rows))
-        con.commit()
-
-
 @dg.asset(
     deps=["embeddings", "labels"], group_name=GROUP, kinds={"scikitlearn", "duckdb"}, owners=OWNERS
 )
@@ -246,18 +232,13 @@ def label_issues(
     from embedding_assets.embedding_run import classifier_features
 
     db = storage.paths.catalog_db
-    emb_set = current_set(db)
+    emb_set, fp, unchanged = set_inputs(db, "label_issues", config, labels_version(db))
     key = emb_set.model_key
-    content = content_version(emb_set.parquet_path, key)
-    fp = fingerprint("label_issues", content, labels_version(db), config.model_dump(mode="json"))
-    found = stored(db, "label_issues", key)
-    if found is not None and found.fingerprint == fp:
+    if unchanged:
         return reused(context, fp, {"model_key": key})
     t0 = time.perf_counter()
     _, _, ids, X = classifier_features(storage.paths)
-    labels = _rows(db, "SELECT image_id, label FROM current_labels")
-    by_id = dict(zip(labels["image_id"], labels["label"], strict=True))
-    given = [by_id.get(int(i)) for i in ids]
+    info = store.image_info(db, ids)  # path and current label, in the order of ids
     params = LabelIssueParams(
         n_folds=config.n_folds,
         pca_dim=config.pca_dim,
@@ -265,7 +246,7 @@ def label_issues(
         knn_weight=config.knn_weight,
         seed=config.seed,
     )
-    found_df = find_label_issues(ids, X, given, params)
+    found_df = find_label_issues(ids, X, info["label"].tolist(), params)
     issues = found_df[found_df["issue"].astype(bool)]
     rows = pa.table(
         {
@@ -277,8 +258,7 @@ def label_issues(
         }
     )
     store.replace_rows(db, "label_issues", key, rows, fp)
-    paths = _rows(db, "SELECT image_id, path FROM images")
-    shown = issues.merge(paths, on="image_id", how="left")
+    shown = issues.merge(info[["image_id", "path"]], on="image_id", how="left")
     context.log.info(f"{len(issues)} of {len(found_df)} labeled images flagged")
     return dg.MaterializeResult(
         metadata={
@@ -312,13 +292,9 @@ def uniqueness(
     from embedding_assets.vectors import read_parquet
 
     db = storage.paths.catalog_db
-    emb_set = current_set(db)
+    emb_set, fp, unchanged = set_inputs(db, "uniqueness", config)
     key = emb_set.model_key
-    fp = fingerprint(
-        "uniqueness", content_version(emb_set.parquet_path, key), config.model_dump(mode="json")
-    )
-    found = stored(db, "uniqueness", key)
-    if found is not None and found.fingerprint == fp:
+    if unchanged:
         return reused(context, fp, {"model_key": key})
     t0 = time.perf_counter()
     ids, vectors = read_parquet(emb_set.parquet_path)
@@ -418,12 +394,9 @@ def batch_drift(
     from embedding_assets.vectors import read_parquet
 
     db = storage.paths.catalog_db
-    emb_set = current_set(db)
+    emb_set, fp, unchanged = set_inputs(db, "batch_drift", config)
     key = emb_set.model_key
-    content = content_version(emb_set.parquet_path, key)
-    fp = fingerprint("batch_drift", content, config.model_dump(mode="json"))
-    found = stored(db, "batch_drift", key)
-    if found is not None and found.fingerprint == fp:
+    if unchanged:
         return reused(context, fp, {"model_key": key})
     t0 = time.perf_counter()
     ids, vectors = read_parquet(emb_set.parquet_path)

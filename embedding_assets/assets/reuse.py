@@ -2,9 +2,12 @@
 (`embedding_assets.fingerprints`): same data version, the figures measured when it was
 computed, and `reused` in the metadata saying so."""
 
+from pathlib import Path
+
 import dagster as dg
 
-from embedding_assets.fingerprints import REUSED, SKIPPED
+from embedding_assets.fingerprints import REUSED, SKIPPED, fingerprint, stored
+from embedding_assets.vectors import EmbeddingSet, content_version, current_set
 
 DATA_VERSION_TAG = "dagster/data_version"  # the tag holding a materialization's data version
 
@@ -40,3 +43,16 @@ def reused(
         data_version=dg.DataVersion(data_version),
         check_results=check_results,
     )
+
+
+def set_inputs(
+    db: Path, asset: str, config: dg.Config, *more: object
+) -> tuple[EmbeddingSet, str, bool]:
+    """The current embedding set, the fingerprint of `asset`'s inputs (that set's content, the
+    config and any `more`, e.g. the labels version) and whether the stored rows of that set
+    were computed from exactly these."""
+    emb_set = current_set(db)
+    content = content_version(emb_set.parquet_path, emb_set.model_key)
+    fp = fingerprint(asset, content, config.model_dump(mode="json"), *more)
+    found = stored(db, asset, emb_set.model_key)
+    return emb_set, fp, found is not None and found.fingerprint == fp

@@ -298,15 +298,9 @@ def _write_snapshot(
     db, record: "IndexRecord", ids: np.ndarray, vectors: np.ndarray, settings_key: str
 ) -> None:
     """What serving needs of this version, next to its index file (see index_snapshot)."""
-    import json
-
     from embedding_assets import index_snapshot
-    from resources.duckdb_store import connect
+    from embedding_assets.vectors import stored_set_params
 
-    with connect(db, read_only=True) as con:
-        params = con.execute(
-            "SELECT params FROM embedding_sets WHERE model_key = ?", [record.model_key]
-        ).fetchone()
     rows = index_snapshot.catalog_rows(db, record.model_key, ids)
     info = {
         "record": {
@@ -316,7 +310,7 @@ def _write_snapshot(
             "search_params": record.search_params,
             "recall_at_5": record.recall_at_5,
         },
-        "params": json.loads(params[0]) if params and params[0] else {},
+        "params": stored_set_params(db, record.model_key),
         "settings": settings_key,
     }
     index_snapshot.write(record.path, info, ids, vectors, rows)
