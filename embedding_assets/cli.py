@@ -35,17 +35,16 @@ def _run(run_config: dict[str, Any], verbose: bool) -> None:
     """Run every asset: progress bars on a terminal and a closing summary, or Dagster's own log
     lines with --verbose; exit 1 when a step or check failed."""
     from embedding_assets import progress
-    from embedding_assets.orphan_runs import orphan_lines
     from embedding_assets.run_summary import problem_lines, summary_lines
-    from embedding_assets.runner import instance, run_everything
+    from embedding_assets.runner import run_everything
 
-    with instance() as inst:  # runs left STARTED by a killed `emb run`
-        for line in orphan_lines(inst):
-            typer.secho(line, fg=typer.colors.YELLOW, err=True)
+    def warn(line: str) -> None:  # a run left STARTED by a killed `emb run`, now failed
+        typer.secho(line, fg=typer.colors.YELLOW, err=True)
+
     bars = progress.bars() if sys.stderr.isatty() and not verbose else nullcontext()
     start = time.perf_counter()
     with bars:
-        result = run_everything(run_config, verbose=verbose)
+        result = run_everything(run_config, verbose=verbose, on_orphan=warn)
     seconds = time.perf_counter() - start
     home = str(default_dagster_home().resolve())
     typer.echo("\n".join(summary_lines(result, seconds, str(_paths().catalog_db), home)))

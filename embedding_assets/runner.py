@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -58,15 +59,23 @@ def everything_job() -> dg.JobDefinition:
 
 
 def run_everything(
-    run_config: dict[str, Any] | None = None, verbose: bool = True
+    run_config: dict[str, Any] | None = None,
+    verbose: bool = True,
+    on_orphan: Callable[[str], None] | None = None,
 ) -> dg.ExecuteInProcessResult:
     """Materialize every asset in one in-process run. Failures are in the result, not raised.
     Not verbose: Dagster's console logger prints nothing (its DEBUG event lines run to hundreds
-    per run); the event log still records every line for the UI."""
+    per run); the event log still records every line for the UI. First, in the same instance,
+    runs left STARTED by a killed `emb` are failed, each line passed to `on_orphan`."""
+    from embedding_assets.orphan_runs import orphan_lines
+
     config = dict(run_config or {})
     if not verbose:
         config["loggers"] = {"console": {"config": {"log_level": "CRITICAL"}}}
     with instance() as inst:
+        for line in orphan_lines(inst):
+            if on_orphan is not None:
+                on_orphan(line)
         return execute(everything_job(), inst, config)
 
 

@@ -142,7 +142,7 @@ def test_emb_run_and_emb_ui_report_the_runs_they_fail(
     def stop(*args, **kwargs):
         raise Stop
 
-    monkeypatch.setattr(runner, "run_everything", stop)
+    monkeypatch.setattr(runner, "execute", stop)  # the job itself
     monkeypatch.setattr(cli.os, "execvp", stop)
     for command in (lambda: cli._run({}, verbose=False), lambda: cli.ui(port=3000)):
         with dg.DagsterInstance.get() as inst:
