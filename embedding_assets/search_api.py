@@ -120,6 +120,14 @@ class BatchByIds(BaseModel):
     k: int = Field(10, ge=1, description="Results per query, 1 to the server's max_k.")
 
 
+def _named_upload(upload: UploadFile, max_pixels: int) -> Image.Image:
+    """open_upload for one file of a batch: its error names the file."""
+    try:
+        return open_upload(upload.file.read(), max_pixels)
+    except HTTPException as exc:
+        raise HTTPException(exc.status_code, f"{upload.filename}: {exc.detail}") from exc
+
+
 def _json(payload: dict) -> Response:
     """Serialised here rather than through FastAPI's encoder: the answers are plain dicts of
     str/int/float, and skipping the encoder is most of a by-id request's cost."""
@@ -255,7 +263,7 @@ def create_app(
         """Many uploaded images embedded in one batch; all must decode (400/413 otherwise)."""
         check_batch(len(files))
         s = searcher()
-        images = [open_upload(f.file.read(), max_pixels) for f in files]
+        images = [_named_upload(f, max_pixels) for f in files]
         try:
             found = s.by_images(images, k)
         except QueryError as exc:

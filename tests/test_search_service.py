@@ -201,6 +201,9 @@ def test_batch_endpoints_and_bounds(data_dir: Path, tmp_path: Path):
         assert res.status_code == 200, res.text
         labels = [{r["label"] for r in item["results"]} for item in res.json()["results"]]
         assert labels == [{"class_0"}, {"class_2"}]
+        bad = [files[0], ("files", ("broken.png", b"not an image", "image/png"))]
+        res = http.post("/search/batch/upload", files=bad, data={"k": "3"})
+        assert res.status_code == 400 and res.json()["detail"].startswith("broken.png: ")
         spec = http.get("/openapi.json").json()
         assert {"/search", "/search/batch", "/search/batch/upload", "/health"} <= set(spec["paths"])
 
