@@ -1,11 +1,14 @@
-"""Bring the `images` table in line with a folder, touching only what changed.
+"""Bring the `images` table in line with a folder (or an object-storage URL), touching only
+what changed.
 
 Three short DuckDB connections per scan: read what we knew, (no connection while hashing and
-decoding), write what changed. A re-run over an unchanged folder only stats files.
+decoding), write what changed. A re-run over an unchanged folder only stats files (lists
+objects: size and ETag).
 """
 
 from __future__ import annotations
 
+import hashlib
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -13,7 +16,8 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from embedding_assets import scan
+from embedding_assets import object_store, scan
+from embedding_assets.shards import Shard
 from resources.duckdb_store import connect
 
 UPSERT_COLUMNS = [
@@ -29,6 +33,7 @@ UPSERT_COLUMNS = [
     "format",
     "status",
     "error",
+    "etag",
 ]
 UPSERT_TYPES = [
     pa.string(),
@@ -39,6 +44,7 @@ UPSERT_TYPES = [
     pa.int64(),
     pa.int32(),
     pa.int32(),
+    pa.string(),
     pa.string(),
     pa.string(),
     pa.string(),
@@ -83,21 +89,33 @@ def scan_catalog(
     labels_from_folders: bool = True,
     workers: int | None = None,
     unlabeled_folders: tuple[str, ...] | list[str] = scan.UNLABELED_FOLDERS,
+    shard: Shard | None = None,
 ) -> ScanSummary:
-    """Scan `root` into the catalog at `db_path` incrementally and return what happened."""
+    """Scan `root` (a folder or an fsspec URL) into the catalog at `db_path` incrementally and
+    return what happened."""
     started = time.perf_counter()
-    root_path = Path(root).expanduser()
-    if not root_path.is_dir():
-        raise NotADirectoryError(
-            f"image folder {root_path} does not exist or is not a folder; set image_dir in the "
-            "image_catalog config (or EMB_IMAGE_DIR) to a folder of images"
+    if object_store.is_url(root):
+        root_str = object_store.normalize(str(root))
+        found = object_store.list_images(
+            root_str, scan.IMAGE_EXTENSIONS | scan.KNOWN_UNSUPPORTED_EXTENSIONS
         )
-    root_str = str(root_path.resolve())
+    else:
+        root_path = Path(root).expanduser()
+        if not root_path.is_dir():
+            raise NotADirectoryError(
+                f"image folder {root_path} does not exist or is not a folder; set image_dir in "
+                "the image_catalog config (or EMB_IMAGE_DIR) to a folder of images"
+            )
+        root_str = str(root_path.resolve())
+        found = list(scan.walk_images(root_path))
     summary = ScanSummary(root=root_str)
 
     known = _known_files(db_path, root_str)
+    if shard is not None:  # one partition: the rest of the folder is another run's
+        found = [f for f in found if shard.contains(f.path)]
+    seen_paths = {f.path for f in found}
+    gone = [p for p in known if p not in seen_paths and (shard is None or shard.contains(p))]
 
-    found = list(scan.walk_images(root_path))
     summary.found = len(found)
     to_probe = []
     for f in found:
@@ -105,7 +123,7 @@ def scan_catalog(
         if old is None:
             summary.new += 1
             to_probe.append(f)
-        elif old[:2] != (f.size, f.mtime_ns) or old[2] == "unreadable" or f.error:
+        elif old[:3] != (f.size, f.mtime_ns, f.etag) or old[3] == "unreadable" or f.error:
             summary.changed += 1
             to_probe.append(f)
         else:
@@ -117,7 +135,8 @@ def scan_catalog(
     summary.probed = len(probes)
 
     upserts = _upsert_table(to_probe, probes, root_str)
-    seen = pa.table({"path": pa.array([f.path for f in found], pa.string())})
+    seen = pa.table({"path": pa.array(list(seen_paths), pa.string())})
+    gone_table = pa.table({"path": pa.array(gone, pa.string())})
     labels = pa.table(
         {
             "path": pa.array([f.path for f in to_probe], pa.string()),
@@ -138,6 +157,7 @@ def scan_catalog(
         con.register("upserts", upserts)
         con.register("seen", seen)
         con.register("folder_labels", labels)
+        con.register("gone", gone_table)
         con.execute(
             f"""
             INSERT INTO images ({", ".join(UPSERT_COLUMNS)}, first_seen, last_seen)
@@ -154,9 +174,9 @@ def scan_catalog(
             {"now": now},
         )
         summary.removed = con.execute(
-            "UPDATE images SET removed_at = $now "
-            "WHERE root = $root AND removed_at IS NULL AND last_seen < $now",
-            {"now": now, "root": root_str},
+            "UPDATE images SET removed_at = $now FROM gone "
+            "WHERE images.path = gone.path AND removed_at IS NULL",
+            {"now": now},
         ).fetchone()[0]
         _write_quality(con, to_probe, probes)
         summary.labels_added = con.execute(
@@ -175,13 +195,13 @@ def scan_catalog(
     return summary
 
 
-def _known_files(db_path: Path, root: str) -> dict[str, tuple[int, int, str]]:
-    """path -> (bytes, mtime_ns, status) of what the catalog already holds for `root`."""
+def _known_files(db_path: Path, root: str) -> dict[str, tuple[int, int, str | None, str]]:
+    """path -> (bytes, mtime_ns, etag, status) of what the catalog already holds for `root`."""
     if not db_path.exists():
         return {}
     with connect(db_path, read_only=True) as con:
         cols = con.execute(
-            "SELECT path, bytes, mtime_ns, status FROM images WHERE root = ?", [root]
+            "SELECT path, bytes, mtime_ns, etag, status FROM images WHERE root = ?", [root]
         ).fetchnumpy()
     return dict(
         zip(
@@ -189,6 +209,7 @@ def _known_files(db_path: Path, root: str) -> dict[str, tuple[int, int, str]]:
             zip(
                 cols["bytes"].tolist(),
                 cols["mtime_ns"].tolist(),
+                cols["etag"].tolist(),
                 cols["status"].tolist(),
                 strict=True,
             ),
@@ -211,6 +232,7 @@ def _upsert_table(files: list[scan.FoundFile], probes: list[scan.Probe], root: s
         "format": [p.format for p in probes],
         "status": [p.status for p in probes],
         "error": [p.error for p in probes],
+        "etag": [f.etag for f in files],
     }
     return pa.table(
         [pa.array(rows[c], t) for c, t in zip(UPSERT_COLUMNS, UPSERT_TYPES, strict=True)],
@@ -278,3 +300,17 @@ def write_snapshot(db_path: Path, parquet_path: Path) -> Path:
         target = str(parquet_path).replace("'", "''")
         con.execute(f"COPY images TO '{target}' (FORMAT PARQUET)")
     return parquet_path
+
+
+def usable_version(db_path: Path, shard: Shard | None = None) -> str:
+    """A hash of (path, sha256) over the usable images (of one shard): the catalog's data
+    version, which changes exactly when what downstream may read changes."""
+    with connect(db_path, read_only=True) as con:
+        if shard is None:
+            return con.execute(
+                "SELECT coalesce(md5(string_agg(path || ':' || sha256, ',' ORDER BY path)), "
+                "'empty') FROM usable_images"
+            ).fetchone()[0]
+        rows = con.execute("SELECT path, sha256 FROM usable_images ORDER BY path").fetchall()
+    mine = [f"{p}:{h}" for p, h in rows if shard.contains(p)]
+    return hashlib.md5(",".join(mine).encode()).hexdigest() if mine else "empty"

@@ -11,6 +11,7 @@ Loss = Literal["contrastive", "triplet", "supcon", "ntxent", "arcface"]
 Augmentation = Literal["none", "autoaugment", "randaugment", "trivialaugment"]
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 StoreDtype = Literal["float32", "float16"]
+EngineKind = Literal["local", "ray"]
 
 MODES: tuple[str, ...] = get_args(Mode)
 LOSSES: tuple[str, ...] = get_args(Loss)

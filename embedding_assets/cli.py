@@ -72,8 +72,10 @@ def demo(
 
 @app.command()
 def run(
-    image_dir: Path = typer.Option(
-        None, help=f"Folder of images (default: ${IMAGE_DIR_ENV} or the demo folder)."
+    image_dir: str = typer.Option(
+        None,
+        help=f"Folder of images, or an s3://, gs://, az://... URL (default: ${IMAGE_DIR_ENV} or "
+        "the demo folder).",
     ),
     model: str | None = typer.Option(
         None, help="Backbone, e.g. efficientnet_lite0 (default), resnet50, any timm model."
@@ -104,10 +106,11 @@ def run(
 
 
 def _run_config(
-    image_dir: Path | None, config_file: Path | None, flags: dict[str, Any]
+    image_dir: str | None, config_file: Path | None, flags: dict[str, Any]
 ) -> dict[str, Any]:
-    """The file's config, the flags on top, then the image folder: the flag's, else the file's,
-    else the default. Validated before anything runs."""
+    """The file's config, the flags on top, then the image folder (or object-storage URL): the
+    flag's, else the file's, else the default. Validated before anything runs."""
+    from embedding_assets import object_store
     from embedding_assets.runner import catalog_config, load_config_file, merge, validate
     from embedding_assets.settings import default_image_dir
 
@@ -115,7 +118,14 @@ def _run_config(
     validate(run_config, str(config_file) if config_file else "run config")
     catalog = (run_config.get("ops") or {}).get("image_catalog") or {}
     file_dir = (catalog.get("config") or {}).get("image_dir")
-    folder = image_dir or Path(file_dir or default_image_dir())
+    source = image_dir or file_dir or default_image_dir()
+    if object_store.is_url(source):
+        try:
+            object_store.check_folder(source)
+        except (ImportError, ValueError, OSError) as exc:
+            _fail(str(exc))
+        return merge(run_config, catalog_config(source))
+    folder = Path(source)
     if not folder.is_dir():
         _fail(f"{folder} is not a folder of images; pass --image-dir or set {IMAGE_DIR_ENV}.")
     return merge(run_config, catalog_config(str(folder.resolve())))

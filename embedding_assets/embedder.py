@@ -20,6 +20,7 @@ import torch
 from PIL import Image, ImageOps
 from torch.utils.data import DataLoader, Dataset
 
+from embedding_assets import object_store
 from embedding_assets.backbones import Backbone, BackboneSpec, build_backbone, resolve_spec
 from embedding_assets.choices import Precision, StoreDtype
 from embedding_assets.heads import L2Normalize, check_fits, load_head
@@ -87,7 +88,8 @@ def to_rgb(img: Image.Image) -> Image.Image:
 
 
 def load_image(path: str | bytes) -> Image.Image:
-    with Image.open(path) as im:
+    """A catalog image (a file, or an object by its URL) as RGB, first frame."""
+    with Image.open(object_store.image_source(path)) as im:
         im.seek(0)
         return to_rgb(im)
 

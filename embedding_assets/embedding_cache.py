@@ -53,7 +53,8 @@ class EmbeddingCache:
         return out
 
     def put_batch(self, model_key: str, hashes: list[str], vectors: np.ndarray) -> None:
-        """Write one batch in one transaction, growing the map when it is full."""
+        """Write one batch in one transaction, growing the map when it is full (or adopting the
+        size another process grew it to)."""
         rows = [(self.key(model_key, h), v.tobytes()) for h, v in zip(hashes, vectors, strict=True)]
         while True:
             try:
@@ -63,6 +64,8 @@ class EmbeddingCache:
                 return
             except lmdb.MapFullError:
                 self.env.set_mapsize(self.env.info()["map_size"] * 2)
+            except lmdb.MapResizedError:  # another process (a shard's run) grew the map
+                self.env.set_mapsize(0)
 
     def get_matrix(self, model_key: str, hashes: list[str], dim: int, dtype: str) -> np.ndarray:
         """Vectors for `hashes` as one (n, dim) array, in order; KeyError names a missing hash."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import resource
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -18,14 +18,24 @@ import pyarrow.parquet as pq
 import torch
 
 from embedding_assets import vectors
-from embedding_assets.choices import Precision
-from embedding_assets.embedder import EmbedParams, embed_paths
+from embedding_assets.choices import EngineKind, Precision
+from embedding_assets.embedder import Batch, EmbedParams, embed_paths
 from embedding_assets.embedding_cache import EmbeddingCache
 from embedding_assets.heads import check_fits, embed_features, load_head
+from embedding_assets.shards import Shard
 from resources.duckdb_store import connect
 from resources.paths import DataPaths
 
 HEAD_BATCH = 4096  # cached features per head forward pass
+
+
+@dataclass(frozen=True)
+class Engine:
+    """Where the model runs: `local` (this process) or `ray` (actors on the cluster at
+    `ray_address`, empty = $RAY_ADDRESS; embedding_assets.ray_engine)."""
+
+    kind: EngineKind = "local"
+    ray_address: str = ""
 
 
 @dataclass
@@ -42,6 +52,7 @@ class EmbedSummary:
     parquet_path: Path | None = None
     peak_rss_mb: float = 0.0
     peak_gpu_mb: float | None = None
+    retried: list[str] = field(default_factory=list)  # batches lost with a Ray worker, redone
 
     @property
     def images_per_second(self) -> float:
@@ -52,19 +63,23 @@ def run_embeddings(
     paths: DataPaths,
     params: EmbedParams,
     *,
+    shard: Shard | None = None,
     device: str = "cpu",
     batch_size: int = 64,
     workers: int | None = None,
     precision: Precision = "auto",
     allow_download: bool = True,
     progress: Callable[[int, int], None] | None = None,
+    engine: Engine = Engine(),
 ) -> EmbedSummary:
+    """Embed the usable images (of one shard) and write their hand-off; with a shard, the set is
+    the folder of every shard's file, which downstream reads whole."""
     started = time.perf_counter()
     spec = params.spec()
     key = params.model_key(spec)
     summary = EmbedSummary(model_key=key)
-    ids, fs_paths, hashes = _usable_images(paths.catalog_db)
-    if not ids:
+    ids, fs_paths, hashes = usable_images(paths.catalog_db, shard)
+    if not ids and shard is None:
         raise ValueError(
             "No usable images in the catalog: materialize image_catalog on a folder with images "
             '(see `emb sql "select path, error from images"` for why files were rejected)'
@@ -84,22 +99,27 @@ def run_embeddings(
             precision=precision,
             allow_download=allow_download,
             progress=progress,
+            engine=engine,
         )
         if failed_hashes:
             _mark_failed(paths.catalog_db, summary.failed)
             keep = [i for i, h in enumerate(hashes) if h not in failed_hashes]
             ids = [ids[i] for i in keep]
             hashes = [hashes[i] for i in keep]
-        summary.dim = summary.dim or cache.dim(key, hashes[0], params.store_dtype)
-        target = paths.parquet_dir / "embeddings" / f"{key}.parquet"
-        if not _parquet_matches(target, ids, hashes):
+        target = hand_off_path(paths, key, shard)
+        if not ids:  # an empty shard: nothing of it in the set
+            target.unlink(missing_ok=True)
+        elif not _parquet_matches(target, ids, hashes):
+            summary.dim = summary.dim or cache.dim(key, hashes[0], params.store_dtype)
             matrix = cache.get_matrix(key, hashes, summary.dim, params.store_dtype)
             vectors.write_parquet(target, np.asarray(ids), hashes, key, matrix)
             summary.parquet_rewritten = True
     summary.parquet_path = target
+    emb_set = target if shard is None else target.parent
+    count, summary.dim = vectors.shape(emb_set)
     vectors.register(
         paths.catalog_db,
-        vectors.EmbeddingSet(key, params.model, summary.dim, len(ids), target),
+        vectors.EmbeddingSet(key, params.model, summary.dim, count, emb_set),
         spec.weights_id,
         params.as_dict(),
     )
@@ -209,12 +229,26 @@ def classifier_features(
     return emb_set, params.model_key(), plain_ids, plain
 
 
-def _usable_images(db: Path) -> tuple[list[int], list[str | bytes], list[str]]:
+def hand_off_path(paths: DataPaths, model_key: str, shard: Shard | None) -> Path:
+    """The Parquet file of a set, or of one shard in the set's folder (one folder per shard
+    count, so a changed count never mixes with files of the old one)."""
+    folder = paths.parquet_dir / "embeddings"
+    if shard is None:
+        return folder / f"{model_key}.parquet"
+    return folder / f"{model_key}.shards-{shard.count}" / f"{shard.name}.parquet"
+
+
+def usable_images(
+    db: Path, shard: Shard | None = None
+) -> tuple[list[int], list[str | bytes], list[str]]:
+    """(image_ids, paths to open, sha256) of the usable images, of one shard when given."""
     with connect(db, read_only=True) as con:
         rows = con.execute(
-            "SELECT image_id, coalesce(path_bytes, encode(path)), sha256 "
+            "SELECT image_id, coalesce(path_bytes, encode(path)), sha256, path "
             "FROM usable_images ORDER BY image_id"
         ).fetchall()
+    if shard is not None:
+        rows = [rows[i] for i in np.flatnonzero(shard.mask([r[3] for r in rows]))]
     ids = [r[0] for r in rows]
     fs_paths = [fs_path(r[1]) for r in rows]
     return ids, fs_paths, [r[2] for r in rows]
@@ -241,6 +275,7 @@ def _fill_cache(
     precision,
     allow_download,
     progress,
+    engine: Engine = Engine(),
 ) -> set[str]:
     """Embed one file per hash missing from the cache under the model key; return the hashes
     whose file failed to decode."""
@@ -263,6 +298,7 @@ def _fill_cache(
             precision=precision,
             allow_download=allow_download,
             progress=progress,
+            engine=engine,
         )
     todo: dict[str, int] = {}
     for i, h in enumerate(hashes):
@@ -270,20 +306,22 @@ def _fill_cache(
             todo[h] = i
     todo_hashes = list(todo)
     todo_paths = [fs_paths[i] for i in todo.values()]
-    backbone = params.build(allow_download=allow_download)
-    summary.dim = backbone.dim
     failed: set[str] = set()
     t0 = time.perf_counter()
     done = 0
-    for batch in embed_paths(
-        backbone,
+    batches = _batches(
+        engine,
+        params,
         todo_paths,
+        summary,
         device=device,
         batch_size=batch_size,
         workers=workers,
         precision=precision,
-        store_dtype=params.store_dtype,
-    ):
+        allow_download=allow_download,
+    )
+    for batch in batches:
+        summary.dim = batch.vectors.shape[1]
         cache.put_batch(key, [todo_hashes[i] for i in batch.indexes], batch.vectors)
         for i, err in batch.errors:
             failed.add(todo_hashes[i])
@@ -296,6 +334,45 @@ def _fill_cache(
     return failed
 
 
+def _batches(
+    engine: Engine,
+    params: EmbedParams,
+    paths: list[str | bytes],
+    summary: EmbedSummary,
+    *,
+    device: str,
+    batch_size: int,
+    workers: int | None,
+    precision: Precision,
+    allow_download: bool,
+) -> Iterator[Batch]:
+    """The model's batches from this process or from actors on a Ray cluster (which decode in
+    their own processes, so `workers` applies only here)."""
+    if engine.kind == "ray":
+        from embedding_assets.ray_engine import embed_paths_on_ray
+
+        return embed_paths_on_ray(
+            params,
+            paths,
+            address=engine.ray_address,
+            batch_size=batch_size,
+            device=device,
+            precision=precision,
+            store_dtype=params.store_dtype,
+            allow_download=allow_download,
+            on_retry=summary.retried.append,
+        )
+    return embed_paths(
+        params.build(allow_download=allow_download),
+        paths,
+        device=device,
+        batch_size=batch_size,
+        workers=workers,
+        precision=precision,
+        store_dtype=params.store_dtype,
+    )
+
+
 def _fill_from_base(cache, params, fs_paths, hashes, summary, **embed_options) -> set[str]:
     """A trained head over the backbone: run the backbone once into the plain-feature cache
     (which training, evaluation and near-duplicates read too), then apply the head to the
@@ -305,6 +382,7 @@ def _fill_from_base(cache, params, fs_paths, hashes, summary, **embed_options) -
     base_summary = EmbedSummary(model_key=base.model_key(base_spec))
     failed = _fill_cache(cache, base, base_spec, fs_paths, hashes, base_summary, **embed_options)
     summary.failed += base_summary.failed
+    summary.retried += base_summary.retried
     t0 = time.perf_counter()
     todo = [h for h in dict.fromkeys(hashes) if h not in failed]
     head = load_head(params.head)

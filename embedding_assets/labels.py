@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
+from embedding_assets.object_store import is_url
 from resources.duckdb_store import connect
 
 IMAGE_COLUMNS = ("path", "image_id", "image", "id")
@@ -162,6 +163,8 @@ def _raw_path(path: str) -> bytes | None:
 
 
 def _resolve_path(ref: str, base: Path) -> str:
+    if is_url(ref):
+        return ref  # an object in storage: the catalog keys it by its full URL
     p = Path(ref).expanduser()
     if p.is_absolute():
         return str(p.resolve())

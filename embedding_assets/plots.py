@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from embedding_assets import markdown
+from embedding_assets import markdown, object_store
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -130,7 +130,7 @@ def thumbnail_uris(paths: Sequence[str], size: int = 48) -> list[str | None]:
     out: list[str | None] = []
     for path in paths:
         try:
-            with Image.open(path) as img:
+            with Image.open(object_store.image_source(path)) as img:
                 img.thumbnail((size, size))
                 buf = io.BytesIO()
                 img.convert("RGB").save(buf, format="PNG", optimize=True)

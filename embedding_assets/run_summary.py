@@ -52,13 +52,22 @@ def problem_lines(result: dg.ExecuteInProcessResult) -> list[str]:
     return lines
 
 
+# Counts of one partition's run, added up over the shards of a sharded `emb run`.
+PER_SHARD = ("files_found", "new", "changed", "embedded_now", "from_cache", "failed_to_decode")
+
+
 def _materialization_metadata(result: dg.ExecuteInProcessResult, asset: str) -> dict[str, Any]:
-    """The plain values of the asset's materialization metadata in this run ({} if none)."""
+    """The plain values of the asset's materialization metadata in this run ({} if none); the
+    last one's, with the per-shard counts summed when it materialized once per shard."""
     found: dict[str, Any] = {}
     for event in result.get_asset_materialization_events():
         if event.asset_key == dg.AssetKey(asset):
             meta = event.step_materialization_data.materialization.metadata
-            found = {k: v.value for k, v in meta.items()}
+            values = {k: v.value for k, v in meta.items()}
+            for k in PER_SHARD:
+                if k in found and k in values:
+                    values[k] += found[k]
+            found = values
     return found
 
 

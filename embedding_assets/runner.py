@@ -62,8 +62,9 @@ def run_everything(
     run_config: dict[str, Any] | None = None,
     verbose: bool = True,
     on_orphan: Callable[[str], None] | None = None,
-) -> dg.ExecuteInProcessResult:
-    """Materialize every asset in one in-process run. Failures are in the result, not raised.
+) -> dg.ExecuteInProcessResult | ShardedRuns:
+    """Materialize every asset in one in-process run (with `$EMB_SHARDS`, one run per shard of
+    each partitioned asset and one for the rest). Failures are in the result, not raised.
     Not verbose: Dagster's console logger prints nothing (its DEBUG event lines run to hundreds
     per run); the event log still records every line for the UI. First, in the same instance,
     runs left STARTED by a killed `emb` are failed, each line passed to `on_orphan`."""
@@ -76,14 +77,22 @@ def run_everything(
         for line in orphan_lines(inst):
             if on_orphan is not None:
                 on_orphan(line)
-        return execute(everything_job(), inst, config)
+        job = everything_job()
+        if job.partitions_def is None:
+            return execute(job, inst, config)
+        return execute_sharded(job, inst, config)
 
 
 def execute(
-    job: dg.JobDefinition, inst: dg.DagsterInstance, run_config: dict[str, Any]
+    job: dg.JobDefinition,
+    inst: dg.DagsterInstance,
+    run_config: dict[str, Any],
+    assets: list[dg.AssetKey] | None = None,
+    partition_key: str | None = None,
 ) -> dg.ExecuteInProcessResult:
-    """Execute `job` in this process, its run tagged with this process (orphan_runs.run_tags)
-    so that a later `emb` fails the run if this process is killed before it ends."""
+    """Execute `job` (or some of its assets, for one partition) in this process, its run tagged
+    with this process (orphan_runs.run_tags) so that a later `emb` fails the run if this
+    process is killed before it ends."""
     from embedding_assets.orphan_runs import run_tags
 
     run_id = str(uuid.uuid4())
@@ -93,7 +102,72 @@ def execute(
         raise_on_error=False,
         run_id=run_id,
         tags=run_tags(run_id),
+        asset_selection=assets,
+        partition_key=partition_key,
     )
+
+
+class ShardedRuns:
+    """The runs of one sharded `emb run`, read as one result by the run summary."""
+
+    def __init__(self, results: list[dg.ExecuteInProcessResult]) -> None:
+        self.results = results
+        self.job_def = results[0].job_def
+        self.run_id = f"{results[0].run_id} and {len(results) - 1} more"
+        self.success = all(r.success for r in results)
+        self.all_events = [e for r in results for e in r.all_events]
+
+    def _each(self, method: str) -> list:
+        return [item for r in self.results for item in getattr(r, method)()]
+
+    def get_asset_materialization_events(self) -> list:
+        return self._each("get_asset_materialization_events")
+
+    def get_asset_check_evaluations(self) -> list:
+        return self._each("get_asset_check_evaluations")
+
+    def get_step_failure_events(self) -> list:
+        return self._each("get_step_failure_events")
+
+    def get_step_success_events(self) -> list:
+        return self._each("get_step_success_events")
+
+    def is_node_untouched(self, name: str) -> bool:
+        return all(r.is_node_untouched(name) for r in self.results)
+
+
+def execute_sharded(
+    job: dg.JobDefinition, inst: dg.DagsterInstance, run_config: dict[str, Any]
+) -> ShardedRuns:
+    """What a backfill of every asset from the UI does, in sequence here: in dependency order,
+    each partitioned stage one run per shard, each other stage one run. Stops at a failed run."""
+    results = []
+    for assets, partitioned in stages(job):
+        ops = {k.path[-1] for k in assets}
+        config = {
+            **run_config,
+            "ops": {k: v for k, v in run_config.get("ops", {}).items() if k in ops},
+        }
+        for key in job.partitions_def.get_partition_keys() if partitioned else [None]:
+            results.append(execute(job, inst, config, assets, key))
+            if not results[-1].success:
+                return ShardedRuns(results)
+    return ShardedRuns(results)
+
+
+def stages(job: dg.JobDefinition) -> list[tuple[list[dg.AssetKey], bool]]:
+    """The job's assets in dependency order, cut where partitioned and unpartitioned alternate."""
+    graph = job.asset_layer.asset_graph
+    out: list[tuple[list[dg.AssetKey], bool]] = []
+    for key in graph.toposorted_asset_keys:
+        node = graph.get(key)
+        if not node.is_materializable:
+            continue
+        if out and out[-1][1] == node.is_partitioned:
+            out[-1][0].append(key)
+        else:
+            out.append(([key], node.is_partitioned))
+    return out
 
 
 def catalog_config(image_dir: str) -> dict[str, Any]:

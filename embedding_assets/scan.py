@@ -7,6 +7,7 @@ status `corrupt`, `unsupported` or `unreadable` and an error that says what to d
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import stat
 import warnings
@@ -17,6 +18,7 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
+from embedding_assets import object_store
 from embedding_assets.curation.image_quality import QualityStats, quality_stats
 
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".bmp", ".gif"}
@@ -45,13 +47,15 @@ QUARTER_TURNS = {5, 6, 7, 8}
 
 @dataclass(frozen=True, slots=True)
 class FoundFile:
-    """A candidate file seen while walking, with the stat fields that decide if it changed."""
+    """A candidate file seen while walking (or an object listed under a URL), with the fields
+    that decide if it changed."""
 
-    path: str  # display form: valid UTF-8, undecodable bytes as \xNN
+    path: str  # display form: valid UTF-8, undecodable bytes as \xNN; an object's full URL
     path_bytes: bytes | None  # raw name, only when it is not valid UTF-8
     size: int | None
     mtime_ns: int | None
     error: str | None = None  # set when the file could not even be stat'ed
+    etag: str | None = None  # an object's ETag: changes with its content
 
     @property
     def fs_path(self) -> str | bytes:
@@ -126,8 +130,13 @@ def probe(found: FoundFile, max_pixels: int = DEFAULT_MAX_PIXELS) -> Probe:
         return Probe(status="unreadable", error=f"{found.error}; {hint}")
     ext = os.path.splitext(found.path)[1].lower()
     try:
-        with open(found.fs_path, "rb") as fh:
-            digest = hashlib.file_digest(fh, "sha256").hexdigest()
+        if object_store.is_url(found.path):  # one read of the object: hash and decode its bytes
+            data = object_store.read_bytes(found.path)
+            digest, source = hashlib.sha256(data).hexdigest(), io.BytesIO(data)
+        else:
+            with open(found.fs_path, "rb") as fh:
+                digest = hashlib.file_digest(fh, "sha256").hexdigest()
+            source = found.fs_path
     except OSError as exc:
         return Probe(
             status="unreadable",
@@ -144,7 +153,7 @@ def probe(found: FoundFile, max_pixels: int = DEFAULT_MAX_PIXELS) -> Probe:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(found.fs_path) as im:
+            with Image.open(source) as im:
                 result.width, result.height = im.size
                 result.mode, result.format = im.mode, im.format
                 pixels = im.size[0] * im.size[1]
@@ -212,12 +221,15 @@ def probe_many(
 def folder_label(
     path: str, root: str | Path, unlabeled: tuple[str, ...] | list[str] = UNLABELED_FOLDERS
 ) -> str | None:
-    """The label a folder layout implies: the image's parent folder name below `root`, none
-    for folders named (case-insensitively) one of `unlabeled`."""
-    rel = Path(path).relative_to(Path(root).resolve())
-    if len(rel.parts) < 2:
+    """The label a folder layout implies: the image's parent folder name below `root` (a folder
+    or an object-storage URL), none for folders named (case-insensitively) one of `unlabeled`."""
+    if object_store.is_url(path):
+        parts = object_store.relative_parts(path, root)
+    else:
+        parts = Path(path).relative_to(Path(root).resolve()).parts
+    if len(parts) < 2:
         return None
-    name = rel.parts[-2]
+    name = parts[-2]
     return None if name.lower() in {u.lower() for u in unlabeled} else name
 
 

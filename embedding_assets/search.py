@@ -18,7 +18,7 @@ import faiss
 import numpy as np
 from PIL import Image
 
-from embedding_assets import fingerprints, index_snapshot, similarity, vectors
+from embedding_assets import fingerprints, index_snapshot, object_store, similarity, vectors
 from resources.duckdb_store import connect
 from resources.paths import DataPaths
 
@@ -293,11 +293,13 @@ class Searcher:
             "re-run `embeddings` if it is new, or query with the image file instead."
         )
 
-    def id_of_path(self, path: Path) -> int | None:
+    def id_of_path(self, path: Path | str) -> int | None:
+        """The catalog id of a file (or of an object by its URL), None when not catalogued."""
         if self._path_ids is None:
             rows = self.rows
             self._path_ids = {p: int(i) for i, p in zip(rows.ids, rows.paths, strict=True) if p}
-        return self._path_ids.get(str(Path(path).resolve()))
+        key = path if object_store.is_url(path) else str(Path(path).resolve())
+        return self._path_ids.get(key)
 
     def embed_file(self, path: Path) -> np.ndarray:
         from embedding_assets.embedder import embed_files
@@ -384,11 +386,13 @@ class Searcher:
                 answers.append(exc)
         return answers
 
-    def by_file(self, path: Path, k: int) -> list[Hit]:
-        """A catalog image uses its stored vector; any other file is embedded on the fly."""
-        path = Path(path)
-        if not path.is_file():
-            raise QueryError(f"{path} is not a file; pass an image file or a catalog image id.")
+    def by_file(self, path: Path | str, k: int) -> list[Hit]:
+        """A catalog image uses its stored vector; any other file (or object URL) is embedded
+        on the fly."""
+        if not object_store.is_url(path):
+            path = Path(path)
+            if not path.is_file():
+                raise QueryError(f"{path} is not a file; pass an image file or a catalog image id.")
         image_id = self.id_of_path(path)
         if image_id is not None:
             return self.by_id(image_id, k)
@@ -404,7 +408,7 @@ class Searcher:
         """An int or digits that are not a file name are an image id; anything else a path."""
         if isinstance(query, int) or (str(query).isdigit() and not Path(str(query)).exists()):
             return self.by_id(int(query), k)
-        return self.by_file(Path(query), k)
+        return self.by_file(query if object_store.is_url(query) else Path(query), k)
 
 
 def _hit(rank: int, image_id: int, sim: float, row: int, rows: index_snapshot.Rows) -> Hit:

@@ -1,7 +1,8 @@
 """The hand-off between `embeddings` and every asset downstream of it.
 
 An embedding set is one Parquet file per model key (image_id, sha256, model_key, vector as a
-fixed-size list of float32), registered in the DuckDB table `embedding_sets`. The most recently
+fixed-size list of float32), or a folder of such files, one per shard (`$EMB_SHARDS`),
+registered in the DuckDB table `embedding_sets`; readers take either. The most recently
 updated set is the current one. Downstream code calls `load_current` and gets NumPy arrays.
 """
 
@@ -46,10 +47,23 @@ def write_parquet(
         }
     )
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".parquet.tmp")
+    tmp = path.with_name(f".{path.name}.tmp")  # hidden: a reader of the folder skips it
     pq.write_table(table, tmp)
     tmp.replace(path)
     return path
+
+
+def shape(path: Path) -> tuple[int, int]:
+    """(rows, dim) of a set's file or folder, from the Parquet footers; (0, 0) when empty."""
+    import pyarrow.parquet as pq
+
+    files = sorted(path.glob("[!._]*.parquet")) if path.is_dir() else [path]
+    rows = dim = 0
+    for f in files:
+        meta = pq.ParquetFile(f)
+        rows += meta.metadata.num_rows
+        dim = meta.schema_arrow.field("vector").type.list_size
+    return rows, dim
 
 
 def read_parquet(path: Path) -> tuple[np.ndarray, np.ndarray]:

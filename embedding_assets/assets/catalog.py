@@ -3,6 +3,7 @@
 import dagster as dg
 from pydantic import Field
 
+from embedding_assets.assets.sharding import partitions_def, shard_for
 from embedding_assets.scan import DEFAULT_MAX_PIXELS, UNLABELED_FOLDERS
 from embedding_assets.settings import default_image_dir
 from resources.storage import StorageResource
@@ -11,7 +12,9 @@ from resources.storage import StorageResource
 class CatalogConfig(dg.Config):
     image_dir: str = Field(
         default=default_image_dir(),
-        description="Folder to scan recursively (PNG, JPEG, TIFF, WebP, BMP, GIF). "
+        description="Folder to scan recursively (PNG, JPEG, TIFF, WebP, BMP, GIF), or an "
+        "object-storage URL (s3://bucket/prefix, gs://..., az://...; credentials from the "
+        "standard environment variables). "
         "Defaults to $EMB_IMAGE_DIR, else the demo images in the data directory.",
     )
     max_image_pixels: int = Field(
@@ -32,6 +35,7 @@ class CatalogConfig(dg.Config):
 
 
 @dg.asset(
+    partitions_def=partitions_def(),
     group_name="ingest",
     kinds={"duckdb", "parquet"},
     owners=["team:ml-platform"],
@@ -43,13 +47,16 @@ def image_catalog(
     """Every image file under `image_dir` as a row of the DuckDB table `images` (hash, size,
     pixels, mode, format, status), with folder labels in `labels` and a Parquet snapshot.
 
-    Re-runs rehash only files whose size or modification time changed; vanished files are
-    marked `removed_at`, never deleted. Bad files are kept with status and error text.
+    Re-runs rehash only files whose size or modification time (an object's ETag) changed;
+    vanished files are marked `removed_at`, never deleted. Bad files are kept with status and
+    error text.
     """
-    from embedding_assets.catalog import scan_catalog, write_snapshot
+    from embedding_assets.catalog import scan_catalog, usable_version, write_snapshot
+    from embedding_assets.object_store import is_url
     from embedding_assets.scan import looks_unlabeled
 
     paths = storage.paths
+    shard = shard_for(context)
     summary = scan_catalog(
         paths.catalog_db,
         config.image_dir,
@@ -57,6 +64,7 @@ def image_catalog(
         labels_from_folders=config.labels_from_folders,
         workers=config.workers or None,
         unlabeled_folders=config.unlabeled_folders,
+        shard=shard,
     )
     snapshot = write_snapshot(paths.catalog_db, paths.parquet_dir / "images.parquet")
     context.log.info(
@@ -72,14 +80,12 @@ def image_catalog(
             "labeled with the folder name; rename the folder or add it to unlabeled_folders "
             "in the image_catalog config"
         )
-    with storage.connect(read_only=True) as con:
-        version = con.execute(
-            "SELECT coalesce(md5(string_agg(path || ':' || sha256, ',' ORDER BY path)), 'empty') "
-            "FROM usable_images"
-        ).fetchone()[0]
+    version = usable_version(paths.catalog_db, shard)
     return dg.MaterializeResult(
         metadata={
-            "image_dir": dg.MetadataValue.path(summary.root),
+            "image_dir": dg.MetadataValue.url(summary.root)
+            if is_url(summary.root)
+            else dg.MetadataValue.path(summary.root),
             "files_found": summary.found,
             "usable_images": summary.usable,
             "new": summary.new,

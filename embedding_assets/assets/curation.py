@@ -180,6 +180,7 @@ def _measure_missing(db: Path, context: dg.AssetExecutionContext) -> None:
     from embedding_assets.catalog import QUALITY_COLUMNS
     from embedding_assets.curation.image_quality import quality_stats
     from embedding_assets.embedding_run import fs_path
+    from embedding_assets.object_store import image_source
     from resources.duckdb_store import connect
 
     missing = _rows(
@@ -192,7 +193,7 @@ def _measure_missing(db: Path, context: dg.AssetExecutionContext) -> None:
     measured = []
     for image_id, raw in zip(missing["image_id"], missing["raw"], strict=True):
         try:
-            with Image.open(fs_path(bytes(raw))) as im:
+            with Image.open(image_source(fs_path(bytes(raw)))) as im:
                 measured.append((int(image_id), quality_stats(im)))
         except Exception:  # noqa: BLE001 - a file that changed since: the next scan says so
             continue

@@ -5,10 +5,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import dagster as dg
+import numpy as np
 from pydantic import Field
 
 from embedding_assets import vectors
-from embedding_assets.choices import Precision, StoreDtype
+from embedding_assets.assets.sharding import partitions_def, shard_for
+from embedding_assets.choices import EngineKind, Precision, StoreDtype
 from embedding_assets.fingerprints import REUSED
 from embedding_assets.model_defaults import DEFAULT_MODEL, DEFAULT_WEIGHTS
 from embedding_assets.progress import Progress
@@ -74,6 +76,15 @@ class EmbeddingConfig(BackboneConfig):
         description="'auto' (the newest promoted embedding_model for this backbone, if any), "
         "'none' (plain backbone), or a trained projection head file.",
     )
+    engine: EngineKind = Field(
+        default="local",
+        description="Where the model runs: 'local' (this step's process) or 'ray' (one actor "
+        "per GPU, or per CPU when the gpu resource picks the CPU, on the cluster at "
+        "ray_address; needs the `ray` extra on every node).",
+    )
+    ray_address: str = Field(
+        default="", description="Ray cluster address for engine 'ray'; empty = $RAY_ADDRESS."
+    )
 
     def params(self, db: Path) -> "EmbedParams":
         from embedding_assets.embedding_training import trained_params
@@ -86,6 +97,7 @@ class EmbeddingConfig(BackboneConfig):
 
 @dg.asset(
     deps=["image_catalog", "embedding_model"],
+    partitions_def=partitions_def(),
     pool=GPU_POOL,
     group_name="embeddings",
     kinds={"pytorch", "parquet"},
@@ -107,8 +119,9 @@ def embeddings(
     (LMDB cache, one transaction per batch, so a killed run resumes). The vectors go to
     `parquet/embeddings/<model_key>.parquet`, registered in the DuckDB table `embedding_sets`.
     """
-    from embedding_assets.embedding_run import run_embeddings
+    from embedding_assets.embedding_run import Engine, run_embeddings, usable_images
 
+    shard = shard_for(context)
     params = config.params(storage.paths.catalog_db)
     context.log.info(
         f"trained head {params.head}" if params.head else "plain backbone (no trained head)"
@@ -118,24 +131,31 @@ def embeddings(
         summary = run_embeddings(
             storage.paths,
             params,
+            shard=shard,
             device=device.torch_device,
             batch_size=config.batch_size,
             workers=None if config.workers < 0 else config.workers,
             precision=config.precision,
             allow_download=config.allow_download,
             progress=progress.update,
+            engine=Engine(config.engine, config.ray_address),
         )
+    for line in summary.retried:
+        context.log.warning(f"{line}; resubmitted")
     for path, err in summary.failed:
         context.log.warning(f"{path}: {err}")
-    with storage.connect(read_only=True) as con:
-        usable = con.execute("SELECT count(*) FROM usable_images").fetchone()[0]
-    st = vectors.stats(summary.parquet_path)
+    usable = len(usable_images(storage.paths.catalog_db, shard)[0])  # after the run's failures
+    empty = not summary.parquet_path.exists()  # a shard without usable images
+    st = vectors.VectorStats(0, summary.dim, 0, np.nan, np.nan) if empty else None
+    st = st or vectors.stats(summary.parquet_path)
     reused = summary.embedded == 0 and not summary.parquet_rewritten
     return dg.MaterializeResult(
         metadata={
             **({REUSED: "nothing new to embed: every vector from the cache"} if reused else {}),
             "model_key": summary.model_key,
             "device": device.describe(),
+            "engine": config.engine,
+            "retried_batches": len(summary.retried),
             "dimension": summary.dim,
             "usable_images": summary.usable,
             "embedded_now": summary.embedded,
@@ -151,13 +171,14 @@ def embeddings(
         },
         check_results=_checks(st, summary.dim, usable),
         data_version=dg.DataVersion(
-            vectors.content_version(summary.parquet_path, summary.model_key)
+            "empty" if empty else vectors.content_version(summary.parquet_path, summary.model_key)
         ),
     )
 
 
 def _checks(st: vectors.VectorStats, dim: int, usable: int) -> list[dg.AssetCheckResult]:
-    norm_ok = st.rows > 0 and abs(st.min_norm - 1) < 1e-2 and abs(st.max_norm - 1) < 1e-2
+    norms = st.rows > 0 and abs(st.min_norm - 1) < 1e-2 and abs(st.max_norm - 1) < 1e-2
+    norm_ok = norms or st.rows == usable == 0  # an empty shard has no vector to be wrong
     return [
         dg.AssetCheckResult(
             check_name="vectors_finite",

@@ -34,6 +34,7 @@ from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, Field
 
+from embedding_assets.object_store import is_url
 from embedding_assets.web import catalog_reads as reads
 from embedding_assets.web.thumbnails import MAX_PX, Thumbnails
 from resources.duckdb_store import CatalogLockedError
@@ -250,7 +251,8 @@ def mount_pages(app: FastAPI, live, db_path: Path, *, thumb_px: int = MAX_PX) ->
         if ref is None:
             raise HTTPException(404, f"no usable image with id {image_id}")
         try:
-            data = pages.thumbs.get(image_id, pages.data.resolve(ref.path), ref.sha256)
+            source = ref.path if is_url(ref.path) else pages.data.resolve(ref.path)
+            data = pages.thumbs.get(image_id, source, ref.sha256)
         except FileNotFoundError as exc:
             raise HTTPException(404, f"image {image_id}: its file is gone") from exc
         except ValueError as exc:

@@ -13,6 +13,8 @@ from pathlib import Path
 
 from PIL import Image, ImageOps
 
+from embedding_assets import object_store
+
 MAX_PX = 128
 MEMORY_ITEMS = 4096
 MAX_SOURCE_PIXELS = 100_000_000  # refuse to decode larger files (a bomb in the image folder)
@@ -26,9 +28,9 @@ class Thumbnails:
         self._memory: OrderedDict[int, tuple[str, bytes]] = OrderedDict()  # id: (sha, jpeg)
         self._lock = threading.Lock()
 
-    def get(self, image_id: int, source: Path, sha256: str | None) -> bytes:
-        """The thumbnail bytes; FileNotFoundError when the image file is gone, ValueError when
-        it cannot be decoded."""
+    def get(self, image_id: int, source: Path | str, sha256: str | None) -> bytes:
+        """The thumbnail bytes of a file (or an object by its URL); FileNotFoundError when the
+        image is gone, ValueError when it cannot be decoded."""
         tag = sha256 or ""
         with self._lock:
             found = self._memory.get(image_id)
@@ -48,9 +50,9 @@ class Thumbnails:
                 self._memory.popitem(last=False)
         return data
 
-    def _make(self, source: Path) -> bytes:
+    def _make(self, source: Path | str) -> bytes:
         try:
-            with Image.open(source) as image:
+            with Image.open(object_store.image_source(source)) as image:
                 w, h = image.size
                 if w * h > MAX_SOURCE_PIXELS:
                     raise ValueError(f"{w}x{h} pixels is too large to thumbnail")
