@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import torch
@@ -87,11 +88,24 @@ def to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
-def load_image(path: str | bytes) -> Image.Image:
-    """A catalog image (a file, or an object by its URL) as RGB, first frame."""
-    with Image.open(object_store.image_source(path)) as im:
+READ_ERROR = "cannot read at embedding time"  # the catalog re-probes such files on its next scan
+
+
+def read_source(path: str | bytes) -> BinaryIO:
+    """The open file, or the fetched object's bytes: a failure here (a vanished file, a store
+    without credentials, a network error) says nothing about the image itself."""
+    return object_store.image_source(path) if object_store.is_url(path) else open(path, "rb")
+
+
+def decode(source: BinaryIO) -> Image.Image:
+    with source, Image.open(source) as im:
         im.seek(0)
         return to_rgb(im)
+
+
+def load_image(path: str | bytes) -> Image.Image:
+    """A catalog image (a file, or an object by its URL) as RGB, first frame."""
+    return decode(read_source(path))
 
 
 class ImageFiles(Dataset):
@@ -106,7 +120,11 @@ class ImageFiles(Dataset):
 
     def __getitem__(self, i: int):
         try:
-            return self.transform(load_image(self.paths[i])), i, None
+            source = read_source(self.paths[i])
+        except Exception as exc:  # noqa: BLE001 - any read failure is reported per file
+            return None, i, f"{READ_ERROR}: {exc}"
+        try:
+            return self.transform(decode(source)), i, None
         except Exception as exc:  # noqa: BLE001 - any decode failure is reported per file
             return None, i, f"cannot decode at embedding time: {exc}"
 

@@ -19,7 +19,7 @@ import torch
 
 from embedding_assets import vectors
 from embedding_assets.choices import EngineKind, Precision
-from embedding_assets.embedder import Batch, EmbedParams, embed_paths
+from embedding_assets.embedder import READ_ERROR, Batch, EmbedParams, embed_paths
 from embedding_assets.embedding_cache import EmbeddingCache
 from embedding_assets.heads import check_fits, embed_features, load_head
 from embedding_assets.shards import Shard
@@ -106,6 +106,13 @@ def run_embeddings(
             keep = [i for i, h in enumerate(hashes) if h not in failed_hashes]
             ids = [ids[i] for i in keep]
             hashes = [hashes[i] for i in keep]
+            if not ids and shard is None:
+                path, err = summary.failed[0]
+                raise ValueError(
+                    f"all {summary.usable} usable images failed at embedding time (the first, "
+                    f"{path}: {err}); fix the cause and run again (their catalog status says "
+                    "which were unreadable and which corrupt)"
+                )
         target = hand_off_path(paths, key, shard)
         if not ids:  # an empty shard: nothing of it in the set
             target.unlink(missing_ok=True)
@@ -406,11 +413,16 @@ def _display(path: str | bytes) -> str:
 
 def _mark_failed(db: Path, failed: list[tuple[str, str]]) -> None:
     """Files that decoded at catalog time but not now (changed since, or a codec edge case)
-    become `corrupt` with the error, so they are visible and left out of the math."""
+    become `corrupt` with the error, so they are visible and left out of the math; files that
+    could not even be read (gone, no access to the store) become `unreadable`, which the
+    catalog's next scan reads again."""
     with connect(db) as con:
         con.executemany(
-            "UPDATE images SET status = 'corrupt', error = ? WHERE path = ?",
-            [(err, path) for path, err in failed],
+            "UPDATE images SET status = ?, error = ? WHERE path = ?",
+            [
+                ("unreadable" if err.startswith(READ_ERROR) else "corrupt", err, path)
+                for path, err in failed
+            ],
         )
 
 

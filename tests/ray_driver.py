@@ -22,22 +22,22 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def die_once() -> None:
-    """Ray worker setup hook: wrap the image loader so that opening $EMB_TEST_DIE_ON kills the
+    """Ray worker setup hook: wrap the image reader so that opening $EMB_TEST_DIE_ON kills the
     worker process, the first time only."""
     from embedding_assets import embedder
 
-    load = embedder.load_image
+    read = embedder.read_source
 
-    def load_or_die(path):
+    def read_or_die(path):
         if str(path) == os.environ[DIE_ON]:
             try:
                 os.close(os.open(os.environ[MARKER], os.O_CREAT | os.O_EXCL))
             except FileExistsError:
-                return load(path)
+                return read(path)
             os._exit(1)
-        return load(path)
+        return read(path)
 
-    embedder.load_image = load_or_die
+    embedder.read_source = read_or_die
 
 
 def main() -> None:

@@ -90,6 +90,40 @@ def test_file_broken_after_cataloging_is_marked_not_lost(labeled_folder: Path, t
     assert len(ids) == 27
 
 
+def test_file_unreadable_at_embedding_time_is_read_again_by_the_next_scan(
+    labeled_folder: Path, tmp_path: Path
+):
+    """A read failure (here a file moved away; on a store, missing credentials or the network)
+    is not a bad image: `unreadable`, which the next scan probes again, not `corrupt`."""
+    paths = DataPaths(tmp_path / "data")
+    scan_catalog(paths.catalog_db, labeled_folder)
+    victim = labeled_folder / "class_1" / "img_4.png"
+    aside = victim.rename(tmp_path / "aside.png")
+    summary = run_embeddings(paths, PARAMS, workers=0)
+    assert [Path(p).name for p, _ in summary.failed] == ["img_4.png"]
+    query = "SELECT status, error FROM images WHERE path = ?"
+    with duckdb.connect(str(paths.catalog_db), read_only=True) as con:
+        status, error = con.execute(query, [str(victim)]).fetchone()
+    assert status == "unreadable" and "cannot read at embedding time" in error
+
+    aside.rename(victim)  # back, unchanged: same size and modification time
+    assert scan_catalog(paths.catalog_db, labeled_folder).changed == 1
+    with duckdb.connect(str(paths.catalog_db), read_only=True) as con:
+        assert con.execute(query, [str(victim)]).fetchone() == ("ok", None)
+    assert run_embeddings(paths, PARAMS, workers=0).usable == 28
+
+
+def test_all_images_failing_at_embedding_time_is_one_clear_error(
+    labeled_folder: Path, tmp_path: Path
+):
+    paths = DataPaths(tmp_path / "data")
+    scan_catalog(paths.catalog_db, labeled_folder)
+    for f in labeled_folder.rglob("*.png"):
+        f.unlink()
+    with pytest.raises(ValueError, match=r"all 28 usable images failed at embedding time"):
+        run_embeddings(paths, PARAMS, workers=0)
+
+
 def test_float16_storage_gets_its_own_key(labeled_folder: Path, tmp_path: Path):
     paths = DataPaths(tmp_path / "data")
     scan_catalog(paths.catalog_db, labeled_folder)
