@@ -166,30 +166,43 @@ def test_ray_vectors_equal_local_and_a_dead_worker_costs_one_batch(
     np.testing.assert_allclose(got, np.stack([vecs[i] for i in sorted(vecs)]), atol=1e-5)
 
 
+# No head training: it would fill the vector cache in-process first.
+RUN_CONFIG = (
+    f"ops: {{embeddings: {{config: {{engine: ray, batch_size: {BATCH}}}}}, "
+    "embedding_model: {config: {enabled: false}}, projections: {config: {methods: [pca]}}}\n"
+)
+
+
+def _ray_set(db: Path, embedded: int) -> tuple[list[str], np.ndarray]:
+    """(paths, vectors) of the set that the last `embeddings` made on Ray, embedding `embedded`
+    images, with no batch lost."""
+    with dg.DagsterInstance.get() as instance:
+        event = instance.get_latest_materialization_event(dg.AssetKey("embeddings"))
+    meta = {k: v.value for k, v in event.asset_materialization.metadata.items()}
+    assert (meta["engine"], meta["retried_batches"], meta["embedded_now"]) == ("ray", 0, embedded)
+    _, ids, got = vectors.load_current(db)
+    with connect(db, read_only=True) as con:
+        path_of = dict(con.execute("SELECT image_id, path FROM images").fetchall())
+    return [path_of[int(i)] for i in ids], got
+
+
+def _in_process(files: list[str]) -> np.ndarray:
+    (batch,) = embed_paths(EmbedParams().build(), files, batch_size=len(files), workers=0)
+    assert not batch.errors, batch.errors
+    return batch.vectors
+
+
 def test_emb_run_with_engine_ray(cluster, data_dir: Path, labeled_folder: Path, tmp_path: Path):
     config = tmp_path / "run.yaml"
-    config.write_text(  # no head training: it would fill the vector cache in-process first
-        f"ops: {{embeddings: {{config: {{engine: ray, batch_size: {BATCH}}}}}, "
-        "embedding_model: {config: {enabled: false}}, projections: {config: {methods: [pca]}}}\n"
-    )
+    config.write_text(RUN_CONFIG)
     res = cluster.run(
         str(BIN / "emb"), "run", "--image-dir", str(labeled_folder), "--config", str(config)
     )
     assert res.returncode == 0, res.stdout + res.stderr[-3000:]
     assert "28 embedded now" in res.stdout and "projections" in res.stdout, res.stdout
 
-    with dg.DagsterInstance.get() as instance:
-        event = instance.get_latest_materialization_event(dg.AssetKey("embeddings"))
-    meta = {k: v.value for k, v in event.asset_materialization.metadata.items()}
-    assert (meta["engine"], meta["retried_batches"], meta["embedded_now"]) == ("ray", 0, 28)
-
-    db = data_dir / "catalog.duckdb"
-    _, ids, got = vectors.load_current(db)
-    with connect(db, read_only=True) as con:
-        path_of = dict(con.execute("SELECT image_id, path FROM images").fetchall())
-    files = [path_of[int(i)] for i in ids]
-    (batch,) = embed_paths(EmbedParams().build(), files, batch_size=len(files), workers=0)
-    np.testing.assert_allclose(got, batch.vectors, atol=1e-5)
+    files, got = _ray_set(data_dir / "catalog.duckdb", 28)
+    np.testing.assert_allclose(got, _in_process(files), atol=1e-5)
 
 
 # Run inside the namespace: wait for the S3 server, make the bucket, upload a local folder.
@@ -222,10 +235,7 @@ def test_emb_run_with_engine_ray_on_a_bucket(cluster, data_dir: Path, tmp_path: 
     prefix = "s3://images/set"
     urls = sorted(f"{prefix}/{p.relative_to(local).as_posix()}" for p in local.rglob("*.png"))
     config = tmp_path / "run.yaml"
-    config.write_text(  # no head training: it would fill the vector cache in-process first
-        f"ops: {{embeddings: {{config: {{engine: ray, batch_size: {BATCH}}}}}, "
-        "embedding_model: {config: {enabled: false}}, projections: {config: {methods: [pca]}}}\n"
-    )
+    config.write_text(RUN_CONFIG)
     with open(tmp_path / "moto.log", "wb") as log:
         server = subprocess.Popen(
             [
@@ -257,21 +267,10 @@ def test_emb_run_with_engine_ray_on_a_bucket(cluster, data_dir: Path, tmp_path: 
             server.kill()
             server.wait()
 
-    with dg.DagsterInstance.get() as instance:
-        event = instance.get_latest_materialization_event(dg.AssetKey("embeddings"))
-    meta = {k: v.value for k, v in event.asset_materialization.metadata.items()}
-    assert (meta["engine"], meta["retried_batches"], meta["embedded_now"]) == ("ray", 0, 20)
-
-    db = data_dir / "catalog.duckdb"
-    _, ids, got = vectors.load_current(db)
-    with connect(db, read_only=True) as con:
-        path_of = dict(con.execute("SELECT image_id, path FROM images").fetchall())
-    paths = [path_of[int(i)] for i in ids]
+    paths, got = _ray_set(data_dir / "catalog.duckdb", 20)
     assert sorted(paths) == urls, "the embedding set is the uploaded objects, by URL"
     files = [str(local / path[len(prefix) + 1 :]) for path in paths]  # the same bytes, on disk
-    (batch,) = embed_paths(EmbedParams().build(), files, batch_size=len(files), workers=0)
-    assert not batch.errors, batch.errors
-    np.testing.assert_allclose(got, batch.vectors, atol=1e-5)
+    np.testing.assert_allclose(got, _in_process(files), atol=1e-5)
 
 
 def test_no_cluster_address_is_one_line_naming_both(monkeypatch: pytest.MonkeyPatch):
