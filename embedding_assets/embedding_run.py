@@ -18,6 +18,7 @@ import pyarrow.parquet as pq
 import torch
 
 from embedding_assets import vectors
+from embedding_assets.backbones import BackboneSpec
 from embedding_assets.choices import EngineKind, Precision
 from embedding_assets.embedder import READ_ERROR, Batch, EmbedParams, embed_paths
 from embedding_assets.embedding_cache import EmbeddingCache
@@ -36,6 +37,18 @@ class Engine:
 
     kind: EngineKind = "local"
     ray_address: str = ""
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How the model runs, passed whole through the cache-filling steps."""
+
+    device: str = "cpu"
+    batch_size: int = 64
+    workers: int | None = None  # DataLoader decode workers (local engine only)
+    precision: Precision = "auto"
+    allow_download: bool = True
+    engine: Engine = Engine()
 
 
 @dataclass
@@ -86,20 +99,9 @@ def run_embeddings(
         )
     summary.usable = len(ids)
     with EmbeddingCache(paths.embeddings_lmdb) as cache:
+        options = RunOptions(device, batch_size, workers, precision, allow_download, engine)
         failed_hashes = _fill_cache(
-            cache,
-            params,
-            spec,
-            fs_paths,
-            hashes,
-            summary,
-            device=device,
-            batch_size=batch_size,
-            workers=workers,
-            precision=precision,
-            allow_download=allow_download,
-            progress=progress,
-            engine=engine,
+            cache, params, spec, fs_paths, hashes, summary, options, progress
         )
         if failed_hashes:
             _mark_failed(paths.catalog_db, summary.failed)
@@ -156,20 +158,8 @@ def cached_features(
     key = params.model_key(spec)
     summary = EmbedSummary(model_key=key)
     with EmbeddingCache(paths.embeddings_lmdb) as cache:
-        failed = _fill_cache(
-            cache,
-            params,
-            spec,
-            fs_paths,
-            hashes,
-            summary,
-            device=device,
-            batch_size=batch_size,
-            workers=workers,
-            precision="auto",
-            allow_download=allow_download,
-            progress=progress,
-        )
+        options = RunOptions(device, batch_size, workers, allow_download=allow_download)
+        failed = _fill_cache(cache, params, spec, fs_paths, hashes, summary, options, progress)
         keep = [i for i, h in enumerate(hashes) if h not in failed]
         if not keep:
             raise ValueError(f"none of the {len(hashes)} images could be decoded for {key}")
@@ -269,20 +259,14 @@ def fs_path(raw: bytes) -> str | bytes:
 
 
 def _fill_cache(
-    cache,
-    params,
-    spec,
-    fs_paths,
-    hashes,
-    summary,
-    *,
-    device,
-    batch_size,
-    workers,
-    precision,
-    allow_download,
-    progress,
-    engine: Engine = Engine(),
+    cache: EmbeddingCache,
+    params: EmbedParams,
+    spec: BackboneSpec,
+    fs_paths: list[str | bytes],
+    hashes: list[str],
+    summary: EmbedSummary,
+    options: RunOptions,
+    progress: Callable[[int, int], None] | None,
 ) -> set[str]:
     """Embed one file per hash missing from the cache under the model key; return the hashes
     whose file failed to decode."""
@@ -293,20 +277,8 @@ def _fill_cache(
         return set()
     if params.head:
         pick = [i for i, h in enumerate(hashes) if h in missing]
-        return _fill_from_base(
-            cache,
-            params,
-            [fs_paths[i] for i in pick],
-            [hashes[i] for i in pick],
-            summary,
-            device=device,
-            batch_size=batch_size,
-            workers=workers,
-            precision=precision,
-            allow_download=allow_download,
-            progress=progress,
-            engine=engine,
-        )
+        pick_paths, pick_hashes = [fs_paths[i] for i in pick], [hashes[i] for i in pick]
+        return _fill_from_base(cache, params, pick_paths, pick_hashes, summary, options, progress)
     todo: dict[str, int] = {}
     for i, h in enumerate(hashes):
         if h in missing and h not in todo:
@@ -316,18 +288,7 @@ def _fill_cache(
     failed: set[str] = set()
     t0 = time.perf_counter()
     done = 0
-    batches = _batches(
-        engine,
-        params,
-        todo_paths,
-        summary,
-        device=device,
-        batch_size=batch_size,
-        workers=workers,
-        precision=precision,
-        allow_download=allow_download,
-    )
-    for batch in batches:
+    for batch in _batches(options, params, todo_paths, summary):
         summary.dim = batch.vectors.shape[1]
         cache.put_batch(key, [todo_hashes[i] for i in batch.indexes], batch.vectors)
         for i, err in batch.errors:
@@ -342,52 +303,52 @@ def _fill_cache(
 
 
 def _batches(
-    engine: Engine,
-    params: EmbedParams,
-    paths: list[str | bytes],
-    summary: EmbedSummary,
-    *,
-    device: str,
-    batch_size: int,
-    workers: int | None,
-    precision: Precision,
-    allow_download: bool,
+    options: RunOptions, params: EmbedParams, paths: list[str | bytes], summary: EmbedSummary
 ) -> Iterator[Batch]:
     """The model's batches from this process or from actors on a Ray cluster (which decode in
     their own processes, so `workers` applies only here)."""
-    if engine.kind == "ray":
+    o = options
+    if o.engine.kind == "ray":
         from embedding_assets.ray_engine import embed_paths_on_ray
 
         return embed_paths_on_ray(
             params,
             paths,
-            address=engine.ray_address,
-            batch_size=batch_size,
-            device=device,
-            precision=precision,
+            address=o.engine.ray_address,
+            batch_size=o.batch_size,
+            device=o.device,
+            precision=o.precision,
             store_dtype=params.store_dtype,
-            allow_download=allow_download,
+            allow_download=o.allow_download,
             on_retry=summary.retried.append,
         )
     return embed_paths(
-        params.build(allow_download=allow_download),
+        params.build(allow_download=o.allow_download),
         paths,
-        device=device,
-        batch_size=batch_size,
-        workers=workers,
-        precision=precision,
+        device=o.device,
+        batch_size=o.batch_size,
+        workers=o.workers,
+        precision=o.precision,
         store_dtype=params.store_dtype,
     )
 
 
-def _fill_from_base(cache, params, fs_paths, hashes, summary, **embed_options) -> set[str]:
+def _fill_from_base(
+    cache: EmbeddingCache,
+    params: EmbedParams,
+    fs_paths: list[str | bytes],
+    hashes: list[str],
+    summary: EmbedSummary,
+    options: RunOptions,
+    progress: Callable[[int, int], None] | None,
+) -> set[str]:
     """A trained head over the backbone: run the backbone once into the plain-feature cache
     (which training, evaluation and near-duplicates read too), then apply the head to the
     cached features. One backbone pass per content, however many heads follow."""
     base = replace(params, head=None, store_dtype="float32")
     base_spec = base.spec()
     base_summary = EmbedSummary(model_key=base.model_key(base_spec))
-    failed = _fill_cache(cache, base, base_spec, fs_paths, hashes, base_summary, **embed_options)
+    failed = _fill_cache(cache, base, base_spec, fs_paths, hashes, base_summary, options, progress)
     summary.failed += base_summary.failed
     summary.retried += base_summary.retried
     t0 = time.perf_counter()
