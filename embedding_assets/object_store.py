@@ -75,17 +75,29 @@ def check_folder(url: str) -> None:
     fs, root = filesystem(url)
     try:
         there = fs.isdir(root.rstrip("/"))
-    except OSError as exc:
+    except Exception as exc:  # noqa: BLE001 - botocore's errors are no OSError: all mean the same
         raise _unlistable(url, exc) from None
     if not there:
         raise _missing(url)
 
 
-def _unlistable(url: str, exc: OSError) -> OSError:
-    return OSError(
-        f"cannot list {url}: {exc}; check the store's credentials and endpoint "
-        "(AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_ENDPOINT_URL, ...)"
-    )
+CREDENTIALS_HINT = (
+    "check the store's credentials and endpoint "
+    "(AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_ENDPOINT_URL, ...)"
+)
+
+
+class StoreReadError(OSError):
+    """An object that could not be fetched (credentials, endpoint, network): says nothing
+    about the image, so it is never a reason to call the image corrupt."""
+
+
+def _unlistable(url: str, exc: Exception) -> OSError:
+    return OSError(f"cannot list {url}: {_one_line(exc)}; {CREDENTIALS_HINT}")
+
+
+def _one_line(exc: Exception) -> str:
+    return " ".join((str(exc) or type(exc).__name__).split())
 
 
 def _missing(url: str) -> NotADirectoryError:
@@ -108,7 +120,7 @@ def list_images(url: str, extensions: set[str]) -> list[FoundFile]:
         listing = fs.find(root, detail=True)
     except FileNotFoundError:
         listing = {}
-    except OSError as exc:
+    except Exception as exc:  # noqa: BLE001 - botocore's errors are no OSError: all mean the same
         raise _unlistable(url, exc) from None
     if not listing:
         raise _missing(url)
@@ -136,7 +148,12 @@ def list_images(url: str, extensions: set[str]) -> list[FoundFile]:
 def read_bytes(url: str) -> bytes:
     """The whole object: images are small, and one read serves both the hash and the decode."""
     fs, path = filesystem(url)
-    return fs.cat_file(path)
+    try:
+        return fs.cat_file(path)
+    except FileNotFoundError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - botocore's errors are no OSError
+        raise StoreReadError(f"cannot read {url}: {_one_line(exc)}; {CREDENTIALS_HINT}") from exc
 
 
 def image_source(path: str | bytes | Path) -> str | bytes | Path | io.BytesIO:

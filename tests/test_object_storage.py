@@ -152,6 +152,34 @@ def test_missing_bucket_or_optional_package_is_one_clear_line(s3, tmp_path: Path
         object_store.filesystem("nope://x/y")
 
 
+def test_unreachable_store_is_one_line_and_never_a_bad_image(
+    s3, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    local = _local_set(tmp_path / "local", per_class=1)
+    shutil.rmtree(local / "bad")
+    _upload(s3, local)
+    db = tmp_path / "catalog.duckdb"
+    scan_catalog(db, PREFIX)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{free_port()}")  # nobody there
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
+    s3fs.S3FileSystem.clear_instance_cache()
+
+    with pytest.raises(OSError, match=rf"cannot list {PREFIX}: .*credentials and endpoint") as exc:
+        scan_catalog(db, PREFIX)
+    assert "\n" not in str(exc.value)
+    out = CliRunner().invoke(app, ["run", "--image-dir", PREFIX])
+    assert out.exit_code == 2 and len(out.output.strip().splitlines()) == 1, out.output
+    assert out.output.startswith(f"cannot list {PREFIX}: ")
+
+    # an object read: a StoreReadError, which embedding records as unreadable (read again by
+    # the next scan) and the /thumb page answers with a 502, never as a corrupt image
+    url = f"{PREFIX}/class_0/img_0.png"
+    with pytest.raises(object_store.StoreReadError, match=rf"cannot read {url}: "):
+        load_image(url)
+    with pytest.raises(object_store.StoreReadError):
+        Thumbnails(tmp_path / "thumbs").get(1, url, "x" * 64)
+
+
 @pytest.mark.slow
 def test_emb_run_on_a_bucket(s3, data_dir: Path, tmp_path: Path):
     importlib.reload(definitions)  # bind the definitions to this test's data directory

@@ -34,7 +34,7 @@ from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, Field
 
-from embedding_assets.object_store import is_url
+from embedding_assets.object_store import StoreReadError, is_url
 from embedding_assets.web import catalog_reads as reads
 from embedding_assets.web.thumbnails import MAX_PX, Thumbnails
 from resources.duckdb_store import CatalogLockedError
@@ -255,6 +255,8 @@ def mount_pages(app: FastAPI, live, db_path: Path, *, thumb_px: int = MAX_PX) ->
             data = pages.thumbs.get(image_id, source, ref.sha256)
         except FileNotFoundError as exc:
             raise HTTPException(404, f"image {image_id}: its file is gone") from exc
+        except StoreReadError as exc:  # the store, not the image: a gateway error
+            raise HTTPException(502, f"image {image_id}: {exc}") from exc
         except ValueError as exc:
             raise HTTPException(422, f"image {image_id}: {exc}") from exc
         return Response(

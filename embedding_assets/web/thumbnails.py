@@ -64,7 +64,7 @@ class Thumbnails:
                 out = io.BytesIO()
                 image.save(out, format="JPEG", quality=82)
                 return out.getvalue()
-        except FileNotFoundError:
+        except (FileNotFoundError, object_store.StoreReadError):
             raise
         except (OSError, Image.DecompressionBombError) as exc:
             raise ValueError(f"cannot read the image ({exc})") from exc
