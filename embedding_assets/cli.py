@@ -31,6 +31,17 @@ VERBOSE = typer.Option(
 )
 
 
+def _check_settings() -> None:
+    """Environment settings the definitions read when they load, checked first so a bad one is
+    one line rather than a traceback out of the definitions' import."""
+    from embedding_assets.shards import shard_count
+
+    try:
+        shard_count()
+    except ValueError as exc:
+        _fail(str(exc))
+
+
 def _run(run_config: dict[str, Any], verbose: bool) -> None:
     """Run every asset: progress bars on a terminal and a closing summary, or Dagster's own log
     lines with --verbose; exit 1 when a step or check failed."""
@@ -64,6 +75,7 @@ def demo(
     from embedding_assets.demo import write_demo_images
     from embedding_assets.runner import catalog_config
 
+    _check_settings()
     folder = _paths().demo_images
     counts = write_demo_images(folder, labeled_fraction=labeled_fraction)
     typer.echo(f"Demo images: {counts['images']} digits ({counts['labeled']} labeled) in {folder}")
@@ -98,6 +110,7 @@ def run(
     backbone of both `embeddings` and `embedding_model`."""
     from embedding_assets.runner import RunConfigError, backbone_config
 
+    _check_settings()
     try:
         run_config = _run_config(image_dir, config, backbone_config(model, weights, image_size))
     except RunConfigError as exc:
@@ -163,12 +176,14 @@ def ui(port: int = typer.Option(3000, help="Port of the Dagster UI.")) -> None:
     from embedding_assets.orphan_runs import orphan_lines
     from embedding_assets.runner import instance
 
+    _check_settings()
     with instance() as inst:  # runs left STARTED by a killed `emb run` (sets DAGSTER_HOME)
         for line in orphan_lines(inst):
             typer.secho(line, fg=typer.colors.YELLOW, err=True)
     os.environ.setdefault(DATA_DIR_ENV, str(_paths().root))
     workspace = Path(__file__).resolve().parent.parent / "workspace.yaml"
-    args = ["dagster", "dev", "-p", str(port)]
+    beside = Path(sys.executable).with_name("dagster")  # works without an activated venv
+    args = [str(beside) if beside.exists() else "dagster", "dev", "-p", str(port)]
     if workspace.exists():
         args += ["-w", str(workspace)]
     else:

@@ -53,7 +53,15 @@ def problem_lines(result: dg.ExecuteInProcessResult) -> list[str]:
 
 
 # Counts of one partition's run, added up over the shards of a sharded `emb run`.
-PER_SHARD = ("files_found", "new", "changed", "embedded_now", "from_cache", "failed_to_decode")
+PER_SHARD = (
+    "files_found",
+    "new",
+    "changed",
+    "removed",
+    "embedded_now",
+    "from_cache",
+    "failed_to_decode",
+)
 
 
 def _materialization_metadata(result: dg.ExecuteInProcessResult, asset: str) -> dict[str, Any]:
@@ -100,7 +108,8 @@ def _seconds_per_asset(result: dg.ExecuteInProcessResult) -> dict[str, float]:
 def _images_items(meta: dict[str, Any]) -> list[str]:
     items = [f"{meta['files_found']} in the catalog ({meta['usable_images']} usable)"]
     items.append(f"{meta['new']} new this run")
-    return items + ([f"{meta['changed']} changed"] if meta.get("changed") else [])
+    items += [f"{meta['changed']} changed"] if meta.get("changed") else []
+    return items + ([f"{meta['removed']} removed"] if meta.get("removed") else [])
 
 
 def _embeddings_items(meta: dict[str, Any]) -> list[str]:

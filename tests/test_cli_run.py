@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 from embedding_assets import definitions, progress
 from embedding_assets.cli import app
 from embedding_assets.model_defaults import DEFAULT_MODEL
+from resources.paths import DataPaths
 from tests.e2e_setup import write_small_digits
 
 runner = CliRunner()
@@ -150,9 +151,20 @@ def test_run_after_demo_embeds_nothing(
     assert "24 in the catalog (24 usable), 24 new this run" in out
     assert f"24 embedded now, 0 from cache, model key {DEFAULT_MODEL}-" in out
 
+    next(DataPaths(data_dir).demo_images.rglob("*.png")).unlink()
     code, out = _emb("run")
     assert code == 0, out
-    assert "0 new this run" in out and "0 embedded now, 24 from cache" in out
+    assert "23 in the catalog (23 usable), 0 new this run, 1 removed" in out, out
+    assert "0 embedded now, 23 from cache" in out
+
+
+def test_bad_shard_count_is_one_line(data_dir: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("EMB_SHARDS", "1")
+    code, out = _emb("run")
+    assert code == 2 and out.strip() == (
+        "$EMB_SHARDS='1': give a whole number of shards from 2 to 4096 (e.g. 64 for ten "
+        "million images), or unset it for no partitions"
+    ), out
 
 
 class _Lines:
