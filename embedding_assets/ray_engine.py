@@ -25,6 +25,10 @@ from embedding_assets.choices import Precision, StoreDtype
 from embedding_assets.embedder import Batch, EmbedParams
 
 MAX_ATTEMPTS = 3  # a batch that kills its worker this often is not a chance failure
+# No batch back for this long: the cluster has no room for a replacement actor (a lost node) or
+# a worker hangs (a stuck mount). Far above one batch: model start plus 64 images of a large
+# model on one CPU take well under a minute.
+STALL_SECONDS = 600.0
 
 
 def resolve_address(address: str) -> str:
@@ -77,6 +81,7 @@ def embed_paths_on_ray(
     store_dtype: StoreDtype = "float32",
     allow_download: bool = True,
     on_retry: Callable[[str], None] | None = None,
+    stall_seconds: float = STALL_SECONDS,
 ) -> Iterator[Batch]:
     """Yield one Batch per `batch_size` paths (indexes are positions in `paths`), in the order
     they finish. A batch lost with its worker is resubmitted (to a new actor in its place) and
@@ -103,7 +108,14 @@ def embed_paths_on_ray(
                 actor = idle.pop()
                 call = actor.embed.remote([paths[i] for i in chunks[n]])
                 running[call] = (actor, n, attempt)
-            (ready,), _ = ray.wait(list(running), num_returns=1)
+            done, _ = ray.wait(list(running), num_returns=1, timeout=stall_seconds)
+            if not done:
+                raise TimeoutError(
+                    f"no batch came back from the Ray cluster in {stall_seconds:g} s "
+                    f"({len(running)} in flight on {len(actors)} actors): a lost node may have "
+                    "left no room for a replacement actor, or a worker hangs; see `ray status`"
+                )
+            (ready,) = done
             actor, n, attempt = running.pop(ready)
             try:
                 batch = ray.get(ready)

@@ -52,6 +52,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--die-on", default="")
     parser.add_argument("--marker", default="")
+    parser.add_argument("--stall-seconds", type=float, default=None)
     args = parser.parse_args()
     paths = args.file_list.read_text().splitlines()
     if args.die_on:
@@ -64,8 +65,9 @@ def main() -> None:
     retried: list[str] = []
     vectors: dict[int, np.ndarray] = {}
     failed: dict[int, str] = {}
+    stall = {} if args.stall_seconds is None else {"stall_seconds": args.stall_seconds}
     for batch in embed_paths_on_ray(
-        EmbedParams(), paths, batch_size=args.batch_size, on_retry=retried.append
+        EmbedParams(), paths, batch_size=args.batch_size, on_retry=retried.append, **stall
     ):
         vectors.update(zip(batch.indexes, batch.vectors, strict=True))
         failed.update(batch.errors)

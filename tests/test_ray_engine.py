@@ -192,6 +192,18 @@ def _in_process(files: list[str]) -> np.ndarray:
     return batch.vectors
 
 
+def test_no_batch_back_in_time_is_one_clear_error(cluster, images, tmp_path):
+    """Nothing can come back within 0.1 s (each actor first builds the model): the step stops
+    with one line saying what to look at, instead of waiting forever."""
+    files = tmp_path / "files.txt"
+    files.write_text("\n".join(images[:8]))
+    driver = [sys.executable, "-m", "tests.ray_driver", str(files), str(tmp_path / "out")]
+    res = cluster.run(*driver, "--stall-seconds=0.1")
+    assert res.returncode != 0
+    assert "TimeoutError: no batch came back from the Ray cluster in 0.1 s" in res.stderr
+    assert "see `ray status`" in res.stderr
+
+
 def test_emb_run_with_engine_ray(cluster, data_dir: Path, labeled_folder: Path, tmp_path: Path):
     config = tmp_path / "run.yaml"
     config.write_text(RUN_CONFIG)
