@@ -8,6 +8,7 @@ channels_last. Everything here is plain PyTorch and knows nothing of Dagster or 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 from collections.abc import Callable, Iterator, Sequence
@@ -94,7 +95,9 @@ READ_ERROR = "cannot read at embedding time"  # the catalog re-probes such files
 def read_source(path: str | bytes) -> BinaryIO:
     """The open file, or the fetched object's bytes: a failure here (a vanished file, a store
     without credentials, a network error) says nothing about the image itself."""
-    return object_store.image_source(path) if object_store.is_url(path) else open(path, "rb")
+    return (
+        io.BytesIO(object_store.read_bytes(path)) if object_store.is_url(path) else open(path, "rb")
+    )
 
 
 def decode(source: BinaryIO) -> Image.Image:

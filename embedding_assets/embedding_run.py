@@ -251,6 +251,15 @@ def usable_images(
     return ids, fs_paths, [r[2] for r in rows]
 
 
+def usable_count(db: Path, shard: Shard | None = None) -> int:
+    """How many usable images there are (in one shard), counted apart from any run."""
+    with connect(db, read_only=True) as con:
+        if shard is None:
+            return con.execute("SELECT count(*) FROM usable_images").fetchone()[0]
+        paths = [r[0] for r in con.execute("SELECT path FROM usable_images").fetchall()]
+    return int(shard.mask(paths).sum())
+
+
 def fs_path(raw: bytes) -> str | bytes:
     try:
         return raw.decode("utf-8")

@@ -34,8 +34,7 @@ def shard_count() -> int:
 
 def partition_keys(count: int) -> list[str]:
     """Keys that sort as numbers: 00 .. 63 for 64 shards."""
-    width = len(str(count - 1))
-    return [f"{i:0{width}d}" for i in range(count)]
+    return [Shard(i, count).key for i in range(count)]
 
 
 @dataclass(frozen=True)
@@ -50,8 +49,13 @@ class Shard:
         return cls(int(key), count)
 
     @property
+    def key(self) -> str:
+        """Its Dagster partition key."""
+        return f"{self.index:0{len(str(self.count - 1))}d}"
+
+    @property
     def name(self) -> str:
-        return f"{self.index:0{len(str(self.count - 1))}d}-of-{self.count}"
+        return f"{self.key}-of-{self.count}"
 
     def contains(self, path: str) -> bool:
         return shard_of(path, self.count) == self.index

@@ -117,9 +117,10 @@ def embeddings(
 
     Only images whose content hash has no vector for this model key are run through the model
     (LMDB cache, one transaction per batch, so a killed run resumes). The vectors go to
-    `parquet/embeddings/<model_key>.parquet`, registered in the DuckDB table `embedding_sets`.
+    `parquet/embeddings/<model_key>.parquet` (partitioned: one file per shard in
+    `<model_key>.shards-N/`), registered in the DuckDB table `embedding_sets`.
     """
-    from embedding_assets.embedding_run import Engine, run_embeddings, usable_images
+    from embedding_assets.embedding_run import Engine, run_embeddings, usable_count
 
     shard = shard_for(context)
     params = config.params(storage.paths.catalog_db)
@@ -144,10 +145,12 @@ def embeddings(
         context.log.warning(f"{line}; resubmitted")
     for path, err in summary.failed:
         context.log.warning(f"{path}: {err}")
-    usable = len(usable_images(storage.paths.catalog_db, shard)[0])  # after the run's failures
+    usable = usable_count(storage.paths.catalog_db, shard)  # after the run's failures
     empty = not summary.parquet_path.exists()  # a shard without usable images
-    st = vectors.VectorStats(0, summary.dim, 0, np.nan, np.nan) if empty else None
-    st = st or vectors.stats(summary.parquet_path)
+    if empty:
+        st = vectors.VectorStats(0, summary.dim, 0, np.nan, np.nan)
+    else:
+        st = vectors.stats(summary.parquet_path)
     reused = summary.embedded == 0 and not summary.parquet_rewritten
     return dg.MaterializeResult(
         metadata={

@@ -30,7 +30,8 @@ class Thumbnails:
 
     def get(self, image_id: int, source: Path | str, sha256: str | None) -> bytes:
         """The thumbnail bytes of a file (or an object by its URL); FileNotFoundError when the
-        image is gone, ValueError when it cannot be decoded."""
+        image is gone, object_store.StoreReadError when its store cannot be read, ValueError
+        when it cannot be decoded."""
         tag = sha256 or ""
         with self._lock:
             found = self._memory.get(image_id)
