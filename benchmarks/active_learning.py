@@ -21,7 +21,8 @@ from sklearn.decomposition import PCA
 from sklearn.model_selection import train_test_split
 
 from benchmarks.common import RESULTS, cifar_embeddings, write_results
-from embedding_assets import active_learning as al
+from embedding_assets.learning import classifiers as al
+from embedding_assets.learning import selection
 
 STRATEGIES = ("uncertainty", "random")
 # Smaller than the asset's LightGBM so 220 trainings fit in ~10 minutes on 2 cores.
@@ -42,7 +43,7 @@ def run_loop(
 ) -> list[float]:
     """Test accuracy after the seed set and after each round of labeling."""
     rng = np.random.default_rng(seed)
-    batch = al.default_batch_size(len(y_pool), fraction)
+    batch = selection.default_batch_size(len(y_pool), fraction)
     labeled = np.zeros(len(y_pool), dtype=bool)
     labeled[rng.choice(len(y_pool), batch, replace=False)] = True
     accuracy = []
@@ -57,10 +58,10 @@ def run_loop(
             pick = rng.choice(pool, batch, replace=False)
         else:
             classes = np.unique(y_pool[labeled])
-            scores = al.uncertainty_score(al.proba(model, x_pool[pool], classes), "margin")
+            scores = selection.uncertainty_score(al.proba(model, x_pool[pool], classes), "margin")
             top = np.argsort(-scores, kind="stable")[: batch * 10]
-            clusters = al.kmeans_clusters(x_pool[pool[top]], 10, seed)
-            pick = pool[top[al.select_batch(scores[top], clusters, batch, 0.3)]]
+            clusters = selection.kmeans_clusters(x_pool[pool[top]], 10, seed)
+            pick = pool[top[selection.select_batch(scores[top], clusters, batch, 0.3)]]
         labeled[pick] = True
     return accuracy
 
@@ -165,7 +166,7 @@ def run_all(x: np.ndarray, y: np.ndarray, args: argparse.Namespace):
         x_pool, x_test, y_pool, y_test = train_test_split(
             x, y, test_size=0.2, stratify=y, random_state=seed
         )
-        batch = al.default_batch_size(len(y_pool), args.fraction)
+        batch = selection.default_batch_size(len(y_pool), args.fraction)
         n_labels = [batch * (r + 1) for r in range(args.rounds + 1)]
         for algorithm in args.algorithms:
             for strategy in STRATEGIES:

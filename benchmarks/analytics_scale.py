@@ -22,16 +22,16 @@ import numpy as np
 import pyarrow as pa
 
 from benchmarks.common import write_results
-from embedding_assets import analytics_store as store
-from embedding_assets.anomaly import AnomalyParams
-from embedding_assets.anomaly import score as score_anomalies
-from embedding_assets.clustering import (
+from embedding_assets.analytics.anomaly import AnomalyParams
+from embedding_assets.analytics.anomaly import score as score_anomalies
+from embedding_assets.analytics.clustering import (
     ClusterParams,
     faiss_kmeans,
     minibatch_kmeans,
     sampled_silhouette,
 )
-from embedding_assets.projection import ProjectionParams, project
+from embedding_assets.analytics.projection import ProjectionParams, project
+from embedding_assets.common.results import replace_rows
 from resources.duckdb_store import connect
 
 GOALS_1M = {"pca": 10.0, "kmeans": 60.0, "isolation_forest": 60.0}  # seconds, from the issue
@@ -109,10 +109,10 @@ def bench_size(n: int, rows: list[dict], db_dir: Path) -> None:
 
     def write_all() -> None:
         keys = pa.array([key] * n, pa.string())
-        store.replace_rows(
+        replace_rows(
             db, "clusters", key, pa.table({"image_id": ids, "model_key": keys, "cluster": fa})
         )
-        store.replace_rows(
+        replace_rows(
             db,
             "anomaly_scores",
             key,
@@ -125,7 +125,7 @@ def bench_size(n: int, rows: list[dict], db_dir: Path) -> None:
                 }
             ),
         )
-        store.replace_rows(
+        replace_rows(
             db,
             "projections",
             key,

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from benchmarks.common import machine, require_cifar, write_results
-from embedding_assets.catalog import scan_catalog
+from embedding_assets.catalog.scan import scan_catalog
 
 
 def main() -> None:

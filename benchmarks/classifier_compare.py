@@ -21,7 +21,7 @@ import numpy as np
 from sklearn.model_selection import train_test_split
 
 from benchmarks.common import cifar_embeddings, write_results
-from embedding_assets import active_learning as al
+from embedding_assets.learning import classifiers as al
 
 BAR_S = 60.0
 

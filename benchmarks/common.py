@@ -73,10 +73,10 @@ def cifar_embeddings(
 
     Returns (vectors float32 (n, d), labels as str (n,)), labels from the class folders.
     """
-    from embedding_assets import vectors
-    from embedding_assets.catalog import scan_catalog
-    from embedding_assets.embedder import EmbedParams
-    from embedding_assets.embedding_run import run_embeddings
+    from embedding_assets.catalog.scan import scan_catalog
+    from embedding_assets.embedding import sets as vectors
+    from embedding_assets.embedding.embedder import EmbedParams
+    from embedding_assets.embedding.run import run_embeddings
     from resources.duckdb_store import connect
     from resources.storage import DataPaths
 

@@ -44,7 +44,7 @@ def load_embeddings(args) -> tuple[np.ndarray, np.ndarray, str]:
         return x, y, "benchmarks.common.cifar_embeddings"
     except Exception as exc:  # noqa: BLE001 - report and fall back
         print(f"cifar_embeddings failed ({exc!r}); reading the cached Parquet directly")
-    from embedding_assets import vectors
+    from embedding_assets.embedding import sets as vectors
     from resources.duckdb_store import connect
 
     files = sorted((CACHE / "cifar_data" / "parquet" / "embeddings").glob(f"{args.model}*"))

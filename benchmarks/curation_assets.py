@@ -48,7 +48,7 @@ def _timed(assets: list, resources: dict, config: dict | None = None) -> float:
 
 def embeddings_step(n: int, tmp: Path) -> dict:
     from embedding_assets.assets.catalog import image_catalog
-    from embedding_assets.assets.embeddings import embeddings
+    from embedding_assets.assets.embedding import embeddings
 
     images = cifar_subset(n, tmp / "images")
     resources = _resources(tmp / "data", tmp)
@@ -75,7 +75,7 @@ def curation_on_10k(tmp: Path) -> dict:
         label_issues,
         uniqueness,
     )
-    from embedding_assets.assets.similarity import near_duplicates
+    from embedding_assets.assets.search import near_duplicates
     from resources.duckdb_store import connect
 
     cifar_embeddings("efficientnet_lite0", "DEFAULT", 0)  # the cached 10k folder, current

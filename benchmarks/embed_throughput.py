@@ -22,11 +22,12 @@ from pathlib import Path
 import torch
 
 from benchmarks.common import cifar_subset, machine, write_results
-from embedding_assets.backbones import build_backbone
-from embedding_assets.catalog import scan_catalog
-from embedding_assets.embedder import EmbedParams, load_image
-from embedding_assets.embedding_run import run_embeddings
-from embedding_assets.packaged_weights import PACKAGED
+from embedding_assets.catalog.images import load_image
+from embedding_assets.catalog.scan import scan_catalog
+from embedding_assets.embedding.backbones import build_backbone
+from embedding_assets.embedding.embedder import EmbedParams
+from embedding_assets.embedding.packaged_weights import PACKAGED
+from embedding_assets.embedding.run import RunOptions, run_embeddings
 from resources.storage import DataPaths
 
 
@@ -62,10 +63,10 @@ def measure(model: str, n: int, batch: int, size: int, workers: int | None) -> d
         paths = DataPaths(Path(tmp) / "data")
         scan_catalog(paths.catalog_db, folder)
         t = time.perf_counter()
-        run_embeddings(paths, params, batch_size=batch, workers=workers)
+        run_embeddings(paths, params, RunOptions(batch_size=batch, workers=workers))
         b = time.perf_counter() - t
         t = time.perf_counter()
-        noop = run_embeddings(paths, params, batch_size=batch, workers=workers)
+        noop = run_embeddings(paths, params, RunOptions(batch_size=batch, workers=workers))
         z = time.perf_counter() - t
         assert noop.embedded == 0
     return {

@@ -24,13 +24,13 @@ import torch
 from torchvision.transforms import v2
 
 from benchmarks.common import CACHE, cifar_embeddings, write_results
-from embedding_assets import embedding_eval
-from embedding_assets.backbones import build_backbone, file_spec, resolve_spec
-from embedding_assets.embedder import load_image
-from embedding_assets.embedding_training import hash_fraction
-from embedding_assets.heads import embed_features
-from embedding_assets.metric_training import TrainConfig, finetune, train_head
-from embedding_assets.model_defaults import DEFAULT_MODEL, DEFAULT_WEIGHTS
+from embedding_assets.catalog.images import load_image
+from embedding_assets.embedding import evaluation as embedding_eval
+from embedding_assets.embedding.backbones import build_backbone, file_spec, resolve_spec
+from embedding_assets.embedding.defaults import DEFAULT_MODEL, DEFAULT_WEIGHTS
+from embedding_assets.embedding.heads import embed_features
+from embedding_assets.embedding.metric_learning import TrainConfig, finetune, train_head
+from embedding_assets.embedding.training import hash_fraction
 from resources.duckdb_store import connect
 from resources.storage import DataPaths
 

@@ -31,7 +31,7 @@ EXECUTORS = ("in_process", "multiprocess")
 
 def demo_images(tmp: Path, n: int | None) -> tuple[Path, int]:
     """The demo digits (with their two bad files), or a stride sample of `n` of them."""
-    from embedding_assets.demo import write_demo_images
+    from embedding_assets.cli.demo import write_demo_images
 
     folder = tmp / "demo_images"
     write_demo_images(folder)
@@ -50,7 +50,7 @@ def run_job(image_dir: str) -> dict:
     """In the child process: the job of the definitions, executed with their executor."""
     import dagster as dg
 
-    from embedding_assets.runner import catalog_config, everything_job, instance, merge
+    from embedding_assets.cli.runner import catalog_config, everything_job, instance, merge
 
     quiet = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
     with instance() as inst:

@@ -234,7 +234,7 @@ def _forward_rate(model, x, amp, iters: int, sync: Callable[[], None]) -> float:
 
 
 def _pipeline_rate(backbone, files: list[str], dev: str, batch: int) -> dict:
-    from embedding_assets.embedder import embed_paths
+    from embedding_assets.embedding.embedder import embed_paths
 
     t = time.perf_counter()
     done = failed = 0
@@ -247,7 +247,7 @@ def _pipeline_rate(backbone, files: list[str], dev: str, batch: int) -> dict:
 def bench_embed(dev: str, size: dict) -> dict:
     import torch
 
-    from embedding_assets.embedder import EmbedParams, _autocast_dtype, default_workers
+    from embedding_assets.embedding.embedder import EmbedParams, _autocast_dtype, default_workers
 
     params = EmbedParams()  # the platform's default backbone and weights
     spec = params.spec()
@@ -316,7 +316,7 @@ def bench_embed(dev: str, size: dict) -> dict:
 
 
 def _one_query_p50_ms(index, q: np.ndarray, single: int = 200) -> float:
-    from embedding_assets.similarity import single_thread
+    from embedding_assets.search.faiss_index import single_thread
 
     times = []
     with single_thread():
@@ -335,7 +335,7 @@ def _timed(fn: Callable[[], object]) -> tuple[float, object]:
 
 def bench_faiss(gpu_id: int, size: dict) -> dict:
     faiss = _faiss_gpu()
-    from embedding_assets import similarity
+    from embedding_assets.search import faiss_index as similarity
 
     n, nq = size["faiss_n"], size["queries"]
     x = _synthetic(n)
@@ -415,7 +415,7 @@ def bench_faiss(gpu_id: int, size: dict) -> dict:
 
 
 def bench_kmeans(gpu_id: int, size: dict) -> dict:
-    from embedding_assets.clustering import ClusterParams, faiss_kmeans, minibatch_kmeans
+    from embedding_assets.analytics.clustering import ClusterParams, faiss_kmeans, minibatch_kmeans
 
     n = size["kmeans_n"]
     x = _synthetic(n)
@@ -460,7 +460,7 @@ def bench_kmeans(gpu_id: int, size: dict) -> dict:
 
 
 def bench_projection(size: dict) -> dict:
-    from embedding_assets.projection import ProjectionParams, project
+    from embedding_assets.analytics.projection import ProjectionParams, project
 
     n = size["proj_n"]
     x = _synthetic(n)
@@ -524,7 +524,7 @@ def _labelled(n: int, d: int = 64, classes: int = 10, seed: int = 0):
 def bench_lightgbm(size: dict) -> dict:
     import lightgbm
 
-    from embedding_assets.active_learning import _lightgbm
+    from embedding_assets.learning.classifiers import _lightgbm
 
     n = size["lgbm_n"]
     x, y = _labelled(n)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -69,6 +70,12 @@ def extract(ref: str, into: Path) -> None:
     subprocess.run(["tar", "-x", "-C", str(into)], input=archive.stdout, check=True)
 
 
+def cli_module(root: Path) -> str:
+    """The module of the `emb` entry point in the checkout at `root` (it moved with the layout)."""
+    found = re.search(r'^emb = "([\w.]+):', (root / "pyproject.toml").read_text(), re.M)
+    return found.group(1)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--baseline", default="0bd95d9", help="git ref to compare with")
@@ -81,8 +88,8 @@ def main() -> None:
             "import dagster (floor)": ("dagster", REPO),
             f"definitions at {args.baseline}": ("embedding_assets.definitions", base),
             "definitions now": ("embedding_assets.definitions", REPO),
-            f"CLI at {args.baseline}": ("embedding_assets.cli", base),
-            "CLI now": ("embedding_assets.cli", REPO),
+            f"CLI at {args.baseline}": (cli_module(base), base),
+            "CLI now": (cli_module(REPO), REPO),
         }
         runs: dict[str, list[dict]] = {name: [] for name in cases}
         for _ in range(args.repeats):

@@ -94,7 +94,7 @@ def serve(db: Path):
 
     import uvicorn
 
-    from embedding_assets.search_api import create_app
+    from embedding_assets.web.api import create_app
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -29,9 +29,9 @@ GOAL = 0.05
 
 def child(image_dir: str, backbone: dict) -> None:
     """One `emb run`: print its seconds, seconds per step and the reused assets as JSON."""
-    from embedding_assets.fingerprints import REUSED
-    from embedding_assets.run_summary import problem_lines
-    from embedding_assets.runner import backbone_config, catalog_config, merge, run_everything
+    from embedding_assets.cli.runner import backbone_config, catalog_config, merge, run_everything
+    from embedding_assets.cli.summary import problem_lines
+    from embedding_assets.common.fingerprints import REUSED
 
     config = merge(catalog_config(image_dir), backbone_config(**backbone))
     start = time.perf_counter()

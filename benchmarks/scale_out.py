@@ -72,10 +72,10 @@ def _stop_cluster() -> None:
 def measure(folder: Path, root: Path, engine, batch: int) -> dict:
     """One `embeddings` run from an empty cache; the steady rate leaves out the first round of
     batches (model loading, the actors' start)."""
-    from embedding_assets import vectors
-    from embedding_assets.catalog import scan_catalog
-    from embedding_assets.embedder import EmbedParams
-    from embedding_assets.embedding_run import run_embeddings
+    from embedding_assets.catalog.scan import scan_catalog
+    from embedding_assets.embedding import sets as vectors
+    from embedding_assets.embedding.embedder import EmbedParams
+    from embedding_assets.embedding.run import RunOptions, run_embeddings
     from resources.paths import DataPaths
 
     paths = DataPaths(root)
@@ -85,8 +85,7 @@ def measure(folder: Path, root: Path, engine, batch: int) -> dict:
     summary = run_embeddings(
         paths,
         EmbedParams(),
-        batch_size=batch,
-        engine=engine,
+        RunOptions(batch_size=batch, engine=engine),
         progress=lambda done, total: marks.append((time.perf_counter(), done)),
     )
     total_s = time.perf_counter() - t0
@@ -120,7 +119,7 @@ def cost_rows(ray_row: dict) -> list[dict]:
 
 
 def run(images: int, batch: int) -> None:
-    from embedding_assets.embedding_run import Engine
+    from embedding_assets.embedding.run import Engine
 
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:

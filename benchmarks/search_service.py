@@ -30,7 +30,9 @@ import numpy as np
 
 from benchmarks.common import REPO, cifar_embeddings, cifar_subset, machine, write_results
 from benchmarks.search_latency import synthetic
-from embedding_assets import index_snapshot, search, similarity
+from embedding_assets.search import faiss_index as similarity
+from embedding_assets.search import snapshot as index_snapshot
+from embedding_assets.search import versions
 from resources.paths import DataPaths
 
 K = 10
@@ -52,9 +54,9 @@ def publish_folder(root: Path, key: str, ids: np.ndarray, x: np.ndarray) -> dict
     queries = similarity.sample_queries(x, 500, seed=0)
     truth = similarity.exact_topk(x, ids, queries, 5)
     similarity.tune(built, queries, truth, 0.97)
-    version = search.new_version()
-    path = search.index_path(paths.indexes_dir, key, version)
-    search.save_index(built.index, path)
+    version = versions.new_version()
+    path = versions.index_path(paths.indexes_dir, key, version)
+    versions.save_index(built.index, path)
     rows = index_snapshot.Rows(
         ids,
         [f"/images/{i}.png" for i in ids.tolist()],
@@ -286,8 +288,8 @@ def step_times(tmp: Path) -> dict:
     import dagster as dg
 
     from embedding_assets.assets.catalog import image_catalog
-    from embedding_assets.assets.embeddings import embeddings
-    from embedding_assets.assets.similarity import similarity_index
+    from embedding_assets.assets.embedding import embeddings
+    from embedding_assets.assets.search import similarity_index
     from resources.gpu import GPUResource
     from resources.storage import StorageResource
 

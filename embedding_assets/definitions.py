@@ -7,7 +7,7 @@ import os
 import dagster as dg
 
 from embedding_assets import assets
-from embedding_assets.assets.active_learning import labels
+from embedding_assets.assets.learning import labels
 from resources.gpu import GPUResource
 from resources.storage import StorageResource
 from sensors.label_sensor import active_learning_automation, label_sensor

@@ -18,8 +18,9 @@ from typing import NamedTuple
 
 import dagster as dg
 
-from embedding_assets.assets.active_learning import classifier, label_queue, labels, predictions
+from embedding_assets.assets.learning import classifier, label_queue, labels, predictions
 from embedding_assets.assets.reuse import DATA_VERSION_TAG
+from embedding_assets.common import tables
 from resources.duckdb_store import CatalogLockedError, connect, is_lock_error
 from resources.storage import StorageResource
 
@@ -45,24 +46,20 @@ class NewLabels(NamedTuple):
 def new_labels(storage: StorageResource, cursor: int) -> NewLabels:
     """The labels after `cursor` that no classifier version was trained on yet."""
     with connect(storage.paths.catalog_db, read_only=True, timeout_s=LOCK_TIMEOUT_S) as con:
-        tables = {
-            r[0]
-            for r in con.execute(
-                "SELECT table_name FROM duckdb_tables() "
-                "WHERE table_name IN ('labels', 'embedding_sets', 'model_versions')"
-            ).fetchall()
-        }
-        if "labels" not in tables:
+        if not tables.exists(con, tables.LABELS):
             return NewLabels(0, None, None, cursor, False)
-        if "model_versions" in tables:  # labels a classifier has already been trained on
-            trained = con.execute("SELECT max(max_label_id) FROM model_versions").fetchone()[0]
+        if tables.exists(con, tables.MODEL_VERSIONS):  # labels a classifier was trained on
+            trained = con.execute(
+                f"SELECT max(max_label_id) FROM {tables.MODEL_VERSIONS}"
+            ).fetchone()[0]
             cursor = max(cursor, int(trained or 0))
         n, lo, hi = con.execute(
-            "SELECT count(*), min(label_id), max(label_id) FROM labels WHERE label_id > ?",
+            f"SELECT count(*), min(label_id), max(label_id) FROM {tables.LABELS} "
+            "WHERE label_id > ?",
             [cursor],
         ).fetchone()
-        has_embeddings = "embedding_sets" in tables and bool(
-            con.execute("SELECT count(*) FROM embedding_sets").fetchone()[0]
+        has_embeddings = tables.exists(con, tables.EMBEDDING_SETS) and bool(
+            con.execute(f"SELECT count(*) FROM {tables.EMBEDDING_SETS}").fetchone()[0]
         )
     return NewLabels(int(n), lo, hi, cursor, has_embeddings)
 

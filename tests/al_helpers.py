@@ -7,9 +7,9 @@ from pathlib import Path
 import dagster as dg
 import numpy as np
 
-from embedding_assets import vectors as vec
-from embedding_assets.assets.active_learning import classifier, label_queue, predictions
-from embedding_assets.catalog import scan_catalog
+from embedding_assets.assets.learning import classifier, label_queue, predictions
+from embedding_assets.catalog.scan import scan_catalog
+from embedding_assets.embedding import sets as vec
 from resources.duckdb_store import connect
 from resources.gpu import GPUResource
 from resources.storage import DataPaths, StorageResource

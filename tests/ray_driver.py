@@ -24,9 +24,9 @@ REPO = Path(__file__).resolve().parents[1]
 def die_once() -> None:
     """Ray worker setup hook: wrap the image reader so that opening $EMB_TEST_DIE_ON kills the
     worker process, the first time only."""
-    from embedding_assets import embedder
+    from embedding_assets.embedding import embedder
 
-    read = embedder.read_source
+    read = embedder.open_source
 
     def read_or_die(path):
         if str(path) == os.environ[DIE_ON]:
@@ -37,14 +37,14 @@ def die_once() -> None:
             os._exit(1)
         return read(path)
 
-    embedder.read_source = read_or_die
+    embedder.open_source = read_or_die
 
 
 def main() -> None:
     import ray
 
-    from embedding_assets.embedder import EmbedParams
-    from embedding_assets.ray_engine import embed_paths_on_ray
+    from embedding_assets.embedding.embedder import EmbedParams
+    from embedding_assets.embedding.ray_engine import embed_paths_on_ray
 
     parser = argparse.ArgumentParser()
     parser.add_argument("file_list", type=Path)

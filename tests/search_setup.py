@@ -9,15 +9,15 @@ import dagster as dg
 import numpy as np
 from PIL import Image
 
-from embedding_assets.assets.similarity import (
+from embedding_assets.assets.search import (
     near_duplicates,
     published_index,
     similarity_index,
     similarity_index_recall,
 )
-from embedding_assets.catalog import scan_catalog
-from embedding_assets.embedder import EmbedParams
-from embedding_assets.embedding_run import run_embeddings
+from embedding_assets.catalog.scan import scan_catalog
+from embedding_assets.embedding.embedder import EmbedParams
+from embedding_assets.embedding.run import RunOptions, run_embeddings
 from resources.gpu import GPUResource
 from resources.storage import DataPaths, StorageResource
 
@@ -71,5 +71,5 @@ def searchable(data_dir: Path, tmp: Path) -> dg.ExecuteInProcessResult:
     folder = make_folder(tmp / "images")
     paths = DataPaths(data_dir)
     scan_catalog(paths.catalog_db, folder)
-    run_embeddings(paths, PARAMS, workers=0)
+    run_embeddings(paths, PARAMS, RunOptions(workers=0))
     return materialize_index(data_dir, tmp, {"threshold": 0.99999})

@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from embedding_assets import active_learning as al
-from embedding_assets.cli import app
-from embedding_assets.labels import set_label
+from embedding_assets.catalog.labels import set_label
+from embedding_assets.cli.app import app
+from embedding_assets.learning import classifiers as al
+from embedding_assets.learning import selection
 from resources.storage import DataPaths
 from tests.al_helpers import catalog_with_vectors, materialize, query
 
@@ -20,21 +21,21 @@ from tests.al_helpers import catalog_with_vectors, materialize, query
 def test_select_batch_spreads_over_clusters():
     scores = np.array([0.9, 0.89, 0.88, 0.87, 0.5, 0.4, 0.3, 0.2])
     clusters = np.array([0, 0, 0, 0, 1, 1, 2, 2])
-    chosen = al.select_batch(scores, clusters, batch_size=4, max_cluster_share=0.5)
+    chosen = selection.select_batch(scores, clusters, batch_size=4, max_cluster_share=0.5)
     assert chosen.tolist() == [0, 1, 4, 5]  # pure uncertainty would take all of cluster 0
     # too few clusters to honour the guard: the rest is filled by uncertainty
-    assert len(al.select_batch(scores, np.zeros(8, int), 4, 0.25)) == 4
+    assert len(selection.select_batch(scores, np.zeros(8, int), 4, 0.25)) == 4
 
 
 def test_uncertainty_measures_and_plateau():
     p = np.array([[1.0, 0.0], [0.5, 0.5], [0.7, 0.3]])
-    u = al.uncertainty(p)
+    u = selection.uncertainty(p)
     assert np.allclose(u["least_confident"], [0, 0.5, 0.3])
     assert np.allclose(u["margin"], [1, 0, 0.4])
     assert u["entropy"][1] == pytest.approx(np.log(2)) and u["entropy"][0] == pytest.approx(0)
-    assert al.uncertainty_score(p, "margin").argmax() == 1
-    assert not al.plateaued([0.5, 0.6, 0.7, 0.8], patience=2, min_delta=0.01)
-    assert al.plateaued([0.5, 0.8, 0.801, 0.8], patience=2, min_delta=0.01)
+    assert selection.uncertainty_score(p, "margin").argmax() == 1
+    assert not selection.plateaued([0.5, 0.6, 0.7, 0.8], patience=2, min_delta=0.01)
+    assert selection.plateaued([0.5, 0.8, 0.801, 0.8], patience=2, min_delta=0.01)
 
 
 def test_train_handles_few_and_degenerate_labels():

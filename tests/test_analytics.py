@@ -8,15 +8,16 @@ import numpy as np
 import pytest
 from matplotlib.figure import Figure
 
-from embedding_assets.anomaly import AnomalyParams, score, top_fraction
-from embedding_assets.clustering import ClusterParams, cluster, parse_k
-from embedding_assets.plots import map_figure, png_bytes, png_markdown, write_html_map
-from embedding_assets.projection import (
+from embedding_assets.analytics.anomaly import AnomalyParams, score, top_fraction
+from embedding_assets.analytics.clustering import ClusterParams, cluster, parse_k
+from embedding_assets.analytics.maps import map_figure, write_html_map
+from embedding_assets.analytics.projection import (
     ProjectionParams,
     project,
     safe_n_neighbors,
     safe_perplexity,
 )
+from embedding_assets.common.figures import png_bytes, png_markdown
 
 
 def blobs(n_per: int = 40, k: int = 3, d: int = 16, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

@@ -8,13 +8,13 @@ import pytest
 import torch
 import torchvision
 
-from embedding_assets.backbones import (
+from embedding_assets.embedding.backbones import (
     WeightsUnavailableError,
     build_backbone,
     resolve_spec,
     weights_cache_path,
 )
-from embedding_assets.embedder import EmbedParams
+from embedding_assets.embedding.embedder import EmbedParams
 
 
 @pytest.mark.parametrize(

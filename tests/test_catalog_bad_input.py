@@ -10,7 +10,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from embedding_assets.catalog import scan_catalog
+from embedding_assets.catalog.scan import scan_catalog
 from tests.conftest import fs_supports_non_utf8, write_image
 
 

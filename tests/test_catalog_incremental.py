@@ -7,7 +7,7 @@ from pathlib import Path
 
 import duckdb
 
-from embedding_assets.catalog import scan_catalog
+from embedding_assets.catalog.scan import scan_catalog
 from tests.conftest import write_image
 
 

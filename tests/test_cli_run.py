@@ -11,9 +11,10 @@ import dagster as dg
 import pytest
 from typer.testing import CliRunner
 
-from embedding_assets import definitions, progress
-from embedding_assets.cli import app
-from embedding_assets.model_defaults import DEFAULT_MODEL
+from embedding_assets import definitions
+from embedding_assets.cli.app import app
+from embedding_assets.common import progress
+from embedding_assets.embedding.defaults import DEFAULT_MODEL
 from resources.paths import DataPaths
 from tests.e2e_setup import write_small_digits
 
@@ -145,7 +146,7 @@ def test_run_after_demo_embeds_nothing(
         hidden = write_small_digits(folder, n=24, labeled_fraction=labeled_fraction)
         return {"images": 24, "labeled": 24 - len(hidden)}
 
-    monkeypatch.setattr("embedding_assets.demo.write_demo_images", few_digits)
+    monkeypatch.setattr("embedding_assets.cli.demo.write_demo_images", few_digits)
     code, out = _emb("demo", "--labeled-fraction", "0.5")
     assert code == 0, out
     assert "24 in the catalog (24 usable), 24 new this run" in out

@@ -9,13 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageEnhance, ImageFilter
 
-from embedding_assets.curation.image_quality import (
-    FLAGS,
-    QualityThresholds,
-    assess,
-    quality_flags,
-    quality_stats,
-)
+from embedding_assets.catalog.quality import quality_stats
+from embedding_assets.curation.image_quality import FLAGS, QualityThresholds, assess, quality_flags
 
 
 def textured(size=(64, 64), seed=0, level=128, spread=60) -> np.ndarray:

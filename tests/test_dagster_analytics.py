@@ -10,7 +10,6 @@ import dagster as dg
 import numpy as np
 import pytest
 
-from embedding_assets import vectors
 from embedding_assets.assets.analytics import (
     anomaly_scores,
     anomaly_scores_are_finite,
@@ -19,7 +18,8 @@ from embedding_assets.assets.analytics import (
     projection_rows_match,
     projections,
 )
-from embedding_assets.catalog import scan_catalog
+from embedding_assets.catalog.scan import scan_catalog
+from embedding_assets.embedding import sets as vectors
 from resources.duckdb_store import connect
 from resources.gpu import GPUResource
 from resources.storage import StorageResource

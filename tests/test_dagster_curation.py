@@ -21,10 +21,10 @@ from embedding_assets.assets.curation import (
     no_split_leaks,
     uniqueness,
 )
-from embedding_assets.assets.similarity import near_duplicates
-from embedding_assets.catalog import scan_catalog
-from embedding_assets.cli import app
-from embedding_assets.embedding_run import run_embeddings
+from embedding_assets.assets.search import near_duplicates
+from embedding_assets.catalog.scan import scan_catalog
+from embedding_assets.cli.app import app
+from embedding_assets.embedding.run import RunOptions, run_embeddings
 from resources.duckdb_store import connect
 from resources.gpu import GPUResource
 from resources.storage import DataPaths, StorageResource
@@ -70,7 +70,7 @@ def curated(
     planted = _folder(tmp_path / "images")
     paths = DataPaths(data_dir)
     scan_catalog(paths.catalog_db, tmp_path / "images")
-    run_embeddings(paths, PARAMS, workers=0)
+    run_embeddings(paths, PARAMS, RunOptions(workers=0))
     result = dg.materialize(
         [image_quality, label_issues, uniqueness, near_duplicates, no_split_leaks],
         resources={
@@ -146,7 +146,7 @@ def test_copies_are_least_unique_and_a_cross_split_copy_warns(curated):
 def _drift(data_dir: Path, tmp_path: Path) -> dg.ExecuteInProcessResult:
     paths = DataPaths(data_dir)
     scan_catalog(paths.catalog_db, tmp_path / "images")
-    run_embeddings(paths, PARAMS, workers=0)
+    run_embeddings(paths, PARAMS, RunOptions(workers=0))
     return dg.materialize(
         [batch_drift],
         resources={"storage": StorageResource(data_dir=str(data_dir))},
@@ -189,8 +189,8 @@ def test_a_batch_of_a_new_kind_drifts_and_a_like_batch_does_not(
 
 
 def test_uniqueness_strategy_scores_the_pool_from_the_table(curated, data_dir: Path):
-    from embedding_assets.assets.active_learning import _uniqueness
-    from embedding_assets.vectors import current_set
+    from embedding_assets.embedding.sets import current_set
+    from embedding_assets.learning.rounds import stored_uniqueness
 
     db, planted, _ = curated
     key = current_set(db).model_key
@@ -199,8 +199,8 @@ def test_uniqueness_strategy_scores_the_pool_from_the_table(curated, data_dir: P
         copy_id = con.execute(
             "SELECT image_id FROM images WHERE path = ?", [str(planted["leak"].resolve())]
         ).fetchone()[0]
-    scores = _uniqueness(db, key, np.asarray(ids + [10**9]))
+    scores = stored_uniqueness(db, key, np.asarray(ids + [10**9]))
     assert scores[-1] == -1.0, "an image the asset has not scored comes last"
     assert scores[ids.index(copy_id)] < np.median(scores[:-1]), "a copy is not unique"
-    with pytest.raises(dg.Failure, match="materialize it first"):
-        _uniqueness(db, "another-model", np.asarray(ids))
+    with pytest.raises(LookupError, match="materialize it first"):  # the asset: a dg.Failure
+        stored_uniqueness(db, "another-model", np.asarray(ids))

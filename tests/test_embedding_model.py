@@ -12,14 +12,13 @@ import pytest
 from PIL import Image
 from sklearn.datasets import load_digits
 
-from embedding_assets import embedding_eval as ev
-from embedding_assets.assets.embedding_model import GATE, embedding_model
-from embedding_assets.assets.embeddings import embeddings
-from embedding_assets.catalog import scan_catalog
-from embedding_assets.embedder import EmbedParams
-from embedding_assets.embedding_training import trained_params
-from embedding_assets.heads import embed_features
-from embedding_assets.metric_training import TrainConfig, train_head
+from embedding_assets.assets.embedding import GATE, embedding_model, embeddings
+from embedding_assets.catalog.scan import scan_catalog
+from embedding_assets.embedding import evaluation as ev
+from embedding_assets.embedding.embedder import EmbedParams
+from embedding_assets.embedding.heads import embed_features
+from embedding_assets.embedding.metric_learning import TrainConfig, train_head
+from embedding_assets.embedding.training import trained_params
 from resources.duckdb_store import connect
 from resources.gpu import GPUResource
 from resources.storage import DataPaths, StorageResource

@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from embedding_assets import vectors
 from embedding_assets.assets.catalog import image_catalog
-from embedding_assets.assets.embeddings import embeddings
-from embedding_assets.catalog import scan_catalog
-from embedding_assets.embedder import EmbedParams, embed_files, embed_pil
-from embedding_assets.embedding_run import run_embeddings
+from embedding_assets.assets.embedding import embeddings
+from embedding_assets.catalog.scan import scan_catalog
+from embedding_assets.embedding import sets as vectors
+from embedding_assets.embedding.embedder import EmbedParams, embed_files, embed_pil
+from embedding_assets.embedding.run import RunOptions, run_embeddings
 from resources.gpu import GPUResource
 from resources.storage import DataPaths, StorageResource
 from tests.conftest import write_image
@@ -40,14 +40,14 @@ def odd_modes(tmp_path: Path) -> Path:
 def test_every_mode_embeds_once_per_content(odd_modes: Path, tmp_path: Path):
     paths = DataPaths(tmp_path / "data")
     scan_catalog(paths.catalog_db, odd_modes)
-    first = run_embeddings(paths, PARAMS, workers=0)
+    first = run_embeddings(paths, PARAMS, RunOptions(workers=0))
     assert first.usable == 8 and first.embedded == 7, "the copy shares its original's vector"
     assert not first.failed
     emb_set, ids, X = vectors.load_current(paths.catalog_db)
     assert X.shape == (8, 512) and np.allclose(np.linalg.norm(X, axis=1), 1, atol=1e-4)
     assert emb_set.model_key == PARAMS.model_key()
 
-    again = run_embeddings(paths, PARAMS, workers=0)
+    again = run_embeddings(paths, PARAMS, RunOptions(workers=0))
     assert (again.embedded, again.from_cache, again.parquet_rewritten) == (0, 8, False)
 
     with duckdb.connect() as con:
@@ -60,7 +60,7 @@ def test_every_mode_embeds_once_per_content(odd_modes: Path, tmp_path: Path):
 def test_query_helpers_match_the_pipeline(odd_modes: Path, tmp_path: Path):
     paths = DataPaths(tmp_path / "data")
     scan_catalog(paths.catalog_db, odd_modes)
-    run_embeddings(paths, PARAMS, workers=0)
+    run_embeddings(paths, PARAMS, RunOptions(workers=0))
     _, ids, X = vectors.load_current(paths.catalog_db)
     with duckdb.connect(str(paths.catalog_db), read_only=True) as con:
         path_of = dict(con.execute("SELECT image_id, path FROM images").fetchall())
@@ -79,7 +79,7 @@ def test_file_broken_after_cataloging_is_marked_not_lost(labeled_folder: Path, t
     scan_catalog(paths.catalog_db, labeled_folder)
     victim = labeled_folder / "class_0" / "img_3.png"
     victim.write_bytes(victim.read_bytes()[:40])  # truncated after the scan, without a rescan
-    summary = run_embeddings(paths, PARAMS, workers=0)
+    summary = run_embeddings(paths, PARAMS, RunOptions(workers=0))
     assert [Path(p).name for p, _ in summary.failed] == ["img_3.png"]
     with duckdb.connect(str(paths.catalog_db), read_only=True) as con:
         status, error = con.execute(
@@ -99,7 +99,7 @@ def test_file_unreadable_at_embedding_time_is_read_again_by_the_next_scan(
     scan_catalog(paths.catalog_db, labeled_folder)
     victim = labeled_folder / "class_1" / "img_4.png"
     aside = victim.rename(tmp_path / "aside.png")
-    summary = run_embeddings(paths, PARAMS, workers=0)
+    summary = run_embeddings(paths, PARAMS, RunOptions(workers=0))
     assert [Path(p).name for p, _ in summary.failed] == ["img_4.png"]
     query = "SELECT status, error FROM images WHERE path = ?"
     with duckdb.connect(str(paths.catalog_db), read_only=True) as con:
@@ -110,7 +110,7 @@ def test_file_unreadable_at_embedding_time_is_read_again_by_the_next_scan(
     assert scan_catalog(paths.catalog_db, labeled_folder).changed == 1
     with duckdb.connect(str(paths.catalog_db), read_only=True) as con:
         assert con.execute(query, [str(victim)]).fetchone() == ("ok", None)
-    assert run_embeddings(paths, PARAMS, workers=0).usable == 28
+    assert run_embeddings(paths, PARAMS, RunOptions(workers=0)).usable == 28
 
 
 def test_all_images_failing_at_embedding_time_is_one_clear_error(
@@ -121,7 +121,7 @@ def test_all_images_failing_at_embedding_time_is_one_clear_error(
     for f in labeled_folder.rglob("*.png"):
         f.unlink()
     with pytest.raises(ValueError, match=r"all 28 usable images failed at embedding time"):
-        run_embeddings(paths, PARAMS, workers=0)
+        run_embeddings(paths, PARAMS, RunOptions(workers=0))
 
 
 def test_float16_storage_gets_its_own_key(labeled_folder: Path, tmp_path: Path):
@@ -129,7 +129,7 @@ def test_float16_storage_gets_its_own_key(labeled_folder: Path, tmp_path: Path):
     scan_catalog(paths.catalog_db, labeled_folder)
     half = EmbedParams("resnet18", None, 32, store_dtype="float16")
     assert half.model_key() != PARAMS.model_key()
-    summary = run_embeddings(paths, half, workers=0)
+    summary = run_embeddings(paths, half, RunOptions(workers=0))
     assert summary.embedded == 28
     _, _, X = vectors.load_current(paths.catalog_db)
     assert X.dtype == np.float32 and np.allclose(np.linalg.norm(X, axis=1), 1, atol=1e-2)

@@ -11,21 +11,23 @@ from pathlib import Path
 
 import numpy as np
 
-from embedding_assets import vectors
-from embedding_assets.catalog import scan_catalog
-from embedding_assets.embedder import EmbedParams, embed_files
-from embedding_assets.embedding_cache import EmbeddingCache
-from embedding_assets.embedding_run import run_embeddings
+from embedding_assets.catalog.scan import scan_catalog
+from embedding_assets.embedding import sets as vectors
+from embedding_assets.embedding.cache import EmbeddingCache
+from embedding_assets.embedding.embedder import EmbedParams, embed_files
+from embedding_assets.embedding.run import RunOptions, run_embeddings
 from resources.storage import DataPaths
 from tests.conftest import write_image
 
 PARAMS = EmbedParams("resnet18", None, 128)  # big enough that a run lasts a few seconds
 CHILD = """
 import sys
-from embedding_assets.embedder import EmbedParams
-from embedding_assets.embedding_run import run_embeddings
+from embedding_assets.embedding.embedder import EmbedParams
+from embedding_assets.embedding.run import RunOptions, run_embeddings
 from resources.storage import DataPaths
-run_embeddings(DataPaths(sys.argv[1]), EmbedParams("resnet18", None, 128), batch_size=8, workers=1)
+run_embeddings(
+    DataPaths(sys.argv[1]), EmbedParams("resnet18", None, 128), RunOptions(batch_size=8, workers=1)
+)
 print("FINISHED")
 """
 
@@ -60,7 +62,7 @@ def test_killed_run_resumes_with_intact_vectors(tmp_path: Path):
     survived = _cached(paths, key)
     assert 16 <= survived < 200, survived
 
-    summary = run_embeddings(paths, PARAMS, batch_size=32, workers=0)
+    summary = run_embeddings(paths, PARAMS, RunOptions(batch_size=32, workers=0))
     assert summary.from_cache == survived and summary.embedded == 200 - survived
     _, ids, X = vectors.load_current(paths.catalog_db)
     assert X.shape == (200, 512)

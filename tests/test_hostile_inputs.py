@@ -12,8 +12,8 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from embedding_assets.catalog import scan_catalog
-from embedding_assets.cli import app
+from embedding_assets.catalog.scan import scan_catalog
+from embedding_assets.cli.app import app
 from resources.storage import DataPaths
 from tests.al_helpers import query
 from tests.conftest import write_image
@@ -117,7 +117,7 @@ def test_latin1_csv_names_the_line_and_asks_for_utf8(
 
 
 def test_sql_csv_output_uses_lf_line_endings(data_dir: Path, labeled_folder: Path, tmp_path: Path):
-    from embedding_assets.sql import run_query
+    from embedding_assets.cli.sql import run_query
 
     _catalog(data_dir, labeled_folder)
     db = DataPaths(data_dir).catalog_db
@@ -151,7 +151,7 @@ def test_exif_rotated_jpeg_records_its_displayed_size(data_dir: Path, tmp_path: 
 
 
 def test_cli_created_instance_has_run_monitoring(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    from embedding_assets import runner as run_mod
+    from embedding_assets.cli import runner as run_mod
 
     monkeypatch.delenv("DAGSTER_HOME", raising=False)
     monkeypatch.setenv("EMB_DATA_DIR", str(tmp_path / "data"))
@@ -212,7 +212,7 @@ def test_label_classes_are_listed_and_unlabeled_folders_configurable(
 
 
 def test_look_alike_unlabeled_folder_is_warned_about():
-    from embedding_assets.scan import UNLABELED_FOLDERS, folder_label, looks_unlabeled
+    from embedding_assets.catalog.labels import UNLABELED_FOLDERS, folder_label, looks_unlabeled
 
     assert looks_unlabeled("unlabeled2") and looks_unlabeled("Unknown_old")
     assert not looks_unlabeled("cat")

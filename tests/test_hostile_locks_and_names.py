@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from embedding_assets.catalog import scan_catalog
+from embedding_assets.catalog.scan import scan_catalog
 from resources.duckdb_store import connect
 from resources.storage import DataPaths
 from tests.al_helpers import query

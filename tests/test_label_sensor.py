@@ -19,10 +19,10 @@ from dagster._core.remote_origin import (
     RemoteRepositoryOrigin,
 )
 
-from embedding_assets.assets.active_learning import labels
-from embedding_assets.catalog import scan_catalog
+from embedding_assets.assets.learning import labels
+from embedding_assets.catalog.labels import set_label
+from embedding_assets.catalog.scan import scan_catalog
 from embedding_assets.definitions import defs as project_defs
-from embedding_assets.labels import set_label
 from resources.storage import DataPaths
 from sensors.label_sensor import MIN_LABELS_ENV, active_learning_automation, label_sensor
 from tests.al_helpers import AL_ASSETS, catalog_with_vectors, query, resources

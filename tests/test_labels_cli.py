@@ -6,8 +6,8 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from embedding_assets.catalog import scan_catalog
-from embedding_assets.cli import app
+from embedding_assets.catalog.scan import scan_catalog
+from embedding_assets.cli.app import app
 from resources.storage import DataPaths
 from tests.al_helpers import query
 

@@ -25,10 +25,10 @@ def loaded_after(module: str) -> set[str]:
     return set(json.loads(out.splitlines()[-1]))
 
 
-@pytest.mark.parametrize("module", ["embedding_assets.definitions", "embedding_assets.cli"])
+@pytest.mark.parametrize("module", ["embedding_assets.definitions", "embedding_assets.cli.app"])
 def test_import_loads_no_heavy_library(module: str):
     assert loaded_after(module) & set(HEAVY) == set()
 
 
 def test_cli_does_not_load_dagster():
-    assert "dagster" not in loaded_after("embedding_assets.cli")
+    assert "dagster" not in loaded_after("embedding_assets.cli.app")

@@ -14,10 +14,14 @@ import duckdb
 import pytest
 from typer.testing import CliRunner
 
-from embedding_assets import definitions, embedding_training, search, vectors
-from embedding_assets.cli import app
-from embedding_assets.embedder import EmbedParams
-from embedding_assets.fingerprints import REUSED, SKIPPED
+from embedding_assets import definitions
+from embedding_assets.cli.app import app
+from embedding_assets.common import tables
+from embedding_assets.common.fingerprints import REUSED, SKIPPED
+from embedding_assets.embedding import sets as vectors
+from embedding_assets.embedding import training as embedding_training
+from embedding_assets.embedding.embedder import EmbedParams
+from embedding_assets.search import searcher, versions
 from resources.duckdb_store import connect
 from resources.paths import DataPaths
 from resources.schema import relativize_paths, schema_sql
@@ -58,8 +62,8 @@ def _reads_only(db: Path) -> None:
     assert stored and all(not Path(p).is_absolute() for p in stored), stored
     assert all(root.resolve(p).is_file() for p in stored)
     assert all(p["head"] is None or not Path(p["head"]).is_absolute() for p in params)
-    key = search.current_model_key(db)
-    assert search.published_index(db, key).path.is_relative_to(root.root)
+    key = tables.current_model_key(db)
+    assert versions.published_index(db, key).path.is_relative_to(root.root)
     assert vectors.current_set(db).parquet_path.is_relative_to(root.root)
 
 
@@ -73,7 +77,7 @@ def test_a_moved_or_copied_data_folder_keeps_working_on_its_own_files(
         model_id = con.execute("SELECT max(model_id) FROM embedding_models").fetchall()[0][0]
     assert embedding_training.current_model(db, BASE)[1] == model_id
     _run(labeled_folder)  # embeds with the trained head
-    key = search.current_model_key(db)
+    key = tables.current_model_key(db)
     assert "-head-" in key
     _reads_only(db)
     with connect(db, read_only=True) as con:
@@ -91,7 +95,7 @@ def test_a_moved_or_copied_data_folder_keeps_working_on_its_own_files(
     assert meta["embedding_model"]["status"] == "unchanged"
     for asset in DOWNSTREAM:
         assert meta[asset][REUSED].startswith(SKIPPED), (asset, meta[asset][REUSED])
-    assert search.current_model_key(db) == key
+    assert tables.current_model_key(db) == key
     _reads_only(db)
 
     # (2) a copy works on its own: the original is gone once the copy is made
@@ -104,7 +108,7 @@ def test_a_moved_or_copied_data_folder_keeps_working_on_its_own_files(
     assert embedding_training.current_model(db, BASE)[1] == model_id
     # a file not in the catalog is embedded on the fly with the copy's trained head
     query = write_image(tmp_path / "query.png", size=(24, 24), seed=7)
-    hits = search.similar(db, str(query), k=2)
+    hits = searcher.similar(db, str(query), k=2)
     assert len(hits) == 2
     meta = _metadata(_run(labeled_folder))
     assert meta["embeddings"]["embedded_now"] == 0

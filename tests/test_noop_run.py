@@ -12,11 +12,12 @@ from pathlib import Path
 import dagster as dg
 import numpy as np
 
-from embedding_assets import definitions, vectors
-from embedding_assets.fingerprints import REUSED, SKIPPED
-from embedding_assets.labels import set_label
-from embedding_assets.run_summary import summary_lines
-from embedding_assets.runner import run_everything
+from embedding_assets import definitions
+from embedding_assets.catalog.labels import set_label
+from embedding_assets.cli.runner import run_everything
+from embedding_assets.cli.summary import summary_lines
+from embedding_assets.common.fingerprints import REUSED, SKIPPED
+from embedding_assets.embedding import sets as vectors
 from resources.duckdb_store import connect
 from resources.paths import DataPaths
 from tests.conftest import write_image

@@ -13,10 +13,12 @@ import duckdb
 import pytest
 from typer.testing import CliRunner
 
-from embedding_assets import definitions, object_store, vectors
-from embedding_assets.catalog import scan_catalog
-from embedding_assets.cli import app
-from embedding_assets.embedder import load_image
+from embedding_assets import definitions
+from embedding_assets.catalog import object_store
+from embedding_assets.catalog.images import load_image
+from embedding_assets.catalog.scan import scan_catalog
+from embedding_assets.cli.app import app
+from embedding_assets.embedding import sets as vectors
 from embedding_assets.web.thumbnails import Thumbnails
 from tests.conftest import write_image
 from tests.dagster_server import free_port

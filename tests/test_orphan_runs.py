@@ -15,8 +15,8 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from embedding_assets import orphan_runs
-from embedding_assets.orphan_runs import fail_orphaned_runs, run_tags
+from embedding_assets.cli import orphan_runs
+from embedding_assets.cli.orphan_runs import fail_orphaned_runs, run_tags
 
 # A process that executes a job the way `emb run` does (runner.execute), its op sleeping until
 # the process is killed.
@@ -24,7 +24,7 @@ SLEEPER = """
 import sys, time
 from pathlib import Path
 import dagster as dg
-from embedding_assets.runner import execute
+from embedding_assets.cli.runner import execute
 
 @dg.op
 def sleep_forever() -> None:
@@ -134,7 +134,8 @@ def _orphan(inst: dg.DagsterInstance) -> tuple[str, int]:
 def test_emb_run_and_emb_ui_report_the_runs_they_fail(
     data_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ):
-    from embedding_assets import cli, runner
+    from embedding_assets.cli import app as cli
+    from embedding_assets.cli import runner
 
     class Stop(Exception):
         pass

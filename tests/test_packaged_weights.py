@@ -11,9 +11,13 @@ import pytest
 import torch
 from PIL import Image
 
-from embedding_assets import packaged_weights
-from embedding_assets.backbones import WeightsUnavailableError, build_backbone, resolve_spec
-from embedding_assets.embedder import EmbedParams, embed_files
+from embedding_assets.embedding import packaged_weights
+from embedding_assets.embedding.backbones import (
+    WeightsUnavailableError,
+    build_backbone,
+    resolve_spec,
+)
+from embedding_assets.embedding.embedder import EmbedParams, embed_files
 
 
 def _photos(folder: Path, n: int = 3) -> list[Path]:
@@ -140,7 +144,7 @@ def test_a_saved_trunk_of_a_timm_model_loads_back(tmp_path: Path):
 def test_pretrained_features_follow_real_photo_classes(cifar_dir: Path):
     """On real photos (CIFAR-10, 20 per class), the packaged weights put same-class images next
     to each other more than twice as often as the seeded random backbone (chance: 0.1)."""
-    from embedding_assets.embedding_eval import knn_top1
+    from embedding_assets.embedding.evaluation import knn_top1
 
     classes = sorted(p for p in cifar_dir.iterdir() if p.is_dir())
     files = [str(p) for c in classes for p in sorted(c.iterdir())[:20]]

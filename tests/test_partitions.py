@@ -15,8 +15,8 @@ import duckdb
 import numpy as np
 import pytest
 
-from embedding_assets.catalog import scan_catalog
-from embedding_assets.shards import SHARDS_ENV, Shard, partition_keys, shard_count, shard_of
+from embedding_assets.catalog.scan import scan_catalog
+from embedding_assets.catalog.shards import SHARDS_ENV, Shard, partition_keys, shard_count, shard_of
 from tests.dagster_server import dagster_dev, graphql
 from tests.search_setup import class_image
 
@@ -102,8 +102,8 @@ BACKFILL_STATUS = """query($id: String!) { partitionBackfillOrError(backfillId: 
 @pytest.mark.slow
 @pytest.mark.e2e
 def test_backfill_of_every_shard_equals_one_unpartitioned_pass(tmp_path):
-    from embedding_assets.embedder import EmbedParams, embed_files
-    from embedding_assets.vectors import current_set, read_parquet
+    from embedding_assets.embedding.embedder import EmbedParams, embed_files
+    from embedding_assets.embedding.sets import current_set, read_parquet
 
     folder = _folder(tmp_path / "images", n=18)
     with dagster_dev(tmp_path, folder, {SHARDS_ENV: "2"}) as (url, env):

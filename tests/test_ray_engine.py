@@ -21,9 +21,9 @@ import dagster as dg
 import numpy as np
 import pytest
 
-from embedding_assets import vectors
-from embedding_assets.embedder import EmbedParams, embed_paths
-from embedding_assets.ray_engine import resolve_address
+from embedding_assets.embedding import sets as vectors
+from embedding_assets.embedding.embedder import EmbedParams, embed_paths
+from embedding_assets.embedding.ray_engine import resolve_address
 from resources.duckdb_store import connect
 from tests.search_setup import LEVELS, class_image
 

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from embedding_assets.cli import app
-from embedding_assets.search import QueryError, Searcher, UnknownImageError, similar
+from embedding_assets.cli.app import app
+from embedding_assets.search.searcher import QueryError, Searcher, UnknownImageError, similar
 from resources.duckdb_store import connect
 from resources.storage import DataPaths
 from tests.search_setup import class_image, searchable

@@ -14,8 +14,8 @@ import pytest
 import uvicorn
 from fastapi.testclient import TestClient
 
-from embedding_assets.search import Searcher
-from embedding_assets.search_api import create_app
+from embedding_assets.search.searcher import Searcher
+from embedding_assets.web.api import create_app
 from resources.storage import DataPaths
 from tests.dagster_server import free_port
 from tests.search_setup import class_image, searchable

@@ -14,10 +14,10 @@ import httpx
 import pytest
 import uvicorn
 
-from embedding_assets.catalog import scan_catalog
-from embedding_assets.embedding_run import run_embeddings
-from embedding_assets.search import Searcher
-from embedding_assets.search_api import create_app
+from embedding_assets.catalog.scan import scan_catalog
+from embedding_assets.embedding.run import RunOptions, run_embeddings
+from embedding_assets.search.searcher import Searcher
+from embedding_assets.web.api import create_app
 from resources.duckdb_store import connect
 from resources.storage import DataPaths
 from tests.dagster_server import free_port, wait_for_http
@@ -75,7 +75,7 @@ def _grow(data_dir: Path, tmp: Path, new: dict[str, int]) -> dict:
 def _reindex(data_dir: Path, tmp: Path) -> dict:
     paths = DataPaths(data_dir)
     scan_catalog(paths.catalog_db, tmp / "images")
-    run_embeddings(paths, PARAMS, workers=0)
+    run_embeddings(paths, PARAMS, RunOptions(workers=0))
     result = materialize_index(data_dir, tmp)
     assert result.success
     return result.asset_materializations_for_node("similarity_index")[0].metadata

@@ -9,10 +9,12 @@ import faiss
 import numpy as np
 import pytest
 
-from embedding_assets import similarity
-from embedding_assets.assets import similarity as search_assets
-from embedding_assets.fingerprints import SKIPPED
-from embedding_assets.search import Searcher, latest_index, published_index
+from embedding_assets.assets import search as search_assets
+from embedding_assets.common.fingerprints import SKIPPED
+from embedding_assets.curation import duplicates
+from embedding_assets.search import faiss_index as similarity
+from embedding_assets.search.searcher import Searcher
+from embedding_assets.search.versions import latest_index, published_index
 from resources.duckdb_store import connect
 from resources.gpu import GPUResource
 from resources.storage import DataPaths, StorageResource
@@ -85,11 +87,11 @@ def test_knn_loo_accuracy_and_near_duplicate_groups():
     dup = np.vstack([x, x[[0, 0, 0, 1]]])
     dup_ids = np.concatenate([ids, [1000, 1001, 1002, 1003]])
     built = similarity.build_index(dup, dup_ids, "Flat")
-    a, b, s = similarity.near_duplicate_pairs(built.index, dup, dup_ids, 0.9999, k=5)
+    a, b, s = duplicates.near_duplicate_pairs(built.index, dup, dup_ids, 0.9999, k=5)
     pairs = set(zip(a.tolist(), b.tolist(), strict=True))
     assert {(0, 1000), (0, 1001), (0, 1002), (1000, 1001), (1, 1003)} <= pairs
     assert all(x < y for x, y in pairs) and (s >= 0.9999).all()
-    groups = similarity.group_pairs(a, b)
+    groups = duplicates.group_pairs(a, b)
     assert groups[1002] == 0 and groups[1003] == 1
 
 
@@ -202,9 +204,9 @@ def test_near_duplicates_are_judged_on_centred_features():
     Xn = X / np.linalg.norm(X, axis=1, keepdims=True)
     raw = faiss.IndexIDMap(faiss.IndexFlatIP(32))
     raw.add_with_ids(Xn, ids)
-    assert len(similarity.near_duplicate_pairs(raw, Xn, ids, 0.98)[0]) > 1000
-    C = similarity.centred(X)
+    assert len(duplicates.near_duplicate_pairs(raw, Xn, ids, 0.98)[0]) > 1000
+    C = duplicates.centred(X)
     index = faiss.IndexIDMap(faiss.IndexFlatIP(32))
     index.add_with_ids(C, ids)
-    a, b, s = similarity.near_duplicate_pairs(index, C, ids, 0.98)
+    a, b, s = duplicates.near_duplicate_pairs(index, C, ids, 0.98)
     assert (a.tolist(), b.tolist()) == ([103], [107]) and s[0] > 0.99

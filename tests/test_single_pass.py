@@ -9,8 +9,8 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from embedding_assets import embedding_run
-from embedding_assets.assets.similarity import near_duplicates, similarity_index
+from embedding_assets.assets.search import near_duplicates, similarity_index
+from embedding_assets.embedding import run as embedding_run
 from resources.gpu import GPUResource
 from resources.storage import DataPaths, StorageResource
 from tests.test_embedding_model import _run, digits_catalog  # noqa: F401 - the fixture

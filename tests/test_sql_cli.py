@@ -11,8 +11,8 @@ import duckdb
 import pytest
 from typer.testing import CliRunner
 
-from embedding_assets.catalog import scan_catalog
-from embedding_assets.cli import app
+from embedding_assets.catalog.scan import scan_catalog
+from embedding_assets.cli.app import app
 
 runner = CliRunner()
 

@@ -23,9 +23,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from embedding_assets.assets.analytics import anomaly_scores, clusters, projections
-from embedding_assets.catalog import scan_catalog
-from embedding_assets.embedding_run import run_embeddings
-from embedding_assets.search_api import SERVE_CONFIG_ENV, create_app
+from embedding_assets.catalog.scan import scan_catalog
+from embedding_assets.embedding.run import RunOptions, run_embeddings
+from embedding_assets.web.api import SERVE_CONFIG_ENV, create_app
 from resources.duckdb_store import connect
 from resources.paths import DataPaths
 from tests.al_helpers import AL_ASSETS, resources
@@ -63,7 +63,7 @@ def build(tmp: Path) -> World:
         class_image(folder / "unlabeled" / f"u_{i}.png", LEVELS[i % 3], 1000 + i)
     paths = DataPaths(tmp / "data")
     scan_catalog(paths.catalog_db, folder)
-    run_embeddings(paths, PARAMS, workers=0)
+    run_embeddings(paths, PARAMS, RunOptions(workers=0))
     assert materialize_index(paths.root, tmp).success
     result = dg.materialize(
         [clusters, anomaly_scores, projections, *AL_ASSETS],
@@ -91,7 +91,7 @@ def server(world: World) -> Iterator[World]:
     port = free_port()
     env = {**os.environ, SERVE_CONFIG_ENV: json.dumps({"db_path": str(world.db)})}
     env.pop("EMB_WEB_TOKEN", None)
-    cmd = [sys.executable, "-m", "uvicorn", "embedding_assets.search_api:app_from_env"]
+    cmd = [sys.executable, "-m", "uvicorn", "embedding_assets.web.api:app_from_env"]
     cmd += ["--factory", "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
     proc = subprocess.Popen(cmd, env=env, cwd=REPO)
     world.url = f"http://127.0.0.1:{port}"

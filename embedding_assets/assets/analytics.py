@@ -1,6 +1,6 @@
 """`clusters`, `anomaly_scores` and `projections`: what the embedding space looks like.
 
-Thin wrappers over `clustering`, `anomaly`, `projection` and `plots`; results go to DuckDB
+Thin wrappers over `analytics` (clustering, anomaly, projection, maps); results go to DuckDB
 (tables of resources/ddl/040_analytics.sql, view `image_overview`), pictures to the metadata.
 Each fingerprints its inputs (the embedding set's content and its config) and reuses its stored
 rows when they were computed from the same ones.
@@ -15,30 +15,26 @@ import dagster as dg
 import numpy as np
 from pydantic import Field
 
-from embedding_assets import analytics_store as store
-from embedding_assets import markdown
-from embedding_assets.anomaly import AnomalyParams
-from embedding_assets.anomaly import score as score_anomalies
-from embedding_assets.assets.reuse import previous_metadata, reused, set_inputs
-from embedding_assets.clustering import ClusterParams, cluster, faiss_gpu_id, parse_k
-from embedding_assets.fingerprints import REUSED, fingerprint, labels_version, stored
-from embedding_assets.plots import (
-    map_figure,
-    plot_sample,
-    png_bytes,
-    png_markdown,
-    thumbnail_uris,
-    write_html_map,
-)
-from embedding_assets.projection import METHODS, Method, ProjectionParams, project
-from embedding_assets.settings import page_url
-from embedding_assets.vectors import EmbeddingSet, content_version, current_set, read_parquet
+from embedding_assets.analytics import store
+from embedding_assets.analytics.anomaly import AnomalyParams
+from embedding_assets.analytics.anomaly import score as score_anomalies
+from embedding_assets.analytics.clustering import ClusterParams, cluster, faiss_gpu_id, parse_k
+from embedding_assets.analytics.maps import map_figure, plot_sample, thumbnail_uris, write_html_map
+from embedding_assets.analytics.projection import METHODS, Method, ProjectionParams, project
+from embedding_assets.assets.reuse import previous_metadata, reused
+from embedding_assets.assets.score_tables import Scores, score_table
+from embedding_assets.catalog.images import image_info
+from embedding_assets.common import markdown, tables
+from embedding_assets.common.figures import histogram_markdown, png_bytes, png_markdown
+from embedding_assets.common.fingerprints import REUSED, fingerprint, labels_version, stored
+from embedding_assets.common.results import replace_rows
+from embedding_assets.common.settings import page_url
+from embedding_assets.embedding.sets import EmbeddingSet, content_version, current_set, read_parquet
 from resources.gpu import GPU_POOL, GPUResource
 from resources.storage import StorageResource
 
 if TYPE_CHECKING:
     import pandas as pd
-    from matplotlib.figure import Figure
 
 GROUP = "analytics"
 OWNERS = ["team:ml-platform"]
@@ -116,57 +112,44 @@ def clusters(
 ) -> dg.MaterializeResult:
     """k-means cluster id per image (table `clusters`): mini-batch k-means with k-means++ and
     restarts, FAISS k-means for large inputs; `k: auto` picks k by a silhouette sweep."""
-    import pyarrow as pa
-
     parse_k(config.k)  # a bad k fails before any data is read
     db = storage.paths.catalog_db
-    emb_set, fp, unchanged = set_inputs(db, "clusters", config)
-    if unchanged:
-        return reused(context, fp, {"clusters": _cluster_table(db, emb_set.model_key)})
-    ids, vectors = read_parquet(emb_set.parquet_path)
-    params = ClusterParams(
-        k=config.k,
-        k_min=config.k_min,
-        k_max=config.k_max,
-        n_init=config.n_init,
-        sweep_samples=config.sweep_samples,
-        silhouette_samples=config.silhouette_samples,
-        faiss_threshold=config.faiss_threshold,
-        seed=config.seed,
-    )
-    with gpu.acquire(context.log) as choice:
-        result = cluster(vectors, params, faiss_gpu_id(choice.faiss_gpu_id))
-    start = time.perf_counter()
-    rows = pa.table(
-        {
-            "image_id": pa.array(ids, pa.int64()),
-            "model_key": pa.array([emb_set.model_key] * len(ids), pa.string()),
-            "cluster": pa.array(result.labels, pa.int32()),
+
+    def compute(emb_set: EmbeddingSet) -> Scores:
+        ids, vectors = read_parquet(emb_set.parquet_path)
+        with gpu.acquire(context.log) as choice:
+            result = cluster(
+                vectors, ClusterParams(**config.model_dump()), faiss_gpu_id(choice.faiss_gpu_id)
+            )
+        metadata = {
+            "images": len(ids),
+            "k": result.k,
+            "k_from": "silhouette sweep" if result.sweep else "config",
+            "backend": result.backend,
+            "device": choice.describe(),
+            "silhouette": _float_or_none(result.silhouette),
+            "sizes": dg.MetadataValue.json({str(k): v for k, v in result.sizes.items()}),
+            "cluster_seconds": round(result.seconds, 3),
         }
-    )
-    store.replace_rows(db, "clusters", emb_set.model_key, rows, fp)
-    context.log.info(
-        f"{len(ids)} images in {result.k} clusters ({result.backend}, "
-        f"silhouette {result.silhouette}) in {result.seconds:.2f} s"
-    )
-    metadata = {
-        "model_key": emb_set.model_key,
-        "images": len(ids),
-        "k": result.k,
-        "k_from": "silhouette sweep" if result.sweep else "config",
-        "backend": result.backend,
-        "device": choice.describe(),
-        "silhouette": _float_or_none(result.silhouette),
-        "sizes": dg.MetadataValue.json({str(k): v for k, v in result.sizes.items()}),
-        "clusters": _cluster_table(db, emb_set.model_key),
-        "seconds": round(result.seconds, 3),
-        "write_seconds": round(time.perf_counter() - start, 3),
-    }
-    if result.sweep:
-        metadata["silhouette_sweep"] = dg.MetadataValue.md(
-            markdown.table(["k", "silhouette"], [[k, s] for k, s in result.sweep.items()])
+        if result.sweep:
+            metadata["silhouette_sweep"] = dg.MetadataValue.md(
+                markdown.table(["k", "silhouette"], [[k, s] for k, s in result.sweep.items()])
+            )
+        return Scores(
+            rows={"image_id": ids, "cluster": result.labels.astype(np.int32)},
+            metadata=metadata,
+            log=f"{len(ids)} images in {result.k} clusters ({result.backend}, "
+            f"silhouette {result.silhouette}) in {result.seconds:.2f} s",
         )
-    return dg.MaterializeResult(metadata=metadata, data_version=dg.DataVersion(fp))
+
+    return score_table(
+        context,
+        storage,
+        tables.CLUSTERS,
+        config,
+        compute,
+        shown=lambda emb_set: {"clusters": _cluster_table(db, emb_set.model_key)},
+    )
 
 
 @dg.asset(deps=["embeddings"], group_name=GROUP, kinds={"scikitlearn", "duckdb"}, owners=OWNERS)
@@ -175,55 +158,46 @@ def anomaly_scores(
 ) -> dg.MaterializeResult:
     """Isolation Forest score per image (table `anomaly_scores`, higher = more unusual) and the
     top `flag_fraction` flagged; the flagged images are listed in the metadata."""
-    import pyarrow as pa
-
     db = storage.paths.catalog_db
-    emb_set, fp, unchanged = set_inputs(db, "anomaly_scores", config)
-    if unchanged:
-        listed = _flagged_table(db, emb_set.model_key, config.list_max)
-        return reused(context, fp, {"flagged_images": listed})
-    ids, vectors = read_parquet(emb_set.parquet_path)
-    params = AnomalyParams(
-        n_estimators=config.n_estimators,
-        max_samples=config.max_samples,
-        flag_fraction=config.flag_fraction,
-        n_jobs=config.n_jobs,
-        seed=config.seed,
-    )
-    result = score_anomalies(vectors, params)
-    start = time.perf_counter()
-    rows = pa.table(
-        {
-            "image_id": pa.array(ids, pa.int64()),
-            "model_key": pa.array([emb_set.model_key] * len(ids), pa.string()),
-            "score": pa.array(result.scores, pa.float32()),
-            "flagged": pa.array(result.flagged, pa.bool_()),
-        }
-    )
-    store.replace_rows(db, "anomaly_scores", emb_set.model_key, rows, fp)
-    flagged = int(result.flagged.sum())
-    context.log.info(
-        f"Scored {len(ids)} images (fit {result.fit_seconds:.2f} s, "
-        f"score {result.score_seconds:.2f} s); flagged {flagged}"
-    )
-    return dg.MaterializeResult(
-        metadata={
-            "model_key": emb_set.model_key,
-            "images": len(ids),
-            "flagged": flagged,
-            "flag_fraction": config.flag_fraction,
-            "threshold": _float_or_none(result.threshold),
-            "score_mean": round(float(result.scores.mean()), 4),
-            "score_max": round(float(result.scores.max()), 4),
-            "flagged_images": _flagged_table(db, emb_set.model_key, config.list_max),
-            "score_histogram": dg.MetadataValue.md(
-                png_markdown(_histogram(result.scores, result.threshold), "scores")
-            ),
-            "fit_seconds": round(result.fit_seconds, 3),
-            "score_seconds": round(result.score_seconds, 3),
-            "write_seconds": round(time.perf_counter() - start, 3),
+
+    def compute(emb_set: EmbeddingSet) -> Scores:
+        ids, vectors = read_parquet(emb_set.parquet_path)
+        params = AnomalyParams(**config.model_dump(exclude={"list_max"}))
+        result = score_anomalies(vectors, params)
+        flagged = int(result.flagged.sum())
+        return Scores(
+            rows={"image_id": ids, "score": result.scores, "flagged": result.flagged},
+            metadata={
+                "images": len(ids),
+                "flagged": flagged,
+                "flag_fraction": config.flag_fraction,
+                "threshold": _float_or_none(result.threshold),
+                "score_mean": round(float(result.scores.mean()), 4),
+                "score_max": round(float(result.scores.max()), 4),
+                "score_histogram": dg.MetadataValue.md(
+                    histogram_markdown(
+                        result.scores,
+                        "scores",
+                        result.threshold,
+                        "anomaly score (higher = more unusual)",
+                    )
+                ),
+                "fit_seconds": round(result.fit_seconds, 3),
+                "score_seconds": round(result.score_seconds, 3),
+            },
+            log=f"Scored {len(ids)} images (fit {result.fit_seconds:.2f} s, "
+            f"score {result.score_seconds:.2f} s); flagged {flagged}",
+        )
+
+    return score_table(
+        context,
+        storage,
+        tables.ANOMALY_SCORES,
+        config,
+        compute,
+        shown=lambda emb_set: {
+            "flagged_images": _flagged_table(db, emb_set.model_key, config.list_max)
         },
-        data_version=dg.DataVersion(fp),
     )
 
 
@@ -256,7 +230,7 @@ def projections(
     coords_fp = fingerprint(
         "projections", content_version(emb_set.parquet_path, key), methods, computed_from
     )
-    drawn_from = [stored(db, table, key) for table in ("clusters", "anomaly_scores")]
+    drawn_from = [stored(db, table, key) for table in (tables.CLUSTERS, tables.ANOMALY_SCORES)]
     version = fingerprint(
         coords_fp,
         [settings[k] for k in PLOT_FIELDS],
@@ -265,7 +239,7 @@ def projections(
     )
     plot_dir = paths.ensure(paths.plots_dir / key)
     html_path = paths.plots_dir / f"map_{key}.html"
-    found = stored(db, "projections", key)
+    found = stored(db, tables.PROJECTIONS, key)
     if found is not None and found.fingerprint == coords_fp:
         files = [plot_dir / f"{m}.png" for m in methods] + [html_path]
         previous = previous_metadata(context, version)
@@ -333,7 +307,7 @@ def _compute_maps(
             "y": pa.array(np.concatenate([r.coords[:, 1] for r in results.values()]), pa.float32()),
         }
     )
-    store.replace_rows(db, "projections", emb_set.model_key, rows, fp)
+    replace_rows(db, tables.PROJECTIONS, emb_set.model_key, rows, fp)
     metadata.update(device=choice.describe(), write_seconds=round(time.perf_counter() - start, 3))
     return ids, {m: r.coords for m, r in results.items()}, metadata
 
@@ -349,10 +323,10 @@ def _draw_maps(
 ) -> dict:
     """A PNG per map and the HTML map, coloured by what is stored now; their metadata."""
     n = len(ids)
-    info = store.image_info(db, ids)
-    cluster_ids = store.read_column(db, "clusters", "cluster", model_key, ids)
-    scores = store.read_column(db, "anomaly_scores", "score", model_key, ids)
-    flags = store.read_column(db, "anomaly_scores", "flagged", model_key, ids)
+    info = image_info(db, ids)
+    cluster_ids = store.read_column(db, tables.CLUSTERS, "cluster", model_key, ids)
+    scores = store.read_column(db, tables.ANOMALY_SCORES, "score", model_key, ids)
+    flags = store.read_column(db, tables.ANOMALY_SCORES, "flagged", model_key, ids)
     clusters_col = None if cluster_ids is None else _ints_or_none(cluster_ids)
     flagged = None if flags is None else flags == 1.0
     metadata: dict = {}
@@ -416,7 +390,7 @@ def _ints_or_none(values: np.ndarray) -> np.ndarray:
 
 def _cluster_table(db: Path, model_key: str) -> dg.MetadataValue:
     """Per stored cluster: size, labeled images, most common current label and its share."""
-    df = store.rows_with_labels(db, "clusters", model_key, ["cluster"])
+    df = store.rows_with_labels(db, tables.CLUSTERS, model_key, ["cluster"])
     rows = []
     for cid, group in df.groupby("cluster", sort=True):
         known = group["label"].dropna()
@@ -433,7 +407,7 @@ def _flagged_table(db: Path, model_key: str, list_max: int) -> dg.MetadataValue:
     """The stored flagged images, highest score first, with their current labels."""
     import pandas as pd
 
-    df = store.rows_with_labels(db, "anomaly_scores", model_key, ["score", "flagged"])
+    df = store.rows_with_labels(db, tables.ANOMALY_SCORES, model_key, ["score", "flagged"])
     flagged = df[df["flagged"]].sort_values("score", ascending=False, kind="stable")
     listed = [
         [r.image_id, r.path, "" if pd.isna(r.label) else r.label, f"{r.score:.4f}"]
@@ -444,21 +418,6 @@ def _flagged_table(db: Path, model_key: str, list_max: int) -> dg.MetadataValue:
         more = len(flagged) - len(listed)
         table += f"\n\n…and {more} more: `select * from image_overview where anomaly_flag`"
     return dg.MetadataValue.md(table)
-
-
-def _histogram(scores: np.ndarray, threshold: float) -> "Figure":
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(6, 3))
-    ax = fig.add_subplot()
-    ax.hist(scores, bins=50, color="#888888")
-    if math.isfinite(threshold):
-        ax.axvline(threshold, color="#d62728", label=f"flag threshold {threshold:.3f}")
-        ax.legend(frameon=False)
-    ax.set_xlabel("anomaly score (higher = more unusual)")
-    ax.set_ylabel("images")
-    fig.tight_layout()
-    return fig
 
 
 def _float_or_none(value: float | None) -> float | None:
@@ -479,14 +438,14 @@ def _one_good_row_per_image(storage: StorageResource, table: str) -> dg.AssetChe
     asset=clusters, blocking=True, description="Every embedded image has exactly one cluster."
 )
 def clusters_cover_all_images(storage: StorageResource) -> dg.AssetCheckResult:
-    return _one_good_row_per_image(storage, "clusters")
+    return _one_good_row_per_image(storage, tables.CLUSTERS)
 
 
 @dg.asset_check(
     asset=anomaly_scores, blocking=True, description="One finite score per embedded image."
 )
 def anomaly_scores_are_finite(storage: StorageResource) -> dg.AssetCheckResult:
-    return _one_good_row_per_image(storage, "anomaly_scores")
+    return _one_good_row_per_image(storage, tables.ANOMALY_SCORES)
 
 
 @dg.asset_check(
@@ -499,7 +458,8 @@ def projection_rows_match(storage: StorageResource) -> dg.AssetCheckResult:
         per_method = dict(
             con.execute(
                 "SELECT method, count(DISTINCT image_id) FILTER (NOT isnan(x) AND NOT isnan(y)) "
-                "= count(*) AND count(*) = ? FROM projections WHERE model_key = ? GROUP BY 1",
+                f"= count(*) AND count(*) = ? FROM {tables.PROJECTIONS} WHERE model_key = ? "
+                "GROUP BY 1",
                 [emb_set.count, emb_set.model_key],
             ).fetchall()
         )

@@ -4,8 +4,10 @@ import dagster as dg
 from pydantic import Field
 
 from embedding_assets.assets.sharding import partitions_def, shard_for
-from embedding_assets.scan import DEFAULT_MAX_PIXELS, UNLABELED_FOLDERS
-from embedding_assets.settings import default_image_dir
+from embedding_assets.catalog.labels import UNLABELED_FOLDERS
+from embedding_assets.catalog.probe import DEFAULT_MAX_PIXELS
+from embedding_assets.common import tables
+from embedding_assets.common.settings import default_image_dir
 from resources.storage import StorageResource
 
 
@@ -51,9 +53,9 @@ def image_catalog(
     vanished files are marked `removed_at`, never deleted. Bad files are kept with status and
     error text.
     """
-    from embedding_assets.catalog import scan_catalog, usable_version, write_snapshot
-    from embedding_assets.object_store import is_url
-    from embedding_assets.scan import looks_unlabeled
+    from embedding_assets.catalog.labels import looks_unlabeled
+    from embedding_assets.catalog.object_store import is_url
+    from embedding_assets.catalog.scan import scan_catalog, usable_version, write_snapshot
 
     paths = storage.paths
     shard = shard_for(context)
@@ -112,7 +114,7 @@ def catalog_has_usable_images(storage: StorageResource) -> dg.AssetCheckResult:
     with storage.connect(read_only=True) as con:
         usable, bad = con.execute(
             "SELECT count(*) FILTER (status = 'ok'), count(*) FILTER (status <> 'ok') "
-            "FROM images WHERE removed_at IS NULL"
+            f"FROM {tables.IMAGES} WHERE removed_at IS NULL"
         ).fetchone()
     return dg.AssetCheckResult(
         passed=usable > 0,

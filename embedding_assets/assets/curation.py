@@ -1,13 +1,12 @@
 """Curation assets: `image_quality`, `label_issues`, `uniqueness`, `batch_drift`, and the
 split-leak check on `near_duplicates`.
 
-Thin wrappers over `embedding_assets.curation` (plain functions); results go to the DuckDB
-tables of resources/ddl/110_curation.sql so that SQL users and other tools can rely on them.
-Each asset that reads the embeddings fingerprints its inputs and reuses its stored rows when
-they did not change.
+Thin wrappers over `curation` (plain functions); results go to the DuckDB tables of
+resources/ddl/110_curation.sql so that SQL users and other tools can rely on them. Each asset
+that reads the embeddings is a score table (`score_tables`): it fingerprints its inputs and
+reuses its stored rows when they did not change.
 """
 
-import time
 from dataclasses import fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -16,11 +15,13 @@ import dagster as dg
 import numpy as np
 from pydantic import Field
 
-from embedding_assets import analytics_store as store
-from embedding_assets import markdown
-from embedding_assets.assets.reuse import reused, set_inputs
-from embedding_assets.fingerprints import fingerprint, labels_version, stored
-from embedding_assets.vectors import current_set
+from embedding_assets.assets.reuse import reused
+from embedding_assets.assets.score_tables import Scores, score_table
+from embedding_assets.common import markdown, tables
+from embedding_assets.common.figures import histogram_markdown, png_markdown
+from embedding_assets.common.fingerprints import fingerprint, labels_version, stored
+from embedding_assets.common.results import replace_rows
+from embedding_assets.embedding.sets import EmbeddingSet, current_set, read_parquet
 from resources.storage import StorageResource
 
 if TYPE_CHECKING:
@@ -33,7 +34,7 @@ TOP_ROWS = 10
 
 class ImageQualityConfig(dg.Config):
     """Thresholds on the measures taken while the catalog decoded each image (defaults and
-    why: embedding_assets/curation/image_quality.py::QualityThresholds)."""
+    why: curation/image_quality.py::QualityThresholds)."""
 
     blur_below: float = Field(default=100.0, description="Variance of the Laplacian below: blurry.")
     dark_highlight_below: float = Field(
@@ -79,23 +80,6 @@ def _fmt(value: object) -> object:
     return round(float(value), 4) if isinstance(value, float | np.floating) else value
 
 
-def _histogram(values: np.ndarray, title: str, threshold: float | None = None) -> str:
-    from matplotlib.figure import Figure
-
-    from embedding_assets.plots import png_markdown
-
-    fig = Figure(figsize=(5, 2.6))
-    ax = fig.add_subplot()
-    finite = values[np.isfinite(values)]
-    ax.hist(finite, bins=40, color="#4c72b0")
-    if threshold is not None:
-        ax.axvline(threshold, color="#d62728", linestyle="--", label="threshold")
-        ax.legend(fontsize=8)
-    ax.set_title(title, fontsize=9)
-    fig.tight_layout()
-    return png_markdown(fig, title)
-
-
 @dg.asset(deps=["image_catalog"], group_name=GROUP, kinds={"duckdb"}, owners=OWNERS)
 def image_quality(
     context: dg.AssetExecutionContext, config: ImageQualityConfig, storage: StorageResource
@@ -116,13 +100,14 @@ def image_quality(
     db = storage.paths.catalog_db
     _measure_missing(db, context)
     fp = fingerprint("image_quality", _catalog_version(db), config.model_dump(mode="json"))
-    found = stored(db, "image_quality")
+    found = stored(db, tables.IMAGE_QUALITY)
     if found is not None and found.fingerprint == fp:
         return reused(context, fp)
     df = _rows(
         db,
         "SELECT i.image_id, i.path, i.width, i.height, q.* EXCLUDE (image_id) "
-        "FROM usable_images i JOIN image_quality_measures q USING (image_id) ORDER BY image_id",
+        f"FROM {tables.USABLE_IMAGES} i JOIN {tables.IMAGE_QUALITY_MEASURES} q USING (image_id) "
+        "ORDER BY image_id",
     )
     thresholds = QualityThresholds(**config.model_dump())
     names = [f.name for f in fields(QualityStats)]
@@ -146,7 +131,7 @@ def image_quality(
             "flags": pa.array(flags, pa.list_(pa.string())),
         }
     )
-    store.replace_rows(db, "image_quality", None, table, fp)
+    replace_rows(db, tables.IMAGE_QUALITY, None, table, fp)
     counts = {f: sum(f in row for row in flags) for f in FLAGS}
     df["flags"] = [", ".join(f) for f in flags]
     flagged = df[df["flags"] != ""].sort_values("blur")
@@ -160,7 +145,7 @@ def image_quality(
                 flagged, ["image_id", "flags", "blur", "brightness", "path"]
             ),
             "blur_histogram": dg.MetadataValue.md(
-                _histogram(
+                histogram_markdown(
                     np.log10(1 + df["blur"].to_numpy()),
                     "log10(1 + blur)",
                     float(np.log10(1 + config.blur_below)),
@@ -175,25 +160,22 @@ def image_quality(
 def _measure_missing(db: Path, context: dg.AssetExecutionContext) -> None:
     """Images catalogued before quality measures existed: decode them once now."""
     import pyarrow as pa
-    from PIL import Image
 
-    from embedding_assets.catalog import QUALITY_COLUMNS
-    from embedding_assets.curation.image_quality import quality_stats
-    from embedding_assets.embedding_run import fs_path
-    from embedding_assets.object_store import image_source
+    from embedding_assets.catalog.images import fs_path, open_image
+    from embedding_assets.catalog.quality import QUALITY_COLUMNS, quality_stats
     from resources.duckdb_store import connect
 
     missing = _rows(
         db,
-        "SELECT image_id, coalesce(path_bytes, encode(path)) AS raw FROM usable_images "
-        "WHERE image_id NOT IN (SELECT image_id FROM image_quality_measures)",
+        f"SELECT image_id, {tables.PATH_BYTES} AS raw FROM {tables.USABLE_IMAGES} "
+        f"WHERE image_id NOT IN (SELECT image_id FROM {tables.IMAGE_QUALITY_MEASURES})",
     )
     if missing.empty:
         return
     measured = []
     for image_id, raw in zip(missing["image_id"], missing["raw"], strict=True):
         try:
-            with Image.open(image_source(fs_path(bytes(raw)))) as im:
+            with open_image(fs_path(bytes(raw))) as im:
                 measured.append((int(image_id), quality_stats(im)))
         except Exception:  # noqa: BLE001 - a file that changed since: the next scan says so
             continue
@@ -202,7 +184,9 @@ def _measure_missing(db: Path, context: dg.AssetExecutionContext) -> None:
         columns[c] = pa.array([getattr(q, c) for _, q in measured], pa.float64())
     with connect(db) as con:
         con.register("measured", pa.table(columns))
-        con.execute("INSERT OR REPLACE INTO image_quality_measures SELECT * FROM measured")
+        con.execute(
+            f"INSERT OR REPLACE INTO {tables.IMAGE_QUALITY_MEASURES} SELECT * FROM measured"
+        )
     context.log.info(f"measured {len(measured)} images catalogued before quality measures")
 
 
@@ -211,7 +195,7 @@ def _catalog_version(db: Path) -> str:
     found = _rows(
         db,
         "SELECT md5(coalesce(string_agg(image_id || ':' || sha256, ',' ORDER BY image_id), '')) "
-        "AS v FROM usable_images",
+        f"AS v FROM {tables.USABLE_IMAGES}",
     )
     return str(found["v"].iloc[0])
 
@@ -227,55 +211,43 @@ def label_issues(
     AGPL cleanlab) on out-of-fold probabilities of a logistic regression, plus the labels of
     each image's nearest labeled neighbours. Read on the plain backbone features, as the
     classifier is. `emb queue --label-issues N` exports the top N for review."""
-    import pyarrow as pa
-
-    from embedding_assets.curation.label_issues import LabelIssueParams, find_label_issues
-    from embedding_assets.embedding_run import classifier_features
-
     db = storage.paths.catalog_db
-    emb_set, fp, unchanged = set_inputs(db, "label_issues", config, labels_version(db))
-    key = emb_set.model_key
-    if unchanged:
-        return reused(context, fp, {"model_key": key})
-    t0 = time.perf_counter()
-    _, _, ids, X = classifier_features(storage.paths)
-    info = store.image_info(db, ids)  # path and current label, in the order of ids
-    params = LabelIssueParams(
-        n_folds=config.n_folds,
-        pca_dim=config.pca_dim,
-        k=config.k,
-        knn_weight=config.knn_weight,
-        seed=config.seed,
-    )
-    found_df = find_label_issues(ids, X, info["label"].tolist(), params)
-    issues = found_df[found_df["issue"].astype(bool)]
-    rows = pa.table(
-        {
-            "image_id": pa.array(issues["image_id"].astype(np.int64), pa.int64()),
-            "given_label": pa.array(issues["given_label"], pa.string()),
-            "suggested_label": pa.array(issues["suggested_label"], pa.string()),
-            "score": pa.array(issues["score"].astype(float), pa.float64()),
-            "model_key": pa.array([key] * len(issues), pa.string()),
-        }
-    )
-    store.replace_rows(db, "label_issues", key, rows, fp)
-    shown = issues.merge(info[["image_id", "path"]], on="image_id", how="left")
-    context.log.info(f"{len(issues)} of {len(found_df)} labeled images flagged")
-    return dg.MaterializeResult(
-        metadata={
-            "model_key": key,
-            "labeled_images": len(found_df),
-            "flagged": len(issues),
-            "top_issues": _top_table(
-                shown, ["image_id", "given_label", "suggested_label", "score", "path"]
-            ),
-            "score_histogram": dg.MetadataValue.md(
-                _histogram(found_df["score"].to_numpy(float), "label-issue score")
-            ),
-            "seconds": round(time.perf_counter() - t0, 3),
-            "review": "emb queue --label-issues 50 --export review.csv",
-        },
-        data_version=dg.DataVersion(fp),
+
+    def compute(_: EmbeddingSet) -> Scores:
+        from embedding_assets.catalog.images import image_info
+        from embedding_assets.curation.label_issues import LabelIssueParams, find_label_issues
+        from embedding_assets.embedding.features import classifier_features
+
+        _, _, ids, X = classifier_features(storage.paths)
+        info = image_info(db, ids)  # path and current label, in the order of ids
+        found = find_label_issues(
+            ids, X, info["label"].tolist(), LabelIssueParams(**config.model_dump())
+        )
+        issues = found[found["issue"].astype(bool)]
+        shown = issues.merge(info[["image_id", "path"]], on="image_id", how="left")
+        return Scores(
+            rows={
+                "image_id": issues["image_id"].to_numpy(np.int64),
+                "given_label": issues["given_label"].astype(str).tolist(),
+                "suggested_label": issues["suggested_label"].astype(str).tolist(),
+                "score": issues["score"].to_numpy(np.float64),
+            },
+            metadata={
+                "labeled_images": len(found),
+                "flagged": len(issues),
+                "top_issues": _top_table(
+                    shown, ["image_id", "given_label", "suggested_label", "score", "path"]
+                ),
+                "score_histogram": dg.MetadataValue.md(
+                    histogram_markdown(found["score"].to_numpy(float), "label-issue score")
+                ),
+                "review": "emb queue --label-issues 50 --export review.csv",
+            },
+            log=f"{len(issues)} of {len(found)} labeled images flagged",
+        )
+
+    return score_table(
+        context, storage, tables.LABEL_ISSUES, config, compute, more=(labels_version(db),)
     )
 
 
@@ -287,46 +259,40 @@ def uniqueness(
     neighbour, near 0 for copies) and how typical of its neighbourhood (`representativeness`:
     mean similarity to its k nearest), in table `uniqueness`. The label queue's `uniqueness`
     strategy asks about the most unique unlabeled images."""
-    import pyarrow as pa
-
-    from embedding_assets.curation.uniqueness import uniqueness_scores
-    from embedding_assets.vectors import read_parquet
-
     db = storage.paths.catalog_db
-    emb_set, fp, unchanged = set_inputs(db, "uniqueness", config)
-    key = emb_set.model_key
-    if unchanged:
-        return reused(context, fp, {"model_key": key})
-    t0 = time.perf_counter()
-    ids, vectors = read_parquet(emb_set.parquet_path)
-    unique, typical = uniqueness_scores(vectors, config.k)
-    rows = pa.table(
-        {
-            "image_id": pa.array(ids, pa.int64()),
-            "uniqueness": pa.array(unique.astype(np.float64)),
-            "representativeness": pa.array(typical.astype(np.float64)),
-            "model_key": pa.array([key] * len(ids), pa.string()),
+
+    def compute(emb_set: EmbeddingSet) -> Scores:
+        from embedding_assets.curation.uniqueness import uniqueness_scores
+
+        ids, vectors = read_parquet(emb_set.parquet_path)
+        unique, typical = uniqueness_scores(vectors, config.k)
+        return Scores(
+            rows={
+                "image_id": ids,
+                "uniqueness": unique.astype(np.float64),
+                "representativeness": typical.astype(np.float64),
+            },
+            metadata={
+                "images": len(ids),
+                "uniqueness_histogram": dg.MetadataValue.md(
+                    histogram_markdown(unique, "uniqueness")
+                ),
+            },
+        )
+
+    def most_unique(emb_set: EmbeddingSet) -> dict:
+        top = _rows(
+            db,
+            "SELECT u.image_id, u.uniqueness, u.representativeness, i.path "
+            f"FROM {tables.UNIQUENESS} u JOIN {tables.IMAGES} i USING (image_id) "
+            "WHERE u.model_key = ? ORDER BY u.uniqueness DESC",
+            [emb_set.model_key],
+        )
+        return {
+            "most_unique": _top_table(top, ["image_id", "uniqueness", "representativeness", "path"])
         }
-    )
-    store.replace_rows(db, "uniqueness", key, rows, fp)
-    top = _rows(
-        db,
-        "SELECT u.image_id, u.uniqueness, u.representativeness, i.path FROM uniqueness u "
-        "JOIN images i USING (image_id) WHERE u.model_key = ? ORDER BY u.uniqueness DESC",
-        [key],
-    )
-    return dg.MaterializeResult(
-        metadata={
-            "model_key": key,
-            "images": len(ids),
-            "most_unique": _top_table(
-                top, ["image_id", "uniqueness", "representativeness", "path"]
-            ),
-            "uniqueness_histogram": dg.MetadataValue.md(_histogram(unique, "uniqueness")),
-            "seconds": round(time.perf_counter() - t0, 3),
-        },
-        data_version=dg.DataVersion(fp),
-    )
+
+    return score_table(context, storage, tables.UNIQUENESS, config, compute, shown=most_unique)
 
 
 @dg.asset_check(
@@ -341,12 +307,13 @@ def no_split_leaks(storage: StorageResource) -> dg.AssetCheckResult:
     key = current_set(db).model_key
     leaks = _rows(
         db,
-        "SELECT l.*, ia.path AS path_a, ib.path AS path_b FROM split_leaks l "
-        "JOIN images ia ON ia.image_id = l.image_id_a JOIN images ib ON ib.image_id = l.image_id_b "
+        f"SELECT l.*, ia.path AS path_a, ib.path AS path_b FROM {tables.SPLIT_LEAKS} l "
+        f"JOIN {tables.IMAGES} ia ON ia.image_id = l.image_id_a "
+        f"JOIN {tables.IMAGES} ib ON ib.image_id = l.image_id_b "
         "WHERE l.model_key = ? ORDER BY l.similarity DESC",
         [key],
     )
-    splits = _rows(db, "SELECT split, count(*) AS n FROM splits GROUP BY 1 ORDER BY 1")
+    splits = _rows(db, f"SELECT split, count(*) AS n FROM {tables.SPLITS} GROUP BY 1 ORDER BY 1")
     return dg.AssetCheckResult(
         passed=leaks.empty,
         severity=dg.AssetCheckSeverity.WARN,
@@ -389,117 +356,67 @@ def batch_drift(
     one verdict per batch in `batch_drift`, and per image an `ood_score` (its k-th nearest
     reference distance as a reference quantile) in `ood_scores`. The plot shows the newest
     batch against the reference on a 2-D map."""
-    import pyarrow as pa
-
-    from embedding_assets.curation.drift import drift_test, fit_reference
-    from embedding_assets.vectors import read_parquet
-
     db = storage.paths.catalog_db
-    emb_set, fp, unchanged = set_inputs(db, "batch_drift", config)
-    key = emb_set.model_key
-    if unchanged:
-        return reused(context, fp, {"model_key": key})
-    t0 = time.perf_counter()
-    ids, vectors = read_parquet(emb_set.parquet_path)
-    seen = _rows(db, "SELECT image_id, first_seen FROM images")
-    first = dict(zip(seen["image_id"], seen["first_seen"], strict=True))
-    batch_of = np.array([str(first[int(i)]) for i in ids])
-    batches = sorted(set(batch_of.tolist()))
-    results, ood_rows, newest = [], [], None
-    for b in batches[1:][-config.max_batches :]:
-        ref_mask = batch_of == batches[0] if config.reference == "first" else batch_of < b
-        members = batch_of == b
-        if ref_mask.sum() < config.k + 2:
-            continue
-        reference = fit_reference(vectors[ref_mask], k=config.k)
-        r = drift_test(reference, vectors[members], config.alpha, config.permutations, config.seed)
-        what = "first batch" if config.reference == "first" else "all earlier batches"
-        results.append(
-            (
-                b,
-                int(members.sum()),
-                r.score,
-                r.p_value,
-                r.drifted,
-                f"{what} ({int(ref_mask.sum())} images)",
-            )
+
+    def compute(emb_set: EmbeddingSet) -> Scores:
+        import pyarrow as pa
+
+        from embedding_assets.curation.drift import batch_drift as test_batches
+        from embedding_assets.curation.drift import drift_map
+
+        ids, vectors = read_parquet(emb_set.parquet_path)
+        seen = _rows(db, f"SELECT image_id, first_seen FROM {tables.IMAGES}")
+        first = dict(zip(seen["image_id"], seen["first_seen"], strict=True))
+        found = test_batches(
+            ids,
+            vectors,
+            np.array([str(first[int(i)]) for i in ids]),
+            reference=config.reference,
+            alpha=config.alpha,
+            permutations=config.permutations,
+            k=config.k,
+            max_batches=config.max_batches,
+            seed=config.seed,
         )
-        ood_rows += [(int(i), b, float(s)) for i, s in zip(ids[members], r.ood_score, strict=True)]
-        newest = (ref_mask, members, r)
-    cols = list(zip(*results, strict=True)) if results else [[]] * 6
-    table = pa.table(
-        {
-            "batch_id": pa.array(cols[0], pa.string()),
-            "images": pa.array(cols[1], pa.int32()),
-            "score": pa.array(cols[2], pa.float64()),
-            "p_value": pa.array(cols[3], pa.float64()),
-            "drifted": pa.array(cols[4], pa.bool_()),
-            "reference": pa.array(cols[5], pa.string()),
-            "model_key": pa.array([key] * len(results), pa.string()),
+        verdicts = found.verdicts
+        drifted = sum(v.drifted for v in verdicts)
+        metadata = {
+            "batches": len(set(first[int(i)] for i in ids)),
+            "tested": len(verdicts),
+            "drifted": drifted,
+            "verdicts": dg.MetadataValue.md(
+                markdown.table(
+                    ["batch", "images", "score", "p_value", "drifted"],
+                    [
+                        [v.batch_id, v.images, round(v.score, 5), round(v.p_value, 4), v.drifted]
+                        for v in verdicts
+                    ],
+                )
+            ),
         }
-    )
-    store.replace_rows(db, "batch_drift", key, table, fp)
-    ood = list(zip(*ood_rows, strict=True)) if ood_rows else [[]] * 3
-    store.replace_rows(
-        db,
-        "ood_scores",
-        key,
-        pa.table(
-            {
-                "image_id": pa.array(ood[0], pa.int64()),
-                "batch_id": pa.array(ood[1], pa.string()),
-                "ood_score": pa.array(ood[2], pa.float64()),
-                "model_key": pa.array([key] * len(ood_rows), pa.string()),
-            }
-        ),
-    )
-    drifted = [b for b, *_, d, _ in results if d]
-    context.log.info(f"{len(results)} batches tested, {len(drifted)} drifted")
-    metadata = {
-        "model_key": key,
-        "batches": len(batches),
-        "tested": len(results),
-        "drifted": len(drifted),
-        "verdicts": dg.MetadataValue.md(
-            markdown.table(
-                ["batch", "images", "score", "p_value", "drifted"],
-                [[b, n, round(s, 5), round(p, 4), d] for b, n, s, p, d, _ in results],
+        if found.newest is not None:
+            figure = drift_map(vectors, *found.newest)
+            metadata["newest_batch_map"] = dg.MetadataValue.md(
+                png_markdown(figure, "newest batch vs reference")
             )
-        ),
-        "seconds": round(time.perf_counter() - t0, 3),
-    }
-    if newest is not None:
-        metadata["newest_batch_map"] = dg.MetadataValue.md(_drift_map(vectors, *newest))
-    return dg.MaterializeResult(metadata=metadata, data_version=dg.DataVersion(fp))
+        return Scores(
+            rows={
+                "batch_id": pa.array([v.batch_id for v in verdicts], pa.string()),
+                "images": pa.array([v.images for v in verdicts], pa.int32()),
+                "score": pa.array([v.score for v in verdicts], pa.float64()),
+                "p_value": pa.array([v.p_value for v in verdicts], pa.float64()),
+                "drifted": pa.array([v.drifted for v in verdicts], pa.bool_()),
+                "reference": pa.array([v.reference for v in verdicts], pa.string()),
+            },
+            more_tables={
+                tables.OOD_SCORES: {
+                    "image_id": pa.array(found.ood_ids, pa.int64()),
+                    "batch_id": pa.array(found.ood_batches, pa.string()),
+                    "ood_score": pa.array(found.ood_scores, pa.float64()),
+                }
+            },
+            metadata=metadata,
+            log=f"{len(verdicts)} batches tested, {drifted} drifted",
+        )
 
-
-def _drift_map(vectors: np.ndarray, ref_mask: np.ndarray, members: np.ndarray, result) -> str:
-    """The newest batch (coloured by ood_score) over the reference (grey), on the reference's
-    first two principal components."""
-    from matplotlib.figure import Figure
-
-    from embedding_assets.plots import png_markdown
-
-    ref = vectors[ref_mask]
-    mean = ref.mean(axis=0)
-    _, _, vt = np.linalg.svd(ref[:: max(1, len(ref) // 5000)] - mean, full_matrices=False)
-    xy_ref, xy_new = (ref - mean) @ vt[:2].T, (vectors[members] - mean) @ vt[:2].T
-    fig = Figure(figsize=(5, 4))
-    ax = fig.add_subplot()
-    ax.scatter(xy_ref[:, 0], xy_ref[:, 1], s=3, c="#d9d9d9", label="reference")
-    dots = ax.scatter(
-        xy_new[:, 0],
-        xy_new[:, 1],
-        s=6,
-        c=result.ood_score,
-        cmap="viridis",
-        vmin=0,
-        vmax=1,
-        label="batch",
-    )
-    fig.colorbar(dots, ax=ax, label="ood_score")
-    verdict = "drifted" if result.drifted else "no drift"
-    ax.set_title(f"newest batch: {verdict} (p = {result.p_value:.3g})", fontsize=9)
-    ax.legend(fontsize=8, loc="best")
-    fig.tight_layout()
-    return png_markdown(fig, "newest batch vs reference")
+    return score_table(context, storage, tables.BATCH_DRIFT, config, compute)

@@ -1,13 +1,13 @@
 """Reporting a stored result that an asset reused because its inputs did not change
-(`embedding_assets.fingerprints`): same data version, the figures measured when it was
+(`common.fingerprints`): same data version, the figures measured when it was
 computed, and `reused` in the metadata saying so."""
 
 from pathlib import Path
 
 import dagster as dg
 
-from embedding_assets.fingerprints import REUSED, SKIPPED, fingerprint, stored
-from embedding_assets.vectors import EmbeddingSet, content_version, current_set
+from embedding_assets.common.fingerprints import REUSED, SKIPPED, fingerprint, stored
+from embedding_assets.embedding.sets import EmbeddingSet, content_version, current_set
 
 DATA_VERSION_TAG = "dagster/data_version"  # the tag holding a materialization's data version
 

@@ -6,7 +6,7 @@ from functools import cache
 
 import dagster as dg
 
-from embedding_assets.shards import Shard, partition_keys, shard_count
+from embedding_assets.catalog.shards import Shard, partition_keys, shard_count
 
 
 @cache

@@ -1,11 +1,10 @@
-"""Dataset curation: plain functions over embeddings, labels and decoded images (issue 15).
-
-Modules, each imported on its own (they load faiss / scikit-learn at import time, so import them
-lazily inside assets):
+"""Dataset curation: plain functions over embeddings, labels and image measures. Each module
+loads FAISS or scikit-learn at import time, so assets import them inside their functions.
 
 - `label_issues`: images whose label disagrees with the evidence (confident learning + kNN).
-- `image_quality`: blur / brightness / contrast / entropy of one decoded image, and flags.
+- `image_quality`: flags over the measures the catalog took while decoding (`catalog.quality`).
 - `uniqueness`: how unique / representative each image is among its nearest neighbours.
+- `duplicates`: near-duplicate pairs and their groups.
 - `drift`: is a new batch of embeddings drawn from the reference distribution? Per-image OOD.
 - `neighbors`: the shared exact cosine kNN (faiss IndexFlatIP on L2-normalised vectors).
 """

@@ -18,11 +18,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from embedding_assets.curation.neighbors import knn, normalize
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 
 @dataclass(frozen=True)
@@ -132,11 +136,104 @@ def drift_report(
     return pd.DataFrame(rows)
 
 
-__all__ = [
-    "DriftReference",
-    "DriftResult",
-    "drift_report",
-    "drift_test",
-    "fit_reference",
-    "ood_scores",
-]
+@dataclass(frozen=True)
+class BatchVerdict:
+    batch_id: str
+    images: int
+    score: float
+    p_value: float
+    drifted: bool
+    reference: str  # what it was compared with, in words
+
+
+@dataclass
+class BatchDrift:
+    """One verdict per tested batch, the per-image OOD scores of their members, and the newest
+    batch's (reference mask, member mask, result) for its map."""
+
+    verdicts: list[BatchVerdict]
+    ood_ids: np.ndarray
+    ood_batches: list[str]
+    ood_scores: np.ndarray
+    newest: tuple[np.ndarray, np.ndarray, DriftResult] | None
+
+
+def batch_drift(
+    ids: np.ndarray,
+    vectors: np.ndarray,
+    batch_of: np.ndarray,
+    *,
+    reference: str = "before",
+    alpha: float = 0.01,
+    permutations: int = 1000,
+    k: int = 10,
+    max_batches: int = 20,
+    seed: int = 0,
+) -> BatchDrift:
+    """Test each of the newest `max_batches` batches (`batch_of`: each image's batch, sortable
+    by time) against every image before it (`reference="before"`) or the first batch
+    (`"first"`); batches whose reference is too small for k neighbours are skipped."""
+    batches = sorted(set(batch_of.tolist()))
+    verdicts: list[BatchVerdict] = []
+    ood_ids, ood_batches, ood = [], [], []
+    newest = None
+    what = "first batch" if reference == "first" else "all earlier batches"
+    for b in batches[1:][-max_batches:]:
+        ref_mask = batch_of == batches[0] if reference == "first" else batch_of < b
+        members = batch_of == b
+        if ref_mask.sum() < k + 2:
+            continue
+        ref = fit_reference(vectors[ref_mask], k=k)
+        result = drift_test(ref, vectors[members], alpha, permutations, seed)
+        n_ref = int(ref_mask.sum())
+        verdicts.append(
+            BatchVerdict(
+                b,
+                int(members.sum()),
+                result.score,
+                result.p_value,
+                result.drifted,
+                f"{what} ({n_ref} images)",
+            )
+        )
+        ood_ids.append(ids[members])
+        ood_batches += [b] * int(members.sum())
+        ood.append(result.ood_score)
+        newest = (ref_mask, members, result)
+    return BatchDrift(
+        verdicts,
+        np.concatenate(ood_ids) if ood_ids else np.zeros(0, np.int64),
+        ood_batches,
+        np.concatenate(ood) if ood else np.zeros(0, np.float32),
+        newest,
+    )
+
+
+def drift_map(vectors: np.ndarray, ref_mask: np.ndarray, members: np.ndarray, result) -> Figure:
+    """The newest batch (coloured by ood_score) over the reference (grey), on the reference's
+    first two principal components."""
+    from matplotlib.figure import Figure
+
+    ref = vectors[ref_mask]
+    mean = ref.mean(axis=0)
+    _, _, vt = np.linalg.svd(ref[:: max(1, len(ref) // 5000)] - mean, full_matrices=False)
+    xy_ref, xy_new = (ref - mean) @ vt[:2].T, (vectors[members] - mean) @ vt[:2].T
+    fig = Figure(figsize=(5, 4))
+    ax = fig.add_subplot()
+    ax.scatter(xy_ref[:, 0], xy_ref[:, 1], s=3, c="#d9d9d9", label="reference")
+    dots = ax.scatter(
+        xy_new[:, 0],
+        xy_new[:, 1],
+        s=6,
+        c=result.ood_score,
+        cmap="viridis",
+        vmin=0,
+        vmax=1,
+        label="batch",
+    )
+    fig.colorbar(dots, ax=ax, label="ood_score")
+    verdict = "drifted" if result.drifted else "no drift"
+    ax.set_title(f"newest batch: {verdict} (p = {result.p_value:.3g})", fontsize=9)
+    ax.legend(fontsize=8, loc="best")
+    fig.tight_layout()
+    return fig

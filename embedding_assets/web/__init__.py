@@ -1,7 +1,4 @@
-"""Browser pages served by `emb serve` beside the search API: `/label` (answer the open label
-requests), `/map` (the projections as a WebGL scatter, lasso to label or search) and
-`/search/page` (search by an uploaded image or an image id), with thumbnails by image id."""
-
-from embedding_assets.web.pages import mount_pages
-
-__all__ = ["mount_pages"]
+"""The browser and HTTP face of `emb serve`: the search API (`api`), the pages beside it
+(`pages`: /label, /map, /search/page, their endpoints and the write token), what the pages
+read from and write to the catalog (`catalog_reads`) and thumbnails by image id
+(`thumbnails`)."""

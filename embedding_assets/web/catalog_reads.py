@@ -14,7 +14,8 @@ from typing import NamedTuple
 import duckdb
 import numpy as np
 
-from embedding_assets import labels as label_log
+from embedding_assets.catalog import labels as label_log
+from embedding_assets.common import tables
 from resources.duckdb_store import connect
 
 READ_TIMEOUT_S = 2.0
@@ -36,7 +37,7 @@ def _retry_clash(fn, timeout_s: float):
             time.sleep(0.02)
 
 
-def _tables(con) -> set[str]:
+def _present(con) -> set[str]:
     return {
         r[0]
         for r in con.execute(
@@ -56,7 +57,7 @@ def image_ref(db: Path, image_id: int, timeout_s: float = READ_TIMEOUT_S) -> Ima
     def read():
         with connect(db, read_only=True, timeout_s=timeout_s) as con:
             return con.execute(
-                "SELECT path, sha256 FROM usable_images WHERE image_id = ?", [image_id]
+                f"SELECT path, sha256 FROM {tables.USABLE_IMAGES} WHERE image_id = ?", [image_id]
             ).fetchone()
 
     row = _retry_clash(read, timeout_s)
@@ -69,27 +70,32 @@ def label_state(db: Path, timeout_s: float = READ_TIMEOUT_S) -> dict:
 
     def read():
         with connect(db, read_only=True, timeout_s=timeout_s) as con:
-            tables = _tables(con)
+            present = _present(con)
             requests, curve, latest = [], [], None
-            if "label_requests" in tables:
+            if tables.LABEL_REQUESTS in present:
                 requests = con.execute(
                     "SELECT o.round, o.rank, o.image_id, o.path, o.predicted, o.probability, "
-                    "o.uncertainty, o.cluster, i.sha256 FROM open_label_requests o "
-                    "JOIN images i USING (image_id) ORDER BY o.uncertainty DESC, o.rank"
+                    f"o.uncertainty, o.cluster, i.sha256 FROM {tables.OPEN_LABEL_REQUESTS} o "
+                    f"JOIN {tables.IMAGES} i USING (image_id) ORDER BY o.uncertainty DESC, o.rank"
                 ).fetchall()
-                latest = con.execute("SELECT max(round) FROM label_requests").fetchone()[0]
-            if "learning_curve" in tables:
+                latest = con.execute(f"SELECT max(round) FROM {tables.LABEL_REQUESTS}").fetchone()[
+                    0
+                ]
+            if tables.LEARNING_CURVE in present:
                 curve = con.execute(
-                    "SELECT round, n_labels, accuracy, macro_f1, eval_method FROM learning_curve "
-                    "ORDER BY round"
+                    "SELECT round, n_labels, accuracy, macro_f1, eval_method "
+                    f"FROM {tables.LEARNING_CURVE} ORDER BY round"
                 ).fetchall()
             classes = con.execute(
                 # by name, so a class keeps its number key from round to round
-                "SELECT label, count(*) AS n FROM current_labels GROUP BY label ORDER BY label"
+                f"SELECT label, count(*) AS n FROM {tables.CURRENT_LABELS} "
+                "GROUP BY label ORDER BY label"
             ).fetchall()
             predicted = []
-            if "predictions" in tables:
-                predicted = con.execute("SELECT DISTINCT predicted FROM predictions").fetchall()
+            if tables.PREDICTIONS in present:
+                predicted = con.execute(
+                    f"SELECT DISTINCT predicted FROM {tables.PREDICTIONS}"
+                ).fetchall()
             return requests, curve, latest, classes, predicted
 
     requests, curve, latest, classes, predicted = _retry_clash(read, timeout_s)
@@ -130,11 +136,11 @@ def latest_round(db: Path, timeout_s: float = READ_TIMEOUT_S) -> dict:
 
     def read():
         with connect(db, read_only=True, timeout_s=timeout_s) as con:
-            if "label_requests" not in _tables(con):
+            if tables.LABEL_REQUESTS not in _present(con):
                 return None, 0
             return con.execute(
-                "SELECT (SELECT max(round) FROM label_requests), "
-                "(SELECT count(*) FROM learning_curve)"
+                f"SELECT (SELECT max(round) FROM {tables.LABEL_REQUESTS}), "
+                f"(SELECT count(*) FROM {tables.LEARNING_CURVE})"
             ).fetchone()
 
     round_no, points = _retry_clash(read, timeout_s)
@@ -154,29 +160,29 @@ def map_data(db: Path, method: str | None, timeout_s: float = READ_TIMEOUT_S) ->
 
     def read():
         with connect(db, read_only=True, timeout_s=timeout_s) as con:
-            tables = _tables(con)
-            key_row = con.execute(
-                "SELECT model_key FROM embedding_sets ORDER BY updated_at DESC LIMIT 1"
-            ).fetchone()
-            if key_row is None:
+            present = _present(con)
+            key_row = con.execute(f"SELECT {tables.CURRENT_MODEL_KEY}").fetchone()
+            if key_row is None or key_row[0] is None:
                 return None, [], None
             methods = [
                 r[0]
                 for r in con.execute(
-                    "SELECT DISTINCT method FROM projections WHERE model_key = ? ORDER BY 1",
+                    f"SELECT DISTINCT method FROM {tables.PROJECTIONS} WHERE model_key = ? "
+                    "ORDER BY 1",
                     [key_row[0]],
                 ).fetchall()
             ]
             chosen = method if method in methods else (methods[0] if methods else None)
             if chosen is None:
                 return key_row[0], methods, None
-            pred = "p.predicted" if "predictions" in tables else "NULL::VARCHAR"
-            join = "LEFT JOIN predictions p USING (image_id)" if "predictions" in tables else ""
+            has_predictions = tables.PREDICTIONS in present
+            pred = "p.predicted" if has_predictions else "NULL::VARCHAR"
+            join = f"LEFT JOIN {tables.PREDICTIONS} p USING (image_id)" if has_predictions else ""
             cols = con.execute(
                 f"""SELECT o.image_id, o.{chosen}_x::FLOAT AS x, o.{chosen}_y::FLOAT AS y,
                            o.label, o.cluster, {pred} AS predicted, o.anomaly_score,
                            o.anomaly_flag, o.path, i.sha256
-                    FROM image_overview o JOIN images i USING (image_id) {join}
+                    FROM {tables.IMAGE_OVERVIEW} o JOIN {tables.IMAGES} i USING (image_id) {join}
                     WHERE o.{chosen}_x IS NOT NULL ORDER BY o.image_id"""
             ).fetchnumpy()
             return key_row[0], methods, (chosen, cols)

@@ -34,7 +34,7 @@ from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, Field
 
-from embedding_assets.object_store import StoreReadError, is_url
+from embedding_assets.catalog.object_store import StoreReadError, is_url
 from embedding_assets.web import catalog_reads as reads
 from embedding_assets.web.thumbnails import MAX_PX, Thumbnails
 from resources.duckdb_store import CatalogLockedError

@@ -13,7 +13,8 @@ from pathlib import Path
 
 from PIL import Image, ImageOps
 
-from embedding_assets import object_store
+from embedding_assets.catalog import object_store
+from embedding_assets.catalog.images import open_image
 
 MAX_PX = 128
 MEMORY_ITEMS = 4096
@@ -53,7 +54,7 @@ class Thumbnails:
 
     def _make(self, source: Path | str) -> bytes:
         try:
-            with Image.open(object_store.image_source(source)) as image:
+            with open_image(source) as image:
                 w, h = image.size
                 if w * h > MAX_SOURCE_PIXELS:
                     raise ValueError(f"{w}x{h} pixels is too large to thumbnail")

@@ -1,0 +1,381 @@
+"""`embedding_model` → `embeddings`: a head (or fine-tuned backbone) trained on the labels and
+promoted only when it beats the current embeddings on held-out images, then one vector per
+usable image, cached in LMDB, handed on as Parquet. Thin wrappers over `embedding.training` and
+`embedding.run`."""
+
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import dagster as dg
+import numpy as np
+from pydantic import Field
+
+from embedding_assets.assets.sharding import partitions_def, shard_for
+from embedding_assets.common import markdown
+from embedding_assets.common.choices import (
+    Augmentation,
+    EngineKind,
+    Loss,
+    Mode,
+    Precision,
+    StoreDtype,
+)
+from embedding_assets.common.fingerprints import REUSED, SKIPPED
+from embedding_assets.common.progress import Progress
+from embedding_assets.embedding import sets
+from embedding_assets.embedding.defaults import DEFAULT_MODEL, DEFAULT_WEIGHTS
+from resources.gpu import GPU_POOL, GPUResource
+from resources.storage import StorageResource
+
+if TYPE_CHECKING:
+    from embedding_assets.embedding.embedder import EmbedParams
+    from embedding_assets.embedding.metric_learning import TrainConfig
+    from embedding_assets.embedding.run import RunOptions
+
+GATE = "challenger_promoted"
+
+CHECKS = {
+    "vectors_finite": "Every vector is finite (no NaN or inf).",
+    "dimension_as_expected": "The vectors have the backbone's feature size.",
+    "unit_norm": "Vectors are L2-normalized (norm within 1e-2 of 1).",
+    "one_vector_per_usable_image": "The hand-off holds exactly one row per usable image.",
+}
+
+
+class BackboneConfig(dg.Config):
+    """The backbone settings `embeddings` and `embedding_model` share; a trained model is used
+    (head='auto') only by embeddings of the backbone it was trained on."""
+
+    model: str = Field(
+        default=DEFAULT_MODEL,
+        description="efficientnet_lite0 (default), efficientnet_lite1/2, any torchvision "
+        "classification model (resnet50, convnext_tiny, vit_b_16, ...) or any timm model name "
+        "(prefix timm/ to prefer timm where torchvision has the same name).",
+    )
+    weights: str = Field(
+        default=DEFAULT_WEIGHTS,
+        description="'DEFAULT' (the model's pretrained weights: from an installed package where "
+        "one ships them, else downloaded), 'packaged', 'none' (seeded random init), a "
+        "torchvision weights name (IMAGENET1K_V2), a timm pretrained tag (in1k) or a path to a "
+        ".pth state dict.",
+    )
+    image_size: int = Field(
+        default=0,
+        description="Crop size in pixels; 0 = the weights' own size (224 without weights).",
+    )
+
+    def backbone(self, store_dtype: StoreDtype = "float32") -> "EmbedParams":
+        from embedding_assets.embedding.embedder import EmbedParams
+
+        weights = None if self.weights == "none" else self.weights
+        return EmbedParams(self.model, weights, self.image_size, store_dtype)
+
+
+class EmbeddingConfig(BackboneConfig):
+    batch_size: int = Field(default=64, description="Images per forward pass.")
+    workers: int = Field(default=-1, description="DataLoader decode workers; -1 = automatic.")
+    precision: Precision = Field(
+        default="auto",
+        description="auto (bf16 where the GPU has it, else fp16) or a fixed one; autocast "
+        "applies on CUDA only.",
+    )
+    store_dtype: StoreDtype = Field(
+        default="float32", description="Vector type in the LMDB cache and the Parquet hand-off."
+    )
+    allow_download: bool = Field(
+        default=True, description="Fetch missing pretrained weights into the torch cache."
+    )
+    head: str = Field(
+        default="auto",
+        description="'auto' (the newest promoted embedding_model for this backbone, if any), "
+        "'none' (plain backbone), or a trained projection head file.",
+    )
+    engine: EngineKind = Field(
+        default="local",
+        description="Where the model runs: 'local' (this step's process) or 'ray' (one actor "
+        "per GPU, or per CPU when the gpu resource picks the CPU, on the cluster at "
+        "ray_address; needs the `ray` extra on every node).",
+    )
+    ray_address: str = Field(
+        default="", description="Ray cluster address for engine 'ray'; empty = $RAY_ADDRESS."
+    )
+
+    def params(self, db: Path) -> "EmbedParams":
+        from embedding_assets.embedding.training import trained_params
+
+        base = self.backbone(self.store_dtype)
+        if self.head == "auto":
+            return trained_params(db, base)
+        return replace(base, head=None if self.head == "none" else self.head)
+
+    def run_options(self, device: str) -> "RunOptions":
+        from embedding_assets.embedding.run import Engine, RunOptions
+
+        return RunOptions(
+            device=device,
+            batch_size=self.batch_size,
+            workers=None if self.workers < 0 else self.workers,
+            precision=self.precision,
+            allow_download=self.allow_download,
+            engine=Engine(self.engine, self.ray_address),
+        )
+
+
+class EmbeddingModelConfig(BackboneConfig):
+    enabled: bool = Field(default=True, description="False: embeddings use the plain backbone.")
+    mode: Mode = Field(
+        default="head",
+        description="head: train a projection head over cached backbone features (fast, CPU). "
+        "finetune: train the whole backbone too (GPU or small images).",
+    )
+    loss: Loss = Field(
+        default="supcon",
+        description="The pytorch-metric-learning loss; ntxent is self-supervised (finetune mode "
+        "with an augmentation, no labels needed).",
+    )
+    embedding_size: int = Field(default=64, description="Output dimension of the head.")
+    hidden: int = Field(default=512, description="Hidden width of the head.")
+    epochs: int = Field(default=40, description="Upper bound; training stops early on plateau.")
+    patience: int = Field(default=6, description="Epochs without validation gain before stopping.")
+    batch_size: int = Field(default=128, description="Images per training batch.")
+    lr: float = Field(default=1e-3, description="AdamW learning rate (cosine schedule).")
+    augmentation: Augmentation = Field(
+        default="none", description="Image augmentation in finetune mode."
+    )
+    seed: int = Field(default=0, description="Same seed, labels and settings -> same model.")
+    holdout: float = Field(
+        default=0.2, description="Share of labeled images held out for evaluation (by hash)."
+    )
+    min_improvement: float = Field(
+        default=0.0,
+        description="Held-out kNN top-1 gain over the current model needed to promote.",
+    )
+
+    def train_config(self) -> "TrainConfig":
+        from embedding_assets.embedding.metric_learning import TrainConfig
+
+        return TrainConfig(
+            loss=self.loss,
+            embedding_size=self.embedding_size,
+            hidden=self.hidden,
+            epochs=self.epochs,
+            patience=self.patience,
+            batch_size=self.batch_size,
+            lr=self.lr,
+            augmentation=self.augmentation,
+            seed=self.seed,
+        )
+
+
+@dg.asset(
+    deps=["image_catalog"],
+    pool=GPU_POOL,
+    group_name="embeddings",
+    kinds={"pytorch"},
+    owners=["team:ml-platform"],
+    check_specs=[
+        dg.AssetCheckSpec(
+            GATE,
+            asset="embedding_model",
+            blocking=False,
+            description="A newly trained model is promoted only when it beats the current "
+            "embeddings on held-out images by more than noise; when it does not, this warns and "
+            "the run goes on with the current model.",
+        )
+    ],
+)
+def embedding_model(
+    context: dg.AssetExecutionContext,
+    config: EmbeddingModelConfig,
+    storage: StorageResource,
+    gpu: GPUResource,
+) -> dg.MaterializeResult:
+    """Metric learning on the labeled images (pytorch-metric-learning losses): a projection
+    head (or fine-tuned backbone) that pulls same-label images together.
+
+    Evaluated on a held-out split fixed by content hash: kNN top-1, Precision@5 (GUIE),
+    kNN macro-F1 and silhouette, against the current model on the same images; promotion needs
+    a paired win beyond noise on at least 50 held-out images. Models are
+    versioned in the DuckDB table `embedding_models`; `embeddings` (head='auto') uses the
+    newest promoted one, and its model key changes with it.
+    """
+    if not config.enabled:
+        return dg.MaterializeResult(
+            metadata={"status": "disabled"},
+            check_results=[dg.AssetCheckResult(check_name=GATE, passed=True)],
+            data_version=dg.DataVersion("disabled"),
+        )
+
+    from embedding_assets.embedding.training import train_embedding_model
+
+    epochs = Progress(context.log, "embedding_model", "epoch", "epoch {done}/{total}", 0)
+    features = Progress(
+        context.log, "embedding_model features", "img", "backbone features {done}/{total}"
+    )
+
+    def progress(row: dict) -> None:
+        val = f", val kNN top-1 {row['val_knn_top1']:.3f}" if "val_knn_top1" in row else ""
+        epochs.update(row["epoch"], row["epochs"], f"loss {row['loss']:.4f}{val}")
+
+    with gpu.acquire(context.log) as device, epochs, features:
+        out = train_embedding_model(
+            storage.paths,
+            config.backbone(),
+            config.mode,
+            config.train_config(),
+            holdout=config.holdout,
+            min_improvement=config.min_improvement,
+            device=device.torch_device,
+            progress=progress,
+            feature_progress=features.update,
+        )
+    context.log.info(f"embedding_model {out.status}: {out.reason}")
+    metadata = {
+        **({REUSED: f"{SKIPPED}: {out.reason}"} if out.status == "unchanged" else {}),
+        "status": out.status,
+        "decision": out.reason,
+        "model_id": out.model_id or 0,
+        "embeddings_use": out.params.model_key() if out.params else "",
+        "train_images": out.n_train,
+        "held_out_images": out.n_eval,
+        "epochs_run": len(out.history),
+        "train_seconds": dg.MetadataValue.float(round(out.seconds, 2)),
+    }
+    for name, value in out.metrics.items():
+        metadata[f"held_out_{name}"] = dg.MetadataValue.float(round(float(value), 4))
+    for name, value in out.current_metrics.items():
+        metadata[f"current_{name}"] = dg.MetadataValue.float(round(float(value), 4))
+    if out.history:
+        metadata["loss_by_epoch"] = dg.MetadataValue.md(_history_table(out.history))
+    gate_metadata = {k: v for k, v in metadata.items() if k.startswith(("held_out_", "current_"))}
+    return dg.MaterializeResult(
+        metadata=metadata,
+        check_results=[
+            dg.AssetCheckResult(
+                check_name=GATE,
+                passed=out.status != "trained" or out.promoted,
+                severity=dg.AssetCheckSeverity.WARN,
+                description=out.reason,
+                metadata={"decision": out.reason, **gate_metadata},
+            )
+        ],
+        data_version=dg.DataVersion(out.params.model_key() if out.params else "none"),
+    )
+
+
+def _history_table(history: list[dict]) -> str:
+    has_val = "val_knn_top1" in history[0]
+    header = ["epoch", "loss"] + (["val kNN top-1"] if has_val else [])
+    rows = [
+        [r["epoch"], f"{r['loss']:.4f}"] + ([f"{r['val_knn_top1']:.3f}"] if has_val else [])
+        for r in history
+    ]
+    return markdown.table(header, rows)
+
+
+@dg.asset(
+    deps=["image_catalog", "embedding_model"],
+    partitions_def=partitions_def(),
+    pool=GPU_POOL,
+    group_name="embeddings",
+    kinds={"pytorch", "parquet"},
+    owners=["team:ml-platform"],
+    check_specs=[
+        dg.AssetCheckSpec(name, asset="embeddings", description=d, blocking=True)
+        for name, d in CHECKS.items()
+    ],
+)
+def embeddings(
+    context: dg.AssetExecutionContext,
+    config: EmbeddingConfig,
+    storage: StorageResource,
+    gpu: GPUResource,
+) -> dg.MaterializeResult:
+    """L2-normalized feature vectors of every usable image from a torchvision backbone.
+
+    Only images whose content hash has no vector for this model key are run through the model
+    (LMDB cache, one transaction per batch, so a killed run resumes). The vectors go to
+    `parquet/embeddings/<model_key>.parquet` (partitioned: one file per shard in
+    `<model_key>.shards-N/`), registered in the DuckDB table `embedding_sets`.
+    """
+    from embedding_assets.catalog.images import usable_count
+    from embedding_assets.embedding.run import run_embeddings
+
+    shard = shard_for(context)
+    params = config.params(storage.paths.catalog_db)
+    context.log.info(
+        f"trained head {params.head}" if params.head else "plain backbone (no trained head)"
+    )
+    progress = Progress(context.log, "embeddings", "img", "embedded {done}/{total} images")
+    with gpu.acquire(context.log) as device, progress:
+        summary = run_embeddings(
+            storage.paths,
+            params,
+            config.run_options(device.torch_device),
+            shard=shard,
+            progress=progress.update,
+        )
+    for line in summary.retried:
+        context.log.warning(f"{line}; resubmitted")
+    for path, err in summary.failed:
+        context.log.warning(f"{path}: {err}")
+    usable = usable_count(storage.paths.catalog_db, shard)  # after the run's failures
+    empty = not summary.parquet_path.exists()  # a shard without usable images
+    if empty:
+        st = sets.VectorStats(0, summary.dim, 0, np.nan, np.nan)
+    else:
+        st = sets.stats(summary.parquet_path)
+    reused = summary.embedded == 0 and not summary.parquet_rewritten
+    return dg.MaterializeResult(
+        metadata={
+            **({REUSED: "nothing new to embed: every vector from the cache"} if reused else {}),
+            "model_key": summary.model_key,
+            "device": device.describe(),
+            "engine": config.engine,
+            "retried_batches": len(summary.retried),
+            "dimension": summary.dim,
+            "usable_images": summary.usable,
+            "embedded_now": summary.embedded,
+            "from_cache": summary.from_cache,
+            "failed_to_decode": len(summary.failed),
+            "embed_seconds": dg.MetadataValue.float(round(summary.embed_seconds, 2)),
+            "images_per_second": dg.MetadataValue.float(round(summary.images_per_second, 1)),
+            "total_seconds": dg.MetadataValue.float(round(summary.seconds, 2)),
+            "peak_rss_mb": dg.MetadataValue.float(round(summary.peak_rss_mb, 1)),
+            "peak_gpu_mb": dg.MetadataValue.float(round(summary.peak_gpu_mb or 0.0, 1)),
+            "parquet": dg.MetadataValue.path(str(summary.parquet_path)),
+            "parquet_rewritten": summary.parquet_rewritten,
+        },
+        check_results=_checks(st, summary.dim, usable),
+        data_version=dg.DataVersion(
+            "empty" if empty else sets.content_version(summary.parquet_path, summary.model_key)
+        ),
+    )
+
+
+def _checks(st: sets.VectorStats, dim: int, usable: int) -> list[dg.AssetCheckResult]:
+    norms = st.rows > 0 and abs(st.min_norm - 1) < 1e-2 and abs(st.max_norm - 1) < 1e-2
+    norm_ok = norms or st.rows == usable == 0  # an empty shard has no vector to be wrong
+    return [
+        dg.AssetCheckResult(
+            check_name="vectors_finite",
+            passed=st.nonfinite_rows == 0,
+            metadata={"nonfinite_rows": st.nonfinite_rows},
+        ),
+        dg.AssetCheckResult(
+            check_name="dimension_as_expected",
+            passed=st.dim == dim,
+            metadata={"dimension": st.dim, "expected": dim},
+        ),
+        dg.AssetCheckResult(
+            check_name="unit_norm",
+            passed=norm_ok,
+            metadata={"min_norm": st.min_norm, "max_norm": st.max_norm},
+        ),
+        dg.AssetCheckResult(
+            check_name="one_vector_per_usable_image",
+            passed=st.rows == usable,
+            metadata={"rows": st.rows, "usable_images": usable},
+        ),
+    ]

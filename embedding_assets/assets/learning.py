@@ -1,0 +1,413 @@
+"""`labels` → `classifier` → `predictions` → `label_queue`: the active-learning loop over the
+embeddings.
+
+`labels` is the append-only DuckDB log, written by the catalog's folder labels and `emb label`;
+`sensors/label_sensor.py` reports its new rows as materializations. The three assets after it
+are eager, so each report (or new embeddings) re-runs them once.
+"""
+
+import time
+from typing import Literal
+
+import dagster as dg
+import numpy as np
+from pydantic import Field
+
+from embedding_assets.assets.reuse import previous_metadata, reused
+from embedding_assets.common import markdown, tables
+from embedding_assets.common.fingerprints import fingerprint, labels_version, stored
+from embedding_assets.common.settings import page_url
+from embedding_assets.embedding.sets import EmbeddingSet, content_version, current_set
+from embedding_assets.learning import classifiers as al
+from embedding_assets.learning import registry, rounds, selection
+from embedding_assets.learning.plots import confusion_png, learning_curve_png
+from resources.gpu import GPU_POOL, GPUResource
+from resources.storage import StorageResource
+
+GROUP = "active_learning"
+OWNERS = ["team:ml-platform"]
+GATE = "promotion_gate"
+CLASSIFIER = "classifier"  # whose fingerprint names the version trained on its inputs
+
+labels = dg.AssetSpec(
+    "labels",
+    description="The append-only DuckDB table `labels` (image_id, label, source, created_at; "
+    "`current_labels` is the latest per image), written by `emb label` and by the catalog's "
+    "folder labels. `label_sensor` reports new rows as materializations: label_id range and "
+    "count, data version = the highest label_id.",
+    group_name=GROUP,
+    kinds={"duckdb"},
+    owners=OWNERS,
+)
+
+# Eager: re-run when an input updates, never while a run that includes the asset is queued or
+# in progress (that run sees the new input). A `labels` log never reported yet holds only labels
+# that the run which scanned them trained on, so it does not count as a missing input.
+RETRAIN = dg.AutomationCondition.eager().replace(
+    "any_deps_missing",
+    dg.AutomationCondition.any_deps_missing().ignore(dg.AssetSelection.assets(labels.key)),
+)
+
+
+class ClassifierConfig(dg.Config):
+    algorithm: Literal["auto", al.Algorithm] = Field(
+        default="auto",
+        description="`auto`: compare logreg, lightgbm_pca (PCA to 64-d, then LightGBM) and mlp "
+        "on the same held-out split; the best macro-F1 is the challenger. A name trains that "
+        "one alone (`lightgbm` = LightGBM on the raw vectors, slow on wide embeddings).",
+    )
+    holdout_min_labels: int = Field(
+        default=200,
+        description="With fewer labeled images, evaluate by stratified cross-validation "
+        "instead of a held-out split.",
+    )
+    test_fraction: float = Field(default=0.2, description="Share of each class held out.")
+    seed: int = Field(default=0, description="Random seed of folds and models.")
+
+    @property
+    def candidates(self) -> tuple[str, ...]:
+        return al.DEFAULT_CANDIDATES if self.algorithm == "auto" else (self.algorithm,)
+
+
+def _candidate_table(training: al.Training, decision: al.Decision) -> str:
+    """The comparison as the UI shows it: one row per candidate, the challenger marked."""
+    outcome = "challenger, promoted" if decision.promoted else "challenger, champion stays"
+    rows = [
+        [
+            name,
+            f"{m['accuracy']:.4f}",
+            f"{m['macro_f1']:.4f}",
+            f"{m['log_loss']:.4f}",
+            f"{m['fit_seconds']:.2f}",
+            m["n_eval"],
+            outcome if name == training.algorithm else "",
+        ]
+        for name, m in training.candidates.items()
+    ]
+    header = ["candidate", "accuracy", "macro-F1", "log-loss", "fit s", "n_eval", ""]
+    return markdown.table(header, rows)
+
+
+@dg.asset(
+    deps=["embeddings", labels],
+    group_name=GROUP,
+    kinds={"scikitlearn", "lightgbm", "duckdb"},
+    owners=OWNERS,
+    pool=GPU_POOL,
+    automation_condition=RETRAIN,
+    check_specs=[
+        dg.AssetCheckSpec(
+            GATE,
+            asset="classifier",
+            blocking=True,
+            description="The new version is promoted only if it beats the champion on the same "
+            "held-out images (warns when the champion stays; fails when there is no champion).",
+        )
+    ],
+)
+def classifier(
+    context: dg.AssetExecutionContext,
+    config: ClassifierConfig,
+    storage: StorageResource,
+    gpu: GPUResource,
+) -> dg.MaterializeResult:
+    """Candidate classifiers (logistic regression, LightGBM on PCA components, a small MLP)
+    trained on the labeled images' plain backbone features (a trained head has seen the same
+    labels and would flatter the held-out score) and compared on the same stratified held-out
+    split (cross-validation while labels are few). Each training is a row of `model_versions`
+    with its candidates in `classifier_candidates`; the best becomes the champion only if it
+    beats the current one. The same embeddings, labels and config reuse the version trained
+    on them."""
+    started = time.perf_counter()
+    paths = storage.paths
+    db = paths.catalog_db
+    emb_set = current_set(db)
+    fp = fingerprint(
+        CLASSIFIER, _content(emb_set), labels_version(db), config.model_dump(mode="json")
+    )
+    found = stored(db, CLASSIFIER)
+    kept = registry.outcome(db, int(found.result)) if found and found.fingerprint == fp else None
+    if kept is not None:
+        return _reused_version(context, int(found.result), *kept)
+    from embedding_assets.embedding.features import classifier_features
+
+    emb_set, features, ids, vectors = classifier_features(paths)
+    idx, y, max_label_id = registry.labeled(db, ids)
+    champ = registry.champion(db)
+    base = {"labeled_images": len(y), "embedding_model": emb_set.model_key, "features": features}
+    try:
+        with gpu.acquire(context.log) as choice:
+            training = al.train(
+                ids[idx],
+                vectors[idx],
+                y,
+                algorithms=config.candidates,
+                device=choice.lightgbm_device,
+                holdout_min_labels=config.holdout_min_labels,
+                test_fraction=config.test_fraction,
+                seed=config.seed,
+            )
+    except al.NotTrainable as exc:
+        context.log.warning(f"classifier not trained: {exc}")
+        stays = f"; champion v{champ.version_id} stays" if champ else ""
+        return dg.MaterializeResult(
+            metadata={**base, "status": "skipped", "reason": f"{exc}{stays}"},
+            check_results=[
+                dg.AssetCheckResult(
+                    check_name=GATE,
+                    passed=False,
+                    severity=dg.AssetCheckSeverity.WARN if champ else dg.AssetCheckSeverity.ERROR,
+                    description=f"no new version: {exc}{stays}",
+                )
+            ],
+        )
+    decision = al.compare_with_champion(training, champ, features)
+    model_path = registry.save_model(paths.models_dir, training, features)
+    version_id = registry.register(db, training, decision, model_path, features, max_label_id, fp)
+    champion_id = version_id if decision.promoted else champ.version_id
+    context.log.info(f"classifier v{version_id} ({training.algorithm}): {decision.reason}")
+    m = training.metrics
+    png = confusion_png(
+        training.confusion(),
+        training.classes.tolist(),
+        f"v{version_id} {training.algorithm} ({training.eval_method})",
+    )
+    plot_path = paths.ensure(paths.plots_dir / "classifier") / f"confusion_v{version_id}.png"
+    plot_path.write_bytes(png)
+    gate = dg.AssetCheckResult(
+        check_name=GATE,
+        passed=decision.promoted,
+        severity=dg.AssetCheckSeverity.WARN,
+        description=decision.reason,
+        metadata={"version_id": version_id, "champion_version": champion_id},
+    )
+    return dg.MaterializeResult(
+        metadata={
+            **base,
+            "status": "trained",
+            "version_id": version_id,
+            "algorithm": training.algorithm,
+            "eval_method": training.eval_method,
+            "accuracy": dg.MetadataValue.float(round(m["accuracy"], 4)),
+            "macro_f1": dg.MetadataValue.float(round(m["macro_f1"], 4)),
+            "log_loss": dg.MetadataValue.float(round(m["log_loss"], 4)),
+            "candidates": dg.MetadataValue.md(_candidate_table(training, decision)),
+            "promoted": decision.promoted,
+            "decision": decision.reason,
+            "champion_version": champion_id,
+            "classes": dg.MetadataValue.json(training.classes.tolist()),
+            "dropped_classes (fewer than 2 labels)": dg.MetadataValue.json(
+                training.dropped_classes
+            ),
+            "max_label_id": max_label_id or 0,
+            "device": choice.describe(),
+            "confusion_matrix": dg.MetadataValue.md(markdown.image(png, "confusion matrix")),
+            "model_path": dg.MetadataValue.path(str(model_path)),
+            "seconds": dg.MetadataValue.float(round(time.perf_counter() - started, 3)),
+        },
+        data_version=dg.DataVersion(f"v{champion_id}"),
+        check_results=[gate],
+    )
+
+
+def _content(emb_set: EmbeddingSet) -> str:
+    return content_version(emb_set.parquet_path, emb_set.model_key)
+
+
+def _reused_version(
+    context: dg.AssetExecutionContext,
+    version_id: int,
+    promoted: bool,
+    decision: str,
+    champion_id: int | None,
+) -> dg.MaterializeResult:
+    """The version trained on these very inputs again, and its promotion gate as it was."""
+    version = f"v{champion_id}"
+    previous = previous_metadata(context, version)
+    if "version_id" in previous and previous["version_id"].value != version_id:
+        previous = {}  # the latest materialization reported another version
+    gate = dg.AssetCheckResult(
+        check_name=GATE,
+        passed=promoted,
+        severity=dg.AssetCheckSeverity.WARN,
+        description=f"v{version_id}, trained on the same inputs: {decision}",
+        metadata={"version_id": version_id, "champion_version": champion_id},
+    )
+    metadata = {"version_id": version_id, "champion_version": champion_id}
+    return reused(context, version, metadata, previous=previous, check_results=[gate])
+
+
+@dg.asset(
+    deps=[classifier],
+    group_name=GROUP,
+    kinds={"scikitlearn", "duckdb"},
+    owners=OWNERS,
+    automation_condition=dg.AutomationCondition.eager(),
+)
+def predictions(
+    context: dg.AssetExecutionContext, storage: StorageResource
+) -> dg.MaterializeResult:
+    """The champion classifier's predicted class, probability and uncertainty (least-confident,
+    margin, entropy) for every image with an embedding, in the DuckDB table `predictions`;
+    the same champion and embeddings reuse the stored predictions."""
+    started = time.perf_counter()
+    db = storage.paths.catalog_db
+    emb_set = current_set(db)
+    champion_id = registry.champion_version(db)
+    fp = fingerprint("predictions", champion_id, _content(emb_set))
+    found = stored(db, tables.PREDICTIONS)
+    if champion_id is not None and found is not None and found.fingerprint == fp:
+        return reused(context, fp, {"images": emb_set.count, "version_id": champion_id})
+    from embedding_assets.embedding.features import classifier_features
+
+    _, features, ids, vectors = classifier_features(storage.paths)
+    champ = registry.champion(db)
+    if champ is None:
+        raise dg.Failure(
+            "No champion classifier: label at least 2 classes with 2+ images each "
+            "(emb label import FILE.csv) and materialize `classifier`."
+        )
+    if champ.embedding_key != features:
+        raise dg.Failure(
+            f"The champion v{champ.version_id} was trained on features "
+            f"{champ.embedding_key}, the current ones are {features}: "
+            "materialize `classifier` again."
+        )
+    classes = np.asarray(champ.classes)
+    p = (
+        np.concatenate(
+            [
+                al.proba(champ.model, vectors[s : s + 65536], classes)
+                for s in range(0, len(ids), 65536)
+            ]
+        )
+        if len(ids)
+        else np.zeros((0, len(classes)))
+    )
+    means = registry.write_predictions(db, champ.version_id, ids, classes, p, fp)
+    counts = dict(zip(*np.unique(classes[p.argmax(axis=1)], return_counts=True), strict=True))
+    context.log.info(f"predicted {len(ids)} images with champion v{champ.version_id}")
+    return dg.MaterializeResult(
+        metadata={
+            "images": len(ids),
+            "version_id": champ.version_id,
+            "predicted_per_class": dg.MetadataValue.json(
+                {str(k): int(v) for k, v in counts.items()}
+            ),
+            **{f"mean_{k}": dg.MetadataValue.float(round(v, 4)) for k, v in means.items()},
+            "seconds": dg.MetadataValue.float(round(time.perf_counter() - started, 3)),
+        },
+        data_version=dg.DataVersion(fp),
+    )
+
+
+class LabelQueueConfig(dg.Config):
+    batch_size: int = Field(
+        default=0, description="Images to ask about per round; 0 = batch_fraction of the pool."
+    )
+    batch_fraction: float = Field(
+        default=0.05, description="Share of the unlabeled pool per round when batch_size is 0."
+    )
+    strategy: selection.Strategy = Field(
+        default="uncertainty",
+        description="The most uncertain images, the most unique ones (table `uniqueness`: "
+        "covers the data rather than the model's doubts), or a random sample.",
+    )
+    uncertainty: selection.UncertaintyMeasure = Field(
+        default="margin", description="How uncertainty is measured."
+    )
+    max_cluster_share: float = Field(
+        default=0.3, description="Diversity guard: no cluster fills more of a batch than this."
+    )
+    candidate_factor: int = Field(
+        default=10, description="The guard picks from the batch_size x this most uncertain."
+    )
+    fallback_clusters: int = Field(
+        default=10, description="k of the k-means used when the `clusters` table has none."
+    )
+    plateau_rounds: int = Field(
+        default=3, description="Stop signal after this many rounds without improvement."
+    )
+    plateau_min_delta: float = Field(
+        default=0.005, description="Accuracy gain that counts as improvement."
+    )
+    seed: int = Field(default=0, description="Seed of the random strategy and k-means.")
+
+    def settings(self) -> dict:
+        """The fields that choose a round (`rounds.RoundSettings`), not when to stop."""
+        return self.model_dump(exclude={"plateau_rounds", "plateau_min_delta"})
+
+
+@dg.asset(
+    deps=[predictions],
+    group_name=GROUP,
+    kinds={"duckdb"},
+    owners=OWNERS,
+    automation_condition=dg.AutomationCondition.eager(),
+)
+def label_queue(
+    context: dg.AssetExecutionContext, config: LabelQueueConfig, storage: StorageResource
+) -> dg.MaterializeResult:
+    """The next batch of images to label: the most uncertain unlabeled ones, spread over
+    clusters, as a round in `label_requests` (export: `emb queue --export FILE.csv`), with
+    the learning curve and a stop signal once accuracy has plateaued. A run without new labels
+    replaces the latest round instead of adding one; one with no new input at all (predictions,
+    classifier version, labels, clusters, config) keeps it."""
+    db = storage.paths.catalog_db
+    key = current_set(db).model_key
+    latest = registry.latest_version(db)
+    fp = fingerprint(
+        rounds.ASSET,
+        [
+            (s.fingerprint if s else None)
+            for s in (stored(db, tables.PREDICTIONS), stored(db, tables.CLUSTERS, key))
+        ],
+        stored(db, tables.UNIQUENESS, key) if config.strategy == "uniqueness" else None,
+        latest.version_id if latest else None,
+        labels_version(db),
+        config.model_dump(mode="json"),
+    )
+    found = stored(db, rounds.ASSET)
+    if found is not None and found.fingerprint == fp:
+        return reused(context, fp, {"round": int(found.result)})
+    try:
+        chosen = rounds.next_round(db, rounds.RoundSettings(**config.settings()))
+    except LookupError as exc:  # the uniqueness strategy before `uniqueness` ran
+        raise dg.Failure(str(exc)) from exc
+    round_no, new_round, curve = rounds.record_round(db, chosen.requests, latest, fp)
+    accs = [a for _, a in curve if not np.isnan(a)]
+    stop = selection.plateaued(accs, config.plateau_rounds, config.plateau_min_delta)
+    reason = (
+        f"accuracy gained < {config.plateau_min_delta} over the last {config.plateau_rounds} "
+        "rounds: more labels are unlikely to help"
+        if stop
+        else "keep labeling"
+    )
+    asked = chosen.requests.num_rows
+    context.log.info(
+        f"round {round_no}{'' if new_round else ' (no new labels: replaced)'}: "
+        f"{asked} of {chosen.pool} unlabeled images requested"
+    )
+    png = learning_curve_png([n for n, _ in curve], [a for _, a in curve])
+    return dg.MaterializeResult(
+        metadata={
+            "round": round_no,
+            "new_round": dg.MetadataValue.bool(new_round),
+            "batch_size": asked,
+            "unlabeled_pool": chosen.pool,
+            "strategy": f"{config.strategy} ({config.uncertainty})"
+            if config.strategy == "uncertainty"
+            else config.strategy,
+            "clusters_in_batch": chosen.clusters_in_batch,
+            "largest_cluster_share": dg.MetadataValue.float(round(chosen.largest_cluster_share, 3)),
+            "cluster_source": chosen.cluster_source,
+            "mean_uncertainty_batch": dg.MetadataValue.float(round(chosen.mean_score_batch, 4)),
+            "mean_uncertainty_pool": dg.MetadataValue.float(round(chosen.mean_score_pool, 4)),
+            "stop_signal": stop,
+            "stop_reason": reason,
+            "learning_curve": dg.MetadataValue.md(markdown.image(png, "learning curve")),
+            "export": "emb queue --export queue.csv",
+            "label_in_browser": dg.MetadataValue.url(page_url("label")),
+        },
+        data_version=dg.DataVersion(fp),
+    )

@@ -1,0 +1,381 @@
+"""`similarity_index` → `published_index`, and `near_duplicates`: FAISS over the embeddings.
+
+Thin wrappers over `search.builds` (one build per run: reuse, update in place or build; tune,
+measure, register) and `search.versions` (versioned files, publication). The blocking check
+`similarity_index_recall` only checks: it re-measures recall@5 of the index `similarity_index`
+materialized against exact search on a fresh query sample. `published_index`, downstream, makes
+that version the one search uses, so a failed check stops publication in the same run and
+search keeps the previous version. Each asset fingerprints its inputs and reuses its stored
+result when they did not change.
+"""
+
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
+
+import dagster as dg
+import numpy as np
+from pydantic import Field
+
+from embedding_assets.assets.reuse import previous_metadata, reused
+from embedding_assets.assets.score_tables import Scores, score_table
+from embedding_assets.common import tables
+from embedding_assets.common.fingerprints import REUSED, SKIPPED, fingerprint, labels_version
+from embedding_assets.common.fingerprints import stored as stored_fingerprint
+from embedding_assets.common.settings import page_url
+from embedding_assets.embedding.sets import (
+    EmbeddingSet,
+    content_version,
+    current_set,
+    load_current,
+    read_parquet,
+)
+from resources.gpu import GPU_POOL, GPUResource
+from resources.storage import StorageResource
+
+if TYPE_CHECKING:
+    from embedding_assets.search.builds import BuildReport, BuildSettings, KnnReport
+    from embedding_assets.search.versions import IndexRecord
+
+GROUP = "search"
+OWNERS = ["team:ml-platform"]
+MIN_RECALL_AT_5 = 0.95
+RECALL_CHECK = "similarity_index_recall"
+KNN_FIELDS = ("knn_k", "knn_max_queries")  # the kNN evaluation, not the index
+
+
+class SimilarityIndexConfig(dg.Config):
+    index_factory: str = Field(
+        default="",
+        description="A FAISS index_factory string (e.g. 'HNSW32,Flat', 'IVF4096,Flat', "
+        "'IVF4096,PQ16x8') to override the automatic choice by collection size and memory.",
+    )
+    memory_budget_gb: float = Field(
+        default=4.0, description="Memory the index may take; beyond it the codes are compressed."
+    )
+    exact_max: int = Field(
+        default=20_000,
+        description="Up to this many vectors (and 4M floats, n x dimension) the index is exact "
+        "(Flat).",
+    )
+    train_sample: int = Field(default=100_000, description="Vectors sampled to train IVF/PQ.")
+    target_recall: float = Field(
+        default=0.97,
+        description="Tuning stops at the smallest nprobe/efSearch reaching this recall@5 "
+        "(a margin over the check's 0.95, which uses another query sample).",
+    )
+    nprobe: int = Field(default=0, description="Fixed IVF nprobe instead of tuning (0 = tune).")
+    ef_search: int = Field(
+        default=0, description="Fixed HNSW efSearch instead of tuning (0 = tune)."
+    )
+    max_nprobe: int = Field(default=1024, description="Largest nprobe tuning may choose.")
+    max_ef_search: int = Field(default=1024, description="Largest efSearch tuning may choose.")
+    recall_queries: int = Field(default=500, description="Query sample for recall and latency.")
+    rebuild_fraction: float = Field(
+        default=0.2,
+        ge=0,
+        description="New, changed and removed images are added to / removed from the current "
+        "index in place while they are at most this share of it; beyond it (or when the "
+        "collection outgrows the index type, or the settings change) the index is rebuilt.",
+    )
+    knn_k: int = Field(default=5, description="Neighbours voting in the kNN classification.")
+    knn_max_queries: int = Field(
+        default=20_000, description="Labeled images evaluated leave-one-out (a random sample)."
+    )
+
+    def build_settings(self) -> "BuildSettings":
+        from embedding_assets.search.builds import BuildSettings
+
+        return BuildSettings(**self.model_dump(exclude=set(KNN_FIELDS)))
+
+
+class NearDuplicatesConfig(dg.Config):
+    threshold: float = Field(
+        default=0.98,
+        description="Pairs at cosine similarity >= this are near-duplicates; judged on "
+        "mean-centred features (of the plain backbone when embeddings use a trained head).",
+    )
+    k: int = Field(default=10, description="Neighbours examined per image.")
+    memory_budget_gb: float = Field(
+        default=4.0, description="Memory the index over those features may take."
+    )
+
+
+@dg.asset(
+    deps=["embeddings"],
+    group_name=GROUP,
+    kinds={"faiss", "duckdb"},
+    owners=OWNERS,
+    pool=GPU_POOL,
+    tags={"stage": "search"},
+)
+def similarity_index(
+    context: dg.AssetExecutionContext,
+    config: SimilarityIndexConfig,
+    storage: StorageResource,
+    gpu: GPUResource,
+) -> dg.MaterializeResult:
+    """A FAISS index of the current embeddings with image ids inside, for `emb similar`, the
+    HTTP search and kNN classification. The type follows collection size and memory (Flat,
+    HNSW, IVF-Flat, IVF-PQ) unless `index_factory` is set; nprobe/efSearch are tuned until
+    recall@5 against exact search reaches the target. Each build is a versioned file under
+    `indexes/<model_key>/`, unpublished until `published_index`; an unchanged set and config
+    reuse the build; a few new, changed or removed images update the previous build in place
+    (rebuilt when they pass `rebuild_fraction` or the collection outgrows the index type). Each
+    build writes its search snapshot (ids, vectors, paths, labels) so that serving never opens
+    DuckDB. Also reports leave-one-out kNN accuracy on the labeled images.
+    """
+    import faiss
+
+    from embedding_assets.search import builds, snapshot, versions
+
+    paths = storage.paths
+    db = paths.catalog_db
+    emb_set = current_set(db)
+    key = emb_set.model_key
+    settings = config.model_dump(mode="json")
+    built_from = {k: v for k, v in settings.items() if k not in KNN_FIELDS}
+    index_fp = fingerprint(
+        "similarity_index", content_version(emb_set.parquet_path, key), built_from
+    )
+    # the kNN accuracy in the metadata also depends on the labels
+    version_fp = fingerprint(index_fp, labels_version(db), [settings[k] for k in KNN_FIELDS])
+    found = stored_fingerprint(db, versions.ASSET, key)
+    record = versions.current_build(db, key) if found and found.fingerprint == index_fp else None
+    if record is not None and record.path.is_file():
+        previous = previous_metadata(context, version_fp)
+        if previous and snapshot.exists(record.path):
+            return reused(context, version_fp, previous=previous)
+        ids, vectors = read_parquet(emb_set.parquet_path)
+        if not snapshot.exists(record.path):  # built before search snapshots existed
+            builds.write_snapshot(db, record, ids, vectors, config.build_settings())
+        index, params = faiss.read_index(str(record.path)), record.search_params
+        metadata = {
+            REUSED: "index reused (embeddings and settings unchanged); kNN accuracy measured "
+            "again for the current labels",
+            **_record_metadata(record),
+        }
+    else:
+        ids, vectors = read_parquet(emb_set.parquet_path)
+
+        @contextmanager
+        def faiss_gpu():
+            with gpu.acquire(context.log) as choice:
+                yield choice.faiss_gpu_id
+
+        index, report = builds.build(
+            paths, key, ids, vectors, config.build_settings(), index_fp, faiss_gpu, context.log.info
+        )
+        params = report.record.search_params
+        metadata = _build_metadata(report)
+    from embedding_assets.catalog.labels import current_labels
+
+    knn = builds.knn_report(
+        index, params, vectors, ids, current_labels(db, ids), config.knn_k, config.knn_max_queries
+    )
+    metadata.update(_knn_metadata(knn))
+    return dg.MaterializeResult(metadata=metadata, data_version=dg.DataVersion(version_fp))
+
+
+def _record_metadata(record: "IndexRecord") -> dict:
+    return {
+        "model_key": record.model_key,
+        "version": record.version,
+        "index_type": record.index_type,
+        "search_params": dg.MetadataValue.json(record.search_params),
+        "vectors": record.vectors,
+        "dim": record.dim,
+        "recall_at_5": dg.MetadataValue.float(round(record.recall_at_5, 4)),
+        "index_path": dg.MetadataValue.path(str(record.path)),
+    }
+
+
+def _build_metadata(report: "BuildReport") -> dict:
+    n = report.record.vectors
+    return {
+        **_record_metadata(report.record),
+        "build": report.how,
+        "bytes": report.nbytes,
+        "bytes_per_vector": dg.MetadataValue.float(round(report.nbytes / n, 1)),
+        "build_seconds": dg.MetadataValue.float(round(report.build_seconds, 3)),
+        "train_seconds": dg.MetadataValue.float(round(report.train_seconds, 3)),
+        "device": report.device,
+        "recall_queries": report.recall_queries,
+        "query_p50_ms": dg.MetadataValue.float(round(report.latency.p50_ms, 4)),
+        "query_p99_ms": dg.MetadataValue.float(round(report.latency.p99_ms, 4)),
+        "batched_ms_per_query": dg.MetadataValue.float(
+            round(report.latency.batched_ms_per_query, 4)
+        ),
+    }
+
+
+def _knn_metadata(report: "KnnReport") -> dict:
+    knn = report.accuracy
+    return {
+        "knn_top1_accuracy_loo": dg.MetadataValue.float(
+            round(knn.accuracy, 4) if knn.accuracy is not None else float("nan")
+        ),
+        "knn_evaluated": knn.evaluated,
+        "knn_k": knn.k,
+        "knn_accuracy_per_label": dg.MetadataValue.json(
+            {k: round(v, 4) for k, v in knn.per_label.items()}
+        ),
+        "knn_seconds": dg.MetadataValue.float(round(report.seconds, 3)),
+    }
+
+
+@dg.asset_check(
+    asset=similarity_index,
+    name=RECALL_CHECK,
+    blocking=True,
+    description=f"recall@5 >= {MIN_RECALL_AT_5} against exact search on a fresh query sample "
+    "(as many queries as the index was tuned with, `recall_queries`); a failure stops "
+    "`published_index`, so search keeps the previous version.",
+)
+def similarity_index_recall(storage: StorageResource) -> dg.AssetCheckResult:
+    from embedding_assets.search import builds, versions
+
+    db = storage.paths.catalog_db
+    emb_set, ids, vectors = load_current(db)
+    record = versions.current_build(db, emb_set.model_key)
+    if record is None:
+        return dg.AssetCheckResult(
+            passed=False, description=f"No index was built for {emb_set.model_key}."
+        )
+    checked = builds.check_recall(record, ids, vectors)
+    passed = checked.recall >= MIN_RECALL_AT_5
+    return dg.AssetCheckResult(
+        passed=passed,
+        metadata={
+            "recall_at_5": dg.MetadataValue.float(round(checked.recall, 4)),
+            "threshold": MIN_RECALL_AT_5,
+            "queries": checked.queries,
+            "version": record.version,
+            "index_type": record.index_type,
+            "search_params": dg.MetadataValue.json(record.search_params),
+        },
+        description=None
+        if passed
+        else f"recall@5 {checked.recall:.3f} < {MIN_RECALL_AT_5}: version {record.version} is "
+        f"not published (search keeps the previous one). To fix, {builds.recall_hint(record)}.",
+    )
+
+
+@dg.asset(
+    deps=[similarity_index],
+    group_name=GROUP,
+    kinds={"duckdb"},
+    owners=OWNERS,
+    tags={"stage": "search"},
+)
+def published_index(
+    context: dg.AssetExecutionContext, storage: StorageResource
+) -> dg.MaterializeResult:
+    """The index version that search uses (`emb similar`, `emb serve`, `Searcher`): the build
+    of `similarity_index` whose recall check passed. A failed check stops this asset in the
+    same run, so search keeps the previous version."""
+    from embedding_assets.search import versions
+
+    db = storage.paths.catalog_db
+    key = current_set(db).model_key
+    record = versions.current_build(db, key)
+    if record is None:
+        raise dg.Failure(f"No similarity index for {key}: materialize `similarity_index` first.")
+    live = versions.latest_index(db, key, published_only=True)
+    base = {"model_key": key, "version": record.version, "index_type": record.index_type}
+    if live is not None and live.version == record.version:
+        note = f"{SKIPPED}: version {record.version} is already the one search uses"
+        return reused(context, record.version, base, note=note)
+    recall = _checked_recall(context, record)
+    versions.publish(db, key, record.version, recall)
+    context.log.info(f"Search now uses index {record.version} of {key}")
+    return dg.MaterializeResult(
+        metadata={
+            **base,
+            "check_recall_at_5": dg.MetadataValue.float(round(recall, 4)),
+            "replaces": live.version if live else "none",
+            "search_in_browser": dg.MetadataValue.url(page_url("search/page")),
+            "index_path": dg.MetadataValue.path(str(record.path)),
+        },
+        data_version=dg.DataVersion(record.version),
+    )
+
+
+def _checked_recall(context: dg.AssetExecutionContext, record: "IndexRecord") -> float:
+    """The recall the check measured on this version; a Failure unless it passed (e.g. when
+    `published_index` is materialized alone after a failed or missing check)."""
+    check = dg.AssetCheckKey(similarity_index.key, RECALL_CHECK)
+    entry = context.instance.get_latest_asset_check_evaluation_record(check)
+    evaluation = entry.event.asset_check_evaluation if entry and entry.event else None
+    checked = evaluation.metadata.get("version") if evaluation else None
+    if evaluation is None or checked is None or checked.value != record.version:
+        raise dg.Failure(
+            f"Index {record.version} has no recall check yet: materialize `similarity_index` "
+            f"with its check {RECALL_CHECK} (emb run does both)."
+        )
+    if not evaluation.passed:
+        raise dg.Failure(f"Index {record.version} failed {RECALL_CHECK}: {evaluation.description}")
+    return float(evaluation.metadata["recall_at_5"].value)
+
+
+@dg.asset(
+    deps=["embeddings"],
+    group_name=GROUP,
+    kinds={"faiss", "duckdb"},
+    owners=OWNERS,
+    tags={"stage": "search"},
+)
+def near_duplicates(
+    context: dg.AssetExecutionContext, config: NearDuplicatesConfig, storage: StorageResource
+) -> dg.MaterializeResult:
+    """Pairs of images at cosine similarity >= `threshold` in the DuckDB table
+    `near_duplicates`, each with its group (connected pairs; the group id is its smallest image
+    id). Judged on mean-centred features, of the plain backbone when the embeddings use a
+    trained head: a metric-learning head pulls a whole class together, which says nothing
+    about duplicated content."""
+
+    def compute(emb_set: EmbeddingSet) -> Scores:
+        from embedding_assets.curation.duplicates import find_near_duplicates
+
+        ids, vectors = read_parquet(emb_set.parquet_path)
+        found = find_near_duplicates(
+            storage.paths,
+            emb_set.model_key,
+            ids,
+            vectors,
+            threshold=config.threshold,
+            k=config.k,
+            memory_budget_gb=config.memory_budget_gb,
+        )
+        return Scores(
+            rows={
+                "image_id_a": found.a,
+                "image_id_b": found.b,
+                "similarity": found.similarity.astype(np.float32),
+                "group_id": found.group,
+            },
+            metadata={
+                "images": len(ids),
+                "threshold": config.threshold,
+                "judged_on": found.judged_on,
+            },
+            log=f"{len(found.a)} near-duplicate pairs in {len(set(found.group.tolist()))} groups",
+        )
+
+    return score_table(
+        context,
+        storage,
+        tables.NEAR_DUPLICATES,
+        config,
+        compute,
+        shown=lambda emb_set: _duplicate_counts(storage, emb_set.model_key),
+    )
+
+
+def _duplicate_counts(storage: StorageResource, model_key: str) -> dict[str, int]:
+    with storage.connect(read_only=True) as con:
+        pairs, groups = con.execute(
+            f"SELECT count(*), count(DISTINCT group_id) FROM {tables.NEAR_DUPLICATES} "
+            "WHERE model_key = ?",
+            [model_key],
+        ).fetchall()[0]
+    return {"pairs": pairs, "groups": groups}

@@ -1,0 +1,189 @@
+"""`emb`: the command line — demo, run, sql, ui, and the label and search commands."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from embedding_assets.cli.console import fail, paths
+from embedding_assets.cli.labels import label_app, queue
+from embedding_assets.cli.search import serve, similar
+from embedding_assets.common.settings import IMAGE_DIR_ENV, default_dagster_home
+from resources.paths import DATA_DIR_ENV
+
+app = typer.Typer(help="Image-embedding platform on Dagster and DuckDB.", no_args_is_help=True)
+app.add_typer(label_app, name="label")
+app.command("queue")(queue)
+app.command("similar")(similar)
+app.command("serve")(serve)
+
+
+VERBOSE = typer.Option(
+    False, "--verbose", "-v", help="Show Dagster's log lines, and full tracebacks on failure."
+)
+
+
+def _check_settings() -> None:
+    """Environment settings the definitions read when they load, checked first so a bad one is
+    one line rather than a traceback out of the definitions' import."""
+    from embedding_assets.catalog.shards import shard_count
+
+    try:
+        shard_count()
+    except ValueError as exc:
+        fail(str(exc))
+
+
+def _run(run_config: dict[str, Any], verbose: bool) -> None:
+    """Run every asset: progress bars on a terminal and a closing summary, or Dagster's own log
+    lines with --verbose; exit 1 when a step or check failed."""
+    from embedding_assets.cli.runner import run_everything
+    from embedding_assets.cli.summary import problem_lines, summary_lines
+    from embedding_assets.common import progress
+
+    def warn(line: str) -> None:  # a run left STARTED by a killed `emb run`, now failed
+        typer.secho(line, fg=typer.colors.YELLOW, err=True)
+
+    bars = progress.bars() if sys.stderr.isatty() and not verbose else nullcontext()
+    start = time.perf_counter()
+    with bars:
+        result = run_everything(run_config, verbose=verbose, on_orphan=warn)
+    seconds = time.perf_counter() - start
+    home = str(default_dagster_home().resolve())
+    typer.echo("\n".join(summary_lines(result, seconds, str(paths().catalog_db), home)))
+    for line in problem_lines(result):
+        typer.secho(line, fg=typer.colors.YELLOW if result.success else typer.colors.RED, err=True)
+    if not result.success:
+        raise typer.Exit(1)
+
+
+@app.command()
+def demo(
+    labeled_fraction: float = typer.Option(0.3, help="Share of the digits given folder labels."),
+    verbose: bool = VERBOSE,
+) -> None:
+    """Write the demo images (scikit-learn's digits) into the data directory and run everything
+    with the same settings as `emb run`."""
+    from embedding_assets.cli.demo import write_demo_images
+    from embedding_assets.cli.runner import catalog_config
+
+    _check_settings()
+    folder = paths().demo_images
+    counts = write_demo_images(folder, labeled_fraction=labeled_fraction)
+    typer.echo(f"Demo images: {counts['images']} digits ({counts['labeled']} labeled) in {folder}")
+    _run(catalog_config(str(folder.resolve())), verbose)
+
+
+@app.command()
+def run(
+    image_dir: str = typer.Option(
+        None,
+        help=f"Folder of images, or an s3://, gs://, az://... URL (default: ${IMAGE_DIR_ENV} or "
+        "the demo folder).",
+    ),
+    model: str | None = typer.Option(
+        None, help="Backbone, e.g. efficientnet_lite0 (default), resnet50, any timm model."
+    ),
+    weights: str | None = typer.Option(
+        None, help="DEFAULT (pretrained), none (random init), a weights name or a .pth file."
+    ),
+    image_size: int | None = typer.Option(
+        None, help="Crop size in pixels; 0 = the weights' own size (the default)."
+    ),
+    config: Path = typer.Option(
+        None,
+        "--config",
+        help="Run-config YAML as in the Dagster launchpad (ops: {embeddings: {config: {...}}}); "
+        "the options above override it.",
+    ),
+    verbose: bool = VERBOSE,
+) -> None:
+    """Materialize every asset on a folder of images. --model, --weights and --image-size set the
+    backbone of both `embeddings` and `embedding_model`."""
+    from embedding_assets.cli.runner import RunConfigError, backbone_config
+
+    _check_settings()
+    try:
+        run_config = _run_config(image_dir, config, backbone_config(model, weights, image_size))
+    except RunConfigError as exc:
+        fail(str(exc))
+    _run(run_config, verbose)
+
+
+def _run_config(
+    image_dir: str | None, config_file: Path | None, flags: dict[str, Any]
+) -> dict[str, Any]:
+    """The file's config, the flags on top, then the image folder (or object-storage URL): the
+    flag's, else the file's, else the default. Validated before anything runs."""
+    from embedding_assets.catalog import object_store
+    from embedding_assets.cli.runner import catalog_config, load_config_file, merge, validate
+    from embedding_assets.common.settings import default_image_dir
+
+    run_config = merge(load_config_file(config_file) if config_file else {}, flags)
+    validate(run_config, str(config_file) if config_file else "run config")
+    catalog = (run_config.get("ops") or {}).get("image_catalog") or {}
+    file_dir = (catalog.get("config") or {}).get("image_dir")
+    source = image_dir or file_dir or default_image_dir()
+    if object_store.is_url(source):
+        try:
+            object_store.check_folder(source)
+        except (ImportError, ValueError, OSError) as exc:
+            fail(str(exc))
+        return merge(run_config, catalog_config(source))
+    folder = Path(source)
+    if not folder.is_dir():
+        fail(f"{folder} is not a folder of images; pass --image-dir or set {IMAGE_DIR_ENV}.")
+    return merge(run_config, catalog_config(str(folder.resolve())))
+
+
+@app.command()
+def sql(
+    query: str = typer.Argument(..., help='SQL to run, e.g. "select * from images limit 5".'),
+    format: str = typer.Option("table", "--format", "-f", help="table | csv | json | parquet"),
+    output: Path = typer.Option(None, "--output", "-o", help="Write to this file."),
+) -> None:
+    """Query the catalog read-only (any DuckDB client can open the same file)."""
+    import duckdb
+
+    from embedding_assets.cli.sql import SqlRefused, run_query
+    from resources.duckdb_store import CatalogLockedError
+
+    try:
+        text = run_query(paths().catalog_db, query, format, output)
+    except CatalogLockedError as exc:
+        fail(exc.one_line())
+    except SqlRefused as exc:
+        fail(str(exc))
+    except (duckdb.Error, ValueError, FileNotFoundError) as exc:
+        fail(f"error: {exc}")
+    if text:
+        typer.echo(text)
+    elif output is not None:
+        typer.echo(f"wrote {output}")
+
+
+@app.command()
+def ui(port: int = typer.Option(3000, help="Port of the Dagster UI.")) -> None:
+    """Start `dagster dev` (webserver and daemon, so sensors run) on this project."""
+    from embedding_assets.cli.orphan_runs import orphan_lines
+    from embedding_assets.cli.runner import instance
+
+    _check_settings()
+    with instance() as inst:  # runs left STARTED by a killed `emb run` (sets DAGSTER_HOME)
+        for line in orphan_lines(inst):
+            typer.secho(line, fg=typer.colors.YELLOW, err=True)
+    os.environ.setdefault(DATA_DIR_ENV, str(paths().root))
+    workspace = Path(__file__).resolve().parents[2] / "workspace.yaml"
+    beside = Path(sys.executable).with_name("dagster")  # works without an activated venv
+    args = [str(beside) if beside.exists() else "dagster", "dev", "-p", str(port)]
+    if workspace.exists():
+        args += ["-w", str(workspace)]
+    else:
+        args += ["-m", "embedding_assets.definitions"]
+    os.execvp(args[0], args)

@@ -1,0 +1,261 @@
+"""Run the main job from plain Python (the CLI), recorded in a persistent Dagster instance so
+the runs show up in the UI afterwards; and the run config the CLI builds for it."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+
+from embedding_assets.common.settings import default_dagster_home
+
+BACKBONE_OPS = ("embedding_model", "embeddings")
+CONFIG_EXAMPLE = "ops: {embeddings: {config: {model: resnet50}}}"
+
+
+class RunConfigError(ValueError):
+    """Run config the job refuses, as one line that names its source and the fix."""
+
+
+# The dagster.yaml the CLI writes into a home it creates: run monitoring on, so the daemon of
+# `emb ui` watches runs left STARTED (a run's `dagster/max_runtime` tag then fails it in time).
+INSTANCE_YAML = """\
+# Written by `emb` (the CLI creates this Dagster home); edit freely, it is not overwritten.
+run_monitoring:
+  enabled: true
+  poll_interval_seconds: 60
+"""
+
+
+def ensure_home() -> Path:
+    """Create the Dagster home (`<data>/dagster` when DAGSTER_HOME is unset) and export it. A
+    home the CLI owns gets INSTANCE_YAML when its dagster.yaml is missing or empty (an empty
+    one is what earlier versions wrote: without a file Dagster warns on every run)."""
+    home = default_dagster_home()
+    home.mkdir(parents=True, exist_ok=True)
+    yaml_path = home / "dagster.yaml"
+    if not os.environ.get("DAGSTER_HOME") and (
+        not yaml_path.exists() or not yaml_path.read_text().strip()
+    ):
+        yaml_path.write_text(INSTANCE_YAML)
+    os.environ["DAGSTER_HOME"] = str(home.resolve())
+    return home
+
+
+def instance() -> dg.DagsterInstance:
+    """The DAGSTER_HOME instance (see ensure_home)."""
+    ensure_home()
+    return dg.DagsterInstance.get()
+
+
+def everything_job() -> dg.JobDefinition:
+    from embedding_assets.definitions import EVERYTHING_JOB, defs
+
+    return defs.resolve_job_def(EVERYTHING_JOB)
+
+
+def run_everything(
+    run_config: dict[str, Any] | None = None,
+    verbose: bool = True,
+    on_orphan: Callable[[str], None] | None = None,
+) -> dg.ExecuteInProcessResult | ShardedRuns:
+    """Materialize every asset in one in-process run (with `$EMB_SHARDS`, one run per shard of
+    each partitioned asset and one for the rest). Failures are in the result, not raised.
+    Not verbose: Dagster's console logger prints nothing (its DEBUG event lines run to hundreds
+    per run); the event log still records every line for the UI. First, in the same instance,
+    runs left STARTED by a killed `emb` are failed, each line passed to `on_orphan`."""
+    from embedding_assets.cli.orphan_runs import orphan_lines
+
+    config = dict(run_config or {})
+    if not verbose:
+        config["loggers"] = {"console": {"config": {"log_level": "CRITICAL"}}}
+    with instance() as inst:
+        for line in orphan_lines(inst):
+            if on_orphan is not None:
+                on_orphan(line)
+        job = everything_job()
+        if job.partitions_def is None:
+            return execute(job, inst, config)
+        return execute_sharded(job, inst, config)
+
+
+def execute(
+    job: dg.JobDefinition,
+    inst: dg.DagsterInstance,
+    run_config: dict[str, Any],
+    assets: list[dg.AssetKey] | None = None,
+    partition_key: str | None = None,
+) -> dg.ExecuteInProcessResult:
+    """Execute `job` (or some of its assets, for one partition) in this process, its run tagged
+    with this process (orphan_runs.run_tags) so that a later `emb` fails the run if this
+    process is killed before it ends."""
+    from embedding_assets.cli.orphan_runs import run_tags
+
+    run_id = str(uuid.uuid4())
+    return job.execute_in_process(
+        run_config=run_config,
+        instance=inst,
+        raise_on_error=False,
+        run_id=run_id,
+        tags=run_tags(run_id),
+        asset_selection=assets,
+        partition_key=partition_key,
+    )
+
+
+class ShardedRuns:
+    """The runs of one sharded `emb run`, read as one result by the run summary."""
+
+    def __init__(self, results: list[dg.ExecuteInProcessResult]) -> None:
+        self.results = results
+        self.job_def = results[0].job_def
+        self.run_id = f"{results[0].run_id} and {len(results) - 1} more"
+        self.success = all(r.success for r in results)
+        self.all_events = [e for r in results for e in r.all_events]
+
+    def _each(self, method: str) -> list:
+        return [item for r in self.results for item in getattr(r, method)()]
+
+    def get_asset_materialization_events(self) -> list:
+        return self._each("get_asset_materialization_events")
+
+    def get_asset_check_evaluations(self) -> list:
+        return self._each("get_asset_check_evaluations")
+
+    def get_step_failure_events(self) -> list:
+        return self._each("get_step_failure_events")
+
+    def get_step_success_events(self) -> list:
+        return self._each("get_step_success_events")
+
+    def is_node_untouched(self, name: str) -> bool:
+        return all(r.is_node_untouched(name) for r in self.results)
+
+
+def execute_sharded(
+    job: dg.JobDefinition, inst: dg.DagsterInstance, run_config: dict[str, Any]
+) -> ShardedRuns:
+    """What a backfill of every asset from the UI does, in sequence here: in dependency order,
+    each partitioned stage one run per shard, each other stage one run. Stops at a failed run."""
+    results = []
+    for assets, partitioned in stages(job):
+        ops = {k.path[-1] for k in assets}
+        config = {
+            **run_config,
+            "ops": {k: v for k, v in run_config.get("ops", {}).items() if k in ops},
+        }
+        for key in job.partitions_def.get_partition_keys() if partitioned else [None]:
+            results.append(execute(job, inst, config, assets, key))
+            if not results[-1].success:
+                return ShardedRuns(results)
+    return ShardedRuns(results)
+
+
+def stages(job: dg.JobDefinition) -> list[tuple[list[dg.AssetKey], bool]]:
+    """The job's assets in dependency order, cut where partitioned and unpartitioned alternate."""
+    graph = job.asset_layer.asset_graph
+    out: list[tuple[list[dg.AssetKey], bool]] = []
+    for key in graph.toposorted_asset_keys:
+        node = graph.get(key)
+        if not node.is_materializable:
+            continue
+        if out and out[-1][1] == node.is_partitioned:
+            out[-1][0].append(key)
+        else:
+            out.append(([key], node.is_partitioned))
+    return out
+
+
+def catalog_config(image_dir: str) -> dict[str, Any]:
+    return {"ops": {"image_catalog": {"config": {"image_dir": image_dir}}}}
+
+
+def backbone_config(
+    model: str | None = None, weights: str | None = None, image_size: int | None = None
+) -> dict[str, Any]:
+    """The given backbone settings for both ops that share the backbone (a trained head is used
+    only on the backbone it was trained on); settings not given are left to the assets."""
+    given = {"model": model, "weights": weights, "image_size": image_size}
+    settings = {k: v for k, v in given.items() if v is not None}
+    if not settings:
+        return {}
+    return {"ops": {op: {"config": dict(settings)} for op in BACKBONE_OPS}}
+
+
+def merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """`override` on top of `base`, mappings merged key by key."""
+    out = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def load_config_file(path: Path) -> dict[str, Any]:
+    """A run-config YAML as the Dagster launchpad takes it; RunConfigError if it is not one."""
+    import yaml
+
+    hint = f"give a YAML file like `{CONFIG_EXAMPLE}` (the launchpad's format)"
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise RunConfigError(f"{path}: no such file; {hint}.") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise RunConfigError(f"{path}: cannot be read ({exc}); {hint}.") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or "invalid syntax"
+        raise RunConfigError(f"{path}: not valid YAML ({problem}{where}); {hint}.") from None
+    if not isinstance(data, dict):
+        kind = "nothing" if data is None else f"a {type(data).__name__}"
+        raise RunConfigError(f"{path}: holds {kind}, not a mapping; {hint}.")
+    return data
+
+
+def validate(run_config: dict[str, Any], source: str) -> None:
+    """Check the run config against the job before a run is recorded; RunConfigError with
+    Dagster's first complaint (without its type dump) and what `source` may hold there."""
+    job = everything_job()
+    try:
+        dg.validate_run_config(job, run_config)
+    except dg.DagsterInvalidConfigError as exc:
+        error = exc.errors[0]
+        message = error.message.split(" Expected: ")[0].rstrip(".")
+        keys = _allowed_there(job, error.stack.levels)
+        fix = (
+            f"allowed there: {', '.join(keys)}"
+            if keys
+            else f"run config looks like `{CONFIG_EXAMPLE}`"
+        )
+        raise RunConfigError(f"{source}: {message}; {fix}.") from None
+
+
+def _allowed_there(job: dg.JobDefinition, levels: list[str]) -> list[str]:
+    """Keys the config schema accepts at `levels` (ops without settings left out), or the
+    values where a setting is a choice of values (or a list of them)."""
+    config_type = job.run_config_schema.config_type
+    for name in levels:
+        fields = getattr(config_type, "fields", {})
+        if name not in fields:
+            return []
+        config_type = fields[name].config_type
+    while hasattr(config_type, "inner_type"):  # an optional setting, a list's items
+        config_type = config_type.inner_type
+    if hasattr(config_type, "enum_values"):
+        return [value.config_value for value in config_type.enum_values]
+    fields = getattr(config_type, "fields", {})
+    return sorted(k for k, f in fields.items() if _has_settings(f.config_type))
+
+
+def _has_settings(config_type: Any) -> bool:
+    """False for an op whose only entry is an untyped `config` (an asset check, or an asset
+    without a Config class)."""
+    inner = getattr(config_type, "fields", {}).get("config")
+    return inner is None or hasattr(inner.config_type, "fields")

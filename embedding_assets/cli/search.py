@@ -1,0 +1,91 @@
+"""`emb similar` and `emb serve`: search the published similarity index from a shell or HTTP."""
+
+from __future__ import annotations
+
+import json
+
+import typer
+
+from embedding_assets.cli.console import catalog_db, fail
+
+
+def similar(
+    query: str = typer.Argument(
+        ..., help="An image file (embedded on the fly if not in the catalog) or a catalog image id."
+    ),
+    k: int = typer.Option(10, "-k", "--k", min=1, max=1000, help="How many results."),
+    format: str = typer.Option("table", "--format", "-f", help="table | json"),
+    model_key: str = typer.Option(
+        None, "--model-key", help="Embedding set to search (default: the current one)."
+    ),
+) -> None:
+    """Find the images most similar to QUERY (cosine similarity), with label and cluster."""
+    from embedding_assets.search.searcher import QueryError, Searcher
+
+    if format not in ("table", "json"):
+        fail(f"--format {format!r}: choose table or json")
+    try:
+        searcher = Searcher(catalog_db(), model_key)
+        hits = searcher.similar(query, k)
+    except (QueryError, LookupError, FileNotFoundError) as exc:
+        fail(f"error: {exc}")
+    if format == "json":
+        payload = {
+            "query": query,
+            "model_key": searcher.model_key,
+            "results": [h.as_dict() for h in hits],
+        }
+        typer.echo(json.dumps(payload, indent=2))
+        return
+    typer.echo(f"{len(hits)} images like {query} (model key {searcher.model_key}):")
+    typer.echo(f"{'rank':>4}  {'similarity':>10}  {'label':<12} {'cluster':>7}  path")
+    for h in hits:
+        cluster = "" if h.cluster is None else str(h.cluster)
+        typer.echo(
+            f"{h.rank:>4}  {h.similarity:>10.4f}  {h.label or '':<12} {cluster:>7}  {h.path}"
+        )
+
+
+def serve(
+    host: str = typer.Option("127.0.0.1", help="Interface to bind (0.0.0.0 exposes it)."),
+    port: int = typer.Option(8000, help="TCP port."),
+    model_key: str = typer.Option(None, "--model-key", help="Embedding set to serve."),
+    max_k: int = typer.Option(100, help="Largest k a request may ask for."),
+    max_batch: int = typer.Option(256, help="Most queries in one /search/batch request."),
+    max_upload_mb: float = typer.Option(10.0, help="Largest request body in MiB."),
+    max_pixels: int = typer.Option(40_000_000, help="Largest uploaded image in pixels."),
+    reload_seconds: float = typer.Option(
+        1.0, help="How often to look for a newer published index (0: never)."
+    ),
+    access_log: bool = typer.Option(False, help="Log every request (costs throughput)."),
+    workers: int = typer.Option(
+        0, min=0, help="Server processes, each with the index in memory (0: one per CPU, max 4)."
+    ),
+) -> None:
+    """Serve `/search` (by image id or uploaded image), `/search/batch` and `/health` over
+    HTTP; the OpenAPI page is at /docs. Newly published indexes are picked up while serving."""
+    import os
+
+    import uvicorn
+
+    from embedding_assets.web.api import SERVE_CONFIG_ENV
+
+    options = {
+        "db_path": str(catalog_db()),
+        "model_key": model_key,
+        "max_k": max_k,
+        "max_batch": max_batch,
+        "max_upload_bytes": int(max_upload_mb * 2**20),
+        "max_pixels": max_pixels,
+        "reload_seconds": reload_seconds,
+    }
+    os.environ[SERVE_CONFIG_ENV] = json.dumps(options)
+    uvicorn.run(
+        "embedding_assets.web.api:app_from_env",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers or min(os.cpu_count() or 1, 4),
+        access_log=access_log,
+        log_level="warning",
+    )

@@ -1,0 +1,143 @@
+"""What a finished `emb run` tells its user, read from the run's own events: the counts worth
+knowing, seconds per asset, one line per failure, and where to look next."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import dagster as dg
+
+from embedding_assets.common.fingerprints import REUSED
+
+LABEL_WIDTH = 12
+WIDTH = 100
+
+
+def summary_lines(
+    result: dg.ExecuteInProcessResult, seconds: float, catalog_db: str, dagster_home: str
+) -> list[str]:
+    """The closing summary, one labelled field per line."""
+    state = "succeeded" if result.success else "FAILED"
+    lines = [f"Run {result.run_id} {state} in {seconds:.1f} s."]
+    catalog = _materialization_metadata(result, "image_catalog")
+    if catalog:
+        lines.append(_field("Images", *_images_items(catalog)))
+    emb = _materialization_metadata(result, "embeddings")
+    if emb:
+        lines.append(_field("Embeddings", *_embeddings_items(emb)))
+    timings = [f"{name} {s:.1f}" for name, s in _seconds_per_asset(result).items()]
+    if timings:
+        lines.append(_field("Seconds", *timings))
+    reused = _reused_assets(result)
+    if reused:
+        lines.append(_field("Reused", *reused[:-1], f"{reused[-1]} (inputs unchanged)"))
+    lines.append(_field("DuckDB", catalog_db))
+    lines.append(_field("Query", 'emb sql "select status, count(*) from images group by 1"'))
+    lines.append(_field("UI", f"emb ui   (DAGSTER_HOME={dagster_home})"))
+    return lines
+
+
+def problem_lines(result: dg.ExecuteInProcessResult) -> list[str]:
+    """One line per failed step and failed check (Dagster's verbose log has the tracebacks)."""
+    lines = [_check_line(c) for c in result.get_asset_check_evaluations() if not c.passed]
+    for event in result.get_step_failure_events():
+        error = event.step_failure_data.error
+        if error is None or error.cls_name == "DagsterAssetCheckFailedError":
+            continue  # the failed check's own line says why
+        lines.append(f"step {event.step_key} failed: {_error_text(error)}")
+    not_run = [n.name for n in result.job_def.nodes_in_topological_order]
+    not_run = [name for name in not_run if result.is_node_untouched(name)]
+    if not_run:
+        lines.append(f"{len(not_run)} steps did not run: they depend on a failed one.")
+    return lines
+
+
+# Counts of one partition's run, added up over the shards of a sharded `emb run`.
+PER_SHARD = (
+    "files_found",
+    "new",
+    "changed",
+    "removed",
+    "embedded_now",
+    "from_cache",
+    "failed_to_decode",
+)
+
+
+def _materialization_metadata(result: dg.ExecuteInProcessResult, asset: str) -> dict[str, Any]:
+    """The plain values of the asset's materialization metadata in this run ({} if none); the
+    last one's, with the per-shard counts summed when it materialized once per shard."""
+    found: dict[str, Any] = {}
+    for event in result.get_asset_materialization_events():
+        if event.asset_key == dg.AssetKey(asset):
+            meta = event.step_materialization_data.materialization.metadata
+            values = {k: v.value for k, v in meta.items()}
+            for k in PER_SHARD:
+                if k in found and k in values:
+                    values[k] += found[k]
+            found = values
+    return found
+
+
+def _reused_assets(result: dg.ExecuteInProcessResult) -> list[str]:
+    """Assets whose materialization in this run reused the stored result."""
+    return [
+        event.asset_key.to_user_string()
+        for event in result.get_asset_materialization_events()
+        if REUSED in event.step_materialization_data.materialization.metadata
+    ]
+
+
+def _seconds_per_asset(result: dg.ExecuteInProcessResult) -> dict[str, float]:
+    """Step durations in the order they finished, a separate check step counted with its
+    asset."""
+    asset_of = {
+        e.step_key: e.asset_key.to_user_string() for e in result.get_asset_materialization_events()
+    }
+    for event in result.all_events:
+        if event.event_type_value == "ASSET_CHECK_EVALUATION":
+            check_asset = event.asset_check_evaluation_data.asset_key
+            asset_of.setdefault(event.step_key, check_asset.to_user_string())
+    seconds: dict[str, float] = {}
+    for event in result.get_step_success_events():
+        name = asset_of.get(event.step_key, event.step_key)
+        seconds[name] = seconds.get(name, 0.0) + event.step_success_data.duration_ms / 1000
+    return seconds
+
+
+def _images_items(meta: dict[str, Any]) -> list[str]:
+    items = [f"{meta['files_found']} in the catalog ({meta['usable_images']} usable)"]
+    items.append(f"{meta['new']} new this run")
+    items += [f"{meta['changed']} changed"] if meta.get("changed") else []
+    return items + ([f"{meta['removed']} removed"] if meta.get("removed") else [])
+
+
+def _embeddings_items(meta: dict[str, Any]) -> list[str]:
+    items = [f"{meta['embedded_now']} embedded now", f"{meta['from_cache']} from cache"]
+    if meta.get("failed_to_decode"):
+        items.append(f"{meta['failed_to_decode']} failed to decode")
+    return [*items, f"model key {meta['model_key']}"]
+
+
+def _check_line(evaluation: dg.AssetCheckEvaluation) -> str:
+    name = f"{evaluation.asset_key.to_user_string()}/{evaluation.check_name}"
+    severity = "warning" if evaluation.severity == dg.AssetCheckSeverity.WARN else "failed"
+    return f"check {name} {severity}: {evaluation.description or 'see its metadata in the UI'}"
+
+
+def _error_text(error: Any) -> str:
+    """The user's exception rather than Dagster's wrapper, on one line."""
+    while error.cause is not None and error.cls_name.startswith("Dagster"):
+        error = error.cause
+    return " ".join(error.message.split())
+
+
+def _field(label: str, *items: str) -> str:
+    """`label` and its comma-separated items, wrapped between items under the label's width."""
+    rows = [""]
+    for item in items:
+        if rows[-1] and len(rows[-1]) + len(item) + 2 > WIDTH - LABEL_WIDTH:
+            rows[-1] += ","
+            rows.append("")
+        rows[-1] += f", {item}" if rows[-1] else item
+    return f"{label:<{LABEL_WIDTH}}" + ("\n" + " " * LABEL_WIDTH).join(rows)

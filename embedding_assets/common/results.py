@@ -1,0 +1,70 @@
+"""Result tables kept per embedding set: a materialization replaces the rows of its own model
+key in one transaction, so a reader never sees half a set, and records there the fingerprint of
+the inputs the rows were computed from (`fingerprints`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from embedding_assets.common import fingerprints, tables
+from resources.duckdb_store import connect
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+# The tables written through `replace_rows` (all carry a model_key column but image_quality).
+TABLES = (
+    tables.PROJECTIONS,
+    tables.CLUSTERS,
+    tables.ANOMALY_SCORES,
+    tables.NEAR_DUPLICATES,
+    tables.IMAGE_QUALITY,
+    tables.LABEL_ISSUES,
+    tables.UNIQUENESS,
+    tables.BATCH_DRIFT,
+    tables.OOD_SCORES,
+)
+
+
+def check_table(table: str) -> None:
+    """Only result tables are written or read by name here (the names go into SQL)."""
+    if table not in TABLES:
+        raise ValueError(f"{table!r} is not one of {TABLES}")
+
+
+def replace_rows(
+    db_path: Path,
+    table: str,
+    model_key: str | None,
+    rows: pa.Table,
+    fingerprint: str | None = None,
+) -> int:
+    """Delete `model_key`'s rows of `table` (None: a table not kept per embedding set, all its
+    rows) and insert `rows` (matched to the table's columns by name), atomically, with the
+    `fingerprint` of their inputs (None: rows of unknown inputs, never reused)."""
+    check_table(table)
+    scope = model_key or ""
+    with connect(db_path) as con:
+        con.begin()  # first: it also settles the schema check's pending result (DuckDB 2)
+        try:
+            con.register("new_rows", rows)
+            if model_key is None:
+                con.execute(f"DELETE FROM {table}")
+            else:
+                con.execute(f"DELETE FROM {table} WHERE model_key = ?", [model_key])
+            con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM new_rows")
+            if fingerprint is None:
+                con.execute(
+                    f"DELETE FROM {tables.ASSET_FINGERPRINTS} WHERE asset = ? AND scope = ?",
+                    [table, scope],
+                )
+            else:
+                fingerprints.record(con, table, fingerprint, scope=scope)
+            con.commit()
+        except BaseException:
+            con.rollback()
+            raise
+        finally:
+            con.unregister("new_rows")
+    return rows.num_rows

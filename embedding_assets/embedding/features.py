@@ -1,0 +1,69 @@
+"""Which backbone features other domains read: the plain backbone's vectors behind an embedding
+set made with a trained head. The classifier learns from them and near-duplicates are judged on
+them, both read through the LMDB cache that the embeddings' own backbone pass filled."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from embedding_assets.catalog.images import usable_files
+from embedding_assets.embedding import sets
+from embedding_assets.embedding.embedder import EmbedParams
+from embedding_assets.embedding.run import RunOptions, cached_features
+from resources.paths import DataPaths
+
+
+def plain_params(db: Path, model_key: str) -> EmbedParams | None:
+    """The plain-backbone settings behind an embedding set made with a trained head, else None
+    (float32: the plain-feature cache that the embeddings' own backbone pass filled)."""
+    params = sets.stored_set_params(db, model_key)
+    if not params.get("head"):
+        return None
+    # a fine-tuned trunk is stored relative to the data folder: resolve it like the Searcher does
+    stored = sets.loaded_params(DataPaths(db.parent), params)
+    return replace(EmbedParams(**stored), head=None, store_dtype="float32")
+
+
+def content_vectors(
+    paths: DataPaths, model_key: str, ids: np.ndarray, device: str = "cpu"
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """(ids, plain-backbone vectors) behind an embedding set made with a trained head, else
+    None. Near-duplicates are judged on these: a metric-learning head pulls a whole class
+    together (same-class cosine near 1), which says nothing about duplicated content."""
+    params = plain_params(paths.catalog_db, model_key)
+    return None if params is None else _plain_vectors(paths, params, ids, device)
+
+
+def _plain_vectors(
+    paths: DataPaths, params: EmbedParams, ids: np.ndarray, device: str
+) -> tuple[np.ndarray, np.ndarray]:
+    image_ids, fs_paths, hashes = usable_files(paths.catalog_db)
+    files = {i: (p, h) for i, p, h in zip(image_ids, fs_paths, hashes, strict=True)}
+    present = [int(i) for i in ids.tolist() if int(i) in files]
+    X, keep = cached_features(
+        paths,
+        params,
+        [files[i][0] for i in present],
+        [files[i][1] for i in present],
+        RunOptions(device=device),
+    )
+    return np.asarray([present[k] for k in keep], dtype=np.int64), X
+
+
+def classifier_features(
+    paths: DataPaths, device: str = "cpu"
+) -> tuple[sets.EmbeddingSet, str, np.ndarray, np.ndarray]:
+    """(current set, feature key, image_ids, vectors) that the classifier learns from: the
+    plain backbone features of the current embedding set. A head trained on the same labels
+    would flatter the classifier's held-out score (the head has seen those labels) and, on
+    real photos, generalized worse to unlabeled images (0.61 vs 0.66 accuracy measured with
+    500 labels of CIFAR-10)."""
+    emb_set, ids, X = sets.load_current(paths.catalog_db)
+    params = plain_params(paths.catalog_db, emb_set.model_key)
+    if params is None:
+        return emb_set, emb_set.model_key, ids, X
+    plain_ids, plain = _plain_vectors(paths, params, ids, device)
+    return emb_set, params.model_key(), plain_ids, plain

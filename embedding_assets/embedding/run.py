@@ -1,0 +1,298 @@
+"""Embed every usable catalog image not yet cached for a model key, then hand the matrix on.
+
+Steps: read the usable images (short read-only connection) -> find hashes missing from the LMDB
+cache -> embed only those, committing each batch -> record images that fail to decode -> write
+the Parquet hand-off unless it already holds exactly these images -> register the set.
+"""
+
+from __future__ import annotations
+
+import resource
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import torch
+
+from embedding_assets.catalog.images import usable_files
+from embedding_assets.catalog.shards import Shard
+from embedding_assets.common import tables
+from embedding_assets.common.choices import EngineKind, Precision
+from embedding_assets.embedding import sets
+from embedding_assets.embedding.backbones import BackboneSpec
+from embedding_assets.embedding.cache import EmbeddingCache
+from embedding_assets.embedding.embedder import READ_ERROR, Batch, EmbedParams, embed_paths
+from embedding_assets.embedding.heads import check_fits, embed_features, load_head
+from resources.duckdb_store import connect
+from resources.paths import DataPaths
+
+HEAD_BATCH = 4096  # cached features per head forward pass
+
+
+@dataclass(frozen=True)
+class Engine:
+    """Where the model runs: `local` (this process) or `ray` (actors on the cluster at
+    `ray_address`, empty = $RAY_ADDRESS; embedding.ray_engine)."""
+
+    kind: EngineKind = "local"
+    ray_address: str = ""
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How the model runs, passed whole through the cache-filling steps."""
+
+    device: str = "cpu"
+    batch_size: int = 64
+    workers: int | None = None  # DataLoader decode workers (local engine only)
+    precision: Precision = "auto"
+    allow_download: bool = True
+    engine: Engine = Engine()
+
+
+@dataclass
+class EmbedSummary:
+    model_key: str
+    dim: int = 0
+    usable: int = 0
+    embedded: int = 0
+    from_cache: int = 0
+    failed: list[tuple[str, str]] = field(default_factory=list)  # (path, error)
+    embed_seconds: float = 0.0
+    seconds: float = 0.0
+    parquet_rewritten: bool = False
+    parquet_path: Path | None = None
+    peak_rss_mb: float = 0.0
+    peak_gpu_mb: float | None = None
+    retried: list[str] = field(default_factory=list)  # batches lost with a Ray worker, redone
+
+    @property
+    def images_per_second(self) -> float:
+        return self.embedded / self.embed_seconds if self.embed_seconds else 0.0
+
+
+def run_embeddings(
+    paths: DataPaths,
+    params: EmbedParams,
+    options: RunOptions = RunOptions(),
+    *,
+    shard: Shard | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> EmbedSummary:
+    """Embed the usable images (of one shard) and write their hand-off; with a shard, the set is
+    the folder of every shard's file, which downstream reads whole."""
+    started = time.perf_counter()
+    spec = params.spec()
+    key = params.model_key(spec)
+    summary = EmbedSummary(model_key=key)
+    ids, fs_paths, hashes = usable_files(paths.catalog_db, shard)
+    if not ids and shard is None:
+        raise ValueError(
+            "No usable images in the catalog: materialize image_catalog on a folder with images "
+            '(see `emb sql "select path, error from images"` for why files were rejected)'
+        )
+    summary.usable = len(ids)
+    with EmbeddingCache(paths.embeddings_lmdb) as cache:
+        failed_hashes = _fill_cache(
+            cache, params, spec, fs_paths, hashes, summary, options, progress
+        )
+        if failed_hashes:
+            _mark_failed(paths.catalog_db, summary.failed)
+            keep = [i for i, h in enumerate(hashes) if h not in failed_hashes]
+            ids = [ids[i] for i in keep]
+            hashes = [hashes[i] for i in keep]
+            if not ids and shard is None:
+                path, err = summary.failed[0]
+                raise ValueError(
+                    f"all {summary.usable} usable images failed at embedding time (the first, "
+                    f"{path}: {err}); fix the cause and run again (their catalog status says "
+                    "which were unreadable and which corrupt)"
+                )
+        target = sets.hand_off_path(paths, key, shard)
+        if not ids:  # an empty shard: nothing of it in the set
+            target.unlink(missing_ok=True)
+        elif not _parquet_matches(target, ids, hashes):
+            summary.dim = summary.dim or cache.dim(key, hashes[0], params.store_dtype)
+            matrix = cache.get_matrix(key, hashes, summary.dim, params.store_dtype)
+            sets.write_parquet(target, np.asarray(ids), hashes, key, matrix)
+            summary.parquet_rewritten = True
+    summary.parquet_path = target
+    emb_set = target if shard is None else target.parent
+    count, summary.dim = sets.shape(emb_set)
+    sets.register(
+        paths.catalog_db,
+        sets.EmbeddingSet(key, params.model, summary.dim, count, emb_set),
+        spec.weights_id,
+        params.as_dict(),
+    )
+    summary.peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    if torch.cuda.is_available() and options.device.startswith("cuda"):
+        summary.peak_gpu_mb = torch.cuda.max_memory_allocated(options.device) / 2**20
+    summary.seconds = time.perf_counter() - started
+    return summary
+
+
+def cached_features(
+    paths: DataPaths,
+    params: EmbedParams,
+    fs_paths: list[str | bytes],
+    hashes: list[str],
+    options: RunOptions = RunOptions(),
+    progress: Callable[[int, int], None] | None = None,
+) -> tuple[np.ndarray, list[int]]:
+    """Vectors of these files for `params`, from the LMDB cache after embedding what is missing
+    there: (matrix, positions of the files that decoded). Training and evaluation read features
+    through here, so they share the cache with the `embeddings` asset."""
+    spec = params.spec()
+    key = params.model_key(spec)
+    summary = EmbedSummary(model_key=key)
+    with EmbeddingCache(paths.embeddings_lmdb) as cache:
+        failed = _fill_cache(cache, params, spec, fs_paths, hashes, summary, options, progress)
+        keep = [i for i, h in enumerate(hashes) if h not in failed]
+        if not keep:
+            raise ValueError(f"none of the {len(hashes)} images could be decoded for {key}")
+        kept = [hashes[i] for i in keep]
+        dim = summary.dim or cache.dim(key, kept[0], params.store_dtype)
+        return cache.get_matrix(key, kept, dim, params.store_dtype).astype(np.float32), keep
+
+
+def _fill_cache(
+    cache: EmbeddingCache,
+    params: EmbedParams,
+    spec: BackboneSpec,
+    fs_paths: list[str | bytes],
+    hashes: list[str],
+    summary: EmbedSummary,
+    options: RunOptions,
+    progress: Callable[[int, int], None] | None,
+) -> set[str]:
+    """Embed one file per hash missing from the cache under the model key; return the hashes
+    whose file failed to decode."""
+    key = summary.model_key
+    missing = set(cache.missing(key, hashes))
+    summary.from_cache = sum(h not in missing for h in hashes)
+    if not missing:
+        return set()
+    if params.head:
+        pick = [i for i, h in enumerate(hashes) if h in missing]
+        pick_paths, pick_hashes = [fs_paths[i] for i in pick], [hashes[i] for i in pick]
+        return _fill_from_base(cache, params, pick_paths, pick_hashes, summary, options, progress)
+    todo: dict[str, int] = {}
+    for i, h in enumerate(hashes):
+        if h in missing and h not in todo:
+            todo[h] = i
+    todo_hashes = list(todo)
+    todo_paths = [fs_paths[i] for i in todo.values()]
+    failed: set[str] = set()
+    t0 = time.perf_counter()
+    done = 0
+    for batch in _batches(options, params, todo_paths, summary):
+        summary.dim = batch.vectors.shape[1]
+        cache.put_batch(key, [todo_hashes[i] for i in batch.indexes], batch.vectors)
+        for i, err in batch.errors:
+            failed.add(todo_hashes[i])
+            summary.failed.append((_display(todo_paths[i]), err))
+        done += len(batch.indexes) + len(batch.errors)
+        summary.embedded += len(batch.indexes)
+        if progress:
+            progress(done, len(todo_paths))
+    summary.embed_seconds = time.perf_counter() - t0
+    return failed
+
+
+def _batches(
+    options: RunOptions, params: EmbedParams, paths: list[str | bytes], summary: EmbedSummary
+) -> Iterator[Batch]:
+    """The model's batches from this process or from actors on a Ray cluster (which decode in
+    their own processes, so `workers` applies only here)."""
+    o = options
+    if o.engine.kind == "ray":
+        from embedding_assets.embedding.ray_engine import embed_paths_on_ray
+
+        return embed_paths_on_ray(
+            params,
+            paths,
+            address=o.engine.ray_address,
+            batch_size=o.batch_size,
+            device=o.device,
+            precision=o.precision,
+            store_dtype=params.store_dtype,
+            allow_download=o.allow_download,
+            on_retry=summary.retried.append,
+        )
+    return embed_paths(
+        params.build(allow_download=o.allow_download),
+        paths,
+        device=o.device,
+        batch_size=o.batch_size,
+        workers=o.workers,
+        precision=o.precision,
+        store_dtype=params.store_dtype,
+    )
+
+
+def _fill_from_base(
+    cache: EmbeddingCache,
+    params: EmbedParams,
+    fs_paths: list[str | bytes],
+    hashes: list[str],
+    summary: EmbedSummary,
+    options: RunOptions,
+    progress: Callable[[int, int], None] | None,
+) -> set[str]:
+    """A trained head over the backbone: run the backbone once into the plain-feature cache
+    (which training, evaluation and near-duplicates read too), then apply the head to the
+    cached features. One backbone pass per content, however many heads follow."""
+    base = replace(params, head=None, store_dtype="float32")
+    base_spec = base.spec()
+    base_summary = EmbedSummary(model_key=base.model_key(base_spec))
+    failed = _fill_cache(cache, base, base_spec, fs_paths, hashes, base_summary, options, progress)
+    summary.failed += base_summary.failed
+    summary.retried += base_summary.retried
+    t0 = time.perf_counter()
+    todo = [h for h in dict.fromkeys(hashes) if h not in failed]
+    head = load_head(params.head)
+    summary.dim = head.dims[2]
+    if todo:
+        dim = base_summary.dim or cache.dim(base_summary.model_key, todo[0], "float32")
+        check_fits(head, params.head, params.model, dim)
+    for start in range(0, len(todo), HEAD_BATCH):
+        chunk = todo[start : start + HEAD_BATCH]
+        x = cache.get_matrix(base_summary.model_key, chunk, dim, "float32")
+        y = embed_features(head, x)
+        cache.put_batch(summary.model_key, chunk, y.astype(params.store_dtype))
+    summary.embedded = len(todo)
+    summary.embed_seconds = base_summary.embed_seconds + time.perf_counter() - t0
+    return failed
+
+
+def _display(path: str | bytes) -> str:
+    return path if isinstance(path, str) else path.decode("utf-8", "backslashreplace")
+
+
+def _mark_failed(db: Path, failed: list[tuple[str, str]]) -> None:
+    """Files that decoded at catalog time but not now (changed since, or a codec edge case)
+    become `corrupt` with the error, so they are visible and left out of the math; files that
+    could not even be read (gone, no access to the store) become `unreadable`, which the
+    catalog's next scan reads again."""
+    with connect(db) as con:
+        con.executemany(
+            f"UPDATE {tables.IMAGES} SET status = ?, error = ? WHERE path = ?",
+            [
+                ("unreadable" if err.startswith(READ_ERROR) else "corrupt", err, path)
+                for path, err in failed
+            ],
+        )
+
+
+def _parquet_matches(target: Path, ids: list[int], hashes: list[str]) -> bool:
+    """True when the hand-off file already holds exactly these images with this content."""
+    if not target.exists():
+        return False
+    table = pq.read_table(target, columns=["image_id", "sha256"])
+    return (
+        table.column("image_id").to_pylist() == ids and table.column("sha256").to_pylist() == hashes
+    )

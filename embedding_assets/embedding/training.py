@@ -1,0 +1,336 @@
+"""Train an embedding model on the labeled images, evaluate it on a held-out split, and decide
+whether it replaces the current one. Plain Python over DuckDB, the LMDB feature cache and
+`metric_learning`; the `embedding_model` asset is a thin wrapper.
+
+The held-out split is fixed by content hash, so an image that is evaluation data today stays
+evaluation data as labels grow: no model is ever scored on images it was trained on, and the
+current model can be re-scored on exactly the images the candidate is scored on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from torchvision.transforms import v2
+
+from embedding_assets.catalog.images import fs_path, load_image
+from embedding_assets.common import tables
+from embedding_assets.common.clock import utc_now
+from embedding_assets.common.promotion import decide
+from embedding_assets.embedding import evaluation
+from embedding_assets.embedding.backbones import Preprocess, build_backbone, file_spec
+from embedding_assets.embedding.embedder import EmbedParams
+from embedding_assets.embedding.heads import save_head
+from embedding_assets.embedding.metric_learning import (
+    TrainConfig,
+    TrainResult,
+    finetune,
+    train_head,
+)
+from embedding_assets.embedding.run import RunOptions, cached_features
+from resources.duckdb_store import connect
+from resources.paths import DataPaths
+
+PRIMARY = "knn_top1"  # the number that decides promotion
+VAL_FRACTION = 0.15  # of the training images, for early stopping only
+MIN_LABELED = 20
+
+
+@dataclass
+class LabeledImages:
+    image_ids: list[int]
+    fs_paths: list[str | bytes]
+    hashes: list[str]
+    labels: np.ndarray
+    is_eval: np.ndarray  # bool, fixed by content hash
+
+    def subset(self, mask: np.ndarray) -> tuple[list, list, np.ndarray]:
+        idx = np.flatnonzero(mask)
+        return [self.fs_paths[i] for i in idx], [self.hashes[i] for i in idx], self.labels[idx]
+
+
+@dataclass
+class Outcome:
+    """What one materialization did; `trained` is False when it skipped or reused a model."""
+
+    status: str  # trained | unchanged | skipped
+    reason: str
+    promoted: bool = True
+    model_id: int | None = None
+    metrics: dict = field(default_factory=dict)
+    current_metrics: dict = field(default_factory=dict)
+    current_name: str = ""
+    history: list[dict] = field(default_factory=list)
+    n_train: int = 0
+    n_eval: int = 0
+    seconds: float = 0.0
+    params: EmbedParams | None = None
+
+
+def hash_fraction(sha256: str) -> float:
+    """A stable number in [0, 1) from a content hash."""
+    return int(sha256[:8], 16) / 16**8
+
+
+def labeled_images(db: Path, holdout: float) -> LabeledImages:
+    """Usable images with a current label; `holdout` of them (by hash) are evaluation data."""
+    with connect(db, read_only=True) as con:
+        rows = con.execute(
+            f"SELECT i.image_id, {tables.PATH_BYTES}, i.sha256, l.label "
+            f"FROM {tables.USABLE_IMAGES} i JOIN {tables.CURRENT_LABELS} l USING (image_id) "
+            "WHERE l.label IS NOT NULL ORDER BY i.image_id"
+        ).fetchall()
+    hashes = [r[2] for r in rows]
+    return LabeledImages(
+        [r[0] for r in rows],
+        [fs_path(r[1]) for r in rows],
+        hashes,
+        np.array([str(r[3]) for r in rows]),
+        np.array([hash_fraction(h) < holdout for h in hashes], dtype=bool),
+    )
+
+
+def why_not_trainable(data: LabeledImages, needs_labels: bool) -> str | None:
+    """A reason to skip training, or None when the labeled set supports it."""
+    n = len(data.labels)
+    if n < MIN_LABELED:
+        return f"only {n} labeled usable images (need {MIN_LABELED}); label more with `emb labels`"
+    if needs_labels and len(np.unique(data.labels[~data.is_eval])) < 2:
+        return "the training split has fewer than 2 classes; label images of more classes"
+    _, counts = np.unique(data.labels[data.is_eval], return_counts=True)
+    if not (counts >= 2).any():
+        return "the held-out split has no class with 2 images; raise `holdout` or label more"
+    return None
+
+
+def fingerprint(base_key: str, mode: str, cfg: TrainConfig, data: LabeledImages) -> str:
+    """Same backbone, settings and labeled content -> same model: no need to train again."""
+    pairs = sorted(zip(data.hashes, data.labels.tolist(), strict=True))
+    blob = json.dumps([base_key, mode, asdict(cfg), pairs])
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def current_model(db: Path, base: EmbedParams) -> tuple[EmbedParams, int | None]:
+    """(params, model_id) of the newest promoted model trained on `base`'s backbone whose files
+    still exist; (`base` unchanged, None) when there is none: the plain backbone."""
+    key = replace(base, head=None, store_dtype="float32").model_key()  # as embedding_model keys it
+    with connect(db, read_only=True) as con:
+        rows = (
+            con.execute(
+                f"SELECT model_id, head_path, trunk_path FROM {tables.EMBEDDING_MODELS} "
+                "WHERE base_key = ? AND promoted ORDER BY model_id DESC LIMIT 1",
+                [key],
+            ).fetchall()
+            if tables.exists(con, tables.EMBEDDING_MODELS)
+            else []
+        )
+    if not rows:
+        return base, None
+    root = DataPaths(Path(db).parent)
+    model_id, head, trunk = rows[0]
+    head, trunk = str(root.resolve(head)), str(root.resolve(trunk)) if trunk else None
+    if not Path(head).is_file() or (trunk and not Path(trunk).is_file()):
+        return base, None
+    return replace(base, weights=trunk or base.weights, head=head), model_id
+
+
+def trained_params(db: Path, base: EmbedParams) -> EmbedParams:
+    """`base` with the current model's head (and fine-tuned trunk), if there is one."""
+    return current_model(db, base)[0]
+
+
+def _evaluate_params(
+    paths: DataPaths, params: EmbedParams, data: LabeledImages, device: str
+) -> tuple[dict[str, float], np.ndarray]:
+    """Embed the held-out images through the real inference path and score them: the metrics
+    and, per held-out image, whether its nearest neighbour agrees (for the paired decision)."""
+    fs_paths, hashes, labels = data.subset(data.is_eval)
+    X, keep = cached_features(paths, params, fs_paths, hashes, RunOptions(device=device))
+    hits = np.zeros(len(fs_paths), dtype=bool)
+    hits[keep] = evaluation.knn_hits(X, labels[keep])
+    return evaluation.evaluate(X, labels[keep]), hits
+
+
+def _uint8_images(fs_paths: list, pre: Preprocess) -> torch.Tensor:
+    """(n, 3, crop, crop) uint8, resized and cropped as inference does for the trunk file."""
+    prep = v2.Compose(pre.geometry())
+    return torch.stack([prep(load_image(p)) for p in fs_paths])
+
+
+def _train(
+    paths: DataPaths,
+    base: EmbedParams,
+    mode: str,
+    cfg: TrainConfig,
+    data: LabeledImages,
+    device: str,
+    progress: Callable[[dict], None] | None,
+) -> TrainResult:
+    train_mask = ~data.is_eval
+    is_val = np.array([hash_fraction(h[8:]) < VAL_FRACTION for h in data.hashes]) & train_mask
+    fit = train_mask & ~is_val
+    fit_paths, fit_hashes, y_fit = data.subset(fit)
+    val_paths, val_hashes, y_val = data.subset(is_val)
+    if mode == "head":
+        options = RunOptions(device=device)
+        X_fit, keep = cached_features(paths, base, fit_paths, fit_hashes, options)
+        X_val, keep_val = (
+            cached_features(paths, base, val_paths, val_hashes, options)
+            if val_paths
+            else (None, [])
+        )
+        return train_head(
+            X_fit,
+            y_fit[keep],
+            cfg,
+            X_val=X_val,
+            y_val=y_val[keep_val] if val_paths else None,
+            device=device,
+            progress=progress,
+        )
+    backbone = build_backbone(base.spec())
+    # The fine-tuned trunk is served as a local .pth file: train with that file's preprocessing.
+    pre = file_spec(base.model, base.image_size).preprocess
+    return finetune(
+        backbone.model,
+        backbone.dim,
+        _uint8_images(fit_paths, pre),
+        None if cfg.loss == "ntxent" else y_fit,
+        cfg,
+        mean=pre.mean,
+        std=pre.std,
+        images_val=_uint8_images(val_paths, pre) if val_paths else None,
+        y_val=y_val if val_paths else None,
+        device=device,
+        progress=progress,
+    )
+
+
+def _save(models_dir: Path, fp: str, result: TrainResult, meta: dict) -> tuple[Path, Path | None]:
+    """Head (and trunk) files named by the training fingerprint, written atomically."""
+    folder = models_dir / "embedding"
+    head = save_head(result.head, folder / f"{fp[:16]}-head.pt", meta)
+    trunk = None
+    if result.backbone is not None:
+        trunk = folder / f"{fp[:16]}-trunk.pth"
+        tmp = trunk.with_suffix(".pth.tmp")
+        torch.save(result.backbone.state_dict(), tmp)
+        tmp.replace(trunk)
+    return head, trunk
+
+
+def train_embedding_model(
+    paths: DataPaths,
+    base: EmbedParams,
+    mode: str,
+    cfg: TrainConfig,
+    *,
+    holdout: float = 0.2,
+    min_improvement: float = 0.0,
+    device: str = "cpu",
+    progress: Callable[[dict], None] | None = None,
+    feature_progress: Callable[[int, int], None] | None = None,
+) -> Outcome:
+    """Train (or reuse) a model on the labeled images and promote it only if it scores at least
+    `min_improvement` better kNN top-1 on the held-out split than the current embeddings (the
+    champion, or the plain backbone when there is none)."""
+    started = utc_now()
+    cfg.check(mode)
+    if not 0 < holdout < 1:
+        raise ValueError(f"holdout={holdout}: use a fraction between 0 and 1, e.g. 0.2")
+    base = replace(base, head=None, store_dtype="float32")
+    data = labeled_images(paths.catalog_db, holdout)
+    reason = why_not_trainable(data, needs_labels=cfg.loss != "ntxent")
+    if reason:
+        return Outcome("skipped", reason, params=trained_params(paths.catalog_db, base))
+    base_key = base.model_key()
+    fp = fingerprint(base_key, mode, cfg, data)
+    with connect(paths.catalog_db, read_only=True) as con:
+        seen = con.execute(
+            f"SELECT model_id, promoted, metrics, decision FROM {tables.EMBEDDING_MODELS} "
+            "WHERE fingerprint = ? ORDER BY model_id DESC LIMIT 1",
+            [fp],
+        ).fetchall()
+    if seen:
+        model_id, promoted, metrics, decision = seen[0]
+        return Outcome(
+            "unchanged",
+            f"same backbone, settings and labels as model {model_id}: {decision}",
+            promoted=promoted,
+            model_id=model_id,
+            metrics=json.loads(metrics),
+            params=trained_params(paths.catalog_db, base),
+        )
+
+    # one backbone pass over every labeled image into the cache that the steps below read
+    cached_features(
+        paths, base, data.fs_paths, data.hashes, RunOptions(device=device), feature_progress
+    )
+    current, current_id = current_model(paths.catalog_db, base)
+    current_name = f"model {current_id}" if current_id else "the plain backbone"
+    current_metrics, current_hits = _evaluate_params(paths, current, data, device)
+
+    result = _train(paths, base, mode, cfg, data, device, progress)
+    meta = {"mode": mode, "config": asdict(cfg), "base_key": base_key}
+    head_path, trunk_path = _save(paths.models_dir, fp, result, meta)
+    candidate = replace(
+        base, weights=str(trunk_path) if trunk_path else base.weights, head=str(head_path)
+    )
+    metrics, hits = _evaluate_params(paths, candidate, data, device)
+
+    verdict = decide(hits, current_hits, min_improvement=min_improvement)
+    promoted = verdict.promoted
+    decision = (
+        f"{'promoted' if promoted else 'not promoted, keeping ' + current_name}: held-out kNN "
+        f"top-1 {metrics[PRIMARY]:.3f} vs {current_metrics[PRIMARY]:.3f} for {current_name}; "
+        f"{verdict.reason}"
+    )
+    n_eval = int(data.is_eval.sum())
+    with connect(paths.catalog_db) as con:
+        model_id = con.execute("SELECT nextval('embedding_model_seq')").fetchall()[0][0]
+        con.execute(
+            f"INSERT INTO {tables.EMBEDDING_MODELS} VALUES "
+            "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                model_id,
+                fp,
+                base_key,
+                candidate.model_key(),
+                mode,
+                cfg.loss,
+                json.dumps(asdict(cfg)),
+                paths.relative(head_path),
+                paths.relative(trunk_path) if trunk_path else None,
+                len(data.labels) - n_eval,
+                n_eval,
+                len(result.history),
+                result.best_epoch,
+                result.stopped_early,
+                result.seconds,
+                json.dumps(metrics),
+                json.dumps({"name": current_name, **current_metrics}),
+                promoted,
+                decision,
+                started,
+            ],
+        )
+    return Outcome(
+        "trained",
+        decision,
+        promoted=promoted,
+        model_id=model_id,
+        metrics=metrics,
+        current_metrics=current_metrics,
+        current_name=current_name,
+        history=result.history,
+        n_train=len(data.labels) - n_eval,
+        n_eval=n_eval,
+        seconds=result.seconds,
+        params=candidate if promoted else current,
+    )

@@ -1,0 +1,265 @@
+"""Label rounds in DuckDB: the unlabeled pool, the next round chosen from it (`selection`), the
+rounds and the learning curve stored, and the open requests exported as CSV; also the review
+round of likely wrong labels (from curation's `label_issues` table)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from embedding_assets.common import fingerprints, tables
+from embedding_assets.common.clock import utc_now
+from embedding_assets.learning import selection
+from embedding_assets.learning.registry import VersionSummary
+from resources.duckdb_store import connect
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+ASSET = "label_queue"  # whose fingerprint the rounds carry
+
+
+def unlabeled_pool(db_path: Path) -> dict[str, np.ndarray]:
+    """Predicted, usable, not yet labeled images with their uncertainty columns."""
+    with connect(db_path, read_only=True) as con:
+        return con.execute(
+            f"""
+            SELECT p.image_id, p.version_id, p.least_confident, p.margin, p.entropy
+            FROM {tables.PREDICTIONS} p JOIN {tables.USABLE_IMAGES} USING (image_id)
+            LEFT JOIN {tables.CURRENT_LABELS} l USING (image_id)
+            WHERE l.image_id IS NULL ORDER BY p.image_id
+            """
+        ).fetchnumpy()
+
+
+def stored_clusters(db_path: Path, image_ids: np.ndarray, model_key: str) -> np.ndarray | None:
+    """Clusters from the `clusters` table for these images, or None where it has no full cover."""
+    import pyarrow as pa
+
+    with connect(db_path, read_only=True) as con:
+        if not tables.exists(con, tables.CLUSTERS):
+            return None
+        con.register("wanted", pa.table({"image_id": pa.array(image_ids, pa.int64())}))
+        rows = con.execute(
+            f"SELECT w.image_id, c.cluster FROM wanted w LEFT JOIN {tables.CLUSTERS} c "
+            "ON c.image_id = w.image_id AND c.model_key = ?",
+            [model_key],
+        ).fetchall()
+    found = {int(i): c for i, c in rows}
+    if any(found.get(int(i)) is None for i in image_ids):
+        return None
+    return np.array([int(found[int(i)]) for i in image_ids], dtype=np.int64)
+
+
+def stored_uniqueness(db_path: Path, model_key: str, image_ids: np.ndarray) -> np.ndarray:
+    """Uniqueness of each pool image (-1 where the `uniqueness` asset has not scored it);
+    LookupError when it has scored nothing of this set."""
+    with connect(db_path, read_only=True) as con:
+        rows = dict(
+            con.execute(
+                f"SELECT image_id, uniqueness FROM {tables.UNIQUENESS} WHERE model_key = ?",
+                [model_key],
+            ).fetchall()
+        )
+    if not rows:
+        raise LookupError(
+            "strategy 'uniqueness' needs the `uniqueness` asset: materialize it first."
+        )
+    found = np.array([rows.get(int(i), np.nan) for i in image_ids], dtype=np.float64)
+    return np.nan_to_num(found, nan=-1.0)
+
+
+@dataclass(frozen=True)
+class RoundSettings:
+    """How the next round is chosen (the label_queue config)."""
+
+    batch_size: int = 0  # 0: batch_fraction of the pool
+    batch_fraction: float = 0.05
+    strategy: selection.Strategy = "uncertainty"
+    uncertainty: selection.UncertaintyMeasure = "margin"
+    max_cluster_share: float = 0.3
+    candidate_factor: int = 10
+    fallback_clusters: int = 10
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class NextRound:
+    """The images chosen for the next round, with what the choice was based on."""
+
+    requests: pa.Table  # rank, image_id, version_id, strategy, uncertainty, cluster
+    pool: int  # unlabeled images the round was chosen from
+    mean_score_pool: float
+    mean_score_batch: float
+    clusters_in_batch: int
+    largest_cluster_share: float
+    cluster_source: str
+
+
+def next_round(db_path: Path, settings: RoundSettings) -> NextRound:
+    """The most uncertain (or unique, or random) unlabeled images, spread over clusters (the
+    stored `clusters`, else k-means on the candidates) so that none fills more than
+    `max_cluster_share` of the round."""
+    import pyarrow as pa
+
+    from embedding_assets.embedding.sets import load_current
+
+    model_key = tables.current_model_key(db_path)
+    pool = unlabeled_pool(db_path)
+    n_pool = len(pool["image_id"])
+    size = settings.batch_size or selection.default_batch_size(n_pool, settings.batch_fraction)
+    batch = min(size, n_pool)
+    if settings.strategy == "random":
+        scores = np.random.default_rng(settings.seed).random(n_pool)
+    elif settings.strategy == "uniqueness":
+        scores = stored_uniqueness(db_path, model_key, pool["image_id"])
+    else:
+        scores = selection.uncertainty_score_of(pool, settings.uncertainty)
+    top = np.argsort(-scores, kind="stable")[: batch * max(1, settings.candidate_factor)]
+    candidates = pool["image_id"][top]
+    clusters = stored_clusters(db_path, candidates, model_key)
+    source = "clusters table"
+    if clusters is None:
+        source = f"k-means (k={settings.fallback_clusters}) on the candidates"
+        _, ids, vectors = load_current(db_path)
+        order = np.argsort(ids)
+        x = vectors[order[np.searchsorted(ids, candidates, sorter=order)]]
+        clusters = selection.kmeans_clusters(x, settings.fallback_clusters, settings.seed)
+    chosen = selection.select_batch(scores[top], clusters, batch, settings.max_cluster_share)
+    picked = top[chosen]
+    requests = pa.table(
+        {
+            "rank": pa.array(np.arange(1, len(picked) + 1, dtype=np.int32)),
+            "image_id": pa.array(pool["image_id"][picked].astype(np.int64)),
+            "version_id": pa.array(pool["version_id"][picked].astype(np.int64)),
+            "strategy": pa.array([settings.strategy] * len(picked), pa.string()),
+            "uncertainty": pa.array(scores[picked].astype(np.float64)),
+            "cluster": pa.array(clusters[chosen].astype(np.int32)),
+        }
+    )
+    counts = np.unique(clusters[chosen], return_counts=True)[1]
+    return NextRound(
+        requests=requests,
+        pool=n_pool,
+        mean_score_pool=float(scores.mean()) if n_pool else 0.0,
+        mean_score_batch=float(scores[picked].mean()) if len(picked) else 0.0,
+        clusters_in_batch=len(counts),
+        largest_cluster_share=float(counts.max() / len(picked)) if len(picked) else 0.0,
+        cluster_source=source,
+    )
+
+
+def record_round(
+    db_path: Path,
+    requests: pa.Table,
+    point: VersionSummary | None,
+    fingerprint: str | None = None,
+) -> tuple[int, bool, list[tuple[int, float]]]:
+    """Store a round's requests and learning-curve point (the latest classifier version's,
+    None before any); return the round number, whether it is a new round, and the whole curve
+    (n_labels, accuracy) in round order.
+
+    A round stands for a set of labels. When the latest round's classifier version saw the
+    same labels (same max label_id) as `point`'s version, that round's requests and point
+    are replaced instead of a round being added: reruns without new labels must neither
+    lengthen the curve nor move the plateau stop. `fingerprint`: of the inputs the round was
+    chosen from."""
+    max_label_id = point.max_label_id if point else None
+    with connect(db_path) as con:
+        con.begin()
+        # fetchall, not fetchone: the register() in _insert_round needs every result completed
+        last = con.execute(
+            f"SELECT c.round, v.max_label_id FROM {tables.LEARNING_CURVE} c "
+            f"LEFT JOIN {tables.MODEL_VERSIONS} v USING (version_id) "
+            "ORDER BY c.round DESC LIMIT 1"
+        ).fetchall()
+        last_round, last_labels = last[0] if last else (None, None)
+        same_labels = last_labels is not None and last_labels == max_label_id
+        if same_labels:
+            round_no = last_round
+            con.execute(f"DELETE FROM {tables.LABEL_REQUESTS} WHERE round = ?", [round_no])
+            con.execute(f"DELETE FROM {tables.LEARNING_CURVE} WHERE round = ?", [round_no])
+        else:
+            round_no = con.execute(
+                f"SELECT greatest((SELECT coalesce(max(round), 0) FROM {tables.LABEL_REQUESTS}), "
+                f"(SELECT coalesce(max(round), 0) FROM {tables.LEARNING_CURVE})) + 1"
+            ).fetchall()[0][0]
+        _insert_round(con, round_no, requests, point)
+        if fingerprint is None:
+            con.execute(f"DELETE FROM {tables.ASSET_FINGERPRINTS} WHERE asset = ?", [ASSET])
+        else:
+            fingerprints.record(con, ASSET, fingerprint, result=str(round_no))
+        con.commit()
+        curve = con.execute(
+            f"SELECT n_labels, accuracy FROM {tables.LEARNING_CURVE} ORDER BY round"
+        ).fetchall()
+    points = [(int(n), float(a) if a is not None else float("nan")) for n, a in curve]
+    return int(round_no), not same_labels, points
+
+
+def _insert_round(con, round_no: int, requests: pa.Table, point: VersionSummary | None) -> None:
+    now = utc_now()
+    con.register("reqs", requests)
+    con.execute(
+        f"INSERT INTO {tables.LABEL_REQUESTS} SELECT ?, rank, image_id, version_id, strategy, "
+        "uncertainty, cluster, ? FROM reqs",
+        [round_no, now],
+    )
+    con.execute(
+        f"INSERT INTO {tables.LEARNING_CURVE} VALUES (?, ?, ?, ?, ?, ?, ?)",
+        [
+            round_no,
+            point.version_id if point else None,
+            point.n_labels if point else 0,
+            point.accuracy if point else None,
+            point.macro_f1 if point else None,
+            point.eval_method if point else None,
+            now,
+        ],
+    )
+
+
+def export_queue(db_path: Path, out: Path) -> int:
+    """Write the open requests of the latest round as CSV (path,label,...): fill in `label`
+    and feed it back with `emb label import`."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    target = str(out).replace("'", "''")
+    with connect(db_path, read_only=True) as con:
+        n = con.execute(f"SELECT count(*) FROM {tables.OPEN_LABEL_REQUESTS}").fetchone()[0]
+        con.execute(
+            f"""COPY (SELECT path, '' AS label, image_id, round, rank, predicted, probability,
+                      uncertainty FROM {tables.OPEN_LABEL_REQUESTS} ORDER BY rank)
+                TO '{target}' (HEADER, DELIMITER ',')"""
+        )
+    return int(n)
+
+
+# The review round: the likeliest wrong labels of the current embedding set, most likely first.
+LABEL_ISSUES_SQL = f"""
+    SELECT i.path, l.given_label AS label, l.given_label, l.suggested_label,
+           round(l.score, 4) AS score, l.image_id
+    FROM {tables.LABEL_ISSUES} l JOIN {tables.IMAGES} i USING (image_id)
+    WHERE l.model_key = {tables.CURRENT_MODEL_KEY}
+    ORDER BY l.score DESC LIMIT {{n}}"""
+
+
+def label_issue_rows(db_path: Path, n: int) -> list[tuple]:
+    """The review round as rows (path, label, given_label, suggested_label, score, image_id)."""
+    with connect(db_path, read_only=True) as con:
+        return con.execute(LABEL_ISSUES_SQL.format(n=int(n))).fetchall()
+
+
+def export_label_issues(db_path: Path, out: Path, n: int) -> int:
+    """Write the review round as CSV (path,label,given_label,suggested_label,score,image_id):
+    `label` starts as the given label; keep it to confirm, or change it, then `emb label
+    import` (a confirmed label is recorded again, under source csv:<file>)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    target = str(out).replace("'", "''")
+    with connect(db_path, read_only=True) as con:
+        con.execute(
+            f"COPY ({LABEL_ISSUES_SQL.format(n=int(n))}) TO '{target}' (HEADER, DELIMITER ',')"
+        )
+        return int(con.execute(f"SELECT count(*) FROM read_csv('{target}')").fetchone()[0])
