@@ -1,20 +1,23 @@
-"""Embedding throughput on CIFAR-10 test images at 224 px, three ways side by side, for the
-default backbone (pretrained EfficientNet-Lite0 from its package) and random-init ResNets:
+"""Embedding throughput on CIFAR-10 test images at 224 px, per runtime (torch eager and ONNX
+Runtime, embedding/runtime.py), measured side by side in interleaved rounds for the default
+backbone (pretrained EfficientNet-Lite0 from its package) and random-init ResNets:
 
-(a) pure forward passes on tensors made beforehand (the model's ceiling),
+(a) pure forward passes on tensors made beforehand (the model's ceiling on that runtime),
 (b) the asset's pipeline from files (DataLoader workers decode while the model runs; LMDB +
-    Parquet writes included),
-(c) a naive loop: decode -> preprocess -> forward, one batch at a time in one process,
-plus a no-op re-run of (b), where every vector comes from the cache.
+    Parquet writes included; the ONNX export is made once beforehand and timed apart),
+plus a no-op re-run of (b), where every vector comes from the cache, and, for the default
+model on ONNX Runtime, the split of cores between decoding workers and forward threads.
 
     python -m benchmarks.embed_throughput [--models efficientnet_lite0 resnet18] [--images 512 256]
 
-Goals (issue 3): b/a >= 0.9; no-op >= 100x faster than (b).
+Goals (issue 23): the default pipeline (runtime auto = ONNX Runtime on the CPU) >= 2.5x the
+torch pipeline on Lite0, and (b)/(a) >= 0.9 on ONNX Runtime.
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -24,61 +27,98 @@ import torch
 from benchmarks.common import cifar_subset, machine, write_results
 from embedding_assets.catalog.images import load_image
 from embedding_assets.catalog.scan import scan_catalog
-from embedding_assets.embedding.backbones import build_backbone
-from embedding_assets.embedding.embedder import EmbedParams
+from embedding_assets.embedding import runtime
+from embedding_assets.embedding.embedder import EmbedParams, default_workers
 from embedding_assets.embedding.packaged_weights import PACKAGED
 from embedding_assets.embedding.run import RunOptions, run_embeddings
 from resources.storage import DataPaths
 
+RUNTIMES = ("torch", "onnxruntime")
 
-def _forward_only(backbone, files: list[Path], batch: int) -> float:
+
+def _forward(model, tensors: torch.Tensor, batch: int) -> float:
+    with torch.inference_mode():
+        model(tensors[:2])  # warm-up
+        t = time.perf_counter()
+        for i in range(0, len(tensors), batch):
+            model(tensors[i : i + batch])
+    return time.perf_counter() - t
+
+
+def _pipeline(folder: Path, root: Path, params: EmbedParams, options: RunOptions) -> float:
+    paths = DataPaths(root)
+    scan_catalog(paths.catalog_db, folder)
+    t = time.perf_counter()
+    summary = run_embeddings(paths, params, options)
+    seconds = time.perf_counter() - t
+    assert summary.runtime == options.runtime, (summary.runtime, summary.notes)
+    return seconds
+
+
+def measure(model: str, n: int, batch: int, size: int, rounds: int, tmp: Path) -> dict:
+    folder = cifar_subset(n, tmp / f"imgs-{model}")
+    files = sorted(folder.rglob("*.jpg"))
+    params = EmbedParams(model, "packaged" if model in PACKAGED else None, size)
+    exports = tmp / "exports"
+    backbone = params.build(allow_download=False)
+    t = time.perf_counter()
+    onnx_path = runtime.exported_path(backbone, params.model_key(), exports)
+    export_s = time.perf_counter() - t
+    models = {
+        "torch": backbone.model,
+        "onnxruntime": runtime.OnnxModule(onnx_path, runtime.cpu_count()),
+    }
     transform = backbone.spec.preprocess.transform()
     tensors = torch.stack([transform(load_image(str(f))) for f in files])
-    with torch.inference_mode():
-        backbone.model(tensors[:2])  # warm-up
-        t = time.perf_counter()
-        for i in range(0, len(files), batch):
-            backbone.model(tensors[i : i + batch])
-    return time.perf_counter() - t
-
-
-def _naive(backbone, files: list[Path], batch: int) -> float:
-    transform = backbone.spec.preprocess.transform()
+    forward = {r: [] for r in RUNTIMES}
+    pipeline = {r: [] for r in RUNTIMES}
+    for k in range(rounds):
+        order = RUNTIMES if k % 2 == 0 else RUNTIMES[::-1]  # interleaved, alternating first
+        for r in order:
+            forward[r].append(_forward(models[r], tensors, batch))
+            options = RunOptions(batch_size=batch, runtime=r, exports=exports)
+            pipeline[r].append(_pipeline(folder, tmp / f"data-{model}-{r}-{k}", params, options))
+    paths = DataPaths(tmp / f"data-{model}-onnxruntime-0")
     t = time.perf_counter()
-    with torch.inference_mode():
-        for i in range(0, len(files), batch):
-            x = torch.stack([transform(load_image(str(f))) for f in files[i : i + batch]])
-            torch.nn.functional.normalize(backbone.model(x), dim=1).numpy()
-    return time.perf_counter() - t
-
-
-def measure(model: str, n: int, batch: int, size: int, workers: int | None) -> dict:
-    with tempfile.TemporaryDirectory() as tmp:
-        folder = cifar_subset(n, Path(tmp) / "imgs")
-        files = sorted(folder.rglob("*.jpg"))
-        params = EmbedParams(model, "packaged" if model in PACKAGED else None, size)
-        backbone = build_backbone(params.spec())
-        a = _forward_only(backbone, files, batch)
-        c = _naive(backbone, files, batch)
-        paths = DataPaths(Path(tmp) / "data")
-        scan_catalog(paths.catalog_db, folder)
-        t = time.perf_counter()
-        run_embeddings(paths, params, RunOptions(batch_size=batch, workers=workers))
-        b = time.perf_counter() - t
-        t = time.perf_counter()
-        noop = run_embeddings(paths, params, RunOptions(batch_size=batch, workers=workers))
-        z = time.perf_counter() - t
-        assert noop.embedded == 0
+    noop = run_embeddings(paths, params, RunOptions(batch_size=batch, exports=exports))
+    noop_s = time.perf_counter() - t
+    assert noop.embedded == 0
     return {
         "model": model,
         "images": n,
         "batch": batch,
         "size": size,
-        "forward_s": a,
-        "pipeline_s": b,
-        "naive_s": c,
-        "noop_s": z,
+        "export_s": export_s,
+        "forward_s": {r: statistics.median(v) for r, v in forward.items()},
+        "pipeline_s": {r: statistics.median(v) for r, v in pipeline.items()},
+        "forward_all_s": forward,
+        "pipeline_all_s": pipeline,
+        "noop_s": noop_s,
     }
+
+
+def thread_split(n: int, batch: int, size: int, rounds: int, tmp: Path) -> list[dict]:
+    """The ONNX Runtime pipeline of the default model for each (decoding workers, forward
+    threads) on this machine's cores."""
+    folder = cifar_subset(n, tmp / "imgs-split")
+    params = EmbedParams(image_size=size)
+    cores = runtime.cpu_count()
+    splits = [(w, t) for w in (0, 1, 2) for t in sorted({1, cores})]
+    seconds = {s: [] for s in splits}
+    for k in range(rounds):
+        for w, t in splits if k % 2 == 0 else splits[::-1]:
+            options = RunOptions(
+                batch_size=batch,
+                workers=w,
+                threads=t,
+                runtime="onnxruntime",
+                exports=tmp / "exports",
+            )
+            seconds[(w, t)].append(_pipeline(folder, tmp / f"split-{w}-{t}-{k}", params, options))
+    return [
+        {"workers": w, "threads": t, "seconds": statistics.median(v), "images": n}
+        for (w, t), v in seconds.items()
+    ]
 
 
 def main() -> None:
@@ -89,39 +129,69 @@ def main() -> None:
     parser.add_argument("--images", nargs="+", type=int, default=[512, 256, 128])
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--size", type=int, default=224)
-    parser.add_argument("--workers", type=int, default=None)
+    parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    rows = [
-        measure(m, n, args.batch, args.size, args.workers)
-        for m, n in zip(args.models, args.images, strict=True)
-    ]
+    torch.set_num_threads(runtime.cpu_count())
+    with tempfile.TemporaryDirectory() as tmp:
+        rows = [
+            measure(m, n, args.batch, args.size, args.rounds, Path(tmp))
+            for m, n in zip(args.models, args.images, strict=True)
+        ]
+        split = thread_split(args.images[0], args.batch, args.size, args.rounds, Path(tmp))
     lines = [
-        "# Embedding throughput (CPU)",
+        "# Embedding throughput (CPU) per runtime",
         "",
         f"CIFAR-10 test JPEGs (32 px) resized to {args.size} px, batch {args.batch}; "
         "efficientnet_lite0 with its packaged ImageNet weights (bicubic resize to 256, 224 "
         f"crop), the ResNets with random weights; {machine()['cpus']} CPUs, torch "
-        f"{torch.__version__}, "
-        f"{torch.get_num_threads()} intra-op threads.",
+        f"{torch.__version__} with {torch.get_num_threads()} intra-op threads, ONNX Runtime "
+        f"{_ort_version()} (CPU provider, the model exported with torch.onnx.export, opset "
+        f"{runtime.OPSET}, dynamic batch); medians of {args.rounds} interleaved rounds; "
+        f"default decoding workers {default_workers()}.",
         "",
-        "| model | images | (a) forward img/s | (b) pipeline img/s | (c) naive img/s | "
-        "b/a | b/c | no-op s | (b) / no-op |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| model | images | runtime | (a) forward img/s | (b) pipeline img/s | b/a | "
+        "(b) vs torch (b) |",
+        "|---|---:|---|---:|---:|---:|---:|",
     ]
     for r in rows:
         n = r["images"]
-        lines.append(
-            f"| {r['model']} | {n} | {n / r['forward_s']:.1f} | {n / r['pipeline_s']:.1f} | "
-            f"{n / r['naive_s']:.1f} | {r['forward_s'] / r['pipeline_s']:.2f} | "
-            f"{r['naive_s'] / r['pipeline_s']:.2f} | {r['noop_s']:.3f} | "
-            f"{r['pipeline_s'] / r['noop_s']:.0f}x |"
-        )
+        base = r["pipeline_s"]["torch"]
+        for rt in RUNTIMES:
+            f, p = r["forward_s"][rt], r["pipeline_s"][rt]
+            lines.append(
+                f"| {r['model']} | {n} | {rt} | {n / f:.1f} | {n / p:.1f} | {f / p:.2f} | "
+                f"{base / p:.2f}x |"
+            )
+    lines += ["", "| model | export s (once per model key) | no-op re-run s |", "|---|---:|---:|"]
+    lines += [f"| {r['model']} | {r['export_s']:.1f} | {r['noop_s']:.3f} |" for r in rows]
     lines += [
         "",
-        "Goals: b/a >= 0.9 (the pipeline keeps the model busy), no-op >= 100x faster than (b).",
-        "(b) includes building the model, the LMDB writes and the Parquet hand-off.",
+        f"Cores split between decoding and the forward pass (efficientnet_lite0, ONNX Runtime, "
+        f"{split[0]['images']} images):",
+        "",
+        "| decoding workers | forward threads | pipeline img/s |",
+        "|---:|---:|---:|",
     ]
-    write_results("embed_throughput", {"rows": rows}, "\n".join(lines))
+    lines += [
+        f"| {s['workers']} | {s['threads']} | {s['images'] / s['seconds']:.1f} |" for s in split
+    ]
+    lite = next((r for r in rows if r["model"] == "efficientnet_lite0"), None)
+    if lite is not None:
+        speedup = lite["pipeline_s"]["torch"] / lite["pipeline_s"]["onnxruntime"]
+        ratio = lite["forward_s"]["onnxruntime"] / lite["pipeline_s"]["onnxruntime"]
+        lines += [
+            "",
+            f"Goal: default pipeline >= 2.5x the torch pipeline on Lite0: {speedup:.2f}x, "
+            f"**{'met' if speedup >= 2.5 else 'not met'}**. Goal: (b)/(a) >= 0.9 on ONNX "
+            f"Runtime: {ratio:.2f}, **{'met' if ratio >= 0.9 else 'not met'}**.",
+        ]
+    write_results("embed_throughput", {"rows": rows, "thread_split": split}, "\n".join(lines))
+
+
+def _ort_version() -> str:
+    import onnxruntime
+
+    return onnxruntime.__version__
 
 
 if __name__ == "__main__":

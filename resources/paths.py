@@ -43,6 +43,11 @@ class DataPaths:
         return self.root / "models"
 
     @property
+    def exports_dir(self) -> Path:
+        """Backbones exported for an inference runtime (ONNX files by model key)."""
+        return self.root / "exports"
+
+    @property
     def indexes_dir(self) -> Path:
         return self.root / "indexes"
 

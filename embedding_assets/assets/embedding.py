@@ -19,6 +19,7 @@ from embedding_assets.common.choices import (
     Loss,
     Mode,
     Precision,
+    Runtime,
     StoreDtype,
 )
 from embedding_assets.common.fingerprints import REUSED, SKIPPED
@@ -64,6 +65,21 @@ class BackboneConfig(dg.Config):
         default=0,
         description="Crop size in pixels; 0 = the weights' own size (224 without weights).",
     )
+    runtime: Runtime = Field(
+        default="auto",
+        description="What runs the forward pass: 'auto' (ONNX Runtime on the CPU, torch on a "
+        "GPU), 'torch' or 'onnxruntime' (CPU only). The vectors are the same either way "
+        "(within 1e-4), so the cache serves both; training is always torch.",
+    )
+    threads: int = Field(
+        default=0, ge=0, description="Threads of the forward pass on the CPU; 0 = automatic."
+    )
+
+    def inference(self, device: str) -> "RunOptions":
+        """How the backbone's forward pass runs for these settings."""
+        from embedding_assets.embedding.run import RunOptions
+
+        return RunOptions(device=device, runtime=self.runtime, threads=self.threads)
 
     def backbone(self, store_dtype: StoreDtype = "float32") -> "EmbedParams":
         from embedding_assets.embedding.embedder import EmbedParams
@@ -110,10 +126,10 @@ class EmbeddingConfig(BackboneConfig):
         return replace(base, head=None if self.head == "none" else self.head)
 
     def run_options(self, device: str) -> "RunOptions":
-        from embedding_assets.embedding.run import Engine, RunOptions
+        from embedding_assets.embedding.run import Engine
 
-        return RunOptions(
-            device=device,
+        return replace(
+            self.inference(device),
             batch_size=self.batch_size,
             workers=None if self.workers < 0 else self.workers,
             precision=self.precision,
@@ -226,7 +242,7 @@ def embedding_model(
             config.train_config(),
             holdout=config.holdout,
             min_improvement=config.min_improvement,
-            device=device.torch_device,
+            options=config.inference(device.torch_device),
             progress=progress,
             feature_progress=features.update,
         )
@@ -318,6 +334,8 @@ def embeddings(
         )
     for line in summary.retried:
         context.log.warning(f"{line}; resubmitted")
+    for line in summary.notes:
+        context.log.warning(line)
     for path, err in summary.failed:
         context.log.warning(f"{path}: {err}")
     usable = usable_count(storage.paths.catalog_db, shard)  # after the run's failures
@@ -333,6 +351,7 @@ def embeddings(
             "model_key": summary.model_key,
             "device": device.describe(),
             "engine": config.engine,
+            "runtime": summary.runtime or "none (nothing to embed)",
             "retried_batches": len(summary.retried),
             "dimension": summary.dim,
             "usable_images": summary.usable,

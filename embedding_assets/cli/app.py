@@ -96,6 +96,11 @@ def run(
     image_size: int | None = typer.Option(
         None, help="Crop size in pixels; 0 = the weights' own size (the default)."
     ),
+    runtime: str | None = typer.Option(
+        None,
+        help="What runs the forward pass: auto (ONNX Runtime on the CPU, the default), torch "
+        "or onnxruntime.",
+    ),
     config: Path = typer.Option(
         None,
         "--config",
@@ -104,13 +109,15 @@ def run(
     ),
     verbose: bool = VERBOSE,
 ) -> None:
-    """Materialize every asset on a folder of images. --model, --weights and --image-size set the
-    backbone of both `embeddings` and `embedding_model`."""
+    """Materialize every asset on a folder of images. --model, --weights, --image-size and
+    --runtime set the backbone of both `embeddings` and `embedding_model`."""
     from embedding_assets.cli.runner import RunConfigError, backbone_config
 
     _check_settings()
     try:
-        run_config = _run_config(image_dir, config, backbone_config(model, weights, image_size))
+        run_config = _run_config(
+            image_dir, config, backbone_config(model, weights, image_size, runtime)
+        )
     except RunConfigError as exc:
         fail(str(exc))
     _run(run_config, verbose)

@@ -175,11 +175,14 @@ def catalog_config(image_dir: str) -> dict[str, Any]:
 
 
 def backbone_config(
-    model: str | None = None, weights: str | None = None, image_size: int | None = None
+    model: str | None = None,
+    weights: str | None = None,
+    image_size: int | None = None,
+    runtime: str | None = None,
 ) -> dict[str, Any]:
     """The given backbone settings for both ops that share the backbone (a trained head is used
     only on the backbone it was trained on); settings not given are left to the assets."""
-    given = {"model": model, "weights": weights, "image_size": image_size}
+    given = {"model": model, "weights": weights, "image_size": image_size, "runtime": runtime}
     settings = {k: v for k, v in given.items() if v is not None}
     if not settings:
         return {}

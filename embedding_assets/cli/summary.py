@@ -116,7 +116,11 @@ def _embeddings_items(meta: dict[str, Any]) -> list[str]:
     items = [f"{meta['embedded_now']} embedded now", f"{meta['from_cache']} from cache"]
     if meta.get("failed_to_decode"):
         items.append(f"{meta['failed_to_decode']} failed to decode")
-    return [*items, f"model key {meta['model_key']}"]
+    items.append(f"model key {meta['model_key']}")
+    runtime = meta.get("runtime", "")
+    if meta["embedded_now"] and runtime in ("torch", "onnxruntime"):
+        items.append(f"forward pass on {runtime}")
+    return items
 
 
 def _check_line(evaluation: dg.AssetCheckEvaluation) -> str:

@@ -12,6 +12,7 @@ Augmentation = Literal["none", "autoaugment", "randaugment", "trivialaugment"]
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 StoreDtype = Literal["float32", "float16"]
 EngineKind = Literal["local", "ray"]
+Runtime = Literal["auto", "torch", "onnxruntime"]
 
 MODES: tuple[str, ...] = get_args(Mode)
 LOSSES: tuple[str, ...] = get_args(Loss)

@@ -52,12 +52,17 @@ class EmbedActor:
         device: str,
         precision: Precision,
         store_dtype: StoreDtype,
+        exported: bytes | None = None,
     ) -> None:
         import torch
+
+        from embedding_assets.embedding.runtime import OnnxModule
 
         if device == "cpu":
             torch.set_num_threads(1)  # one CPU slot per actor: more threads would oversubscribe
         self.backbone = params.build(allow_download=allow_download)
+        if exported is not None:  # the driver's export: the same graph on every worker
+            self.backbone.model = OnnxModule(exported, threads=1)
         self.options = {"device": device, "precision": precision, "store_dtype": store_dtype}
 
     def embed(self, paths: Sequence[str | bytes]) -> Batch:
@@ -82,10 +87,13 @@ def embed_paths_on_ray(
     allow_download: bool = True,
     on_retry: Callable[[str], None] | None = None,
     stall_seconds: float = STALL_SECONDS,
+    exported: bytes | None = None,
 ) -> Iterator[Batch]:
     """Yield one Batch per `batch_size` paths (indexes are positions in `paths`), in the order
     they finish. A batch lost with its worker is resubmitted (to a new actor in its place) and
-    reported to `on_retry`; after MAX_ATTEMPTS losses of one batch the run stops."""
+    reported to `on_retry`; after MAX_ATTEMPTS losses of one batch the run stops. `exported`:
+    the model as ONNX (embedding.runtime), which the actors run on ONNX Runtime instead of
+    torch."""
     import ray
 
     address = resolve_address(address)
@@ -95,8 +103,9 @@ def embed_paths_on_ray(
         ray.init(address=address, logging_level="WARNING", log_to_driver=False)
     actors: list = []
     try:
+        shared = ray.put(exported) if exported is not None else None
         count, new_actor = _actor_factory(
-            ray, params, allow_download, device, precision, store_dtype
+            ray, params, allow_download, device, precision, store_dtype, shared
         )
         actors = [new_actor() for _ in range(min(count, len(chunks)))]
         todo = deque((n, 1) for n in range(len(chunks)))  # (chunk number, attempt)
@@ -148,7 +157,7 @@ def embed_paths_on_ray(
 
 
 def _actor_factory(
-    ray, params, allow_download, device, precision, store_dtype
+    ray, params, allow_download, device, precision, store_dtype, exported
 ) -> tuple[int, Callable[[], Any]]:
     """(how many actors fit: one per GPU for device cuda, one per CPU slot for device cpu; a
     function that starts one). Not restarted by Ray: an actor restarting refuses calls, while
@@ -168,7 +177,7 @@ def _actor_factory(
     )
     # a worker's GPU is its only visible one: "cuda", not the step's cuda:N
     actor_device = "cpu" if device == "cpu" else "cuda"
-    args = (params, allow_download, actor_device, precision, store_dtype)
+    args = (params, allow_download, actor_device, precision, store_dtype, exported)
     return slots, lambda: remote.remote(*args)
 
 

@@ -20,11 +20,17 @@ import torch
 from embedding_assets.catalog.images import usable_files
 from embedding_assets.catalog.shards import Shard
 from embedding_assets.common import tables
-from embedding_assets.common.choices import EngineKind, Precision
-from embedding_assets.embedding import sets
+from embedding_assets.common.choices import EngineKind, Precision, Runtime
+from embedding_assets.embedding import runtime, sets
 from embedding_assets.embedding.backbones import BackboneSpec
 from embedding_assets.embedding.cache import EmbeddingCache
-from embedding_assets.embedding.embedder import READ_ERROR, Batch, EmbedParams, embed_paths
+from embedding_assets.embedding.embedder import (
+    READ_ERROR,
+    Batch,
+    EmbedParams,
+    default_workers,
+    embed_paths,
+)
 from embedding_assets.embedding.heads import check_fits, embed_features, load_head
 from resources.duckdb_store import connect
 from resources.paths import DataPaths
@@ -51,6 +57,13 @@ class RunOptions:
     precision: Precision = "auto"
     allow_download: bool = True
     engine: Engine = Engine()
+    runtime: Runtime = "auto"  # the forward pass: torch, or ONNX Runtime (embedding.runtime)
+    threads: int = 0  # of the forward pass on the CPU; 0: automatic
+    exports: Path | None = None  # where exported models are cached (the data folder's)
+
+    def forward_threads(self) -> int:
+        workers = default_workers() if self.workers is None else self.workers
+        return self.threads or runtime.default_threads(workers)
 
 
 @dataclass
@@ -68,6 +81,8 @@ class EmbedSummary:
     peak_rss_mb: float = 0.0
     peak_gpu_mb: float | None = None
     retried: list[str] = field(default_factory=list)  # batches lost with a Ray worker, redone
+    runtime: str = ""  # what ran the forward pass ("" when nothing needed embedding)
+    notes: list[str] = field(default_factory=list)  # e.g. a model that fell back to torch
 
     @property
     def images_per_second(self) -> float:
@@ -95,6 +110,7 @@ def run_embeddings(
             '(see `emb sql "select path, error from images"` for why files were rejected)'
         )
     summary.usable = len(ids)
+    options = _with_exports(options, paths)
     with EmbeddingCache(paths.embeddings_lmdb) as cache:
         failed_hashes = _fill_cache(
             cache, params, spec, fs_paths, hashes, summary, options, progress
@@ -149,6 +165,7 @@ def cached_features(
     spec = params.spec()
     key = params.model_key(spec)
     summary = EmbedSummary(model_key=key)
+    options = _with_exports(options, paths)
     with EmbeddingCache(paths.embeddings_lmdb) as cache:
         failed = _fill_cache(cache, params, spec, fs_paths, hashes, summary, options, progress)
         keep = [i for i, h in enumerate(hashes) if h not in failed]
@@ -157,6 +174,11 @@ def cached_features(
         kept = [hashes[i] for i in keep]
         dim = summary.dim or cache.dim(key, kept[0], params.store_dtype)
         return cache.get_matrix(key, kept, dim, params.store_dtype).astype(np.float32), keep
+
+
+def _with_exports(options: RunOptions, paths: DataPaths) -> RunOptions:
+    """Exported models are cached in the data folder unless the caller put them elsewhere."""
+    return options if options.exports else replace(options, exports=paths.exports_dir)
 
 
 def _fill_cache(
@@ -209,9 +231,12 @@ def _batches(
     """The model's batches from this process or from actors on a Ray cluster (which decode in
     their own processes, so `workers` applies only here)."""
     o = options
+    wanted = runtime.resolve(o.runtime, o.device)
     if o.engine.kind == "ray":
         from embedding_assets.embedding.ray_engine import embed_paths_on_ray
 
+        exported = _exported_bytes(params, summary, wanted, o) if wanted != "torch" else None
+        summary.runtime = "onnxruntime" if exported else "torch"
         return embed_paths_on_ray(
             params,
             paths,
@@ -222,9 +247,18 @@ def _batches(
             store_dtype=params.store_dtype,
             allow_download=o.allow_download,
             on_retry=summary.retried.append,
+            exported=exported,
         )
-    return embed_paths(
+    backbone, summary.runtime = runtime.on_runtime(
         params.build(allow_download=o.allow_download),
+        summary.model_key,
+        wanted,
+        o.exports,
+        o.forward_threads(),
+        summary.notes.append,
+    )
+    return embed_paths(
+        backbone,
         paths,
         device=o.device,
         batch_size=o.batch_size,
@@ -232,6 +266,17 @@ def _batches(
         precision=o.precision,
         store_dtype=params.store_dtype,
     )
+
+
+def _exported_bytes(
+    params: EmbedParams, summary: EmbedSummary, wanted: str, options: RunOptions
+) -> bytes | None:
+    """The exported model for Ray's actors, made here once (None: they run torch)."""
+    if options.exports is None:
+        return None
+    backbone = params.build(allow_download=options.allow_download)
+    path = runtime.try_export(backbone, summary.model_key, options.exports, summary.notes.append)
+    return path.read_bytes() if path else None
 
 
 def _fill_from_base(
@@ -252,6 +297,8 @@ def _fill_from_base(
     failed = _fill_cache(cache, base, base_spec, fs_paths, hashes, base_summary, options, progress)
     summary.failed += base_summary.failed
     summary.retried += base_summary.retried
+    summary.runtime = base_summary.runtime
+    summary.notes += base_summary.notes
     t0 = time.perf_counter()
     todo = [h for h in dict.fromkeys(hashes) if h not in failed]
     head = load_head(params.head)

@@ -146,12 +146,12 @@ def trained_params(db: Path, base: EmbedParams) -> EmbedParams:
 
 
 def _evaluate_params(
-    paths: DataPaths, params: EmbedParams, data: LabeledImages, device: str
+    paths: DataPaths, params: EmbedParams, data: LabeledImages, options: RunOptions
 ) -> tuple[dict[str, float], np.ndarray]:
     """Embed the held-out images through the real inference path and score them: the metrics
     and, per held-out image, whether its nearest neighbour agrees (for the paired decision)."""
     fs_paths, hashes, labels = data.subset(data.is_eval)
-    X, keep = cached_features(paths, params, fs_paths, hashes, RunOptions(device=device))
+    X, keep = cached_features(paths, params, fs_paths, hashes, options)
     hits = np.zeros(len(fs_paths), dtype=bool)
     hits[keep] = evaluation.knn_hits(X, labels[keep])
     return evaluation.evaluate(X, labels[keep]), hits
@@ -169,16 +169,16 @@ def _train(
     mode: str,
     cfg: TrainConfig,
     data: LabeledImages,
-    device: str,
+    options: RunOptions,
     progress: Callable[[dict], None] | None,
 ) -> TrainResult:
+    device = options.device
     train_mask = ~data.is_eval
     is_val = np.array([hash_fraction(h[8:]) < VAL_FRACTION for h in data.hashes]) & train_mask
     fit = train_mask & ~is_val
     fit_paths, fit_hashes, y_fit = data.subset(fit)
     val_paths, val_hashes, y_val = data.subset(is_val)
     if mode == "head":
-        options = RunOptions(device=device)
         X_fit, keep = cached_features(paths, base, fit_paths, fit_hashes, options)
         X_val, keep_val = (
             cached_features(paths, base, val_paths, val_hashes, options)
@@ -233,13 +233,14 @@ def train_embedding_model(
     *,
     holdout: float = 0.2,
     min_improvement: float = 0.0,
-    device: str = "cpu",
+    options: RunOptions | None = None,
     progress: Callable[[dict], None] | None = None,
     feature_progress: Callable[[int, int], None] | None = None,
 ) -> Outcome:
     """Train (or reuse) a model on the labeled images and promote it only if it scores at least
     `min_improvement` better kNN top-1 on the held-out split than the current embeddings (the
     champion, or the plain backbone when there is none)."""
+    options = options or RunOptions()
     started = utc_now()
     cfg.check(mode)
     if not 0 < holdout < 1:
@@ -269,20 +270,18 @@ def train_embedding_model(
         )
 
     # one backbone pass over every labeled image into the cache that the steps below read
-    cached_features(
-        paths, base, data.fs_paths, data.hashes, RunOptions(device=device), feature_progress
-    )
+    cached_features(paths, base, data.fs_paths, data.hashes, options, feature_progress)
     current, current_id = current_model(paths.catalog_db, base)
     current_name = f"model {current_id}" if current_id else "the plain backbone"
-    current_metrics, current_hits = _evaluate_params(paths, current, data, device)
+    current_metrics, current_hits = _evaluate_params(paths, current, data, options)
 
-    result = _train(paths, base, mode, cfg, data, device, progress)
+    result = _train(paths, base, mode, cfg, data, options, progress)
     meta = {"mode": mode, "config": asdict(cfg), "base_key": base_key}
     head_path, trunk_path = _save(paths.models_dir, fp, result, meta)
     candidate = replace(
         base, weights=str(trunk_path) if trunk_path else base.weights, head=str(head_path)
     )
-    metrics, hits = _evaluate_params(paths, candidate, data, device)
+    metrics, hits = _evaluate_params(paths, candidate, data, options)
 
     verdict = decide(hits, current_hits, min_improvement=min_improvement)
     promoted = verdict.promoted

@@ -1,0 +1,216 @@
+"""Where the forward pass runs: torch, or the same graph exported to ONNX and run by ONNX
+Runtime on the CPU (2.7x torch eager for EfficientNet-Lite0 on 2 cores, features equal to 1e-5;
+benchmarks/results/embed_throughput.md). Training is always torch.
+
+An export is cached under the data folder by model key (`exports/<model_key>.onnx` with a
+`.json` beside it: the key, the file's SHA-256, the versions that made it and the difference
+to torch measured when it was made). A file whose record does not match is made again, never
+trusted. The model key does not name the runtime: both give the same vectors (checked at export
+to within `MAX_DIFFERENCE`), so the LMDB cache serves either. A model that does not export, or
+whose export disagrees with torch, runs on torch, with one log line naming it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from embedding_assets.common.choices import Runtime
+from embedding_assets.embedding.backbones import Backbone
+
+log = logging.getLogger(__name__)
+MAX_DIFFERENCE = 1e-4  # of L2-normalized features, torch vs the exported graph
+OPSET = 18
+EXPORT_FORMAT = "emb-onnx-export-v1"
+
+
+def available() -> bool:
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def resolve(choice: Runtime, device: str) -> str:
+    """`auto`: ONNX Runtime on the CPU when it is installed, torch on a GPU (CUDA keeps torch
+    with AMP). `onnxruntime` on a GPU device is refused: its CUDA provider is not wired up."""
+    if choice == "torch":
+        return "torch"
+    on_cpu = torch.device(device).type == "cpu"
+    if choice == "onnxruntime":
+        if not on_cpu:
+            raise ValueError(
+                f"runtime 'onnxruntime' runs on the CPU only, the device is {device}: use "
+                "runtime 'auto' or 'torch' on a GPU"
+            )
+        if not available():
+            raise ImportError("runtime 'onnxruntime' needs the package: pip install onnxruntime")
+        return "onnxruntime"
+    return "onnxruntime" if on_cpu and available() else "torch"
+
+
+def cpu_count() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def default_threads(workers: int) -> int:
+    """Threads of the forward pass beside `workers` decoding processes: every core. Decoding
+    a batch costs a fraction of its forward pass, and measured on 2 cores the forward with both
+    threads next to one decoding worker beat one thread (benchmarks/embed_throughput.py)."""
+    del workers  # the measurement found no gain in leaving cores to the decoders
+    return cpu_count()
+
+
+class OnnxModule(nn.Module):
+    """An exported graph behind the nn.Module call the embedder makes: float32 NCHW tensor in,
+    pooled features out (CPU)."""
+
+    def __init__(self, model: str | Path | bytes, threads: int) -> None:
+        super().__init__()
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = max(1, threads)
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3  # errors only: its warnings are about unused initializers
+        source = model if isinstance(model, bytes) else str(model)
+        self.session = ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+        self.input = self.session.get_inputs()[0].name
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        batch = np.ascontiguousarray(x.detach().cpu().numpy(), dtype=np.float32)
+        return torch.from_numpy(self.session.run(None, {self.input: batch})[0])
+
+
+def _digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _record_path(onnx_path: Path) -> Path:
+    return onnx_path.with_suffix(".json")
+
+
+def _valid(onnx_path: Path, model_key: str) -> bool:
+    """The file is the export its record describes: same key, same bytes."""
+    try:
+        record = json.loads(_record_path(onnx_path).read_text())
+    except (OSError, ValueError):
+        return False
+    return (
+        record.get("format") == EXPORT_FORMAT
+        and record.get("model_key") == model_key
+        and onnx_path.is_file()
+        and record.get("sha256") == _digest(onnx_path)
+    )
+
+
+def _sample(crop: int) -> torch.Tensor:
+    """A fixed batch of two images for the export and its check (seeded, so repeatable)."""
+    generator = torch.Generator().manual_seed(0)
+    return torch.rand(2, 3, crop, crop, generator=generator) * 2 - 1
+
+
+def _difference(model: nn.Module, exported: OnnxModule, crop: int) -> float:
+    x = _sample(crop)
+    with torch.inference_mode():
+        a = nn.functional.normalize(model(x).float(), dim=1)
+        b = nn.functional.normalize(exported(x).float(), dim=1)
+    return float((a - b).abs().max())
+
+
+def export(backbone: Backbone, model_key: str, folder: Path) -> Path:
+    """Export `backbone` (dynamic batch size) to `folder/<model_key>.onnx` and record it, after
+    checking the graph against torch; written atomically. Raises on a model that does not export
+    or disagrees."""
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / f"{model_key}.onnx"
+    tmp = folder / f".{model_key}.{os.getpid()}.onnx.tmp"
+    crop = backbone.spec.preprocess.crop
+    model = backbone.model.eval()
+    batch = torch.export.Dim("batch", min=1)
+    try:
+        with torch.inference_mode(False), torch.no_grad():
+            program = torch.onnx.export(
+                model,
+                (_sample(crop),),
+                input_names=["images"],
+                output_names=["features"],
+                dynamic_shapes=({0: batch},),
+                opset_version=OPSET,
+                dynamo=True,
+                verbose=False,
+            )
+        program.save(str(tmp))
+        difference = _difference(model, OnnxModule(tmp, threads=1), crop)
+        if not difference <= MAX_DIFFERENCE:
+            raise ValueError(f"exported features differ from torch's by {difference:.2g}")
+        record = {
+            "format": EXPORT_FORMAT,
+            "model_key": model_key,
+            "sha256": _digest(tmp),
+            "opset": OPSET,
+            "torch": torch.__version__,
+            "max_difference_to_torch": difference,
+        }
+        tmp.replace(target)
+        _record_path(target).write_text(json.dumps(record, indent=1))
+    finally:
+        tmp.unlink(missing_ok=True)
+    return target
+
+
+def exported_path(backbone: Backbone, model_key: str, folder: Path) -> Path:
+    """The cached export of this model key, made (again) unless a valid one is there."""
+    target = folder / f"{model_key}.onnx"
+    return target if _valid(target, model_key) else export(backbone, model_key, folder)
+
+
+def try_export(
+    backbone: Backbone, model_key: str, folder: Path, note: Callable[[str], None] = log.info
+) -> Path | None:
+    """The valid export of this model key (made when missing or stale), or None when the model
+    cannot run on ONNX Runtime: then `note` says so once, naming the model."""
+    try:
+        return exported_path(backbone, model_key, folder)
+    except Exception as exc:  # noqa: BLE001 - any export failure means: run it on torch
+        note(f"{backbone.spec.name} does not run on ONNX Runtime ({_one_line(exc)}); using torch")
+        return None
+
+
+def on_runtime(
+    backbone: Backbone,
+    model_key: str,
+    runtime: str,
+    folder: Path | None,
+    threads: int,
+    note: Callable[[str], None] = log.info,
+) -> tuple[Backbone, str]:
+    """(the backbone to run, the runtime it runs on): `runtime` as resolved, or torch when the
+    model cannot be exported."""
+    path = None
+    if runtime == "onnxruntime" and folder is not None:
+        path = try_export(backbone, model_key, folder, note)
+    if path is None:
+        return backbone, "torch"
+    return Backbone(OnnxModule(path, threads), backbone.dim, backbone.spec), "onnxruntime"
+
+
+def _one_line(exc: Exception) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= 200 else text[:197] + "..."
