@@ -20,6 +20,8 @@ from resources.storage import DataPaths
 from tests.dagster_server import free_port
 from tests.search_setup import class_image, searchable
 
+LOOPBACK = "http://127.0.0.1"  # the Host the server answers to (TestClient's own is testserver)
+
 
 def png_header_only(width: int, height: int) -> bytes:
     """A tiny PNG that claims width x height pixels: a decompression bomb's header."""
@@ -42,7 +44,7 @@ def db(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def client(db: Path) -> TestClient:
-    return TestClient(create_app(db, max_k=20, max_upload_bytes=200_000))
+    return TestClient(create_app(db, max_k=20, max_upload_bytes=200_000), base_url=LOOPBACK)
 
 
 def _upload(client, data: bytes, k: int = 5, name: str = "q.png"):
@@ -95,7 +97,7 @@ def test_bad_uploads_get_4xx_with_a_message(client: TestClient, tmp_path: Path):
 
 
 def test_no_index_is_a_503_that_says_why(tmp_path: Path):
-    res = TestClient(create_app(tmp_path / "missing.duckdb")).get("/health")
+    res = TestClient(create_app(tmp_path / "missing.duckdb"), base_url=LOOPBACK).get("/health")
     assert res.status_code == 503 and "No catalog at" in res.json()["detail"]
 
 

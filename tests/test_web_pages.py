@@ -43,6 +43,7 @@ WEBGL_ARGS = [a for a in CHROMIUM_ARGS if a != "--disable-gpu"] + [
     "--enable-unsafe-swiftshader",
 ]
 TIMEOUT_MS = 30_000
+LOOPBACK = "http://127.0.0.1"  # the Host the server answers to (TestClient's own is testserver)
 QUEUE = {"label_queue": {"config": {"batch_size": 8}}}
 
 
@@ -138,7 +139,7 @@ def test_writes_need_the_token_and_thumbnails_need_a_known_id(world: World):
     token = app.state.pages.token
     (some_id,) = query(world, "SELECT min(image_id) FROM usable_images")[0]
     (broken_id,) = query(world, "SELECT coalesce(max(image_id), 0) + 1000 FROM images")[0]
-    with TestClient(app) as client:
+    with TestClient(app, base_url=LOOPBACK) as client:
         body = {"image_ids": [some_id], "label": "x"}
         assert client.post("/label/answer", json=body).status_code == 403
         wrong = {"X-Emb-Token": token[:-1] + ("A" if token[-1] != "A" else "B")}
@@ -176,7 +177,7 @@ def test_pages_answer_while_a_run_holds_the_catalog(world: World):
     from the served index's snapshot."""
     app = create_app(world.db, reload_seconds=0)
     ids = [r[0] for r in query(world, "SELECT image_id FROM usable_images ORDER BY 1")]
-    with TestClient(app) as client:
+    with TestClient(app, base_url=LOOPBACK) as client:
         assert client.get(f"/search?image_id={ids[0]}&k=2").status_code == 200  # index loaded
         assert client.get(f"/thumb/{ids[0]}").status_code == 200
         holder = subprocess.Popen(

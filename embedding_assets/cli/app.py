@@ -14,6 +14,7 @@ import typer
 from embedding_assets.cli.console import fail, paths
 from embedding_assets.cli.labels import label_app, queue
 from embedding_assets.cli.search import serve, similar
+from embedding_assets.cli.sql import sql_command
 from embedding_assets.common.settings import IMAGE_DIR_ENV, default_dagster_home
 from resources.paths import DATA_DIR_ENV
 
@@ -22,6 +23,7 @@ app.add_typer(label_app, name="label")
 app.command("queue")(queue)
 app.command("similar")(similar)
 app.command("serve")(serve)
+app.command("sql")(sql_command)
 
 
 VERBOSE = typer.Option(
@@ -147,32 +149,6 @@ def _run_config(
     if not folder.is_dir():
         fail(f"{folder} is not a folder of images; pass --image-dir or set {IMAGE_DIR_ENV}.")
     return merge(run_config, catalog_config(str(folder.resolve())))
-
-
-@app.command()
-def sql(
-    query: str = typer.Argument(..., help='SQL to run, e.g. "select * from images limit 5".'),
-    format: str = typer.Option("table", "--format", "-f", help="table | csv | json | parquet"),
-    output: Path = typer.Option(None, "--output", "-o", help="Write to this file."),
-) -> None:
-    """Query the catalog read-only (any DuckDB client can open the same file)."""
-    import duckdb
-
-    from embedding_assets.cli.sql import SqlRefused, run_query
-    from resources.duckdb_store import CatalogLockedError
-
-    try:
-        text = run_query(paths().catalog_db, query, format, output)
-    except CatalogLockedError as exc:
-        fail(exc.one_line())
-    except SqlRefused as exc:
-        fail(str(exc))
-    except (duckdb.Error, ValueError, FileNotFoundError) as exc:
-        fail(f"error: {exc}")
-    if text:
-        typer.echo(text)
-    elif output is not None:
-        typer.echo(f"wrote {output}")
 
 
 @app.command()

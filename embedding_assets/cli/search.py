@@ -47,7 +47,11 @@ def similar(
 
 
 def serve(
-    host: str = typer.Option("127.0.0.1", help="Interface to bind (0.0.0.0 exposes it)."),
+    host: str = typer.Option(
+        "127.0.0.1",
+        help="Interface to bind (0.0.0.0 exposes it; requests may then name any of the "
+        "machine's IP addresses as Host).",
+    ),
     port: int = typer.Option(8000, help="TCP port."),
     model_key: str = typer.Option(None, "--model-key", help="Embedding set to serve."),
     max_k: int = typer.Option(100, help="Largest k a request may ask for."),
@@ -61,6 +65,14 @@ def serve(
     workers: int = typer.Option(
         0, min=0, help="Server processes, each with the index in memory (0: one per CPU, max 4)."
     ),
+    allowed_host: list[str] = typer.Option(
+        [],
+        "--allowed-host",
+        metavar="NAME",
+        help="Another host name requests may use in their Host header (repeatable), besides "
+        "127.0.0.1, localhost, ::1 and --host: the name a proxy or your LAN knows it by. Any "
+        "other Host is refused (400), so a DNS-rebound page gets nothing.",
+    ),
 ) -> None:
     """Serve `/search` (by image id or uploaded image), `/search/batch` and `/health` over
     HTTP; the OpenAPI page is at /docs. Newly published indexes are picked up while serving."""
@@ -69,6 +81,17 @@ def serve(
     import uvicorn
 
     from embedding_assets.web.api import SERVE_CONFIG_ENV
+    from embedding_assets.web.guards import split_host
+
+    names = []
+    for name in allowed_host:
+        parsed = split_host(name.strip())
+        if parsed is None or parsed[1] is not None or "/" in name:
+            fail(
+                f"--allowed-host {name!r}: give a host name or address such as "
+                "labels.example or 192.168.1.20 (no scheme, port or path)"
+            )
+        names.append(parsed[0])
 
     options = {
         "db_path": str(catalog_db()),
@@ -78,6 +101,8 @@ def serve(
         "max_upload_bytes": int(max_upload_mb * 2**20),
         "max_pixels": max_pixels,
         "reload_seconds": reload_seconds,
+        "host": host,
+        "allowed_hosts": names,
     }
     os.environ[SERVE_CONFIG_ENV] = json.dumps(options)
     uvicorn.run(

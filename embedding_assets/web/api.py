@@ -2,9 +2,11 @@
 many ids or files in one request, and `/health`. Answers come from memory (see LiveIndex):
 nothing on the request path opens DuckDB, so search goes on while a run holds the writer.
 
-Built so that hostile input costs a 4xx, never the process: the request body is capped before
-any parsing (413), the image header is checked against a pixel limit before decoding (413 for
-a decompression bomb), undecodable bytes are a 400, and k is bounded (422).
+Built so that hostile input costs a 4xx, never the process: the Host header must name this
+server and writes must come from its own origin (see guards: 400 / 403), the request body is
+capped before any parsing (413), the image header is checked against a pixel limit before
+decoding (413 for a decompression bomb), undecodable bytes are a 400, k and ids are bounded
+(422, without echoing a large input back).
 """
 
 # No `from __future__ import annotations`: FastAPI must evaluate the endpoint annotations, which
@@ -17,12 +19,15 @@ from pathlib import Path
 from typing import Annotated
 
 from fastapi import FastAPI, File, Form, HTTPException, Query, Response, UploadFile
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from PIL import Image, UnidentifiedImageError
 from pydantic import BaseModel, Field
 
+from embedding_assets.catalog.labels import IMAGE_ID_MAX, IMAGE_ID_MIN
 from embedding_assets.search.live import LiveIndex
 from embedding_assets.search.searcher import Hit, QueryError, Searcher, UnknownImageError
+from embedding_assets.web.guards import HostGuard, ImageId, validation_error
 from embedding_assets.web.pages import mount_pages
 
 DEFAULT_MAX_K = 100
@@ -117,7 +122,7 @@ class BatchAnswer(BaseModel):
 
 
 class BatchByIds(BaseModel):
-    image_ids: list[int] = Field(description="Catalog image ids of the query images.")
+    image_ids: list[ImageId] = Field(description="Catalog image ids of the query images.")
     k: int = Field(10, ge=1, description="Results per query, 1 to the server's max_k.")
 
 
@@ -148,12 +153,16 @@ def create_app(
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     reload_seconds: float = 1.0,
+    host: str = "127.0.0.1",
+    allowed_hosts: list[str] | tuple[str, ...] = (),
 ) -> FastAPI:
     """The app over the newest published index of `model_key` (default: the newest published).
 
     The index is loaded on the first request that needs it, so the server starts (and /health
     says why) even before an index is published; after that a background thread switches to
     newer published versions and refreshes labels (see LiveIndex). Answers come from memory.
+    Requests must name the server in their Host header: 127.0.0.1, localhost, ::1, `host` (the
+    address it is bound to) or one of `allowed_hosts` (see guards.HostGuard).
     """
     live = LiveIndex(Path(db_path), model_key, reload_seconds=reload_seconds)
 
@@ -172,6 +181,7 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.live = live
+    app.add_exception_handler(RequestValidationError, validation_error)
 
     def searcher() -> Searcher:
         try:
@@ -224,7 +234,14 @@ def create_app(
 
     @app.get("/search", response_model=SearchAnswer)
     async def search_by_id(
-        image_id: Annotated[int, Query(description="Catalog image id of the query image.")],
+        image_id: Annotated[
+            int,
+            Query(
+                ge=IMAGE_ID_MIN,
+                le=IMAGE_ID_MAX,
+                description="Catalog image id of the query image (a 64-bit integer).",
+            ),
+        ],
         k: Annotated[int, Query(ge=1, le=max_k, description=f"Results, 1 to {max_k}.")] = 10,
     ) -> Response:
         s = searcher()
@@ -272,6 +289,7 @@ def create_app(
         return batch(s, [{"upload": f.filename} for f in files], found)
 
     app.add_middleware(BodyLimit, max_bytes=max_upload_bytes)
+    app.add_middleware(HostGuard, bind_host=host, allowed=allowed_hosts)  # outermost: first
     mount_pages(app, live, Path(db_path))
     return app
 

@@ -20,10 +20,10 @@ from resources.duckdb_store import connect
 
 READ_TIMEOUT_S = 2.0
 WRITE_TIMEOUT_S = 10.0
-MAX_LABEL_CHARS = 200
+MAX_LABEL_CHARS = label_log.MAX_LABEL_CHARS  # the label rules are the labels module's
 # DuckDB refuses a connection whose read_only differs from one open in the same process (the
 # server's background index reload reads the catalog too); such a clash lasts milliseconds.
-SAME_PROCESS_CLASH = "different configuration"
+SAME_PROCESS_CLASH = label_log.SAME_PROCESS_CLASH
 
 
 def _retry_clash(fn, timeout_s: float):
@@ -240,13 +240,15 @@ def map_data(db: Path, method: str | None, timeout_s: float = READ_TIMEOUT_S) ->
 
 
 def write_web_labels(db: Path, image_ids: list[int], label: str, source: str = "web") -> dict:
-    """Append `label` for each id to the labels log with the CLI's validation (unknown, removed
-    or broken images are rejected with the reason), in one transaction."""
-    label = label.strip()
-    if not label:
-        return {"inserted": 0, "rejected": ["empty label"]}
-    if len(label) > MAX_LABEL_CHARS:
-        return {"inserted": 0, "rejected": [f"label longer than {MAX_LABEL_CHARS} characters"]}
+    """Append `label` for each id to the labels log with the CLI's validation (the label rules;
+    unknown, removed or broken images are rejected with the reason), in one transaction.
+
+    The answer says what happened to every id: `requested` ids, `inserted` rows, one `rejected`
+    reason per id not written, and the `label` as stored (trimmed, NFC)."""
+    try:
+        label = label_log.clean_label(label)
+    except label_log.LabelError as exc:
+        return {"inserted": 0, "requested": len(image_ids), "rejected": [str(exc)], "label": None}
     rows = [label_log._Row(n + 1, str(i), label, True) for n, i in enumerate(image_ids)]
     result = _retry_clash(
         lambda: label_log.write_labels(db, rows, source, Path.cwd(), WRITE_TIMEOUT_S),
@@ -254,5 +256,7 @@ def write_web_labels(db: Path, image_ids: list[int], label: str, source: str = "
     )
     return {
         "inserted": result.inserted,
+        "requested": len(image_ids),
         "rejected": [f"{image_ids[r.line - 1]}: {r.reason}" for r in result.rejected],
+        "label": label,
     }

@@ -6,11 +6,15 @@
   here, each in one short read-only connection (503 while a run holds the catalog: the page
   retries);
 - `POST /label/answer`: labels for image ids, written to the `labels` log with source `web`
-  through the labels module (same validation as `emb label`);
+  through the labels module (the label rules and validation of `emb label`); the answer says
+  how many of the ids got a row (`inserted` of `requested`) and why each other one did not;
+  nothing written is never a 200;
 - `GET /thumb/{image_id}`: a thumbnail by catalog id (never by a path from the request).
 
 Writes need the server's random token, which only the pages it serves carry (header
-`X-Emb-Token`, see server_token): another site can neither read it nor post labels.
+`X-Emb-Token`, see server_token), and, from a browser, this server's own origin; the pages
+(and the token) go only to requests whose Host names this server (see guards): another site,
+a DNS-rebound name included, can neither read the token nor post labels.
 Searching goes through the existing JSON API (`GET /search?image_id=`, `POST /search` with an
 upload).
 """
@@ -26,16 +30,20 @@ import threading
 import time
 from importlib import resources
 from pathlib import Path
-from urllib.parse import urlsplit
+from typing import Annotated
 
 import duckdb
 import numpy as np
 from fastapi import FastAPI, HTTPException, Query, Request
+from fastapi import Path as PathParam
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
-from pydantic import BaseModel, Field
+from pydantic import AfterValidator, BaseModel, Field
 
+from embedding_assets.catalog import labels as label_rules
+from embedding_assets.catalog.labels import IMAGE_ID_MAX, IMAGE_ID_MIN
 from embedding_assets.catalog.object_store import StoreReadError, is_url
 from embedding_assets.web import catalog_reads as reads
+from embedding_assets.web.guards import ImageId, cross_site, split_host
 from embedding_assets.web.thumbnails import MAX_PX, Thumbnails
 from resources.duckdb_store import CatalogLockedError
 from resources.paths import DataPaths
@@ -52,8 +60,12 @@ PAGE_HEADERS = {
 
 
 class Answer(BaseModel):
-    image_ids: list[int] = Field(min_length=1, max_length=MAX_LABEL_IDS)
-    label: str = Field(min_length=1, max_length=reads.MAX_LABEL_CHARS)
+    image_ids: list[ImageId] = Field(min_length=1, max_length=MAX_LABEL_IDS)
+    # the labels module's rules (as `emb label`): trimmed, NFC, no control characters, at most
+    # MAX_LABEL_CHARS; a break is a 422 naming the rule
+    label: Annotated[str, AfterValidator(label_rules.clean_label)] = Field(
+        description=f"The label: one line of text, at most {reads.MAX_LABEL_CHARS} characters."
+    )
 
 
 def plotly_js() -> Path:
@@ -152,13 +164,19 @@ class Pages:
 
     def check_write(self, request: Request) -> None:
         """403 unless the request carries this server's token (and, when the browser says where
-        it comes from, comes from this server's own pages)."""
+        it comes from, comes from this server's own origin: scheme, host and port; HostGuard
+        checks the same before any endpoint, this holds where the pages are mounted alone)."""
         sent = request.headers.get(TOKEN_HEADER, "")
         if not hmac.compare_digest(sent.encode(), self.token.encode()):
             raise HTTPException(403, "missing or wrong page token: label from this server's pages")
-        origin = request.headers.get("origin")
-        if origin and urlsplit(origin).netloc != request.headers.get("host"):
-            raise HTTPException(403, f"cross-site request from {origin} refused")
+        host = split_host(request.headers.get("host", ""))
+        why = cross_site(
+            {k.lower(): v for k, v in request.headers.items()},
+            request.url.scheme,
+            host or ("", None),
+        )
+        if why:
+            raise HTTPException(403, why)
 
 
 def _catalog_errors(fn):
@@ -226,9 +244,14 @@ def mount_pages(app: FastAPI, live, db_path: Path, *, thumb_px: int = MAX_PX) ->
         """Label these image ids (source `web`); needs the page token."""
         pages.check_write(request)
         ids = list(dict.fromkeys(body.image_ids))
-        result = _catalog_errors(lambda: reads.write_web_labels(pages.db, ids, body.label))
-        status = 200 if result["inserted"] or not result["rejected"] else 422
-        return JSONResponse(result, status_code=status)
+        try:
+            result = _catalog_errors(lambda: reads.write_web_labels(pages.db, ids, body.label))
+        except label_rules.LabelWriteError as exc:  # rolled back: nothing written
+            raise HTTPException(503, str(exc)) from exc
+        if not result["inserted"]:  # a 200 always wrote something; 422 says why not
+            result["rejected"] = result["rejected"] or ["nothing was written"]
+            return JSONResponse(result, status_code=422)
+        return JSONResponse(result)
 
     @app.get("/map/data", tags=["pages"])
     def map_data(
@@ -245,7 +268,11 @@ def mount_pages(app: FastAPI, live, db_path: Path, *, thumb_px: int = MAX_PX) ->
         return Response(body, media_type="application/json", headers=headers)
 
     @app.get("/thumb/{image_id}", tags=["pages"])
-    def thumb(image_id: int) -> Response:
+    def thumb(
+        image_id: Annotated[
+            int, PathParam(ge=IMAGE_ID_MIN, le=IMAGE_ID_MAX, description="Catalog image id.")
+        ],
+    ) -> Response:
         """A thumbnail (JPEG, at most thumb_px on a side) of a usable catalog image."""
         ref = _catalog_errors(lambda: pages.ref(image_id))
         if ref is None:
