@@ -1,15 +1,16 @@
 """Embedding quality on CIFAR-10 test (../shared), as the reference papers measure it: kNN
 top-1, Precision@5 (GUIE), kNN macro-F1 and silhouette on an evaluation half that is never
-trained on: the raw pretrained backbone (the platform's default), a projection head per loss,
-and fine-tuning the backbone end to end.
+trained on: the raw pretrained backbone, a projection head per loss, and fine-tuning the
+backbone end to end: `embedding_model`'s default (a cosine-softmax classifier, BatchNorm
+statistics frozen, within a time budget) and, with --metric-finetune, the metric losses.
 
 The split is fixed by content hash (the same rule as the `embedding_model` asset). Head-only
 trains over the cached backbone features (224 px, the weights' own preprocessing);
-fine-tuning trains backbone + head at a smaller size (--finetune-size) so that an epoch fits a
-CPU budget, and is compared with the raw backbone at that same size.
+fine-tuning trains at a smaller size so that an epoch fits a CPU budget, and is compared with
+the raw backbone at that same size.
 
-    python -m benchmarks.embedding_quality                 # the full grid (~25 min on 2 CPUs)
-    python -m benchmarks.embedding_quality --finetune-epochs 1 --quick   # smoke run
+    python -m benchmarks.embedding_quality                   # ~15 min on 2 CPUs
+    python -m benchmarks.embedding_quality --metric-finetune # + the metric-loss fine-tunes
 """
 
 from __future__ import annotations
@@ -25,12 +26,13 @@ from torchvision.transforms import v2
 
 from benchmarks.common import CACHE, cifar_embeddings, write_results
 from embedding_assets.catalog.images import load_image
+from embedding_assets.common.fingerprints import hash_fraction
 from embedding_assets.embedding import evaluation as embedding_eval
 from embedding_assets.embedding.backbones import build_backbone, file_spec, resolve_spec
 from embedding_assets.embedding.defaults import DEFAULT_MODEL, DEFAULT_WEIGHTS
+from embedding_assets.embedding.finetune import finetune_classifier
 from embedding_assets.embedding.heads import embed_features
 from embedding_assets.embedding.metric_learning import TrainConfig, finetune, train_head
-from embedding_assets.embedding.training import hash_fraction
 from resources.duckdb_store import connect
 from resources.storage import DataPaths
 
@@ -38,8 +40,8 @@ LOSSES = ("contrastive", "triplet", "supcon", "arcface")
 GOAL_TOP1, GOAL_P5, GOAL_MINUTES = 0.85, 0.80, 10
 
 
-def load_split(model: str, weights: str, finetune_size: int) -> dict:
-    """Features, pixels at the fine-tuning size, labels and the fixed 50/50 split."""
+def load_split(model: str, weights: str, finetune_size: int, cosface_size: int) -> dict:
+    """Features, pixels at the fine-tuning sizes, labels and the fixed 50/50 split."""
     feats, _ = cifar_embeddings(model, weights, 0)  # builds/refreshes the cached catalog
     paths = DataPaths(CACHE / "cifar_data")
     with connect(paths.catalog_db, read_only=True) as con:
@@ -49,11 +51,13 @@ def load_split(model: str, weights: str, finetune_size: int) -> dict:
         ).fetchall()
     is_eval = np.array([hash_fraction(r[2]) < 0.5 for r in rows])
     is_val = np.array([hash_fraction(r[2][8:]) < 0.1 for r in rows]) & ~is_eval
+    images = [load_image(r[1]) for r in rows]
     geometry = v2.Compose(file_spec(model, finetune_size).preprocess.geometry())
-    pixels = torch.stack([geometry(load_image(r[1])) for r in rows])
+    uncut = v2.Compose(file_spec(model, cosface_size, center_crop=False).preprocess.geometry())
     return {
         "X": feats,
-        "pixels": pixels,
+        "pixels": torch.stack([geometry(im) for im in images]),
+        "uncut": torch.stack([uncut(im) for im in images]),
         "y": np.array([r[3] for r in rows]),
         "eval": is_eval,
         "val": is_val,
@@ -92,6 +96,35 @@ def run_raw_at(data: dict, model: str, weights: str, size: int) -> dict:
     return _score(vectors, data["y"][data["eval"]])
 
 
+def run_cosface(data: dict, cfg: TrainConfig, model: str, weights: str) -> dict:
+    """`embedding_model`'s default on the training half (its held-out split is the other half
+    here): the trunk's pooled features are the embeddings, served without a centre crop."""
+    spec = resolve_spec(model, weights)
+    backbone = build_backbone(spec)
+    pre = spec.preprocess
+    px, y, train = data["uncut"], data["y"], ~data["eval"]
+    started = time.perf_counter()
+    out = finetune_classifier(
+        backbone.model,
+        backbone.dim,
+        px[torch.as_tensor(train)],
+        y[train],
+        cfg,
+        mean=pre.mean,
+        std=pre.std,
+        progress=lambda r: print(
+            f"    epoch {r['epoch']}/{r['epochs']}: {r['seconds']:.0f} s", flush=True
+        ),
+    )
+    train_minutes = (time.perf_counter() - started) / 60
+    feats = _trunk_features(out.backbone, px[torch.as_tensor(data["eval"])], pre)
+    return {
+        **_score(feats, y[data["eval"]]),
+        "epochs": len(out.history),
+        "minutes": round(train_minutes, 2),
+    }
+
+
 def run_finetune(data: dict, cfg: TrainConfig, model: str, weights: str, size: int) -> dict:
     spec = resolve_spec(model, weights, size)
     backbone = build_backbone(spec)
@@ -123,9 +156,15 @@ def main() -> None:
     ap.add_argument("--finetune-size", type=int, default=128, help="pixels while fine-tuning")
     ap.add_argument("--finetune-lr", type=float, default=1e-4, help="low: pretrained weights")
     ap.add_argument("--quick", action="store_true", help="one fine-tuning loss only")
+    ap.add_argument("--metric-finetune", action="store_true", help="also the metric losses")
+    ap.add_argument("--cosface-size", type=int, default=160, help="embedding_model's default")
+    ap.add_argument("--cosface-epochs", type=int, default=5)
+    ap.add_argument(
+        "--cosface-budget", type=float, default=540, help="seconds: 10 min less extraction"
+    )
     args = ap.parse_args()
     torch.set_num_threads(os.cpu_count() or 1)
-    data = load_split(args.model, args.weights, args.finetune_size)
+    data = load_split(args.model, args.weights, args.finetune_size, args.cosface_size)
     y_eval = data["y"][data["eval"]]
     print(f"fit {data['fit'].sum()}, val {data['val'].sum()}, eval {data['eval'].sum()} images")
     rows = [
@@ -150,6 +189,44 @@ def main() -> None:
         result = run_head(data, replace(head, loss=best, embedding_size=size))
         rows.append({"mode": "head", "loss": best, "px": 224, "size": size, **result})
         print(rows[-1], flush=True)
+    cos = args.cosface_size
+    spec = resolve_spec(args.model, args.weights, cos, center_crop=False)
+    raw_uncut = _trunk_features(
+        build_backbone(spec).model, data["uncut"][torch.as_tensor(data["eval"])], spec.preprocess
+    )
+    rows.append(
+        {
+            "mode": "none (raw backbone, no crop)",
+            "loss": "-",
+            "px": cos,
+            "size": data["X"].shape[1],
+            **_score(raw_uncut, y_eval),
+            "epochs": 0,
+            "minutes": 0.0,
+        }
+    )
+    default = TrainConfig(
+        loss="cosface",
+        epochs=args.cosface_epochs,
+        batch_size=32,
+        lr=3e-4,
+        weight_decay=0.01,
+        time_budget_s=args.cosface_budget,
+    )
+    print(f"fine-tune cosface (the default) at {cos} px ...", flush=True)
+    result = run_cosface(data, default, args.model, args.weights)
+    rows.append(
+        {
+            "mode": "finetune (default)",
+            "loss": "cosface",
+            "px": cos,
+            "size": data["X"].shape[1],
+            **result,
+        }
+    )
+    print(rows[-1], flush=True)
+    if not args.metric_finetune:
+        return _write(rows, data, args)
     px = args.finetune_size
     raw_small = run_raw_at(data, args.model, args.weights, px)
     rows.append(
@@ -176,6 +253,10 @@ def main() -> None:
         result = run_finetune(data, replace(tune, loss=loss), args.model, args.weights, px)
         rows.append({"mode": "finetune", "loss": loss, "px": px, "size": 64, **result})
         print(rows[-1], flush=True)
+    _write(rows, data, args)
+
+
+def _write(rows: list[dict], data: dict, args) -> None:
     write_results(
         "embedding_quality", {"rows": rows, "args": vars(args)}, _markdown(rows, data, args)
     )
@@ -189,10 +270,18 @@ def _markdown(rows: list[dict], data: dict, args) -> str:
         f"stopping) images, {int(data['eval'].sum())} evaluation images, split by content hash. "
         f"Backbone `{args.model}` with weights `{args.weights}` (the platform's default: "
         "ImageNet weights from a registry package). Head-only trains a 512-hidden projection "
-        f"head over cached 224 px backbone features (≤{args.head_epochs} epochs); fine-tuning "
-        f"trains backbone + head end to end at {args.finetune_size} px with TrivialAugmentWide "
-        f"(≤{args.finetune_epochs} epochs, lr {args.finetune_lr}), compared with the raw backbone "
-        f"at the same size. {os.cpu_count()} CPUs, torch {torch.__version__}.",
+        f"head over cached 224 px backbone features (≤{args.head_epochs} epochs). The default "
+        f"fine-tune (`embedding_model`'s) trains the backbone as a cosine-softmax classifier "
+        f"on all {int((~data['eval']).sum())} training images at {args.cosface_size} px without "
+        f"a centre crop, BatchNorm statistics frozen, ≤{args.cosface_epochs} epochs within "
+        f"{args.cosface_budget:.0f} s; its embeddings are the trunk's pooled features. "
+        + (
+            f"The metric-loss fine-tunes train backbone + head at {args.finetune_size} px with "
+            f"TrivialAugmentWide (≤{args.finetune_epochs} epochs, lr {args.finetune_lr}). "
+            if args.metric_finetune
+            else ""
+        )
+        + f"{os.cpu_count()} CPUs, torch {torch.__version__}.",
         "",
         "| mode | loss | px | size | kNN top-1 | P@5 | kNN macro-F1 | silhouette | epochs | "
         "train min |",

@@ -26,6 +26,7 @@ from resources.storage import DataPaths, StorageResource
 SIZE = 32
 # A random backbone, which a trained head clearly beats: the gate's outcome is then known.
 BACKBONE = {"model": "resnet18", "weights": "none", "image_size": SIZE}
+HEAD = {"mode": "head", "loss": "supcon"}  # a projection head over the backbone
 
 
 def test_precision_at_5_does_not_penalize_small_classes():
@@ -134,7 +135,7 @@ def _models(paths: DataPaths) -> list[tuple]:
 
 
 def test_train_promote_reuse_and_refuse_a_worse_model(data_dir: Path, digits_catalog: DataPaths):
-    good = _run(data_dir, {"epochs": 25, "embedding_size": 32, "hidden": 128})
+    good = _run(data_dir, {**HEAD, "epochs": 25, "embedding_size": 32, "hidden": 128})
     assert good.success
     meta = good.asset_materializations_for_node("embedding_model")[0].metadata
     assert meta["status"].value == "trained", meta["decision"].value
@@ -150,7 +151,7 @@ def test_train_promote_reuse_and_refuse_a_worse_model(data_dir: Path, digits_cat
     champion_params = trained_params(digits_catalog.catalog_db, base)
     assert champion_params.head and champion_params.model_key() == emb_meta["model_key"].value
 
-    again = _run(data_dir, {"epochs": 25, "embedding_size": 32, "hidden": 128}, False)
+    again = _run(data_dir, {**HEAD, "epochs": 25, "embedding_size": 32, "hidden": 128}, False)
     assert again.success
     assert (
         again.asset_materializations_for_node("embedding_model")[0].metadata["status"].value
@@ -160,7 +161,7 @@ def test_train_promote_reuse_and_refuse_a_worse_model(data_dir: Path, digits_cat
 
     # An untrained (random) head is deliberately worse: not promoted, the check warns, and the
     # run goes on: embeddings keep using the champion.
-    worse = _run(data_dir, {"epochs": 0, "embedding_size": 32, "hidden": 128, "seed": 7})
+    worse = _run(data_dir, {**HEAD, "epochs": 0, "embedding_size": 32, "hidden": 128, "seed": 7})
     assert worse.success
     gate = [c for c in worse.get_asset_check_evaluations() if c.check_name == GATE]
     assert [(c.passed, c.severity) for c in gate] == [(False, dg.AssetCheckSeverity.WARN)]
@@ -177,7 +178,14 @@ def test_train_promote_reuse_and_refuse_a_worse_model(data_dir: Path, digits_cat
 def test_finetune_mode_serves_its_own_trunk(data_dir: Path, digits_catalog: DataPaths):
     run = _run(
         data_dir,
-        {"mode": "finetune", "epochs": 1, "embedding_size": 16, "hidden": 64, "batch_size": 64},
+        {
+            "mode": "finetune",
+            "loss": "supcon",
+            "epochs": 1,
+            "embedding_size": 16,
+            "hidden": 64,
+            "batch_size": 64,
+        },
     )
     assert run.success  # promoted or not, the run goes on
     with connect(digits_catalog.catalog_db, read_only=True) as con:

@@ -23,6 +23,7 @@ from resources.paths import DataPaths
 from tests.conftest import write_image
 
 SMALL = {"model": "resnet18", "weights": "none", "image_size": 32}
+HEAD = {"mode": "head", "loss": "supcon"}  # a projection head over the backbone: seconds
 DOWNSTREAM = (
     "clusters",
     "anomaly_scores",
@@ -69,7 +70,7 @@ def _config(folder: Path) -> dict:
         "ops": {
             "image_catalog": {"config": {"image_dir": str(folder)}},
             "embeddings": {"config": SMALL},
-            "embedding_model": {"config": {**SMALL, "epochs": 2}},
+            "embedding_model": {"config": {**SMALL, **HEAD, "epochs": 2}},
             "projections": {"config": {"methods": ["pca"]}},
             "classifier": {"config": {"algorithm": "logreg"}},
         }

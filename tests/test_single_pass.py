@@ -13,7 +13,7 @@ from embedding_assets.assets.search import near_duplicates, similarity_index
 from embedding_assets.embedding import run as embedding_run
 from resources.gpu import GPUResource
 from resources.storage import DataPaths, StorageResource
-from tests.test_embedding_model import _run, digits_catalog  # noqa: F401 - the fixture
+from tests.test_embedding_model import HEAD, _run, digits_catalog  # noqa: F401 - the fixture
 
 
 def test_head_training_embeddings_index_and_duplicates_share_one_backbone_pass(
@@ -29,7 +29,7 @@ def test_head_training_embeddings_index_and_duplicates_share_one_backbone_pass(
         yield from real(backbone, paths, **kwargs)
 
     monkeypatch.setattr(embedding_run, "embed_paths", counting)
-    trained = _run(data_dir, {"epochs": 25, "embedding_size": 32, "hidden": 128})
+    trained = _run(data_dir, {**HEAD, "epochs": 25, "embedding_size": 32, "hidden": 128})
     assert trained.success
     meta = trained.asset_materializations_for_node("embeddings")[0].metadata
     assert "-head-" in meta["model_key"].value, "the embeddings are the head's output"

@@ -18,7 +18,13 @@ from pydantic import Field
 from embedding_assets.analytics import store
 from embedding_assets.analytics.anomaly import AnomalyParams
 from embedding_assets.analytics.anomaly import score as score_anomalies
-from embedding_assets.analytics.clustering import ClusterParams, cluster, faiss_gpu_id, parse_k
+from embedding_assets.analytics.clustering import (
+    ClusterParams,
+    cluster,
+    faiss_gpu_id,
+    parse_k,
+    purity,
+)
 from embedding_assets.analytics.maps import map_figure, plot_sample, thumbnail_uris, write_html_map
 from embedding_assets.analytics.projection import METHODS, Method, ProjectionParams, project
 from embedding_assets.assets.reuse import previous_metadata, reused
@@ -44,10 +50,11 @@ PLOT_FIELDS = ("plot_points", "html_points", "html_thumbnails_max")  # drawing, 
 class ClustersConfig(dg.Config):
     k: str = Field(
         default="auto",
-        description="Number of clusters, or `auto`: the best silhouette over k_min..k_max.",
+        description="Number of clusters, or `auto`: the best silhouette over k_min..k_max, "
+        "trying no k below the number of label classes.",
     )
     k_min: int = Field(default=2, description="Smallest k tried by `auto`.")
-    k_max: int = Field(default=12, description="Largest k tried by `auto`.")
+    k_max: int = Field(default=20, description="Largest k tried by `auto`.")
     n_init: int = Field(default=3, description="k-means restarts (k-means++ init each).")
     sweep_samples: int = Field(
         default=10_000, description="`auto` fits each k on at most this many rows."
@@ -114,17 +121,21 @@ def clusters(
     restarts, FAISS k-means for large inputs; `k: auto` picks k by a silhouette sweep."""
     parse_k(config.k)  # a bad k fails before any data is read
     db = storage.paths.catalog_db
+    n_classes = _label_classes(db)
 
     def compute(emb_set: EmbeddingSet) -> Scores:
         ids, vectors = read_parquet(emb_set.parquet_path)
+        params = ClusterParams(**config.model_dump(), label_classes=n_classes)
         with gpu.acquire(context.log) as choice:
-            result = cluster(
-                vectors, ClusterParams(**config.model_dump()), faiss_gpu_id(choice.faiss_gpu_id)
-            )
+            result = cluster(vectors, params, faiss_gpu_id(choice.faiss_gpu_id))
+        known = image_info(db, ids)["label"].to_numpy(dtype=object)
+        labels = np.array([lab if isinstance(lab, str) else None for lab in known], dtype=object)
         metadata = {
             "images": len(ids),
             "k": result.k,
             "k_from": "silhouette sweep" if result.sweep else "config",
+            "label_classes": n_classes,
+            "purity": _float_or_none(purity(result.labels, labels)),
             "backend": result.backend,
             "device": choice.describe(),
             "silhouette": _float_or_none(result.silhouette),
@@ -148,6 +159,7 @@ def clusters(
         tables.CLUSTERS,
         config,
         compute,
+        more=(n_classes,),
         shown=lambda emb_set: {"clusters": _cluster_table(db, emb_set.model_key)},
     )
 
@@ -381,6 +393,17 @@ def _html_map(
     thumbs = thumbnail_uris(points["path"]) if len(idx) <= config.html_thumbnails_max else None
     sampled = {method: coords[idx] for method, coords in maps.items()}
     return write_html_map(path, sampled, points, f"Embedding maps ({model_key})", thumbs)
+
+
+def _label_classes(db: Path) -> int:
+    """How many classes the current labels of usable images name."""
+    from resources.duckdb_store import connect
+
+    with connect(db, read_only=True) as con:
+        return con.execute(
+            f"SELECT count(DISTINCT l.label) FROM {tables.CURRENT_LABELS} l "
+            f"JOIN {tables.USABLE_IMAGES} USING (image_id)"
+        ).fetchone()[0]
 
 
 def _ints_or_none(values: np.ndarray) -> np.ndarray:

@@ -7,6 +7,7 @@ are eager, so each report (or new embeddings) re-runs them once.
 """
 
 import time
+from dataclasses import dataclass, field
 from typing import Literal
 
 import dagster as dg
@@ -61,7 +62,20 @@ class ClassifierConfig(dg.Config):
         description="With fewer labeled images, evaluate by stratified cross-validation "
         "instead of a held-out split.",
     )
-    test_fraction: float = Field(default=0.2, description="Share of each class held out.")
+    test_fraction: float = Field(
+        default=0.2,
+        description="Share of the labeled images held out, by content hash (the same images "
+        "embedding_model holds out with the same share), at least one per class.",
+    )
+    search_budget_s: float = Field(
+        default=30.0,
+        ge=0,
+        description="Seconds for a hyper-parameter search of the candidates (Optuna, "
+        "cross-validated on the training split; trials in `classifier_trials`); 0 = off.",
+    )
+    search_min_labels: int = Field(
+        default=200, description="No search with fewer labeled images (too few to tell)."
+    )
     seed: int = Field(default=0, description="Random seed of folds and models.")
 
     @property
@@ -78,13 +92,15 @@ def _candidate_table(training: al.Training, decision: al.Decision) -> str:
             f"{m['accuracy']:.4f}",
             f"{m['macro_f1']:.4f}",
             f"{m['log_loss']:.4f}",
+            f"{m['ece_uncalibrated']:.3f} -> {m['ece']:.3f}",
             f"{m['fit_seconds']:.2f}",
             m["n_eval"],
             outcome if name == training.algorithm else "",
         ]
         for name, m in training.candidates.items()
     ]
-    header = ["candidate", "accuracy", "macro-F1", "log-loss", "fit s", "n_eval", ""]
+    header = ["candidate", "accuracy", "macro-F1", "log-loss", "ECE (calibrated)", "fit s"]
+    header += ["n_eval", ""]
     return markdown.table(header, rows)
 
 
@@ -132,9 +148,16 @@ def classifier(
     from embedding_assets.embedding.features import classifier_features
 
     emb_set, features, ids, vectors = classifier_features(paths)
-    idx, y, max_label_id = registry.labeled(db, ids)
+    found_labels = registry.labeled(db, ids)
+    idx, y, max_label_id = found_labels.positions, found_labels.labels, found_labels.max_label_id
     champ = registry.champion(db)
     base = {"labeled_images": len(y), "embedding_model": emb_set.model_key, "features": features}
+    judged = _judged(paths, emb_set.model_key, features, ids[idx], config)
+    base["compared_on"] = (
+        "the judged fine-tune's features (blind to the held-out images)"
+        if judged.select_x is not None
+        else "the same features"
+    )
     try:
         with gpu.acquire(context.log) as choice:
             training = al.train(
@@ -146,6 +169,12 @@ def classifier(
                 holdout_min_labels=config.holdout_min_labels,
                 test_fraction=config.test_fraction,
                 seed=config.seed,
+                split_keys=found_labels.split_keys,
+                search_budget_s=config.search_budget_s,
+                search_min_labels=config.search_min_labels,
+                select_x=judged.select_x,
+                prefit=judged.prefit,
+                prefit_final=judged.prefit_final,
             )
     except al.NotTrainable as exc:
         context.log.warning(f"classifier not trained: {exc}")
@@ -191,6 +220,9 @@ def classifier(
             "accuracy": dg.MetadataValue.float(round(m["accuracy"], 4)),
             "macro_f1": dg.MetadataValue.float(round(m["macro_f1"], 4)),
             "log_loss": dg.MetadataValue.float(round(m["log_loss"], 4)),
+            "ece": dg.MetadataValue.float(round(m["ece"], 4)),
+            "ece_uncalibrated": dg.MetadataValue.float(round(m["ece_uncalibrated"], 4)),
+            "temperature": dg.MetadataValue.float(round(m["temperature"], 4)),
             "candidates": dg.MetadataValue.md(_candidate_table(training, decision)),
             "promoted": decision.promoted,
             "decision": decision.reason,
@@ -208,6 +240,46 @@ def classifier(
         data_version=dg.DataVersion(f"v{champion_id}"),
         check_results=[gate],
     )
+
+
+@dataclass
+class _Judged:
+    """What the candidates are compared on when the embeddings come from a fine-tune trained
+    on every label: the features of the model the gate judged (blind to the held-out images),
+    and the cosine heads, judged and final."""
+
+    select_x: np.ndarray | None = None
+    prefit: dict = field(default_factory=dict)
+    prefit_final: dict = field(default_factory=dict)
+
+
+def _judged(paths, set_key: str, features: str, ids: np.ndarray, config) -> _Judged:
+    from embedding_assets.catalog.images import usable_files
+    from embedding_assets.embedding.run import RunOptions, cached_features
+    from embedding_assets.embedding.training import trained_model
+
+    model = trained_model(paths.catalog_db, set_key) if features == set_key else None
+    if model is None:
+        return _Judged()
+    out = _Judged()
+    if model.classifier is not None and config.algorithm == "auto":
+        judged = model.gate_classifier or model.classifier
+        out.prefit = {al.COSINE_HEAD: al.CosineHead.load(judged)}
+        out.prefit_final = {al.COSINE_HEAD: al.CosineHead.load(model.classifier)}
+    if model.gate_params is not None:
+        image_ids, fs_paths, hashes = usable_files(paths.catalog_db)
+        where = {i: k for k, i in enumerate(image_ids)}
+        rows = [where[int(i)] for i in ids]
+        found, kept = cached_features(
+            paths,
+            model.gate_params,
+            [fs_paths[r] for r in rows],
+            [hashes[r] for r in rows],
+            RunOptions(),
+        )
+        if len(kept) == len(rows):
+            out.select_x = found
+    return out
 
 
 def _content(emb_set: EmbeddingSet) -> str:

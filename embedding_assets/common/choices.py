@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Literal, get_args
 
 Mode = Literal["head", "finetune"]
-Loss = Literal["contrastive", "triplet", "supcon", "ntxent", "arcface"]
+Loss = Literal["cosface", "contrastive", "triplet", "supcon", "ntxent", "arcface"]
 Augmentation = Literal["none", "autoaugment", "randaugment", "trivialaugment"]
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 StoreDtype = Literal["float32", "float16"]

@@ -31,6 +31,13 @@ def fingerprint(*parts: object) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+def hash_fraction(sha256: str) -> float:
+    """A stable number in [0, 1) from a content hash: held-out splits are decided by it, so an
+    image that is evaluation data today stays evaluation data as labels grow, and every model
+    trained on the labels holds out the same images."""
+    return int(sha256[:8], 16) / 16**8
+
+
 def labels_version(db_path: Path) -> int:
     """The newest label_id: the log is append-only, so any new label changes it."""
     with connect(db_path, read_only=True) as con:

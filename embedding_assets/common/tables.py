@@ -36,6 +36,7 @@ IMAGE_OVERVIEW = "image_overview"  # view: everything known per usable image
 # -- learning (060_active_learning.sql, 080_classifier_candidates.sql)
 MODEL_VERSIONS = "model_versions"
 CLASSIFIER_CANDIDATES = "classifier_candidates"
+CLASSIFIER_TRIALS = "classifier_trials"
 PREDICTIONS = "predictions"
 LABEL_REQUESTS = "label_requests"
 LEARNING_CURVE = "learning_curve"
@@ -75,3 +76,6 @@ def current_model_key(db_path: Path) -> str:
     if row is None or row[0] is None:
         raise LookupError("No embeddings yet: materialize the `embeddings` asset first.")
     return row[0]
+# -- curation peers (140_curation_peers.sql)
+OUTLIERS = "outliers"
+DATASET_CHECKS = "dataset_checks"

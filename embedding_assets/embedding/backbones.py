@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import difflib
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -93,7 +93,9 @@ class BackboneSpec:
         return {"model": self.name, "weights": self.weights_id, **self.preprocess.as_dict()}
 
 
-def resolve_spec(name: str, weights: str | None = None, image_size: int = 0) -> BackboneSpec:
+def resolve_spec(
+    name: str, weights: str | None = None, image_size: int = 0, center_crop: bool = True
+) -> BackboneSpec:
     """Check the model and weights names and settle the preprocessing.
 
     `weights`: None/"none" (random, seeded so every process gets the same model); "DEFAULT" (the
@@ -101,8 +103,17 @@ def resolve_spec(name: str, weights: str | None = None, image_size: int = 0) -> 
     download); "packaged"; a torchvision weights name ("IMAGENET1K_V2",
     "ResNet50_Weights.IMAGENET1K_V2"); a timm pretrained tag ("in1k", "a1_in1k"); or a path to
     a `.pth` state dict. `image_size` 0 means the weights' own size (224 for torchvision models
-    without weights). Preprocessing follows the weights' own config where they have one.
+    without weights). Preprocessing follows the weights' own config where they have one;
+    `center_crop=False` resizes the short side to the crop size instead (nothing of a square
+    image is cut: better for photos much smaller than the model's input).
     """
+    spec = _resolve_spec(name, weights, image_size)
+    if center_crop:
+        return spec
+    return replace(spec, preprocess=replace(spec.preprocess, resize=spec.preprocess.crop))
+
+
+def _resolve_spec(name: str, weights: str | None, image_size: int) -> BackboneSpec:
     source, arch = _locate(name)
     if weights in (None, "", "none"):
         weights_id, weights = "none", None
@@ -131,11 +142,14 @@ def resolve_spec(name: str, weights: str | None = None, image_size: int = 0) -> 
     return BackboneSpec(name, weights, weights_id, pre, source, arch)
 
 
-def file_spec(name: str, image_size: int = 0) -> BackboneSpec:
+def file_spec(name: str, image_size: int = 0, center_crop: bool = True) -> BackboneSpec:
     """The spec a fine-tuned trunk of `name` is served with (a local file): its preprocessing is
     what training must use too."""
     source, arch = _locate(name)
-    return BackboneSpec(name, None, "file", _own_preprocess(source, arch, image_size), source, arch)
+    pre = _own_preprocess(source, arch, image_size)
+    if not center_crop:
+        pre = replace(pre, resize=pre.crop)
+    return BackboneSpec(name, None, "file", pre, source, arch)
 
 
 def _own_preprocess(source: str, arch: str, image_size: int) -> Preprocess:

@@ -41,9 +41,10 @@ class EmbedParams:
     image_size: int = 0  # 0: the weights' own size
     store_dtype: StoreDtype = "float32"
     head: str | None = None  # a trained projection head file (embedding.heads)
+    center_crop: bool = True  # False: resize the short side to the crop (nothing cut away)
 
     def spec(self) -> BackboneSpec:
-        return resolve_spec(self.model, self.weights, self.image_size)
+        return resolve_spec(self.model, self.weights, self.image_size, self.center_crop)
 
     def model_key(self, spec: BackboneSpec | None = None) -> str:
         spec = spec or self.spec()

@@ -91,3 +91,58 @@ def embed_features(head: ProjectionHead, X: np.ndarray) -> np.ndarray:
     with torch.inference_mode():
         x = L2Normalize()(torch.as_tensor(np.asarray(X, np.float32)))
         return L2Normalize()(head.eval()(x)).numpy()
+
+
+CLASSIFIER_FORMAT = "emb-cosine-classifier-v1"
+
+
+class CosineClassifier(nn.Module):
+    """Class scores as scaled cosines between L2-normalized features and class weights (CosFace,
+    Wang et al. 2018): training subtracts `margin` from the target class's cosine, so classes
+    separate by angle, which is what nearest-neighbour search over the features then sees."""
+
+    def __init__(self, dim: int, n_classes: int, scale: float = 16.0, margin: float = 0.2) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(n_classes, dim) * 0.01)
+        self.scale = scale
+        self.margin = margin
+
+    def cosines(self, features: torch.Tensor) -> torch.Tensor:
+        return (
+            nn.functional.normalize(features, dim=1)
+            @ nn.functional.normalize(self.weight, dim=1).t()
+        )
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        """Inference logits (no margin)."""
+        return self.scale * self.cosines(features)
+
+    def training_logits(self, features: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        cos = self.cosines(features)
+        return self.scale * (cos - self.margin * nn.functional.one_hot(targets, cos.shape[1]))
+
+
+def save_classifier(head: CosineClassifier, classes: list[str], path: Path) -> Path:
+    """Write atomically, with the class names in the order of the weight rows."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    blob = {
+        "format": CLASSIFIER_FORMAT,
+        "weight": head.weight.detach().cpu(),
+        "scale": head.scale,
+        "margin": head.margin,
+        "classes": list(classes),
+    }
+    torch.save(blob, tmp)
+    tmp.replace(path)
+    return path
+
+
+def load_classifier(path: str | Path) -> tuple[CosineClassifier, list[str]]:
+    blob = torch.load(Path(path), map_location="cpu", weights_only=True)
+    if not isinstance(blob, dict) or blob.get("format") != CLASSIFIER_FORMAT:
+        raise ValueError(f"{path} is not a cosine classifier saved by this project")
+    n, dim = blob["weight"].shape
+    head = CosineClassifier(dim, n, blob["scale"], blob["margin"])
+    head.weight.data.copy_(blob["weight"])
+    return head.eval(), list(blob["classes"])

@@ -25,6 +25,7 @@ ALGORITHMS: tuple[str, ...] = get_args(Algorithm)
 # Each of these fits 10k labeled 1280-d vectors in well under 60 s on 2 cores. LightGBM on the
 # raw vectors is left out (675 s in one measurement): it runs only when asked for by name.
 DEFAULT_CANDIDATES: tuple[str, ...] = ("logreg", "lightgbm_pca", "mlp")
+COSINE_HEAD = "cosine_head"  # a fine-tuned backbone's own classifier (candidate, never fitted)
 LIGHTGBM_ALGORITHMS = ("lightgbm", "lightgbm_pca")
 PCA_DIMS = 64
 MLP_MAX_EPOCHS = 50  # the time bound: early stopping usually ends training well before
@@ -40,25 +41,26 @@ def make_model(
     y: np.ndarray,
     device: str = "cpu",
     seed: int = 0,
-    **lgbm_params,
+    **params,
 ):
     """A fresh model sized to the data (x, y): logistic regression as the baseline, LightGBM on
     the raw vectors or on PCA_DIMS principal components (fitted inside the pipeline, so
-    predictions apply it too), or a small MLP. `lgbm_params` override LightGBM's defaults."""
+    predictions apply it too), or a small MLP. `params` override the defaults (`C` of the
+    logistic regression, LightGBM's own, `alpha` and `hidden` of the MLP: `tuning`'s space)."""
     if algorithm == "logreg":
         from sklearn.linear_model import LogisticRegression
 
-        return LogisticRegression(max_iter=1000, C=1.0, random_state=seed)
+        return LogisticRegression(max_iter=1000, C=params.get("C", 1.0), random_state=seed)
     if algorithm == "lightgbm":
-        return _lightgbm(len(y), device, seed, **lgbm_params)
+        return _lightgbm(len(y), device, seed, **params)
     if algorithm == "lightgbm_pca":
         from sklearn.decomposition import PCA
         from sklearn.pipeline import make_pipeline
 
         pca = PCA(min(PCA_DIMS, *x.shape), random_state=seed)
-        return make_pipeline(pca, _lightgbm(len(y), device, seed, **lgbm_params))
+        return make_pipeline(pca, _lightgbm(len(y), device, seed, **params))
     if algorithm == "mlp":
-        return _mlp(y, seed)
+        return _mlp(y, seed, **params)
     raise ValueError(f"algorithm={algorithm!r} is not one of {ALGORITHMS}")
 
 
@@ -79,7 +81,7 @@ def _lightgbm(n_train: int, device: str, seed: int, **params):
     return LGBMClassifier(device=device, random_state=seed, verbose=-1, **params)
 
 
-def _mlp(y: np.ndarray, seed: int):
+def _mlp(y: np.ndarray, seed: int, alpha: float = 1e-4, hidden: int = 128):
     """One hidden layer on standardized inputs (unit-length embeddings are tiny per dimension,
     which stalls Adam). Early stopping holds out a stratified 10 %, so it is on only where that
     share can hold every class; MLP_MAX_EPOCHS bounds the time either way."""
@@ -90,7 +92,8 @@ def _mlp(y: np.ndarray, seed: int):
     counts = np.unique(y, return_counts=True)[1]
     early = bool(counts.min() >= 2 and math.ceil(0.1 * len(y)) >= len(counts))
     mlp = MLPClassifier(
-        hidden_layer_sizes=(128,),
+        hidden_layer_sizes=(hidden,),
+        alpha=alpha,
         max_iter=MLP_MAX_EPOCHS,
         early_stopping=early,
         n_iter_no_change=5,
@@ -99,20 +102,18 @@ def _mlp(y: np.ndarray, seed: int):
     return make_pipeline(StandardScaler(), mlp)
 
 
-def fit(
-    algorithm: str, x: np.ndarray, y: np.ndarray, device: str = "cpu", seed: int = 0, **lgbm_params
-):
+def fit(algorithm: str, x: np.ndarray, y: np.ndarray, device: str = "cpu", seed: int = 0, **params):
     """Fit one model (see timed_fit)."""
-    return timed_fit(algorithm, x, y, device, seed, **lgbm_params)[0]
+    return timed_fit(algorithm, x, y, device, seed, **params)[0]
 
 
 def timed_fit(
-    algorithm: str, x: np.ndarray, y: np.ndarray, device: str = "cpu", seed: int = 0, **lgbm_params
+    algorithm: str, x: np.ndarray, y: np.ndarray, device: str = "cpu", seed: int = 0, **params
 ) -> tuple[object, float]:
     """(model, seconds its fit took): the fit time is part of every candidate's record, so
     building the model (and importing its library) is left out of it. A LightGBM build
     without GPU support falls back to the CPU with a log."""
-    model = make_model(algorithm, x, y, device, seed, **lgbm_params)
+    model = make_model(algorithm, x, y, device, seed, **params)
     started = time.perf_counter()
     try:
         _fit_quietly(model, x, y)
@@ -120,7 +121,7 @@ def timed_fit(
         if device == "cpu" or algorithm not in LIGHTGBM_ALGORITHMS:
             raise
         log.warning("LightGBM on %s failed (%s); training on the CPU", device, exc)
-        model = make_model(algorithm, x, y, "cpu", seed, **lgbm_params)
+        model = make_model(algorithm, x, y, "cpu", seed, **params)
         started = time.perf_counter()
         _fit_quietly(model, x, y)
     return model, time.perf_counter() - started
@@ -162,24 +163,57 @@ def metrics(y: np.ndarray, p: np.ndarray, classes: np.ndarray) -> dict[str, floa
     }
 
 
-def stable_rank(image_ids: np.ndarray) -> np.ndarray:
-    """An order of images that never changes between runs (hash of the id), so an image that
-    was held out once stays held out as more labels arrive."""
-    keys = [
-        int.from_bytes(hashlib.blake2b(str(int(i)).encode(), digest_size=8).digest(), "big")
-        for i in image_ids
-    ]
-    return np.argsort(np.array(keys, dtype=np.uint64), kind="stable")
+def id_keys(image_ids: np.ndarray) -> np.ndarray:
+    """A number in [0, 1) per image that never changes between runs (a hash of its id)."""
+    return np.array(
+        [
+            int.from_bytes(hashlib.blake2b(str(int(i)).encode(), digest_size=8).digest(), "big")
+            / 2**64
+            for i in image_ids
+        ]
+    )
 
 
-def holdout_mask(image_ids: np.ndarray, y: np.ndarray, test_fraction: float) -> np.ndarray:
-    """Stratified held-out split: per class, the first `test_fraction` by stable hash order."""
-    mask = np.zeros(len(y), dtype=bool)
+def holdout_mask(keys: np.ndarray, y: np.ndarray, test_fraction: float) -> np.ndarray:
+    """Held-out split by stable keys: the images whose key is below `test_fraction` (the
+    platform keys images by content hash, as `embedding_model` does, so a fine-tuned backbone
+    never trained on an image the classifier is evaluated on), at least one per class and
+    never a whole class. An image held out once stays held out as labels grow."""
+    mask = np.asarray(keys) < test_fraction
     for c in np.unique(y):
         idx = np.flatnonzero(y == c)
-        order = idx[stable_rank(image_ids[idx])]
-        mask[order[: max(1, round(len(idx) * test_fraction))]] = True
+        order = idx[np.argsort(np.asarray(keys)[idx], kind="stable")]
+        if not mask[idx].any():
+            mask[order[0]] = True
+        if mask[idx].all():
+            mask[order[-1]] = False
     return mask
+
+
+class CosineHead:
+    """A fine-tuned backbone's own cosine classifier as a candidate: nothing to fit (it was
+    trained with the backbone, on the training split), probabilities softmax(scale * cosine)."""
+
+    def __init__(self, weight: np.ndarray, scale: float, classes: list[str]) -> None:
+        norms = np.linalg.norm(weight, axis=1, keepdims=True)
+        self.weight = (weight / np.maximum(norms, 1e-12)).astype(np.float32)
+        self.scale = scale
+        self.classes_ = np.asarray(classes)
+
+    @classmethod
+    def load(cls, path: Path) -> CosineHead:
+        from embedding_assets.embedding.heads import load_classifier
+
+        head, classes = load_classifier(path)
+        return cls(head.weight.detach().numpy(), head.scale, classes)
+
+    def predict_proba(self, x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x, np.float32)
+        cos = (x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)) @ self.weight.T
+        logits = self.scale * cos
+        logits -= logits.max(axis=1, keepdims=True)
+        e = np.exp(logits)
+        return e / e.sum(axis=1, keepdims=True)
 
 
 @dataclass
@@ -191,12 +225,14 @@ class Training:
     classes: np.ndarray
     eval_method: str  # holdout | cv
     candidates: dict[str, dict[str, float]]  # metrics and fit_seconds per candidate
-    eval_ids: np.ndarray  # images the metrics were computed on (unseen by `model`'s fold)
+    eval_ids: np.ndarray  # images the candidates were compared on (held out, or out of fold)
     eval_x: np.ndarray
     eval_y: np.ndarray
     eval_proba: np.ndarray
     train_ids: np.ndarray  # images `model` was fitted on
     dropped_classes: dict[str, int] = field(default_factory=dict)
+    params: dict[str, dict] = field(default_factory=dict)  # per candidate, chosen by the search
+    searches: list = field(default_factory=list)  # tuning.Search of each searched candidate
 
     @property
     def n_labels(self) -> int:
@@ -213,6 +249,26 @@ class Training:
         return confusion_matrix(self.eval_y, pred, labels=self.classes)
 
 
+def _record(
+    y: np.ndarray, p: np.ndarray, classes: np.ndarray, seconds: float, seed: int
+) -> tuple[np.ndarray, dict[str, float]]:
+    """(calibrated held-out probabilities, record) of one candidate's held-out probabilities:
+    accuracy and macro-F1 (calibration changes no prediction), log-loss and ECE after
+    temperature scaling (cross-fitted), the ECE before it, the temperature kept."""
+    from embedding_assets.learning.calibration import calibrate
+
+    codes = np.searchsorted(classes, y)
+    cal = calibrate(p, codes, seed)
+    record = {
+        **metrics(y, cal.cross_fitted, classes),
+        "ece": cal.ece_after,
+        "ece_uncalibrated": cal.ece_before,
+        "temperature": cal.temperature,
+        "fit_seconds": seconds,
+    }
+    return cal.cross_fitted, record
+
+
 def _holdout_candidate(
     algo: str,
     x: np.ndarray,
@@ -221,12 +277,18 @@ def _holdout_candidate(
     split: tuple[np.ndarray, np.ndarray],
     device: str,
     seed: int,
+    prefit: object | None = None,
+    params: dict | None = None,
 ) -> tuple[object, np.ndarray, dict[str, float]]:
-    """(model, held-out probabilities, record) of one candidate on the (train, eval) split."""
+    """(model, calibrated held-out probabilities, record) of one candidate on the (train, eval)
+    split, with `params` (from the search); a `prefit` model is only evaluated."""
     train_idx, eval_idx = split
-    model, seconds = timed_fit(algo, x[train_idx], y[train_idx], device, seed)
-    p = proba(model, x[eval_idx], classes)
-    return model, p, {**metrics(y[eval_idx], p, classes), "fit_seconds": seconds}
+    if prefit is None:
+        model, seconds = timed_fit(algo, x[train_idx], y[train_idx], device, seed, **(params or {}))
+    else:
+        model, seconds = prefit, 0.0
+    p, record = _record(y[eval_idx], proba(model, x[eval_idx], classes), classes, seconds, seed)
+    return model, p, record
 
 
 def _cv_candidate(
@@ -238,16 +300,15 @@ def _cv_candidate(
     device: str,
     seed: int,
 ) -> tuple[np.ndarray, dict[str, float]]:
-    """(out-of-fold probabilities in fold order, record) of one candidate; its fit_seconds is
-    the mean over folds, so it reads like the held-out one."""
+    """(calibrated out-of-fold probabilities in fold order, record) of one candidate; its
+    fit_seconds is the mean over folds, so it reads like the held-out one."""
     parts, seconds = [], []
     for tr, te in folds:
         model, s = timed_fit(algo, x[tr], y[tr], device, seed)
         parts.append(proba(model, x[te], classes))
         seconds.append(s)
-    p = np.concatenate(parts)
     eval_y = y[np.concatenate([te for _, te in folds])]
-    return p, {**metrics(eval_y, p, classes), "fit_seconds": float(np.mean(seconds))}
+    return _record(eval_y, np.concatenate(parts), classes, float(np.mean(seconds)), seed)
 
 
 def train(
@@ -260,19 +321,42 @@ def train(
     holdout_min_labels: int = 200,
     test_fraction: float = 0.2,
     seed: int = 0,
+    split_keys: np.ndarray | None = None,
+    prefit: dict[str, object] | None = None,
+    search_budget_s: float = 0.0,
+    search_min_labels: int = 200,
+    select_x: np.ndarray | None = None,
+    prefit_final: dict[str, object] | None = None,
 ) -> Training:
-    """Train every candidate, evaluate all on the same stratified held-out split (or stratified
-    k-fold cross-validation when labels are few) and keep the best macro-F1: the challenger.
-    Each candidate's record holds its metrics and `fit_seconds` (one fit; mean per fold).
+    """Train every candidate, evaluate all on the same held-out split (or stratified k-fold
+    cross-validation when labels are few), calibrate each by temperature scaling on its
+    held-out probabilities, and keep the best macro-F1: the challenger, wrapped with its
+    temperature (`calibration.Calibrated`). Each candidate's record holds its metrics, ECE
+    and `fit_seconds` (one fit; mean per fold).
+
+    `split_keys`: a stable number in [0, 1) per image that decides the held-out split (the
+    platform's are content hashes, as `embedding_model`'s split; default: a hash of the id).
+    `prefit`: candidates already trained on the training split (a fine-tuned backbone's own
+    classifier), evaluated beside the others on the held-out split only.
+    `select_x`: the features candidates are compared on, when `x` (what the champion learns
+    from) came from a model that saw the held-out images: those of the model the gate judged,
+    trained without them; `prefit_final` then holds the final versions of `prefit`.
+    `search_budget_s`: seconds for a hyper-parameter search of the candidates on the training
+    split (`tuning`), shared among them; none below `search_min_labels` labels or under
+    cross-validation.
 
     Classes with a single labeled image cannot be both trained and evaluated; they are left
     out and reported in `dropped_classes`. Fewer than two classes raises NotTrainable.
     """
+    from embedding_assets.learning.calibration import Calibrated
+
     y = np.asarray(y).astype(str)
+    keys = id_keys(image_ids) if split_keys is None else np.asarray(split_keys, dtype=float)
     names, counts = np.unique(y, return_counts=True)
     dropped = {str(c): int(n) for c, n in zip(names, counts, strict=True) if n < 2}
     keep = ~np.isin(y, list(dropped))
-    image_ids, x, y = image_ids[keep], x[keep], y[keep]
+    image_ids, x, y, keys = image_ids[keep], x[keep], y[keep], keys[keep]
+    fx = x if select_x is None else np.asarray(select_x)[keep]  # what candidates are judged on
     classes = np.unique(y)
     if len(classes) < 2:
         have = ", ".join(f"{c!r}: {n}" for c, n in zip(names, counts, strict=True)) or "none"
@@ -285,12 +369,27 @@ def train(
     models: dict[str, object] = {}
     probas: dict[str, np.ndarray] = {}
     candidates: dict[str, dict[str, float]] = {}
+    searches: list = []
     if use_holdout:
-        test = holdout_mask(image_ids, y, test_fraction)
+        test = holdout_mask(keys, y, test_fraction)
         train_idx, eval_idx = np.flatnonzero(~test), np.flatnonzero(test)
-        for algo in algorithms:
+        fixed = {name: m for name, m in (prefit or {}).items() if set(classes) <= set(m.classes_)}
+        if search_budget_s > 0 and len(y) >= search_min_labels:
+            searches = _search(
+                algorithms, fx[train_idx], y[train_idx], search_budget_s, device, seed
+            )
+        chosen = {s.algorithm: s.best for s in searches}
+        for algo in (*algorithms, *fixed):
             models[algo], probas[algo], candidates[algo] = _holdout_candidate(
-                algo, x, y, classes, (train_idx, eval_idx), device, seed
+                algo,
+                fx,
+                y,
+                classes,
+                (train_idx, eval_idx),
+                device,
+                seed,
+                fixed.get(algo),
+                chosen.get(algo),
             )
     else:
         from sklearn.model_selection import StratifiedKFold
@@ -298,14 +397,26 @@ def train(
         k = min(5, min_count)
         folds = list(StratifiedKFold(k, shuffle=True, random_state=seed).split(x, y))
         eval_idx = np.concatenate([te for _, te in folds])
+        fixed = {}
         for algo in algorithms:
-            probas[algo], candidates[algo] = _cv_candidate(algo, x, y, classes, folds, device, seed)
+            probas[algo], candidates[algo] = _cv_candidate(
+                algo, fx, y, classes, folds, device, seed
+            )
         train_idx = np.arange(len(y))
-    best = pick_candidate(algorithms, candidates, probas, classes, y[eval_idx])
-    model = models[best] if use_holdout else fit(best, x, y, device, seed)
+    names_tried = tuple(candidates)
+    best = pick_candidate(names_tried, candidates, probas, classes, y[eval_idx])
+    # The choice is made on the held-out split; the champion then learns from every label
+    # (a prefit head stays as it is). Its temperature, fitted on held-out predictions of the
+    # same recipe, carries over.
+    params = {s.algorithm: s.best for s in searches}
+    if best in fixed:  # a prefit head: its final version where there is one
+        model = (prefit_final or {}).get(best, models[best])
+    else:
+        model = fit(best, x, y, device, seed, **params.get(best, {}))
+    train_idx = np.arange(len(y)) if best not in fixed else train_idx
     return Training(
         algorithm=best,
-        model=model,
+        model=Calibrated(model, candidates[best]["temperature"]),
         classes=classes,
         eval_method="holdout" if use_holdout else f"cv{k}",
         candidates=candidates,
@@ -315,7 +426,37 @@ def train(
         eval_proba=probas[best],
         train_ids=image_ids[train_idx],
         dropped_classes=dropped,
+        params=params,
+        searches=searches,
     )
+
+
+def _search(
+    algorithms: tuple[str, ...],
+    x: np.ndarray,
+    y: np.ndarray,
+    budget_s: float,
+    device: str,
+    seed: int,
+) -> list:
+    """The hyper-parameter search of every candidate that has a space, the budget shared."""
+    from embedding_assets.learning.tuning import SPACES, search
+
+    searched = [a for a in algorithms if a in SPACES]
+    classes = np.unique(y)
+
+    def scorer(algo: str):
+        def scores(params: dict, train_rows: np.ndarray, test_rows: np.ndarray) -> np.ndarray:
+            model, _ = timed_fit(algo, x[train_rows], y[train_rows], device, seed, **params)
+            return proba(model, x[test_rows], classes)
+
+        return scores
+
+    found = [
+        search(a, x, y, budget_s=budget_s / len(searched), scores=scorer(a), seed=seed)
+        for a in searched
+    ]
+    return [s for s in found if s is not None]
 
 
 def pick_candidate(

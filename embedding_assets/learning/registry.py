@@ -12,6 +12,7 @@ import numpy as np
 
 from embedding_assets.common import fingerprints, tables
 from embedding_assets.common.clock import utc_now
+from embedding_assets.common.fingerprints import hash_fraction
 from embedding_assets.learning.classifiers import Champion, Decision, Training
 from embedding_assets.learning.selection import uncertainty
 from resources.duckdb_store import connect
@@ -30,23 +31,33 @@ class VersionSummary:
     macro_f1: float
 
 
-def labeled(db_path: Path, image_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, int | None]:
-    """(positions into `image_ids` of labeled usable images, their labels, max label_id)."""
+@dataclass(frozen=True)
+class Labeled:
+    """The labeled usable images among an embedding set's rows."""
+
+    positions: np.ndarray  # into the set's image_ids
+    labels: np.ndarray
+    split_keys: np.ndarray  # a number in [0, 1) from each image's content hash
+    max_label_id: int | None
+
+
+def labeled(db_path: Path, image_ids: np.ndarray) -> Labeled:
+    """The labeled usable images of `image_ids`, with the content-hash keys that decide the
+    held-out split (the same as `embedding_model`'s, `embedding.training.hash_fraction`)."""
     with connect(db_path, read_only=True) as con:
         rows = con.execute(
-            f"SELECT l.image_id, l.label FROM {tables.CURRENT_LABELS} l "
-            f"JOIN {tables.USABLE_IMAGES} USING (image_id)"
-        ).fetchnumpy()
+            f"SELECT l.image_id, l.label, i.sha256 FROM {tables.CURRENT_LABELS} l "
+            f"JOIN {tables.USABLE_IMAGES} i USING (image_id)"
+        ).fetchall()
         max_label_id = con.execute(f"SELECT max(label_id) FROM {tables.LABELS}").fetchone()[0]
     pos = {int(i): k for k, i in enumerate(image_ids)}
-    keep = [
-        (pos[int(i)], str(lab))
-        for i, lab in zip(rows["image_id"], rows["label"], strict=True)
-        if int(i) in pos
-    ]
-    keep.sort()
-    idx = np.array([k for k, _ in keep], dtype=np.int64)
-    return idx, np.array([lab for _, lab in keep], dtype=str), max_label_id
+    keep = sorted((pos[int(i)], str(lab), sha) for i, lab, sha in rows if int(i) in pos)
+    return Labeled(
+        np.array([k for k, _, _ in keep], dtype=np.int64),
+        np.array([lab for _, lab, _ in keep], dtype=str),
+        np.array([hash_fraction(sha) for _, _, sha in keep], dtype=float),
+        max_label_id,
+    )
 
 
 def champion(db_path: Path) -> Champion | None:
@@ -137,7 +148,10 @@ def register(
         if decision.promoted:
             con.execute(f"UPDATE {tables.MODEL_VERSIONS} SET champion = false WHERE champion")
         con.execute(
-            f"INSERT INTO {tables.MODEL_VERSIONS} VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            f"INSERT INTO {tables.MODEL_VERSIONS} (version_id, algorithm, embedding_key, "
+            "model_path, classes, n_labels, max_label_id, eval_method, metrics, champion, "
+            "promoted, decision, created_at, ece, temperature) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [
                 version_id,
                 training.algorithm,
@@ -152,12 +166,23 @@ def register(
                 decision.promoted,
                 decision.reason,
                 utc_now(),
+                training.metrics.get("ece"),
+                training.metrics.get("temperature"),
             ],
         )
         con.executemany(
-            f"INSERT INTO {tables.CLASSIFIER_CANDIDATES} VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            f"INSERT INTO {tables.CLASSIFIER_CANDIDATES} (version_id, candidate, accuracy, "
+            "macro_f1, log_loss, n_eval, fit_seconds, challenger, promoted, ece, params) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             _candidate_rows(version_id, training, decision),
         )
+        if training.searches:
+            from embedding_assets.learning.tuning import trial_rows
+
+            con.executemany(
+                f"INSERT INTO {tables.CLASSIFIER_TRIALS} VALUES (?, ?, ?, ?, ?, ?, ?)",
+                trial_rows(version_id, training.searches),
+            )
         if fingerprint is not None:
             fingerprints.record(con, "classifier", fingerprint, result=str(version_id))
         con.commit()
@@ -179,6 +204,8 @@ def _candidate_rows(version_id: int, training: Training, decision: Decision) -> 
                 m["fit_seconds"],
                 chosen,
                 chosen and decision.promoted,
+                m.get("ece"),
+                json.dumps(training.params.get(name)) if name in training.params else None,
             ]
         )
     return rows

@@ -1,0 +1,201 @@
+"""The default answers on real photos (issue 27): a fine-tuned backbone served without a centre
+crop, trained within its time budget, calibrated classifier probabilities, a k that does not
+settle below the label classes, and the hyper-parameter search, on real digits in real runs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import dagster as dg
+import numpy as np
+import torch
+
+from embedding_assets.analytics.clustering import ClusterParams, cluster, purity
+from embedding_assets.assets.embedding import GATE, embedding_model, embeddings
+from embedding_assets.assets.learning import classifier
+from embedding_assets.embedding.backbones import resolve_spec
+from embedding_assets.embedding.embedder import EmbedParams
+from embedding_assets.embedding.finetune import finetune_classifier
+from embedding_assets.embedding.metric_learning import TrainConfig
+from embedding_assets.learning import calibration, tuning
+from embedding_assets.learning.calibration import Calibrated
+from resources.duckdb_store import connect
+from resources.gpu import GPUResource
+from resources.storage import DataPaths, StorageResource
+from tests.test_embedding_model import BACKBONE, digits_catalog  # noqa: F401 - the fixture
+
+
+def test_the_crop_choice_keeps_the_whole_of_a_small_photo():
+    own = resolve_spec("efficientnet_lite0", "DEFAULT", 160).preprocess
+    whole = resolve_spec("efficientnet_lite0", "DEFAULT", 160, center_crop=False).preprocess
+    assert (own.resize, own.crop) == (182, 160)  # the weights' crop_pct 0.875 cuts 12 %
+    assert (whole.resize, whole.crop) == (160, 160)
+    uncut = EmbedParams(image_size=160, center_crop=False)
+    assert uncut.model_key() != EmbedParams(image_size=160).model_key()
+    assert EmbedParams().model_key() == EmbedParams(center_crop=True).model_key()
+
+
+def test_the_time_budget_stops_training_before_an_epoch_that_would_not_fit():
+    images = torch.randint(0, 255, (24, 3, 32, 32), dtype=torch.uint8)
+    labels = np.array(["a", "b", "c"] * 8)
+    trunk = EmbedParams("resnet18", None, 32).build(allow_download=False)
+    stats = {"mean": (0.5,) * 3, "std": (0.5,) * 3}
+
+    def train(budget: float):
+        backbone = EmbedParams("resnet18", None, 32).build(allow_download=False)
+        cfg = TrainConfig(loss="cosface", epochs=3, batch_size=8, time_budget_s=budget)
+        return finetune_classifier(backbone.model, backbone.dim, images, labels, cfg, **stats)
+
+    cut = train(1e-6)
+    assert len(cut.history) == 1 and cut.stopped_early and cut.history[0]["epochs"] == 1
+    whole = train(0.0)
+    assert len(whole.history) == 3 and not whole.stopped_early
+    assert whole.classes == ["a", "b", "c"] and whole.head is None
+    assert trunk.dim == whole.classifier.weight.shape[1]
+
+
+def test_the_backbone_batchnorm_statistics_stay_frozen():
+    images = torch.randint(0, 255, (16, 3, 32, 32), dtype=torch.uint8)
+    backbone = EmbedParams("resnet18", None, 32).build(allow_download=False)
+    before = backbone.model.bn1.running_mean.clone()
+    cfg = TrainConfig(loss="cosface", epochs=1, batch_size=8)
+    labels = np.array(["a", "b"] * 8)
+    stats = {"mean": (0.5,) * 3, "std": (0.5,) * 3}
+    out = finetune_classifier(backbone.model, backbone.dim, images, labels, cfg, **stats)
+    assert torch.equal(out.backbone.bn1.running_mean, before)
+    assert not torch.equal(out.backbone.bn1.weight, torch.ones_like(before)), "affine trains"
+
+
+def test_temperature_scaling_makes_overconfident_probabilities_honest():
+    rng = np.random.default_rng(0)
+    n, c = 2000, 5
+    y = rng.integers(0, c, n)
+    logits = rng.normal(size=(n, c))
+    logits[np.arange(n), y] += 1.0  # right about half the time...
+    over = calibration.tempered(np.exp(logits) / np.exp(logits).sum(1, keepdims=True), 0.2)
+    assert over.max(axis=1).mean() > 0.8  # ...but mostly sure
+    found = calibration.calibrate(over, y)
+    assert found.temperature > 2  # undoes the sharpening
+    assert found.ece_before > 0.3 and found.ece_after < 0.05
+    assert (found.cross_fitted.argmax(1) == over.argmax(1)).all(), "no prediction changes"
+
+    class Over:
+        classes_ = np.arange(c)
+
+        def predict_proba(self, x):
+            return over[x[:, 0].astype(int)]
+
+    calibrated = Calibrated(Over(), found.temperature).predict_proba(np.arange(n)[:, None])
+    assert calibration.ece(calibrated, y) < 0.05
+
+
+def test_auto_k_does_not_settle_below_the_label_classes():
+    rng = np.random.default_rng(0)
+    # two far groups, each of three classes: the silhouette alone prefers 2
+    centres = np.array([[10, 0], [10.6, 0], [10, 0.6], [-10, 0], [-10.6, 0], [-10, 0.6]])
+    y = np.repeat(np.arange(6), 40)
+    x = centres[y] + rng.normal(scale=0.15, size=(len(y), 2))
+    coarse = cluster(x, ClusterParams(k="auto", k_min=2, k_max=8))
+    assert coarse.k == 2
+    guided = cluster(x, ClusterParams(k="auto", k_min=2, k_max=8, label_classes=6))
+    assert guided.k >= 6 and min(guided.sweep) == 6
+    labels = np.array([str(v) for v in y], dtype=object)
+    assert purity(guided.labels, labels) > 0.9 > purity(coarse.labels, labels)
+    labels[::2] = None
+    assert purity(guided.labels, labels) > 0.9  # unlabeled images do not count
+
+
+def test_the_search_keeps_its_trials_and_never_ends_below_the_defaults():
+    rng = np.random.default_rng(1)
+    y = np.repeat(np.array(["a", "b", "c"]), 60)
+    x = rng.normal(size=(len(y), 8)) + (np.arange(3).repeat(60)[:, None] == np.arange(8)) * 1.5
+    from embedding_assets.learning.classifiers import proba, timed_fit
+
+    def scores(params, train, test):
+        model, _ = timed_fit("logreg", x[train], y[train], **params)
+        return proba(model, x[test], np.unique(y))
+
+    found = tuning.search("logreg", x, y, budget_s=3, scores=scores, max_trials=6)
+    assert found is not None and 1 <= len(found.trials) <= 6
+    assert found.trials[0].params == {"C": 1.0}  # the default is the first trial
+    assert min(t.log_loss for t in found.trials) == next(
+        t.log_loss for t in found.trials if t.params == found.best
+    )
+    assert tuning.search("cosine_head", x, y, budget_s=1, scores=scores) is None
+
+
+def _materialize(data_dir: Path, assets, ops: dict):
+    return dg.materialize(
+        assets,
+        run_config={"ops": {name: {"config": cfg} for name, cfg in ops.items()}},
+        resources={
+            "storage": StorageResource(data_dir=str(data_dir)),
+            "gpu": GPUResource(device="cpu", lock_dir=str(data_dir / "locks")),
+        },
+        raise_on_error=False,
+    )
+
+
+def test_the_default_fine_tune_serves_its_trunk_and_the_classifier_weighs_its_head(
+    data_dir: Path,
+    digits_catalog: DataPaths,  # noqa: F811 - the fixture imported above
+):
+    """embedding_model's defaults (finetune, cosface) on 400 real digits: the trunk alone is
+    the embedding, served at the training size without a crop; the classifier compares the
+    trained cosine head with the fitted candidates on the same held-out images, calibrates,
+    and records its search."""
+    small = {"train_image_size": 32, "epochs": 3}
+    run = _materialize(
+        data_dir,
+        [embedding_model, embeddings, classifier],
+        {
+            "embedding_model": {**BACKBONE, **small},
+            "embeddings": {**BACKBONE, "workers": 0},
+            "classifier": {"search_budget_s": 6},
+        },
+    )
+    assert run.success
+    meta = run.asset_materializations_for_node("embedding_model")[0].metadata
+    assert meta["status"].value == "trained" and meta["time_budget_s"].value == 300
+    [gate] = [c for c in run.get_asset_check_evaluations() if c.check_name == GATE]
+    with connect(digits_catalog.catalog_db, read_only=True) as con:
+        head, trunk, classifier_path, params, promoted, key, judged, decision = con.execute(
+            "SELECT head_path, trunk_path, classifier_path, params, promoted, model_key, "
+            "gate_params, decision FROM embedding_models"
+        ).fetchone()
+        versions = con.execute("SELECT ece, temperature FROM model_versions").fetchall()
+        candidates = dict(
+            con.execute("SELECT candidate, ece FROM classifier_candidates").fetchall()
+        )
+        trials = con.execute("SELECT DISTINCT candidate FROM classifier_trials").fetchall()
+    assert head is None and trunk and classifier_path
+    served = json.loads(params)
+    assert served["center_crop"] is False and served["image_size"] == 32
+    assert key.startswith("resnet18-file-32px-") and gate.passed is promoted
+    emb_key = run.asset_materializations_for_node("embeddings")[0].metadata["model_key"].value
+    assert (emb_key == key) is promoted
+    compared_on = run.asset_materializations_for_node("classifier")[0].metadata["compared_on"]
+    if promoted:  # judged without the held-out images, then trained again on every label
+        assert "cosine_head" in candidates and "trained again on every label" in decision
+        assert json.loads(judged)["weights"] != served["weights"]
+        assert "blind to the held-out images" in compared_on.value
+    else:
+        assert json.loads(judged) == served
+    assert all(0 <= e <= 1 for e in candidates.values())
+    [(ece, temperature)] = versions
+    assert 0 <= ece <= 1 and temperature > 0
+    assert {c for (c,) in trials} >= {"logreg"}
+
+
+def test_no_search_below_its_minimum_labels():
+    from embedding_assets.learning.classifiers import train
+
+    rng = np.random.default_rng(2)
+    y = np.repeat(np.array(["a", "b"]), 30)
+    x = rng.normal(size=(60, 4)) + (y == "a")[:, None]
+    training = train(
+        np.arange(60), x, y, holdout_min_labels=10, search_budget_s=5, search_min_labels=100
+    )
+    assert training.searches == [] and training.eval_method == "holdout"
+    assert isinstance(training.model, Calibrated)
