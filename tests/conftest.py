@@ -70,3 +70,19 @@ def fs_supports_non_utf8(folder: Path) -> bool:
         return True
     except OSError:
         return False
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """End the process once pytest has reported, with its exit status: a native thread pool
+    (seen after the search-service tests) can abort the interpreter's own shutdown with
+    "terminate called ... exception not rethrown", turning a passed run into exit code 134."""
+    import sys
+
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(int(getattr(config, "_exit_status", 0)))
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    session.config._exit_status = exitstatus

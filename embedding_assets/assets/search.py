@@ -1,4 +1,5 @@
-"""`similarity_index` → `published_index`, and `near_duplicates`: FAISS over the embeddings.
+"""`similarity_index` → `published_index`, `near_duplicates`, and `image_tags`: FAISS over the
+embeddings, and the words text search finds images by.
 
 Thin wrappers over `search.builds` (one build per run: reuse, update in place or build; tune,
 measure, register) and `search.versions` (versioned files, publication). The blocking check
@@ -16,9 +17,10 @@ import dagster as dg
 import numpy as np
 from pydantic import Field
 
+from embedding_assets.assets.embedding import BackboneConfig
 from embedding_assets.assets.reuse import previous_metadata, reused
 from embedding_assets.assets.score_tables import Scores, score_table
-from embedding_assets.common import tables
+from embedding_assets.common import markdown, tables
 from embedding_assets.common.fingerprints import REUSED, SKIPPED, fingerprint, labels_version
 from embedding_assets.common.fingerprints import stored as stored_fingerprint
 from embedding_assets.common.settings import page_url
@@ -379,3 +381,113 @@ def _duplicate_counts(storage: StorageResource, model_key: str) -> dict[str, int
             [model_key],
         ).fetchall()[0]
     return {"pairs": pairs, "groups": groups}
+
+
+class ImageTagsConfig(BackboneConfig):
+    """The tagging backbone: the same settings as `embeddings`' (emb run --model sets both), so
+    the plain features the embeddings computed serve the tags with no second backbone pass."""
+
+    top_k: int = Field(default=5, ge=1, le=50, description="Classes kept per image.")
+    allow_download: bool = Field(
+        default=True, description="Fetch missing pretrained weights into the torch cache."
+    )
+
+
+@dg.asset(
+    deps=["embeddings"],
+    group_name=GROUP,
+    kinds={"pytorch", "duckdb"},
+    owners=OWNERS,
+    pool=GPU_POOL,
+    tags={"stage": "search"},
+)
+def image_tags(
+    context: dg.AssetExecutionContext,
+    config: ImageTagsConfig,
+    storage: StorageResource,
+    gpu: GPUResource,
+) -> dg.MaterializeResult:
+    """Every usable image's top ImageNet classes with their probabilities, from the backbone's
+    own class head over its cached features (table `image_tags`; with WordNet's terms for each
+    class and the synsets above it in the view `image_tags_expanded`), and a copy for serving
+    text search (`emb search --text`, `/search?text=`). A backbone without an ImageNet-1k head
+    (random weights, another label set) is skipped with the reason; a trained head or a
+    fine-tune changes the embeddings, not the tags."""
+    from embedding_assets.catalog.images import usable_files
+    from embedding_assets.catalog.scan import usable_version
+
+    paths = storage.paths
+    db = paths.catalog_db
+    params = config.backbone()
+    key = params.model_key()
+    fp = fingerprint("image_tags", key, usable_version(db), config.model_dump(mode="json"))
+    found = stored_fingerprint(db, tables.IMAGE_TAGS, key)
+    if found is not None and found.fingerprint == fp:
+        return reused(context, fp, {"model_key": key})
+    from embedding_assets.common.results import replace_rows
+    from embedding_assets.embedding.backbones import imagenet_head
+    from embedding_assets.embedding.run import cached_features_and_norms
+    from embedding_assets.search import tags
+    from embedding_assets.search.words import vocabulary
+
+    head = imagenet_head(params.spec(), config.allow_download)
+    if isinstance(head, str):
+        context.log.warning(f"image_tags skipped for {key}: {head}")
+        return dg.MaterializeResult(
+            metadata={"status": "skipped", "reason": head, "model_key": key},
+            data_version=dg.DataVersion(f"skipped:{key}"),
+        )
+    ids, fs_paths, hashes = usable_files(db)
+    with gpu.acquire(context.log) as device:
+        X, norms, keep = cached_features_and_norms(
+            paths, params, fs_paths, hashes, config.inference(device.torch_device)
+        )
+    ids = np.asarray(ids, dtype=np.int64)[keep]
+    classes, probs = tags.top_classes(X, norms, head.weight, head.bias, config.top_k)
+    vocab = vocabulary()
+    flat = classes.reshape(-1)
+    rows = {
+        "image_id": np.repeat(ids, config.top_k),
+        "model_key": [key] * len(flat),
+        "tag": [vocab.names[c] for c in flat],
+        "synset": [vocab.classes[c] for c in flat],
+        "score": probs.reshape(-1).astype(np.float64),
+        "rank": np.tile(np.arange(1, config.top_k + 1, dtype=np.int32), len(ids)),
+    }
+    import pyarrow as pa
+
+    replace_rows(db, tables.IMAGENET_TERMS, None, pa.table(tags.terms_rows()))
+    replace_rows(db, tables.IMAGE_TAGS, key, pa.table(rows), fp)
+    display = _paths_of(storage, ids)
+    tags.write_serving(paths, key, ids, display, classes, probs)
+    top = np.unique(classes[:, 0], return_counts=True)
+    common = sorted(zip(top[1].tolist(), top[0].tolist(), strict=True), reverse=True)[:10]
+    context.log.info(f"tagged {len(ids)} images with their top {config.top_k} classes")
+    return dg.MaterializeResult(
+        metadata={
+            "model_key": key,
+            "images": len(ids),
+            "top_k": config.top_k,
+            "mean_top1_probability": dg.MetadataValue.float(round(float(probs[:, 0].mean()), 4)),
+            "most_common_tags": dg.MetadataValue.md(
+                markdown.table(
+                    ["images (top 1)", "class"], [[n, vocab.names[c]] for n, c in common]
+                )
+            ),
+            "search": 'emb search --text "cat"   ·   emb sql "select path, score from '
+            "image_tags_expanded where term = 'cat' order by score desc\"",
+        },
+        data_version=dg.DataVersion(fp),
+    )
+
+
+def _paths_of(storage: StorageResource, ids: np.ndarray) -> list[str]:
+    with storage.connect(read_only=True) as con:
+        found = dict(
+            con.execute(
+                f"SELECT image_id, path FROM {tables.IMAGES} WHERE image_id IN "
+                "(SELECT unnest(?::BIGINT[]))",
+                [ids.tolist()],
+            ).fetchall()
+        )
+    return [found.get(int(i)) for i in ids]

@@ -149,9 +149,7 @@ def _colour(rgb: np.ndarray) -> tuple[float, float]:
     """(Hasler-Suesstrunk colourfulness, 99th percentile of the per-pixel chroma)."""
     r, g, b = (rgb[..., i].astype(np.float32) for i in range(3))
     rg, yb = r - g, 0.5 * (r + g) - b
-    colourful = float(
-        np.hypot(rg.std(), yb.std()) + 0.3 * np.hypot(abs(rg.mean()), abs(yb.mean()))
-    )
+    colourful = float(np.hypot(rg.std(), yb.std()) + 0.3 * np.hypot(abs(rg.mean()), abs(yb.mean())))
     chroma = rgb.max(axis=2).astype(np.int16) - rgb.min(axis=2)
     return colourful, float(np.percentile(chroma, 99))
 

@@ -13,7 +13,7 @@ import dagster as dg
 
 from embedding_assets.common.settings import default_dagster_home
 
-BACKBONE_OPS = ("embedding_model", "embeddings")
+BACKBONE_OPS = ("embedding_model", "embeddings", "image_tags")
 CONFIG_EXAMPLE = "ops: {embeddings: {config: {model: resnet50}}}"
 
 

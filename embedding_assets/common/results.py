@@ -24,6 +24,8 @@ TABLES = (
     tables.UNIQUENESS,
     tables.BATCH_DRIFT,
     tables.OOD_SCORES,
+    tables.IMAGE_TAGS,
+    tables.IMAGENET_TERMS,
 )
 
 

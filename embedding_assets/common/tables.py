@@ -27,6 +27,9 @@ EMBEDDING_SETS = "embedding_sets"
 EMBEDDING_MODELS = "embedding_models"
 # -- search (050_search.sql)
 FAISS_INDEXES = "faiss_indexes"
+IMAGE_TAGS = "image_tags"  # the backbone's ImageNet classes per image (150_text_search.sql)
+IMAGENET_TERMS = "imagenet_terms"  # WordNet words naming each class or a synset above it
+IMAGE_TAGS_EXPANDED = "image_tags_expanded"  # view: tags with every term, and the path
 NEAR_DUPLICATES = "near_duplicates"
 # -- analytics (040_analytics.sql)
 PROJECTIONS = "projections"
@@ -76,6 +79,8 @@ def current_model_key(db_path: Path) -> str:
     if row is None or row[0] is None:
         raise LookupError("No embeddings yet: materialize the `embeddings` asset first.")
     return row[0]
+
+
 # -- curation peers (140_curation_peers.sql)
 OUTLIERS = "outliers"
 DATASET_CHECKS = "dataset_checks"

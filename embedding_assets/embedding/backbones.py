@@ -9,6 +9,7 @@ import hashlib
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import numpy as np
 import torch
 import torchvision
 from torch import nn
@@ -163,12 +164,51 @@ def _own_preprocess(source: str, arch: str, image_size: int) -> Preprocess:
 
 def build_backbone(spec: BackboneSpec, allow_download: bool = True) -> Backbone:
     """The model with its class-score head removed, in eval mode."""
+    model = _full_model(spec, allow_download)
     if spec.source == "timm":
-        model = _build_timm(spec, allow_download)
         model.reset_classifier(0)
         # pre-logits width: after a head conv (MobileNetV3) it differs from num_features
         dim = getattr(model, "head_hidden_size", None) or model.num_features
         return Backbone(model.eval(), dim, spec)
+    dim = _strip_head(model, spec.name)
+    return Backbone(model.eval(), dim, spec)
+
+
+IMAGENET_CLASSES = 1000
+
+
+@dataclass(frozen=True)
+class ClassHead:
+    """A backbone's own ImageNet-1k classifier over its features: logits = features @ W.T + b,
+    the classes in the standard order (timm's ImageNetInfo, torchvision's IMAGENET1K)."""
+
+    weight: np.ndarray  # (1000, dim)
+    bias: np.ndarray  # (1000,)
+
+
+def imagenet_head(spec: BackboneSpec, allow_download: bool = True) -> ClassHead | str:
+    """The class head the backbone's pretrained weights came with, or why there is none to
+    tag images with (random weights, a fine-tuned file, another label set)."""
+    if spec.weights_id == "none":
+        return "random weights have no meaningful class head"
+    if spec.weights_id.startswith("file:"):
+        return "a weights file's head belongs to its own training"
+    model = _full_model(spec, allow_download)
+    timm_model = spec.source == "timm"
+    linear = model.get_classifier() if timm_model else _last_linear(model, spec.name)[1]
+    if not isinstance(linear, nn.Linear) or linear.out_features != IMAGENET_CLASSES:
+        classes = getattr(linear, "out_features", "no")
+        return f"its class head has {classes} classes, not the {IMAGENET_CLASSES} of ImageNet-1k"
+    return ClassHead(
+        linear.weight.detach().numpy().astype(np.float32),
+        linear.bias.detach().numpy().astype(np.float32),
+    )
+
+
+def _full_model(spec: BackboneSpec, allow_download: bool) -> nn.Module:
+    """The classification model with its weights, class head included."""
+    if spec.source == "timm":
+        return _build_timm(spec, allow_download)
     if spec.weights_id == "none":
         torch.manual_seed(RANDOM_INIT_SEED)
         model = torchvision.models.get_model(spec.arch, weights=None)
@@ -184,8 +224,7 @@ def build_backbone(spec: BackboneSpec, allow_download: bool = True) -> Backbone:
         raise ValueError(
             f"{spec.name} needs image_size={native}, got {spec.preprocess.crop}; set image_size"
         )
-    dim = _strip_head(model, spec.name)
-    return Backbone(model.eval(), dim, spec)
+    return model
 
 
 def _locate(name: str) -> tuple[str, str]:

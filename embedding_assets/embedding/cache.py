@@ -42,6 +42,12 @@ class EmbeddingCache:
     def key(model_key: str, sha256: str) -> bytes:
         return f"{model_key}/{sha256}".encode()
 
+    @staticmethod
+    def norm_key(model_key: str, sha256: str) -> bytes:
+        """Where a vector's norm before normalizing is kept (what a class head's logits scale
+        with): beside the vectors, outside their key range."""
+        return f"norm:{model_key}/{sha256}".encode()
+
     def missing(self, model_key: str, hashes: Iterable[str]) -> list[str]:
         """The hashes with no vector for this model key yet (order kept, duplicates dropped)."""
         out, seen = [], set()
@@ -52,10 +58,22 @@ class EmbeddingCache:
                 seen.add(h)
         return out
 
-    def put_batch(self, model_key: str, hashes: list[str], vectors: np.ndarray) -> None:
-        """Write one batch in one transaction, growing the map when it is full (or adopting the
-        size another process grew it to)."""
+    def put_batch(
+        self,
+        model_key: str,
+        hashes: list[str],
+        vectors: np.ndarray,
+        norms: np.ndarray | None = None,
+    ) -> None:
+        """Write one batch (and the vectors' norms before normalizing, when given) in one
+        transaction, growing the map when it is full (or adopting the size another process grew
+        it to)."""
         rows = [(self.key(model_key, h), v.tobytes()) for h, v in zip(hashes, vectors, strict=True)]
+        if norms is not None:
+            rows += [
+                (self.norm_key(model_key, h), np.float32(n).tobytes())
+                for h, n in zip(hashes, norms, strict=True)
+            ]
         while True:
             try:
                 with self.env.begin(write=True) as txn:
@@ -76,6 +94,17 @@ class EmbeddingCache:
                 if buf is None:
                     raise KeyError(f"no cached vector for {h} under {model_key}")
                 out[i] = np.frombuffer(buf, dtype=dtype, count=dim)
+        return out
+
+    def get_norms(self, model_key: str, hashes: list[str]) -> np.ndarray:
+        """The norms stored with `hashes`' vectors, NaN where none was (vectors cached before
+        norms were kept)."""
+        out = np.full(len(hashes), np.nan, dtype=np.float32)
+        with self.env.begin(buffers=True) as txn:
+            for i, h in enumerate(hashes):
+                buf = txn.get(self.norm_key(model_key, h))
+                if buf is not None:
+                    out[i] = np.frombuffer(buf, dtype=np.float32, count=1)[0]
         return out
 
     def dim(self, model_key: str, sha256: str, dtype: str) -> int:

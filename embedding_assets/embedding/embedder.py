@@ -117,6 +117,7 @@ class Batch:
     indexes: list[int]  # positions in the input list
     vectors: np.ndarray  # (len(indexes), dim), L2-normalized, store dtype
     errors: list[tuple[int, str]]
+    norms: np.ndarray | None = None  # (len(indexes),) the features' L2 norms before normalizing
 
 
 def _autocast_dtype(device: torch.device, precision: Precision) -> torch.dtype | None:
@@ -163,15 +164,18 @@ def embed_paths(
     with torch.inference_mode():
         for tensors, indexes, errors in loader:
             if tensors is None:
-                yield Batch([], np.empty((0, backbone.dim), store_dtype), errors)
+                yield Batch([], np.empty((0, backbone.dim), store_dtype), errors, np.empty(0))
                 continue
             x = tensors.to(dev, non_blocking=True)
             if dev.type == "cuda":
                 x = x.contiguous(memory_format=torch.channels_last)
             with torch.autocast(dev.type, dtype=amp, enabled=amp is not None):
                 feats = model(x)
-            feats = torch.nn.functional.normalize(feats.float(), dim=1)
-            yield Batch(indexes, feats.cpu().numpy().astype(store_dtype, copy=False), errors)
+            feats = feats.float()
+            norms = feats.norm(dim=1).cpu().numpy()  # the scale of the logits of a class head
+            feats = torch.nn.functional.normalize(feats, dim=1)
+            vectors = feats.cpu().numpy().astype(store_dtype, copy=False)
+            yield Batch(indexes, vectors, errors, norms)
 
 
 def default_workers() -> int:

@@ -147,6 +147,7 @@ def embed_paths_on_ray(
                     [start + i for i in batch.indexes],
                     batch.vectors,
                     [(start + i, err) for i, err in batch.errors],
+                    batch.norms,
                 )
             idle.append(actor)
     finally:

@@ -176,6 +176,33 @@ def cached_features(
         return cache.get_matrix(key, kept, dim, params.store_dtype).astype(np.float32), keep
 
 
+def cached_features_and_norms(
+    paths: DataPaths,
+    params: EmbedParams,
+    fs_paths: list[str | bytes],
+    hashes: list[str],
+    options: RunOptions = RunOptions(),
+    progress: Callable[[int, int], None] | None = None,
+) -> tuple[np.ndarray, np.ndarray, list[int]]:
+    """`cached_features` with each vector's norm before normalizing (what a class head needs:
+    logits = norm * (vector @ W.T) + b), embedding again the images whose vectors were cached
+    before norms were kept."""
+    X, keep = cached_features(paths, params, fs_paths, hashes, options, progress)
+    key = params.model_key()
+    kept = [hashes[i] for i in keep]
+    with EmbeddingCache(paths.embeddings_lmdb) as cache:
+        norms = cache.get_norms(key, kept)
+        lacking = np.flatnonzero(np.isnan(norms))
+        if len(lacking):
+            summary = EmbedSummary(model_key=key)
+            todo = [fs_paths[keep[i]] for i in lacking]
+            for batch in _batches(_with_exports(options, paths), params, todo, summary):
+                rows = [kept[lacking[i]] for i in batch.indexes]
+                cache.put_batch(key, rows, batch.vectors, batch.norms)
+            norms = cache.get_norms(key, kept)
+    return X, norms, keep
+
+
 def _with_exports(options: RunOptions, paths: DataPaths) -> RunOptions:
     """Exported models are cached in the data folder unless the caller put them elsewhere."""
     return options if options.exports else replace(options, exports=paths.exports_dir)
@@ -213,7 +240,7 @@ def _fill_cache(
     done = 0
     for batch in _batches(options, params, todo_paths, summary):
         summary.dim = batch.vectors.shape[1]
-        cache.put_batch(key, [todo_hashes[i] for i in batch.indexes], batch.vectors)
+        cache.put_batch(key, [todo_hashes[i] for i in batch.indexes], batch.vectors, batch.norms)
         for i, err in batch.errors:
             failed.add(todo_hashes[i])
             summary.failed.append((_display(todo_paths[i]), err))

@@ -1,0 +1,173 @@
+"""Image tags from the backbone's own ImageNet head, and text search over them, offline.
+
+The `image_tags` asset keeps each image's top classes with their probabilities in DuckDB
+(`image_tags`, expanded to WordNet terms in the view `image_tags_expanded`) and, for serving,
+in `tags/<model_key>.parquet` beside a pointer `tags/current.json`, so that a server answers
+text queries from memory. A query's words resolve to classes (`words`); images rank by the
+summed probability of those classes among their tags.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from embedding_assets.search.words import Resolution, vocabulary
+from resources.paths import DataPaths
+
+POINTER = "current.json"
+
+
+def top_classes(
+    vectors: np.ndarray, norms: np.ndarray, weight: np.ndarray, bias: np.ndarray, k: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """(class indexes (n, k), probabilities (n, k)), most likely first, from L2-normalized
+    features and their norms: logits = norm * (vector @ W.T) + b, softmax over all classes."""
+    classes = np.empty((len(vectors), k), dtype=np.int64)
+    probs = np.empty((len(vectors), k), dtype=np.float32)
+    for s in range(0, len(vectors), 4096):
+        v, n = vectors[s : s + 4096], norms[s : s + 4096]
+        logits = (v @ weight.T) * n[:, None] + bias
+        logits -= logits.max(axis=1, keepdims=True)
+        p = np.exp(logits)
+        p /= p.sum(axis=1, keepdims=True)
+        top = np.argpartition(-p, k - 1, axis=1)[:, :k]
+        order = np.argsort(-np.take_along_axis(p, top, axis=1), axis=1)
+        classes[s : s + 4096] = np.take_along_axis(top, order, axis=1)
+        probs[s : s + 4096] = np.take_along_axis(p, classes[s : s + 4096], axis=1)
+    return classes, probs
+
+
+def terms_rows() -> dict[str, list]:
+    """The `imagenet_terms` table: every word naming each class or a synset above it, with its
+    distance (0: the class's own names)."""
+    vocab = vocabulary()
+    synset, term, distance = [], [], []
+    for index, wnid in enumerate(vocab.classes):
+        seen: set[str] = set()
+        for depth, offset in enumerate(vocab.closure[index]):
+            for word in vocab.lemmas.get(offset, []):
+                if word not in seen:
+                    seen.add(word)
+                    synset.append(wnid)
+                    term.append(word)
+                    distance.append(depth)
+    return {"synset": synset, "term": term, "distance": distance}
+
+
+def serving_path(paths: DataPaths, model_key: str) -> Path:
+    return paths.root / "tags" / f"{model_key}.parquet"
+
+
+def write_serving(
+    paths: DataPaths,
+    model_key: str,
+    image_ids: np.ndarray,
+    file_paths: list[str],
+    classes: np.ndarray,
+    probs: np.ndarray,
+) -> Path:
+    """The tags a server loads, and the pointer to them; each written atomically."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    target = serving_path(paths, model_key)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    k = classes.shape[1]
+    table = pa.table(
+        {
+            "image_id": pa.array(np.repeat(np.asarray(image_ids, np.int64), k)),
+            "path": pa.array(np.repeat(np.asarray(file_paths, dtype=object), k), pa.string()),
+            "class": pa.array(classes.reshape(-1).astype(np.int32)),
+            "score": pa.array(probs.reshape(-1).astype(np.float32)),
+        }
+    )
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    pq.write_table(table, tmp)
+    tmp.replace(target)
+    pointer = target.with_name(POINTER)
+    tmp = pointer.with_name(f".{POINTER}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps({"model_key": model_key, "file": target.name}))
+    tmp.replace(pointer)
+    return target
+
+
+@dataclass(frozen=True)
+class TextHit:
+    rank: int
+    image_id: int
+    path: str | None
+    score: float  # summed probability of the matched classes among the image's tags
+    classes: list[str]  # the matched classes it was tagged with, most likely first
+
+    def as_dict(self) -> dict:
+        return {
+            "rank": self.rank,
+            "image_id": self.image_id,
+            "path": self.path,
+            "score": self.score,
+            "classes": self.classes,
+        }
+
+
+class TagIndex:
+    """Every image's tags as a sparse (images x classes) matrix, for ranking by words."""
+
+    def __init__(self, path: Path) -> None:
+        import pyarrow.parquet as pq
+        from scipy import sparse
+
+        table = pq.read_table(path)
+        ids = table.column("image_id").to_numpy()
+        self.image_ids, rows = np.unique(ids, return_inverse=True)
+        first = np.unique(rows, return_index=True)[1]
+        self.paths = [table.column("path")[int(i)].as_py() for i in first]
+        cols = table.column("class").to_numpy().astype(np.int64)
+        scores = table.column("score").to_numpy().astype(np.float32)
+        shape = (len(self.image_ids), len(vocabulary().classes))
+        self.matrix = sparse.csc_matrix((scores, (rows, cols)), shape=shape)
+        self.model_key = path.stem
+        self.mtime = path.stat().st_mtime_ns
+
+    @classmethod
+    def current(cls, paths: DataPaths) -> TagIndex:
+        """The tags the pointer names; LookupError saying what to run while there are none."""
+        try:
+            found = json.loads((paths.root / "tags" / POINTER).read_text())
+        except (FileNotFoundError, ValueError):
+            raise LookupError(
+                "No image tags yet: materialize `image_tags` (emb run does) to search by text."
+            ) from None
+        return cls(paths.root / "tags" / found["file"])
+
+    def search(self, resolution: Resolution, k: int) -> list[TextHit]:
+        if len(resolution.classes) == 0:
+            return []
+        part = self.matrix[:, resolution.classes]
+        scores = np.asarray(part.sum(axis=1)).ravel()
+        k = min(k, len(scores))
+        top = np.argpartition(-scores, k - 1)[:k] if k < len(scores) else np.arange(len(scores))
+        top = top[np.argsort(-scores[top], kind="stable")]
+        top = top[scores[top] > 0]
+        rows = part.tocsr()[top]
+        vocab = vocabulary()
+        hits = []
+        for rank, row in enumerate(top, start=1):
+            tagged = rows.getrow(rank - 1)
+            order = np.argsort(-tagged.data)
+            names = [vocab.names[resolution.classes[c]] for c in tagged.indices[order]]
+            hit = TextHit(
+                rank, int(self.image_ids[row]), self.paths[row], float(scores[row]), names
+            )
+            hits.append(hit)
+        return hits
+
+
+def search_text(paths: DataPaths, query: str, k: int = 10) -> tuple[Resolution, list[TextHit]]:
+    """One-off text search over the current tags (keep a TagIndex for many queries)."""
+    resolution = vocabulary().resolve(query)
+    return resolution, TagIndex.current(paths).search(resolution, k)
