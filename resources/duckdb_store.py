@@ -20,7 +20,14 @@ import duckdb
 
 from resources.schema import ensure_schema
 
-LOCK_MARKERS = ("Could not set lock", "Conflicting lock", "lock on file")
+# The last marker is the same conflict inside one process: a connection of this process holds
+# the file in the other mode (read-only vs writable) until it closes.
+LOCK_MARKERS = (
+    "Could not set lock",
+    "Conflicting lock",
+    "lock on file",
+    "different configuration than existing connections",
+)
 
 
 LOCK_TIMEOUT_ENV = "EMB_LOCK_TIMEOUT_S"
@@ -81,7 +88,8 @@ def connect(
     read_only: bool = False,
     timeout_s: float | None = None,
 ) -> Iterator[duckdb.DuckDBPyConnection]:
-    """Open `db_path`, retrying while another process holds the write lock, and always close.
+    """Open `db_path`, retrying while another connection holds the file in the other mode, and
+    always close.
 
     A writable connection also creates the schema (idempotent), so every writer sees the tables.
     A read-only connection of a file that does not exist yet raises a clear FileNotFoundError.
