@@ -86,8 +86,8 @@ def free_port() -> int:
 class Served:
     """`emb serve` on a data folder, in its own process."""
 
-    def __init__(self, root: Path) -> None:
-        self.port = free_port()
+    def __init__(self, root: Path, ready: str = "/health") -> None:
+        self.port, self.ready = free_port(), ready
         env = {**os.environ, "EMB_DATA_DIR": str(root)}
         emb = Path(sys.executable).parent / "emb"
         self.proc = subprocess.Popen(
@@ -103,7 +103,7 @@ class Served:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             try:
-                status, body = await one_request(self.port, "GET", "/health")
+                status, body = await one_request(self.port, "GET", self.ready)
                 if status == 200:
                     return
             except OSError:
@@ -111,7 +111,7 @@ class Served:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"emb serve exited: {self.proc.stderr.read()}")
             await asyncio.sleep(0.2)
-        raise RuntimeError("emb serve did not answer /health within 120 s")
+        raise RuntimeError(f"emb serve did not answer {self.ready} within 120 s")
 
     def stop(self) -> None:
         self.proc.terminate()

@@ -11,7 +11,7 @@ import pytest
 
 from embedding_assets.assets.search import image_tags
 from embedding_assets.catalog.scan import scan_catalog
-from embedding_assets.search.tags import search_text
+from embedding_assets.search.text_search import search_text
 from embedding_assets.search.words import vocabulary
 from resources.duckdb_store import connect
 from resources.gpu import GPUResource
@@ -87,8 +87,9 @@ def test_sql_finds_images_by_a_hypernym(tagged: Path):
 
 @pytest.mark.parametrize("query, folder", [("trucks", "truck"), ("a cat", "cat")])
 def test_text_query_ranks_the_named_class_first(tagged: Path, query: str, folder: str):
-    resolution, hits = search_text(DataPaths(tagged), query, k=10)
-    assert len(resolution.classes) > 0
+    found = search_text(DataPaths(tagged), query, k=10)
+    hits = found.hits
+    assert found.via == "tags" and query.split()[-1].rstrip("s") in found.understood
     # Only images with a matching class among their top 5 tags are hits: at 32 px few are.
     assert len(hits) >= 2 and [h.score for h in hits] == sorted(
         (h.score for h in hits), reverse=True
@@ -106,3 +107,54 @@ def test_a_second_run_reuses_and_a_headless_backbone_says_why(tagged: Path, tmp_
     assert random.success
     meta = random.asset_materializations_for_node("image_tags")[0].metadata
     assert meta["status"].value == "skipped" and meta["reason"].value
+
+
+def test_emb_search_text_prints_csv_json_and_refuses_nonsense(tagged: Path):
+    import csv
+    import io
+    import json
+
+    from typer.testing import CliRunner
+
+    from embedding_assets.cli.app import app
+    from resources.paths import DATA_DIR_ENV
+
+    runner, env = CliRunner(), {DATA_DIR_ENV: str(tagged)}
+    out = runner.invoke(app, ["search", "--text", "trucks", "-k", "5", "--format", "csv"], env=env)
+    assert out.exit_code == 0, out.output
+    rows = list(csv.DictReader(io.StringIO(out.stdout)))
+    assert 2 <= len(rows) <= 5 and set(rows[0]) == {"rank", "path", "image_id", "score", "classes"}
+    assert sum(_folder(r["path"]) == "truck" for r in rows) >= 0.7 * len(rows)
+    out = runner.invoke(app, ["search", "--text", "a cat", "--format", "json"], env=env)
+    answer = json.loads(out.stdout)
+    assert answer["results"] and "cat" in answer["understood"]
+    out = runner.invoke(app, ["search", "--text", "qwzzx"], env=env)
+    assert out.exit_code == 2 and "names no class" in out.output
+
+
+def test_serve_answers_text_queries_from_memory_with_4xx_for_bad_ones(tagged: Path, tmp_path: Path):
+    from fastapi.testclient import TestClient
+
+    from embedding_assets.web.api import create_app
+
+    db = DataPaths(tagged).catalog_db
+    client = TestClient(create_app(db, max_k=20), base_url="http://127.0.0.1")
+    found = client.get("/search", params={"text": "a photo of trucks", "k": 8})
+    assert found.status_code == 200, found.text
+    body = found.json()
+    assert 2 <= len(body["results"]) <= 8 and "truck" in body["query"]["understood"]
+    assert sum(_folder(h["path"]) == "truck" for h in body["results"]) >= 0.7 * len(body["results"])
+    shutil.move(str(tagged / "tags"), str(tmp_path / "tags"))  # served from memory from now on
+    try:
+        again = client.get("/search", params={"text": "a photo of trucks", "k": 8})
+        assert again.json()["results"] == body["results"]
+    finally:
+        shutil.move(str(tmp_path / "tags"), str(tagged / "tags"))
+    assert client.get("/search", params={"text": "qwzzx"}).status_code == 422
+    assert client.get("/search", params={"text": "x" * 201}).status_code == 422
+    assert client.get("/search", params={"text": "cat", "k": 21}).status_code == 422
+    assert client.get("/search").status_code == 422
+    assert client.get("/search", params={"text": "cat", "image_id": 1}).status_code == 422
+    untagged = TestClient(create_app(tmp_path / "catalog.duckdb"), base_url="http://127.0.0.1")
+    missing = untagged.get("/search", params={"text": "cat"})
+    assert missing.status_code == 503 and "image_tags" in missing.json()["detail"]

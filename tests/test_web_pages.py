@@ -23,6 +23,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from embedding_assets.assets.analytics import anomaly_scores, clusters, projections
+from embedding_assets.assets.search import image_tags
 from embedding_assets.catalog.scan import scan_catalog
 from embedding_assets.embedding.run import RunOptions, run_embeddings
 from embedding_assets.web.api import SERVE_CONFIG_ENV, create_app
@@ -55,7 +56,8 @@ class World:
 
 
 def build(tmp: Path) -> World:
-    """Three classes of 6 labeled images plus 12 unlabeled ones, through the real assets."""
+    """Three classes of 6 labeled images plus 12 unlabeled ones, through the real assets (the
+    tags with the default backbone: the embeddings' random-weight one has no ImageNet head)."""
     folder = tmp / "images"
     for c, level in enumerate(LEVELS):
         for i in range(6):
@@ -67,7 +69,7 @@ def build(tmp: Path) -> World:
     run_embeddings(paths, PARAMS, RunOptions(workers=0))
     assert materialize_index(paths.root, tmp).success
     result = dg.materialize(
-        [clusters, anomaly_scores, projections, *AL_ASSETS],
+        [clusters, anomaly_scores, projections, image_tags, *AL_ASSETS],
         resources=resources(paths.root),
         run_config={"ops": {"projections": {"config": {"methods": ["pca"]}}, **QUEUE}},
         raise_on_error=False,
@@ -351,3 +353,23 @@ def test_search_page_by_upload(server: World, page, tmp_path: Path):
     expect(page.locator(".hit img").first).to_have_js_property("complete", True)
     width = page.locator(".hit img").first.evaluate("img => img.naturalWidth")
     assert width > 0, "the result thumbnail decoded"
+
+
+def test_search_page_by_words(server: World, page):
+    from playwright.sync_api import expect
+
+    ((tag, count),) = query(
+        server,
+        "SELECT tag, count(*) FROM image_tags WHERE rank = 1 GROUP BY 1 ORDER BY 2 DESC LIMIT 1",
+    )
+    word = tag.split(",")[0]  # "window screen, ..." -> the first name of the commonest tag
+    page.goto(f"{server.url}/search/page")
+    page.fill("#words", word)
+    page.press("#words", "Enter")
+    expect(page.locator(".hit").first).to_be_visible()
+    assert page.locator(".hit").count() >= count
+    assert word in page.locator(".hit").first.inner_text()
+    assert f"?text={word.replace(' ', '%20')}" in page.url
+    page.fill("#words", "qwzzx")
+    page.press("#words", "Enter")
+    expect(page.locator("#msg.err")).to_contain_text("names no class")

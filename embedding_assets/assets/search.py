@@ -491,3 +491,73 @@ def _paths_of(storage: StorageResource, ids: np.ndarray) -> list[str]:
             ).fetchall()
         )
     return [found.get(int(i)) for i in ids]
+
+
+class ClipEmbeddingsConfig(dg.Config):
+    text_model: str = Field(
+        default="",
+        description="An open_clip model for text search at CLIP quality, as ARCH:PRETRAINED "
+        "(ViT-B-32:laion2b_s34b_b79k, or ViT-B-32:/path/to/checkpoint.bin; ARCH may be a "
+        "model-config JSON file). Empty: off, text search uses `image_tags`. Needs the [clip] "
+        "extra.",
+    )
+
+
+@dg.asset(
+    deps=["image_catalog"],
+    group_name=GROUP,
+    kinds={"pytorch", "faiss"},
+    owners=OWNERS,
+    pool=GPU_POOL,
+    tags={"stage": "search"},
+)
+def clip_embeddings(
+    context: dg.AssetExecutionContext, config: ClipEmbeddingsConfig, storage: StorageResource
+) -> dg.MaterializeResult:
+    """Every usable image through the image tower of `text_model` (cached in the LMDB by its own
+    model key), and a FAISS index that text queries search through the text tower (`emb search
+    --text`, `/search?text=` use it instead of the tags when it exists). Off unless
+    `text_model` is set; without its weights this asset fails in one line and nothing else."""
+    from embedding_assets.search import clip
+
+    if not config.text_model:  # text search goes back to the tags; the cached vectors stay
+        clip.stop_pointing(storage.paths)
+        return dg.MaterializeResult(
+            metadata={"status": "disabled", "reason": "text_model is not set"},
+            data_version=dg.DataVersion("disabled"),
+        )
+    import json
+
+    from embedding_assets.catalog.images import usable_files
+    from embedding_assets.catalog.scan import usable_version
+
+    paths = storage.paths
+    try:
+        spec = clip.ClipSpec.parse(config.text_model)
+        key = spec.model_key()
+    except (clip.ClipUnavailable, OSError) as exc:
+        raise dg.Failure(str(exc)) from None
+    fp = fingerprint("clip_embeddings", key, usable_version(paths.catalog_db))
+    record = clip.index_dir(paths, key) / "build.json"
+    if record.is_file() and json.loads(record.read_text()).get("fingerprint") == fp:
+        clip.point_at(paths, key, config.text_model)
+        return reused(context, fp, {"model_key": key})
+    try:
+        model = clip.load_model(spec)
+    except clip.ClipUnavailable as exc:
+        raise dg.Failure(str(exc)) from None
+    ids, fs_paths, hashes = usable_files(paths.catalog_db)
+    ids = np.asarray(ids, dtype=np.int64)
+    x = clip.embed(paths, model, fs_paths, hashes)
+    clip.write_index(paths, model, config.text_model, ids, _paths_of(storage, ids), x)
+    record.write_text(json.dumps({"fingerprint": fp}))
+    context.log.info(f"CLIP index of {len(ids)} images ({key})")
+    return dg.MaterializeResult(
+        metadata={
+            "model_key": key,
+            "images": len(ids),
+            "dimension": int(x.shape[1]) if len(x) else 0,
+            "search": 'emb search --text "a red truck"',
+        },
+        data_version=dg.DataVersion(fp),
+    )

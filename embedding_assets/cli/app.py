@@ -13,7 +13,7 @@ import typer
 
 from embedding_assets.cli.console import fail, paths
 from embedding_assets.cli.labels import label_app, queue
-from embedding_assets.cli.search import serve, similar
+from embedding_assets.cli.search import search, serve, similar
 from embedding_assets.cli.sql import sql_command
 from embedding_assets.common.settings import IMAGE_DIR_ENV, default_dagster_home
 from resources.paths import DATA_DIR_ENV
@@ -22,6 +22,7 @@ app = typer.Typer(help="Image-embedding platform on Dagster and DuckDB.", no_arg
 app.add_typer(label_app, name="label")
 app.command("queue")(queue)
 app.command("similar")(similar)
+app.command("search")(search)
 app.command("serve")(serve)
 app.command("sql")(sql_command)
 
@@ -103,6 +104,12 @@ def run(
         help="What runs the forward pass: auto (ONNX Runtime on the CPU, the default), torch "
         "or onnxruntime.",
     ),
+    text_model: str | None = typer.Option(
+        None,
+        help="Also search by text with this open_clip model, as ARCH:PRETRAINED (e.g. "
+        "ViT-B-32:laion2b_s34b_b79k or ViT-B-32:/path/to/checkpoint.bin); needs the [clip] "
+        "extra. Default: text search by the backbone's ImageNet tags, offline.",
+    ),
     config: Path = typer.Option(
         None,
         "--config",
@@ -113,13 +120,14 @@ def run(
 ) -> None:
     """Materialize every asset on a folder of images. --model, --weights, --image-size and
     --runtime set the backbone of both `embeddings` and `embedding_model`."""
-    from embedding_assets.cli.runner import RunConfigError, backbone_config
+    from embedding_assets.cli.runner import RunConfigError, backbone_config, merge
 
     _check_settings()
+    flags = backbone_config(model, weights, image_size, runtime)
+    if text_model is not None:
+        flags = merge(flags, {"ops": {"clip_embeddings": {"config": {"text_model": text_model}}}})
     try:
-        run_config = _run_config(
-            image_dir, config, backbone_config(model, weights, image_size, runtime)
-        )
+        run_config = _run_config(image_dir, config, flags)
     except RunConfigError as exc:
         fail(str(exc))
     _run(run_config, verbose)

@@ -1,12 +1,15 @@
-"""`emb similar` and `emb serve`: search the published similarity index from a shell or HTTP."""
+"""`emb similar`, `emb search` and `emb serve`: search the published similarity index or the
+image tags from a shell or HTTP."""
 
 from __future__ import annotations
 
+import csv
 import json
+import sys
 
 import typer
 
-from embedding_assets.cli.console import catalog_db, fail
+from embedding_assets.cli.console import catalog_db, fail, paths
 
 
 def similar(
@@ -46,6 +49,40 @@ def similar(
         )
 
 
+def search(
+    text: str = typer.Option(
+        ..., "--text", "-t", help="Words to find images by, e.g. 'a red truck' or 'tabby cat'."
+    ),
+    k: int = typer.Option(10, "-k", "--k", min=1, max=100_000, help="How many results."),
+    format: str = typer.Option("table", "--format", "-f", help="table | csv | json"),
+) -> None:
+    """Find images by words. Offline: the words resolve through WordNet to the backbone's
+    ImageNet classes, and images rank by their tags' summed probability of those classes
+    (`image_tags`; `emb run` makes them). With `emb run --text-model`, by CLIP instead."""
+    from embedding_assets.search.clip import ClipUnavailable
+    from embedding_assets.search.text_answers import NoMatch
+    from embedding_assets.search.text_search import search_text
+
+    if format not in ("table", "csv", "json"):
+        fail(f"--format {format!r}: choose table, csv or json")
+    try:
+        found = search_text(paths(), text, k)
+    except (LookupError, FileNotFoundError, ClipUnavailable, NoMatch) as exc:
+        fail(f"error: {exc}")
+    if format == "json":
+        typer.echo(json.dumps({"query": text, **found.as_dict()}, indent=2))
+    elif format == "csv":
+        out = csv.writer(sys.stdout, lineterminator="\n")
+        out.writerow(["rank", "path", "image_id", "score", "classes"])
+        for h in found.hits:
+            out.writerow([h.rank, h.path, h.image_id, f"{h.score:.6f}", "; ".join(h.classes)])
+    else:
+        typer.secho(f"{found.understood} ({found.via} of {found.model_key})", err=True)
+        typer.echo(f"{'rank':>4}  {'score':>6}  {'classes':<32}  path")
+        for h in found.hits:
+            typer.echo(f"{h.rank:>4}  {h.score:>6.3f}  {'; '.join(h.classes)[:32]:<32}  {h.path}")
+
+
 def serve(
     host: str = typer.Option(
         "127.0.0.1",
@@ -74,7 +111,7 @@ def serve(
         "other Host is refused (400), so a DNS-rebound page gets nothing.",
     ),
 ) -> None:
-    """Serve `/search` (by image id or uploaded image), `/search/batch` and `/health` over
+    """Serve `/search` (by image id, uploaded image or text), `/search/batch` and `/health` over
     HTTP; the OpenAPI page is at /docs. Newly published indexes are picked up while serving."""
     import os
 

@@ -4,18 +4,19 @@ The `image_tags` asset keeps each image's top classes with their probabilities i
 (`image_tags`, expanded to WordNet terms in the view `image_tags_expanded`) and, for serving,
 in `tags/<model_key>.parquet` beside a pointer `tags/current.json`, so that a server answers
 text queries from memory. A query's words resolve to classes (`words`); images rank by the
-summed probability of those classes among their tags.
+summed probability of those classes among their tags. `text_search` picks between these tags
+and a CLIP index (`clip`).
 """
 
 from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from embedding_assets.search.text_answers import NoMatch, TextAnswer, TextHit
 from embedding_assets.search.words import Resolution, vocabulary
 from resources.paths import DataPaths
 
@@ -96,24 +97,6 @@ def write_serving(
     return target
 
 
-@dataclass(frozen=True)
-class TextHit:
-    rank: int
-    image_id: int
-    path: str | None
-    score: float  # summed probability of the matched classes among the image's tags
-    classes: list[str]  # the matched classes it was tagged with, most likely first
-
-    def as_dict(self) -> dict:
-        return {
-            "rank": self.rank,
-            "image_id": self.image_id,
-            "path": self.path,
-            "score": self.score,
-            "classes": self.classes,
-        }
-
-
 class TagIndex:
     """Every image's tags as a sparse (images x classes) matrix, for ranking by words."""
 
@@ -144,6 +127,14 @@ class TagIndex:
             ) from None
         return cls(paths.root / "tags" / found["file"])
 
+    def answer(self, text: str, k: int) -> TextAnswer:
+        """The top `k` images for `text`; NoMatch when no word of it names a class."""
+        resolution = vocabulary().resolve(text)
+        if len(resolution.classes) == 0:
+            raise NoMatch(resolution.describe())
+        hits = self.search(resolution, k)
+        return TextAnswer("tags", self.model_key, resolution.describe(), hits)
+
     def search(self, resolution: Resolution, k: int) -> list[TextHit]:
         if len(resolution.classes) == 0:
             return []
@@ -165,9 +156,3 @@ class TagIndex:
             )
             hits.append(hit)
         return hits
-
-
-def search_text(paths: DataPaths, query: str, k: int = 10) -> tuple[Resolution, list[TextHit]]:
-    """One-off text search over the current tags (keep a TagIndex for many queries)."""
-    resolution = vocabulary().resolve(query)
-    return resolution, TagIndex.current(paths).search(resolution, k)

@@ -21,6 +21,7 @@ import numpy as np
 
 TABLE = Path(__file__).with_name("imagenet_wordnet.json")
 MAX_PHRASE = 4
+MAX_SUGGESTED = 3  # unknown words that get suggestions
 FILLER = frozenset(
     (
         "a",
@@ -106,6 +107,10 @@ class Vocabulary:
                 return self.fallback[form], True
         return None, False
 
+    @lru_cache(maxsize=4096)  # noqa: B019 - one vocabulary per process, kept for its life
+    def _close(self, word: str) -> tuple[str, ...]:
+        return tuple(difflib.get_close_matches(word, self.senses, n=3))
+
     def resolve(self, query: str) -> Resolution:
         words = [w for w in re.findall(r"[a-z0-9']+", query.lower()) if w not in FILLER]
         classes: set[int] = set()
@@ -125,7 +130,9 @@ class Vocabulary:
                     i += n
                     break
             else:
-                unknown[words[i]] = difflib.get_close_matches(words[i], self.senses, n=3)
+                # Suggestions cost ~7 ms a word: only for the first few unknown words.
+                few = len(unknown) < MAX_SUGGESTED
+                unknown[words[i]] = list(self._close(words[i])) if few else []
                 i += 1
         found = np.asarray(sorted(classes), dtype=np.int64)
         return Resolution(found, matched, unknown, broader)

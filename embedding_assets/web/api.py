@@ -1,5 +1,5 @@
-"""HTTP search for applications: `/search` by image id or uploaded image, `/search/batch` for
-many ids or files in one request, and `/health`. Answers come from memory (see LiveIndex):
+"""HTTP search for applications: `/search` by image id, uploaded image or text, `/search/batch`
+for many ids or files in one request, and `/health`. Answers come from memory (see LiveIndex):
 nothing on the request path opens DuckDB, so search goes on while a run holds the writer.
 
 Built so that hostile input costs a 4xx, never the process: the Host header must name this
@@ -25,15 +25,20 @@ from PIL import Image, UnidentifiedImageError
 from pydantic import BaseModel, Field
 
 from embedding_assets.catalog.labels import IMAGE_ID_MAX, IMAGE_ID_MIN
+from embedding_assets.search.clip import ClipUnavailable
 from embedding_assets.search.live import LiveIndex
 from embedding_assets.search.searcher import Hit, QueryError, Searcher, UnknownImageError
+from embedding_assets.search.text_answers import NoMatch
+from embedding_assets.search.text_search import LiveText
 from embedding_assets.web.guards import HostGuard, ImageId, validation_error
 from embedding_assets.web.pages import mount_pages
+from resources.paths import DataPaths
 
 DEFAULT_MAX_K = 100
 DEFAULT_MAX_BATCH = 256
 DEFAULT_MAX_UPLOAD_BYTES = 10 * 2**20
 DEFAULT_MAX_PIXELS = 40_000_000
+MAX_TEXT = 200  # characters of a text query
 
 
 class BodyLimit:
@@ -108,6 +113,21 @@ class SearchAnswer(BaseModel):
     results: list[Hit]
 
 
+class TextResult(BaseModel):
+    rank: int
+    image_id: int
+    path: str | None
+    score: float = Field(description="Summed probability of the matched classes in its tags.")
+    classes: list[str] = Field(description="The matched classes it is tagged with.")
+
+
+class TextAnswer(BaseModel):
+    model_key: str = Field(description="The backbone whose tags answered, or the CLIP model.")
+    via: str = Field(description="tags (ImageNet classes of the backbone) or clip.")
+    query: dict = Field(description="The text, and how its words were understood.")
+    results: list[TextResult]
+
+
 class BatchItem(BaseModel):
     query: dict
     results: list[Hit] | None = None
@@ -165,6 +185,7 @@ def create_app(
     address it is bound to) or one of `allowed_hosts` (see guards.HostGuard).
     """
     live = LiveIndex(Path(db_path), model_key, reload_seconds=reload_seconds)
+    live_text = LiveText(DataPaths(Path(db_path).parent), reload_seconds or float("inf"))
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI):
@@ -232,23 +253,47 @@ def create_app(
             "max_batch": max_batch,
         }
 
-    @app.get("/search", response_model=SearchAnswer)
-    async def search_by_id(
+    @app.get("/search", response_model=SearchAnswer | TextAnswer)
+    async def search_by_id_or_text(
         image_id: Annotated[
-            int,
+            int | None,
             Query(
                 ge=IMAGE_ID_MIN,
                 le=IMAGE_ID_MAX,
                 description="Catalog image id of the query image (a 64-bit integer).",
             ),
-        ],
+        ] = None,
+        text: Annotated[
+            str | None,
+            Query(
+                min_length=1,
+                max_length=MAX_TEXT,
+                description="Words to find images by (e.g. 'a red truck'), instead of an id: "
+                "ranked by the image tags' probabilities of the classes the words name.",
+            ),
+        ] = None,
         k: Annotated[int, Query(ge=1, le=max_k, description=f"Results, 1 to {max_k}.")] = 10,
     ) -> Response:
+        if (image_id is None) == (text is None):
+            raise HTTPException(422, "give exactly one of image_id or text")
+        if text is not None:
+            return by_text(text, k)
         s = searcher()
         try:
             return answer(s, {"image_id": image_id}, s.by_id(image_id, k))
         except QueryError as exc:
             raise HTTPException(_status(exc), str(exc)) from exc
+
+    def by_text(text: str, k: int) -> Response:
+        try:
+            found = live_text.current().answer(text, k)
+        except (LookupError, ClipUnavailable) as exc:
+            raise HTTPException(503, str(exc)) from exc
+        except NoMatch as exc:
+            raise HTTPException(422, str(exc)) from exc
+        query = {"text": text, "understood": found.understood}
+        payload = {"model_key": found.model_key, "via": found.via, "query": query}
+        return _json({**payload, "results": [h.as_dict() for h in found.hits]})
 
     @app.post("/search", response_model=SearchAnswer)
     def search_by_upload(
