@@ -100,6 +100,14 @@ class NearDuplicatesConfig(dg.Config):
     memory_budget_gb: float = Field(
         default=4.0, description="Memory the index over those features may take."
     )
+    max_phash_bits: int = Field(
+        default=2,
+        ge=0,
+        le=3,
+        description="Images whose 64-bit pHash differs in at most this many bits (and whose "
+        "dHash in at most max_dhash_bits) are near-duplicates: copies resized or recompressed.",
+    )
+    max_dhash_bits: int = Field(default=3, ge=0, le=64, description="See max_phash_bits.")
 
 
 @dg.asset(
@@ -329,14 +337,15 @@ def _checked_recall(context: dg.AssetExecutionContext, record: "IndexRecord") ->
 def near_duplicates(
     context: dg.AssetExecutionContext, config: NearDuplicatesConfig, storage: StorageResource
 ) -> dg.MaterializeResult:
-    """Pairs of images at cosine similarity >= `threshold` in the DuckDB table
-    `near_duplicates`, each with its group (connected pairs; the group id is its smallest image
-    id). Judged on mean-centred features, of the plain backbone when the embeddings use a
-    trained head: a metric-learning head pulls a whole class together, which says nothing
-    about duplicated content."""
+    """Pairs of near-duplicate images in the DuckDB table `near_duplicates`, each with its
+    reason (`same_bytes`; `same_hash`: perceptual hashes within a few bits, which survive
+    resizing and recompression; `embedding`: cosine >= `threshold`) and its group (connected
+    pairs; the group id is its smallest image id). Features are judged mean-centred, of the
+    plain backbone when the embeddings use a trained head: a metric-learning head pulls a
+    whole class together, which says nothing about duplicated content."""
 
     def compute(emb_set: EmbeddingSet) -> Scores:
-        from embedding_assets.curation.duplicates import find_near_duplicates
+        from embedding_assets.curation.duplicates import REASONS, find_near_duplicates
 
         ids, vectors = read_parquet(emb_set.parquet_path)
         found = find_near_duplicates(
@@ -347,6 +356,8 @@ def near_duplicates(
             threshold=config.threshold,
             k=config.k,
             memory_budget_gb=config.memory_budget_gb,
+            max_phash=config.max_phash_bits,
+            max_dhash=config.max_dhash_bits,
         )
         return Scores(
             rows={
@@ -354,11 +365,19 @@ def near_duplicates(
                 "image_id_b": found.b,
                 "similarity": found.similarity.astype(np.float32),
                 "group_id": found.group,
+                "reason": found.reason,
+                "hash_distance": found.hash_distance,
             },
             metadata={
                 "images": len(ids),
                 "threshold": config.threshold,
                 "judged_on": found.judged_on,
+                "pairs_by_reason": dg.MetadataValue.md(
+                    markdown.table(
+                        ["reason", "pairs"],
+                        [[r, found.reason.count(r)] for r in REASONS if r in found.reason],
+                    )
+                ),
             },
             log=f"{len(found.a)} near-duplicate pairs in {len(set(found.group.tolist()))} groups",
         )

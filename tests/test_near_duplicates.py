@@ -1,0 +1,91 @@
+"""Near-duplicates that survive resizing and recompression: perceptual hashes taken while the
+catalog decodes, with the embedding's neighbours, grouped, each pair with its reason."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import dagster as dg
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+from embedding_assets.assets.search import near_duplicates
+from embedding_assets.catalog.scan import scan_catalog
+from embedding_assets.curation.duplicates import Fingerprints, hash_pairs
+from embedding_assets.embedding.run import RunOptions, run_embeddings
+from resources.duckdb_store import connect
+from resources.gpu import GPUResource
+from resources.storage import DataPaths, StorageResource
+from tests.search_setup import PARAMS
+
+
+def scene(path: Path, seed: int) -> Path:
+    """A small photo-like picture: a smooth gradient with a few shapes, different per seed."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:32, 0:32]
+    angle = rng.uniform(0, np.pi)
+    ramp = (np.cos(angle) * x + np.sin(angle) * y) * rng.uniform(2, 6)
+    arr = np.stack([(ramp + rng.uniform(0, 255)) % 256 for _ in range(3)], axis=-1)
+    image = Image.fromarray(arr.astype(np.uint8))
+    draw = ImageDraw.Draw(image)
+    for _ in range(3):
+        x0, y0 = rng.integers(0, 24, 2)
+        w, h = rng.integers(4, 12, 2)
+        fill = tuple(int(v) for v in rng.integers(0, 256, 3))
+        draw.ellipse([x0, y0, x0 + w, y0 + h], fill=fill)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image.save(path)
+    return path
+
+
+def test_resized_recompressed_copies_are_found_by_their_hashes(data_dir: Path, tmp_path: Path):
+    folder = tmp_path / "photos"
+    originals = [scene(folder / f"scene_{i}.png", seed=i) for i in range(12)]
+    shutil.copy(originals[0], folder / "exact_copy.png")
+    with Image.open(originals[1]) as im:
+        im.resize((48, 48), Image.Resampling.BICUBIC).save(folder / "near_copy.jpg", quality=70)
+    paths = DataPaths(data_dir)
+    scan_catalog(paths.catalog_db, folder)
+    run_embeddings(paths, PARAMS, RunOptions(workers=0))
+    result = dg.materialize(
+        [near_duplicates],
+        resources={
+            "storage": StorageResource(data_dir=str(data_dir)),
+            "gpu": GPUResource(device="cpu", lock_dir=str(tmp_path / "locks")),
+        },
+        raise_on_error=False,
+    )
+    assert result.success
+    with connect(paths.catalog_db, read_only=True) as con:
+        rows = con.execute(
+            "SELECT a.path, b.path, d.reason, d.hash_distance, d.group_id, d.image_id_a "
+            "FROM near_duplicates d JOIN images a ON a.image_id = d.image_id_a "
+            "JOIN images b ON b.image_id = d.image_id_b"
+        ).fetchall()
+    found = {frozenset((Path(a).name, Path(b).name)): (r, h, g == i) for a, b, r, h, g, i in rows}
+    exact, near = (
+        frozenset(("scene_0.png", "exact_copy.png")),
+        frozenset(("scene_1.png", "near_copy.jpg")),
+    )
+    assert set(found) == {exact, near}  # and no pair of different scenes
+    assert found[exact] == ("same_bytes", 0, True)
+    reason, bits, grouped = found[near]
+    assert reason == "same_hash" and 0 <= bits <= 2 and grouped
+    meta = result.asset_materializations_for_node("near_duplicates")[0].metadata
+    assert "same_hash" in meta["pairs_by_reason"].value
+
+
+def test_hash_pairs_are_exact_within_the_bit_limits():
+    rng = np.random.default_rng(0)
+    phash = rng.integers(0, 2**63, 500, dtype=np.uint64)
+    dhash = rng.integers(0, 2**63, 500, dtype=np.uint64)
+    phash[1], dhash[1] = phash[0] ^ np.uint64(0b11), dhash[0] ^ np.uint64(0b111)  # 2 and 3 bits
+    phash[3], dhash[3] = phash[2] ^ np.uint64(0b111), dhash[2]  # pHash 3 bits: too far
+    phash[5], dhash[5] = phash[4], dhash[4] ^ np.uint64(0b1111)  # dHash 4 bits: too far
+    prints = Fingerprints([""] * 500, phash, dhash, np.ones(500, bool))
+    a, b = hash_pairs(np.arange(100, 600), prints, max_phash=2, max_dhash=3)
+    assert list(zip(a.tolist(), b.tolist(), strict=True)) == [(100, 101)]
+    with pytest.raises(ValueError, match="0 to 3 bits"):
+        hash_pairs(np.arange(500), prints, max_phash=4)
