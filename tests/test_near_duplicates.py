@@ -89,3 +89,49 @@ def test_hash_pairs_are_exact_within_the_bit_limits():
     assert list(zip(a.tolist(), b.tolist(), strict=True)) == [(100, 101)]
     with pytest.raises(ValueError, match="0 to 3 bits"):
         hash_pairs(np.arange(500), prints, max_phash=4)
+
+
+def test_a_lone_image_among_dense_ones_is_an_outlier():
+    from embedding_assets.curation.outliers import find_outliers
+
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(4, 16))
+    dense = np.concatenate([c + 0.05 * rng.normal(size=(50, 16)) for c in centres])
+    lone = rng.normal(size=(1, 16)) * 3
+    found = find_outliers(np.concatenate([dense, lone]), k=10, z=3.5)
+    assert found.flagged[-1] and found.flagged[:-1].mean() <= 0.05  # a Gaussian tail, not more
+    assert found.distance[-1] == found.distance.max() > found.threshold
+    assert not find_outliers(dense[:2]).flagged.any()  # too few to tell apart
+
+
+def test_outliers_asset_flags_the_odd_image(data_dir: Path, tmp_path: Path):
+    from embedding_assets.assets.curation import outliers
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    with Image.open(scene(tmp_path / "base.png", seed=3)) as im:
+        base = np.asarray(im, np.int16)
+    rng = np.random.default_rng(5)
+    for i in range(24):  # one scene, each copy with its own faint noise: all equally alike
+        alike = np.clip(base + rng.normal(0, 4, base.shape), 0, 255).astype(np.uint8)
+        Image.fromarray(alike).save(folder / f"alike_{i}.png")
+    odd = np.random.default_rng(9).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    Image.fromarray(odd).save(folder / "noise.png")
+    paths = DataPaths(data_dir)
+    scan_catalog(paths.catalog_db, folder)
+    run_embeddings(paths, PARAMS, RunOptions(workers=0))
+    result = dg.materialize(
+        [outliers],
+        resources={"storage": StorageResource(data_dir=str(data_dir))},
+        raise_on_error=False,
+    )
+    assert result.success
+    with connect(paths.catalog_db, read_only=True) as con:
+        rows = con.execute(
+            "SELECT i.path, o.flagged FROM outliers o JOIN images i USING (image_id) "
+            "ORDER BY o.distance DESC"
+        ).fetchall()
+    assert Path(rows[0][0]).name == "noise.png" and rows[0][1]  # furthest, and flagged
+    assert sum(flag for _, flag in rows[1:]) <= 2  # of 24 alike (random-weight features)
+    meta = result.asset_materializations_for_node("outliers")[0].metadata
+    assert meta["flagged"].value >= 1 and "noise.png" in meta["furthest"].value

@@ -21,6 +21,7 @@ from embedding_assets.common import markdown, tables
 from embedding_assets.common.figures import histogram_markdown, png_markdown
 from embedding_assets.common.fingerprints import fingerprint, labels_version, stored
 from embedding_assets.common.results import replace_rows
+from embedding_assets.common.settings import page_url
 from embedding_assets.embedding.sets import EmbeddingSet, current_set, read_parquet
 from resources.storage import StorageResource
 
@@ -62,6 +63,16 @@ class LabelIssuesConfig(dg.Config):
 
 class UniquenessConfig(dg.Config):
     k: int = Field(default=10, description="Neighbours behind representativeness.")
+
+
+class OutliersConfig(dg.Config):
+    k: int = Field(default=10, ge=1, description="Neighbours an image's distance is taken to.")
+    z: float = Field(
+        default=3.5,
+        gt=0,
+        description="Flag images whose distance is over the median plus this many robust "
+        "standard deviations (1.4826 x MAD).",
+    )
 
 
 def _rows(db: Path, sql: str, params: list | None = None) -> "pd.DataFrame":
@@ -293,6 +304,63 @@ def uniqueness(
         }
 
     return score_table(context, storage, tables.UNIQUENESS, config, compute, shown=most_unique)
+
+
+@dg.asset(deps=["embeddings"], group_name=GROUP, kinds={"faiss", "duckdb"}, owners=OWNERS)
+def outliers(
+    context: dg.AssetExecutionContext, config: OutliersConfig, storage: StorageResource
+) -> dg.MaterializeResult:
+    """Images far from their nearest neighbours, as a flag (table `outliers`: distance = 1 -
+    mean cosine similarity to the k nearest, the threshold median + z robust SDs, flagged).
+    Local, unlike `anomaly_scores`' Isolation Forest over the whole space: a lone image among
+    dense ones is flagged, a sparse region of many alike is not."""
+    db = storage.paths.catalog_db
+
+    def compute(emb_set: EmbeddingSet) -> Scores:
+        from embedding_assets.curation.outliers import find_outliers
+
+        ids, vectors = read_parquet(emb_set.parquet_path)
+        found = find_outliers(vectors, config.k, config.z)
+        return Scores(
+            rows={
+                "image_id": ids,
+                "distance": found.distance,
+                "threshold": np.full(len(ids), found.threshold),
+                "flagged": found.flagged,
+            },
+            metadata={
+                "images": len(ids),
+                "flagged": int(found.flagged.sum()),
+                "threshold": dg.MetadataValue.float(round(found.threshold, 4)),
+                "distance_histogram": dg.MetadataValue.md(
+                    histogram_markdown(found.distance, "kNN distance")
+                ),
+            },
+            log=f"{int(found.flagged.sum())} of {len(ids)} images are outliers",
+        )
+
+    def furthest(emb_set: EmbeddingSet) -> dict:
+        top = _rows(
+            db,
+            "SELECT o.image_id, o.distance, o.flagged, i.path "
+            f"FROM {tables.OUTLIERS} o JOIN {tables.IMAGES} i USING (image_id) "
+            "WHERE o.model_key = ? ORDER BY o.distance DESC",
+            [emb_set.model_key],
+        )
+        rows = [
+            [
+                f"![{r.image_id}]({page_url(f'thumb/{r.image_id}')})",
+                r.image_id,
+                _fmt(r.distance),
+                bool(r.flagged),
+                r.path,
+            ]
+            for r in top.head(TOP_ROWS).itertuples(index=False)
+        ]
+        columns = ["thumbnail (emb serve)", "image_id", "distance", "flagged", "path"]
+        return {"furthest": dg.MetadataValue.md(markdown.table(columns, rows))}
+
+    return score_table(context, storage, tables.OUTLIERS, config, compute, shown=furthest)
 
 
 @dg.asset_check(

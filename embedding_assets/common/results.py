@@ -22,6 +22,7 @@ TABLES = (
     tables.IMAGE_QUALITY,
     tables.LABEL_ISSUES,
     tables.UNIQUENESS,
+    tables.OUTLIERS,
     tables.BATCH_DRIFT,
     tables.OOD_SCORES,
     tables.IMAGE_TAGS,
