@@ -125,15 +125,18 @@ def summary(rows: list[dict]) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--top-k", type=int, default=5, help="image_tags' default")
-    parser.add_argument("--wide-top-k", type=int, default=20, help="the comparison")
+    parser.add_argument(
+        "--wide-top-k", type=int, nargs="+", default=[20, 50], help="the comparisons"
+    )
     parser.add_argument("--requests", type=int, default=4000)
     args = parser.parse_args()
     cifar_embeddings("efficientnet_lite0", "DEFAULT", 0)  # the cached catalog, embedded
     data_dir = CACHE / "cifar_data"
-    results: dict = {"top_k": args.top_k, "wide_top_k": args.wide_top_k}
-    tag(data_dir, args.wide_top_k)
-    results["wide"] = {"rows": score_queries(data_dir)}
-    results["wide"].update(summary(results["wide"]["rows"]))
+    results: dict = {"top_k": args.top_k, "wide": []}
+    for top_k in args.wide_top_k:
+        tag(data_dir, top_k)
+        rows = score_queries(data_dir)
+        results["wide"].append({"top_k": top_k, "rows": rows, **summary(rows)})
     tag(data_dir, args.top_k)
     results["rows"] = score_queries(data_dir)
     results.update(summary(results["rows"]))
@@ -162,15 +165,17 @@ def markdown(r: dict) -> str:
             f"| {x['class']} | {x['query']} | {x['classes_matched']} | {x['returned']} | "
             f"{x['p_at_10']:.2f} | {x['p_at_100']:.2f} | {x['ap']:.3f} | {'; '.join(x['top3'])} |"
         )
-    w = r["wide"]
     best = max(q["requests_per_s"] for q in r["qps"] if q["clients"] == 8)
     lines += [
         "",
         f"Mean P@10 {r['mean_p_at_10']:.3f} (goal ≥ {GOAL_P10}: "
         f"{_met(r['mean_p_at_10'] >= GOAL_P10)}), mean P@100 {r['mean_p_at_100']:.3f}, mAP "
-        f"{r['map']:.3f} (goal ≥ {GOAL_MAP}: {_met(r['map'] >= GOAL_MAP)}). With "
-        f"top_k={r['wide_top_k']}: mean P@10 {w['mean_p_at_10']:.3f}, P@100 "
-        f"{w['mean_p_at_100']:.3f}, mAP {w['map']:.3f}.",
+        f"{r['map']:.3f} (goal ≥ {GOAL_MAP}: {_met(r['map'] >= GOAL_MAP)}). "
+        + " ".join(
+            f"With top_k={w['top_k']}: mean P@10 {w['mean_p_at_10']:.3f}, P@100 "
+            f"{w['mean_p_at_100']:.3f}, mAP {w['map']:.3f}."
+            for w in r["wide"]
+        ),
         "",
         "How the words were understood: "
         + "; ".join(f"{x['query']}: {x['understood']}" for x in r["rows"]),
@@ -188,8 +193,8 @@ def markdown(r: dict) -> str:
         f"Goal ≥ {GOAL_QPS} text queries/s at 8 clients: {_met(best >= GOAL_QPS)} "
         "(clients and server share the 2 cores).",
         "",
-        "CLIP or SigLIP text towers (`text_model`) are not measured: not built yet, and no "
-        "weights can be fetched here.",
+        "The CLIP path (`clip_embeddings`, `text_model`) is not measured: no CLIP weights can "
+        "be fetched here (its mechanics are tested with a small random-weight model).",
     ]
     return "\n".join(lines)
 

@@ -98,11 +98,12 @@ def write_serving(
 
 
 class TagIndex:
-    """Every image's tags as a sparse (images x classes) matrix, for ranking by words."""
+    """Every image's tags, indexed both ways: per class the images tagged with it (to score a
+    query's classes) and per image its tags (to name the matched ones), as flat arrays, so a
+    query costs a few NumPy calls over the images it matches."""
 
     def __init__(self, path: Path) -> None:
         import pyarrow.parquet as pq
-        from scipy import sparse
 
         table = pq.read_table(path)
         ids = table.column("image_id").to_numpy()
@@ -111,8 +112,13 @@ class TagIndex:
         self.paths = [table.column("path")[int(i)].as_py() for i in first]
         cols = table.column("class").to_numpy().astype(np.int64)
         scores = table.column("score").to_numpy().astype(np.float32)
-        shape = (len(self.image_ids), len(vocabulary().classes))
-        self.matrix = sparse.csc_matrix((scores, (rows, cols)), shape=shape)
+        n_classes = len(vocabulary().classes)
+        by_class = np.argsort(cols, kind="stable")
+        self.class_ptr = np.searchsorted(cols[by_class], np.arange(n_classes + 1))
+        self.class_rows, self.class_scores = rows[by_class], scores[by_class]
+        by_row = np.argsort(rows, kind="stable")  # within a row: the stored order, best first
+        self.row_ptr = np.searchsorted(rows[by_row], np.arange(len(self.image_ids) + 1))
+        self.row_classes = cols[by_row]
         self.model_key = path.stem
         self.mtime = path.stat().st_mtime_ns
 
@@ -136,23 +142,27 @@ class TagIndex:
         return TextAnswer("tags", self.model_key, resolution.describe(), hits)
 
     def search(self, resolution: Resolution, k: int) -> list[TextHit]:
-        if len(resolution.classes) == 0:
+        """Images tagged with any of the resolution's classes, by the summed probability of
+        those classes, best first (ties: the lower row first)."""
+        classes = np.asarray(resolution.classes, dtype=np.int64)
+        if len(classes) == 0:
             return []
-        part = self.matrix[:, resolution.classes]
-        scores = np.asarray(part.sum(axis=1)).ravel()
+        spans = [slice(self.class_ptr[c], self.class_ptr[c + 1]) for c in classes]
+        rows = np.concatenate([self.class_rows[sp] for sp in spans])
+        if len(rows) == 0:
+            return []
+        candidates, inverse = np.unique(rows, return_inverse=True)
+        weights = np.concatenate([self.class_scores[sp] for sp in spans])
+        scores = np.bincount(inverse, weights=weights).astype(np.float32)
         k = min(k, len(scores))
         top = np.argpartition(-scores, k - 1)[:k] if k < len(scores) else np.arange(len(scores))
-        top = top[np.argsort(-scores[top], kind="stable")]
-        top = top[scores[top] > 0]
-        rows = part.tocsr()[top]
-        vocab = vocabulary()
-        hits = []
-        for rank, row in enumerate(top, start=1):
-            tagged = rows.getrow(rank - 1)
-            order = np.argsort(-tagged.data)
-            names = [vocab.names[resolution.classes[c]] for c in tagged.indices[order]]
-            hit = TextHit(
-                rank, int(self.image_ids[row]), self.paths[row], float(scores[row]), names
+        top = top[np.lexsort((candidates[top], -scores[top]))]
+        names, wanted, hits = vocabulary().names, set(classes.tolist()), []
+        for rank, t in enumerate(top, start=1):
+            row = int(candidates[t])
+            tagged = self.row_classes[self.row_ptr[row] : self.row_ptr[row + 1]].tolist()
+            matched = [names[c] for c in tagged if c in wanted]
+            hits.append(
+                TextHit(rank, int(self.image_ids[row]), self.paths[row], float(scores[t]), matched)
             )
-            hits.append(hit)
         return hits
