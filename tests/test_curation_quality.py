@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageEnhance, ImageFilter
 
-from embedding_assets.catalog.quality import quality_stats
+from embedding_assets.catalog.quality import QualityStats, quality_stats
 from embedding_assets.curation.image_quality import FLAGS, QualityThresholds, assess, quality_flags
 
 
@@ -79,8 +79,10 @@ def test_other_modes_and_thresholds():
     assert 100 < s.brightness < 155 and s.blur > 100
     quality_stats(Image.fromarray(textured()).convert("P"))
     quality_stats(Image.fromarray(np.zeros((1, 1), np.uint8)))
-    strict = QualityThresholds(blur_below=1e12)
+    strict = QualityThresholds(sharpness_below=1e12)
     assert quality_flags(s, strict)["blurry"]
+    older = QualityStats(**{**s.as_dict(), "sharpness": float("nan")})  # an older catalog's row
+    assert quality_flags(older, QualityThresholds(blur_below=1e12))["blurry"]
     with pytest.raises(ValueError):
         quality_stats(np.zeros((8, 8), np.float32))
 
@@ -94,3 +96,10 @@ def test_real_cifar_faults_are_flagged_and_clean_mostly_not(cifar_dir):
     darkened = [assess(jpeg(ImageEnhance.Brightness(im).enhance(0.3))) for im in images[40:80]]
     assert sum(f["blurry"] for f in blurred) >= 38
     assert sum(f["too_dark"] for f in darkened) >= 38
+    # the small-image case: a 1.5 px blur of a 32 px photo (the variance of the Laplacian
+    # missed many of these), judged by the size-normalised sharpness
+    softer = [assess(jpeg(im.filter(ImageFilter.GaussianBlur(1.5)))) for im in images[:40]]
+    assert sum(f["blurry"] for f in softer) >= 36
+    grey = [assess(im.convert("L").convert("RGB")) for im in images[:20]]
+    assert all(f["grayscale"] for f in grey)
+    assert sum(f["grayscale"] for f in clean) <= 3  # CIFAR-10 holds a few grey photos

@@ -37,7 +37,16 @@ class ImageQualityConfig(dg.Config):
     """Thresholds on the measures taken while the catalog decoded each image (defaults and
     why: curation/image_quality.py::QualityThresholds)."""
 
-    blur_below: float = Field(default=100.0, description="Variance of the Laplacian below: blurry.")
+    sharpness_below: float = Field(
+        default=0.12, description="Sharpness (var(Laplacian) / var(grey) at 64 px) below: blurry."
+    )
+    blur_below: float = Field(
+        default=100.0,
+        description="Variance of the Laplacian below: blurry (rows of older catalogs only).",
+    )
+    grayscale_chroma_below: float = Field(
+        default=3.0, description="99th percentile of max(RGB) - min(RGB) below: grayscale."
+    )
     dark_highlight_below: float = Field(
         default=100.0, description="99th grey percentile below: too dark."
     )
@@ -95,7 +104,7 @@ def _fmt(value: object) -> object:
 def image_quality(
     context: dg.AssetExecutionContext, config: ImageQualityConfig, storage: StorageResource
 ) -> dg.MaterializeResult:
-    """Blurry, too dark, too bright, low-information and odd-size images (table
+    """Blurry, too dark, too bright, low-information, grey and odd-size images (table
     `image_quality`, one row per usable image with its `flags`). The measures were taken while
     the catalog decoded each image, so no file is read again; images catalogued before that
     (older catalogs) are measured once here."""
@@ -139,13 +148,15 @@ def image_quality(
             "brightness": pa.array(df["brightness"], pa.float64()),
             "contrast": pa.array(df["contrast"], pa.float64()),
             "entropy": pa.array(df["entropy"], pa.float64()),
+            "sharpness": pa.array(df["sharpness"], pa.float64()),
+            "colourfulness": pa.array(df["colourfulness"], pa.float64()),
             "flags": pa.array(flags, pa.list_(pa.string())),
         }
     )
     replace_rows(db, tables.IMAGE_QUALITY, None, table, fp)
     counts = {f: sum(f in row for row in flags) for f in FLAGS}
     df["flags"] = [", ".join(f) for f in flags]
-    flagged = df[df["flags"] != ""].sort_values("blur")
+    flagged = df[df["flags"] != ""].sort_values("sharpness")
     context.log.info(f"{len(flagged)} of {len(df)} images flagged: {counts}")
     return dg.MaterializeResult(
         metadata={
@@ -153,13 +164,13 @@ def image_quality(
             "flagged": len(flagged),
             "flag_counts": dg.MetadataValue.json(counts),
             "flagged_images": _top_table(
-                flagged, ["image_id", "flags", "blur", "brightness", "path"]
+                flagged, ["image_id", "flags", "sharpness", "brightness", "path"]
             ),
-            "blur_histogram": dg.MetadataValue.md(
+            "sharpness_histogram": dg.MetadataValue.md(
                 histogram_markdown(
-                    np.log10(1 + df["blur"].to_numpy()),
-                    "log10(1 + blur)",
-                    float(np.log10(1 + config.blur_below)),
+                    np.log10(df["sharpness"].to_numpy(float) + 1e-4),
+                    "log10(sharpness)",
+                    float(np.log10(config.sharpness_below + 1e-4)),
                 )
             ),
             "thresholds": dg.MetadataValue.json(config.model_dump()),
