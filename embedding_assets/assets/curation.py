@@ -374,6 +374,59 @@ def outliers(
     return score_table(context, storage, tables.OUTLIERS, config, compute, shown=furthest)
 
 
+@dg.asset(deps=["labels"], group_name=GROUP, kinds={"duckdb"}, owners=OWNERS)
+def dataset_checks(
+    context: dg.AssetExecutionContext, storage: StorageResource
+) -> dg.MaterializeResult:
+    """The labeled set as a whole (table `dataset_checks`): labels per class, warning under
+    10, and class imbalance, warning when the rarest class has under a fifth of the median
+    class's labels."""
+    import pyarrow as pa
+
+    from embedding_assets.curation.dataset_checks import dataset_checks as checks
+
+    db = storage.paths.catalog_db
+    fp = fingerprint("dataset_checks", labels_version(db))
+    found = stored(db, tables.DATASET_CHECKS)
+    if found is not None and found.fingerprint == fp:
+        return reused(context, fp)
+    labels = _rows(db, f"SELECT label FROM {tables.CURRENT_LABELS}")["label"].tolist()
+    rows = checks(labels)
+    schema = pa.schema(
+        [
+            ("check_name", pa.string()),
+            ("subject", pa.string()),
+            ("value", pa.float64()),
+            ("p_value", pa.float64()),
+            ("warning", pa.bool_()),
+            ("detail", pa.string()),
+            ("model_key", pa.string()),  # not per embedding set: ''
+        ]
+    )
+    table = pa.Table.from_pylist([{**r, "model_key": ""} for r in rows], schema=schema)
+    replace_rows(db, tables.DATASET_CHECKS, None, table, fp)
+    warnings = [r["detail"] for r in rows if r["warning"]]
+    for line in warnings:
+        context.log.warning(line)
+    return dg.MaterializeResult(
+        metadata={
+            "labels": len(labels),
+            "classes": len({*labels}),
+            "warnings": len(warnings),
+            "checks": dg.MetadataValue.md(
+                markdown.table(
+                    ["check", "subject", "value", "warning", "detail"],
+                    [
+                        [r["check_name"], r["subject"], _fmt(r["value"]), r["warning"], r["detail"]]
+                        for r in rows
+                    ],
+                )
+            ),
+        },
+        data_version=dg.DataVersion(fp),
+    )
+
+
 @dg.asset_check(
     asset="near_duplicates",
     name="no_split_leaks",

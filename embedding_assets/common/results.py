@@ -23,6 +23,7 @@ TABLES = (
     tables.LABEL_ISSUES,
     tables.UNIQUENESS,
     tables.OUTLIERS,
+    tables.DATASET_CHECKS,
     tables.BATCH_DRIFT,
     tables.OOD_SCORES,
     tables.IMAGE_TAGS,

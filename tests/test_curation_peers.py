@@ -1,5 +1,6 @@
-"""Near-duplicates that survive resizing and recompression: perceptual hashes taken while the
-catalog decodes, with the embedding's neighbours, grouped, each pair with its reason."""
+"""Curation as its peers do it: near-duplicates that survive resizing and recompression
+(perceptual hashes taken while the catalog decodes, with the embedding's neighbours, each pair
+with its reason), outliers as a flag, and checks of the labeled set as a whole."""
 
 from __future__ import annotations
 
@@ -135,3 +136,34 @@ def test_outliers_asset_flags_the_odd_image(data_dir: Path, tmp_path: Path):
     assert sum(flag for _, flag in rows[1:]) <= 2  # of 24 alike (random-weight features)
     meta = result.asset_materializations_for_node("outliers")[0].metadata
     assert meta["flagged"].value >= 1 and "noise.png" in meta["furthest"].value
+
+
+def test_dataset_checks_warn_of_a_rare_class(data_dir: Path, tmp_path: Path):
+    from embedding_assets.assets.curation import dataset_checks
+    from embedding_assets.curation.dataset_checks import dataset_checks as checks
+
+    folder = tmp_path / "photos"
+    for name, n in (("common", 12), ("usual", 11), ("rare", 2)):
+        for i in range(n):
+            scene(folder / name / f"{i}.png", seed=len(name) * 100 + i)
+    scan_catalog(DataPaths(data_dir).catalog_db, folder)  # folder names are the labels
+    result = dg.materialize(
+        [dataset_checks],
+        resources={"storage": StorageResource(data_dir=str(data_dir))},
+        raise_on_error=False,
+    )
+    assert result.success
+    with connect(DataPaths(data_dir).catalog_db, read_only=True) as con:
+        rows = con.execute(
+            "SELECT check_name, subject, value, warning FROM dataset_checks ORDER BY 1, 2"
+        ).fetchall()
+    assert rows == [
+        ("class_imbalance", "rare", 2 / 11, True),
+        ("label_counts", "common", 12.0, False),
+        ("label_counts", "rare", 2.0, True),
+        ("label_counts", "usual", 11.0, False),
+    ]
+    assert (
+        result.asset_materializations_for_node("dataset_checks")[0].metadata["warnings"].value == 2
+    )
+    assert checks([])[0]["warning"] and "no labels yet" in checks([])[0]["detail"]

@@ -1,0 +1,56 @@
+"""Checks of the labeled set as a whole, as Datalab users expect them: how many labels each
+class has, and whether one class is so rare beside the others that a classifier will mostly
+ignore it. Rows of `dataset_checks`: (check_name, subject, value, p_value, warning, detail).
+
+Not checked: the order of the images (Datalab's non-IID check). The catalog's order is the
+path order, so a folder per class is sorted by class by construction; a test of that order
+would always warn and say nothing about how the data was collected.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+MIN_PER_CLASS = 10  # fewer labels than this: the class can hardly be learned or judged
+RARE_SHARE = 0.2  # a class with under a fifth of the median class's labels is rare
+
+
+def dataset_checks(labels: list[str]) -> list[dict]:
+    """One `label_counts` row per class (warning below MIN_PER_CLASS) and one
+    `class_imbalance` row (the rarest class's count over the median class's, warning below
+    RARE_SHARE). No labels: one row saying so."""
+    counts = Counter(labels)
+    if not counts:
+        detail = "no labels yet: label images (emb label, folders, the /label page)"
+        return [_row("label_counts", "", 0.0, True, detail)]
+    rows = [
+        _row(
+            "label_counts",
+            name,
+            float(n),
+            n < MIN_PER_CLASS,
+            f"{n} labels" + (f", under {MIN_PER_CLASS}: label more" if n < MIN_PER_CLASS else ""),
+        )
+        for name, n in sorted(counts.items())
+    ]
+    ordered = sorted(counts.values())
+    median = ordered[len(ordered) // 2]
+    rarest, n = min(counts.items(), key=lambda kv: (kv[1], kv[0]))
+    share = n / median
+    warn = len(counts) > 1 and share < RARE_SHARE
+    detail = f"rarest class {rarest!r}: {n} labels, {share:.2f} of the median class's {median}"
+    if warn:
+        detail += "; label more of it, or weigh classes when training"
+    rows.append(_row("class_imbalance", rarest, share, warn, detail))
+    return rows
+
+
+def _row(check: str, subject: str, value: float, warning: bool, detail: str) -> dict:
+    return {
+        "check_name": check,
+        "subject": subject,
+        "value": value,
+        "p_value": None,
+        "warning": warning,
+        "detail": detail,
+    }
