@@ -374,7 +374,7 @@ def outliers(
     return score_table(context, storage, tables.OUTLIERS, config, compute, shown=furthest)
 
 
-@dg.asset(deps=["labels"], group_name=GROUP, kinds={"duckdb"}, owners=OWNERS)
+@dg.asset(deps=["image_catalog", "labels"], group_name=GROUP, kinds={"duckdb"}, owners=OWNERS)
 def dataset_checks(
     context: dg.AssetExecutionContext, storage: StorageResource
 ) -> dg.MaterializeResult:
