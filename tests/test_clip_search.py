@@ -73,7 +73,7 @@ def test_both_towers_index_and_answer_from_the_cli_and_the_server(
     assert meta["images"].value == 28 and meta["dimension"].value == 32
     spec = ClipSpec.parse(tiny)
     with EmbeddingCache(paths.embeddings_lmdb) as cache:
-        assert cache.count(spec.model_key()) == 28  # its own key beside the backbone's
+        assert cache.count(spec.model_key) == 28  # its own key beside the backbone's
 
     out = CliRunner().invoke(
         app,
@@ -90,7 +90,7 @@ def test_both_towers_index_and_answer_from_the_cli_and_the_server(
         from embedding_assets.catalog.images import usable_files
 
         _, _, hashes = usable_files(paths.catalog_db)
-        x = cache.get_matrix(spec.model_key(), hashes, 32, "float32")
+        x = cache.get_matrix(spec.model_key, hashes, 32, "float32")
     assert answer["results"][0]["score"] == pytest.approx(float((x @ text).max()), abs=1e-5)
 
     client = TestClient(create_app(paths.catalog_db), base_url="http://127.0.0.1")
@@ -128,6 +128,6 @@ def test_random_weights_give_the_same_vectors_in_every_process(tmp_path: Path):
     config = tmp_path / "emb-tiny-clip2.json"
     config.write_text(json.dumps(TINY))
     spec = ClipSpec.parse(str(config))
-    assert spec.pretrained is None and spec.model_key().startswith("clip-emb-tiny-clip2-random0")
+    assert spec.pretrained is None and spec.model_key.startswith("clip-emb-tiny-clip2-random0")
     a, b = load_model(spec), load_model(spec)
     np.testing.assert_allclose(a.encode_text(["cat"]), b.encode_text(["cat"]), atol=1e-6)

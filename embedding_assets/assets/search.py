@@ -553,7 +553,7 @@ def clip_embeddings(
     paths = storage.paths
     try:
         spec = clip.ClipSpec.parse(config.text_model)
-        key = spec.model_key()
+        key = spec.model_key
     except (clip.ClipUnavailable, OSError) as exc:
         raise dg.Failure(str(exc)) from None
     fp = fingerprint("clip_embeddings", key, usable_version(paths.catalog_db))

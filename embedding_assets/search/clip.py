@@ -15,6 +15,7 @@ import hashlib
 import json
 import os
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +25,7 @@ from resources.paths import DataPaths
 
 POINTER = "current.json"
 BATCH = 64
+INDEX_FILES = ("index.faiss", "ids.npy", "paths.json")  # in a model key's folder
 
 
 class ClipUnavailable(RuntimeError):
@@ -48,6 +50,7 @@ class ClipSpec:
     def name(self) -> str:
         return Path(self.arch).stem if self.arch.endswith(".json") else self.arch
 
+    @cached_property  # hashing a checkpoint of hundreds of MB once per spec, not per use
     def model_key(self) -> str:
         """The cache key: the arch and what its weights are (a tag, a checkpoint's content hash
         or random), so another checkpoint never reuses these vectors."""
@@ -145,7 +148,7 @@ def embed(
     from embedding_assets.catalog.images import load_image
     from embedding_assets.embedding.cache import EmbeddingCache
 
-    key = clip.spec.model_key()
+    key = clip.spec.model_key
     with EmbeddingCache(paths.embeddings_lmdb) as cache:
         missing = set(cache.missing(key, hashes))
         todo = [(p, h) for p, h in zip(fs_paths, hashes, strict=True) if h in missing]
@@ -179,18 +182,18 @@ def write_index(
     under a temporary name first and renamed."""
     import faiss
 
-    key = clip.spec.model_key()
+    key = clip.spec.model_key
     target = index_dir(paths, key)
     target.mkdir(parents=True, exist_ok=True)
     index = faiss.IndexFlatIP(x.shape[1])
     index.add(np.ascontiguousarray(x, dtype=np.float32))
-    tmp = {name: target / f".{os.getpid()}.{name}" for name in ("index.faiss", "ids.npy", "paths")}
-    faiss.write_index(index, str(tmp["index.faiss"]))
-    with open(tmp["ids.npy"], "wb") as f:
+    staged = {name: target / f".{os.getpid()}.{name}" for name in INDEX_FILES}
+    faiss.write_index(index, str(staged["index.faiss"]))
+    with open(staged["ids.npy"], "wb") as f:  # a file object: np.save adds no suffix
         np.save(f, np.asarray(ids, np.int64))
-    tmp["paths"].write_text(json.dumps(file_paths))
-    for name, path in tmp.items():
-        path.replace(target / ("paths.json" if name == "paths" else name))
+    staged["paths.json"].write_text(json.dumps(file_paths))
+    for name, path in staged.items():
+        path.replace(target / name)
     point_at(paths, key, text_model)
     return target
 
@@ -215,7 +218,7 @@ class ClipIndex:
     def __init__(self, paths: DataPaths, clip: ClipModel) -> None:
         import faiss
 
-        self.model_key = clip.spec.model_key()
+        self.model_key = clip.spec.model_key
         folder = index_dir(paths, self.model_key)
         self.index = faiss.read_index(str(folder / "index.faiss"))
         self.image_ids = np.load(folder / "ids.npy")
