@@ -28,7 +28,7 @@ from embedding_assets.catalog.labels import IMAGE_ID_MAX, IMAGE_ID_MIN
 from embedding_assets.search.clip import ClipUnavailable
 from embedding_assets.search.live import LiveIndex
 from embedding_assets.search.searcher import Hit, QueryError, Searcher, UnknownImageError
-from embedding_assets.search.text_answers import NoMatch
+from embedding_assets.search.text_answers import NoMatch, TextHit
 from embedding_assets.search.text_search import LiveText
 from embedding_assets.web.guards import HostGuard, ImageId, validation_error
 from embedding_assets.web.pages import mount_pages
@@ -113,19 +113,11 @@ class SearchAnswer(BaseModel):
     results: list[Hit]
 
 
-class TextResult(BaseModel):
-    rank: int
-    image_id: int
-    path: str | None
-    score: float = Field(description="Summed probability of the matched classes in its tags.")
-    classes: list[str] = Field(description="The matched classes it is tagged with.")
-
-
-class TextAnswer(BaseModel):
+class TextSearchAnswer(BaseModel):
     model_key: str = Field(description="The backbone whose tags answered, or the CLIP model.")
     via: str = Field(description="tags (ImageNet classes of the backbone) or clip.")
     query: dict = Field(description="The text, and how its words were understood.")
-    results: list[TextResult]
+    results: list[TextHit]
 
 
 class BatchItem(BaseModel):
@@ -253,7 +245,7 @@ def create_app(
             "max_batch": max_batch,
         }
 
-    @app.get("/search", response_model=SearchAnswer | TextAnswer)
+    @app.get("/search", response_model=SearchAnswer | TextSearchAnswer)
     async def search_by_id_or_text(
         image_id: Annotated[
             int | None,
