@@ -17,7 +17,6 @@ from embedding_assets.catalog.scan import scan_catalog
 from embedding_assets.curation.duplicates import Fingerprints, hash_pairs
 from embedding_assets.embedding.run import RunOptions, run_embeddings
 from resources.duckdb_store import connect
-from resources.gpu import GPUResource
 from resources.storage import DataPaths, StorageResource
 from tests.search_setup import PARAMS
 
@@ -41,23 +40,30 @@ def scene(path: Path, seed: int) -> Path:
     return path
 
 
+def embedded(data_dir: Path, folder: Path) -> DataPaths:
+    """`folder` catalogued and embedded (random-weight ResNet-18 at 32 px) into `data_dir`."""
+    paths = DataPaths(data_dir)
+    scan_catalog(paths.catalog_db, folder)
+    run_embeddings(paths, PARAMS, RunOptions(workers=0))
+    return paths
+
+
+def materialize(asset: dg.AssetsDefinition, data_dir: Path) -> dg.ExecuteInProcessResult:
+    return dg.materialize(
+        [asset],
+        resources={"storage": StorageResource(data_dir=str(data_dir))},
+        raise_on_error=False,
+    )
+
+
 def test_resized_recompressed_copies_are_found_by_their_hashes(data_dir: Path, tmp_path: Path):
     folder = tmp_path / "photos"
     originals = [scene(folder / f"scene_{i}.png", seed=i) for i in range(12)]
     shutil.copy(originals[0], folder / "exact_copy.png")
     with Image.open(originals[1]) as im:
         im.resize((48, 48), Image.Resampling.BICUBIC).save(folder / "near_copy.jpg", quality=70)
-    paths = DataPaths(data_dir)
-    scan_catalog(paths.catalog_db, folder)
-    run_embeddings(paths, PARAMS, RunOptions(workers=0))
-    result = dg.materialize(
-        [near_duplicates],
-        resources={
-            "storage": StorageResource(data_dir=str(data_dir)),
-            "gpu": GPUResource(device="cpu", lock_dir=str(tmp_path / "locks")),
-        },
-        raise_on_error=False,
-    )
+    paths = embedded(data_dir, folder)
+    result = materialize(near_duplicates, data_dir)
     assert result.success
     with connect(paths.catalog_db, read_only=True) as con:
         rows = con.execute(
@@ -118,14 +124,8 @@ def test_outliers_asset_flags_the_odd_image(data_dir: Path, tmp_path: Path):
         Image.fromarray(alike).save(folder / f"alike_{i}.png")
     odd = np.random.default_rng(9).integers(0, 256, (32, 32, 3), dtype=np.uint8)
     Image.fromarray(odd).save(folder / "noise.png")
-    paths = DataPaths(data_dir)
-    scan_catalog(paths.catalog_db, folder)
-    run_embeddings(paths, PARAMS, RunOptions(workers=0))
-    result = dg.materialize(
-        [outliers],
-        resources={"storage": StorageResource(data_dir=str(data_dir))},
-        raise_on_error=False,
-    )
+    paths = embedded(data_dir, folder)
+    result = materialize(outliers, data_dir)
     assert result.success
     with connect(paths.catalog_db, read_only=True) as con:
         rows = con.execute(
@@ -147,11 +147,7 @@ def test_dataset_checks_warn_of_a_rare_class(data_dir: Path, tmp_path: Path):
         for i in range(n):
             scene(folder / name / f"{i}.png", seed=len(name) * 100 + i)
     scan_catalog(DataPaths(data_dir).catalog_db, folder)  # folder names are the labels
-    result = dg.materialize(
-        [dataset_checks],
-        resources={"storage": StorageResource(data_dir=str(data_dir))},
-        raise_on_error=False,
-    )
+    result = materialize(dataset_checks, data_dir)
     assert result.success
     with connect(DataPaths(data_dir).catalog_db, read_only=True) as con:
         rows = con.execute(
