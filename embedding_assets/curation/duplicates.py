@@ -12,6 +12,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 
+from embedding_assets.catalog.quality import join_hash
 from embedding_assets.common import tables
 from embedding_assets.embedding.features import content_vectors
 from embedding_assets.search.faiss_index import build_index, choose_factory, search
@@ -113,8 +114,8 @@ def fingerprints_of(db: Path, ids: np.ndarray) -> Fingerprints:
         sha.append(digest)
         ok = None not in (p_hi, p_lo, d_hi, d_lo)
         hashed.append(ok)
-        ph.append((int(p_hi) << 32 | int(p_lo)) if ok else 0)
-        dh.append((int(d_hi) << 32 | int(d_lo)) if ok else 0)
+        ph.append(join_hash(p_hi, p_lo) if ok else 0)
+        dh.append(join_hash(d_hi, d_lo) if ok else 0)
     return Fingerprints(
         sha, np.array(ph, np.uint64), np.array(dh, np.uint64), np.array(hashed, bool)
     )
