@@ -32,7 +32,8 @@ from embedding_assets.embedding.backbones import build_backbone, file_spec, reso
 from embedding_assets.embedding.defaults import DEFAULT_MODEL, DEFAULT_WEIGHTS
 from embedding_assets.embedding.finetune import finetune_classifier
 from embedding_assets.embedding.heads import embed_features
-from embedding_assets.embedding.metric_learning import TrainConfig, finetune, train_head
+from embedding_assets.embedding.metric_learning import finetune, train_head
+from embedding_assets.embedding.train_config import TrainConfig
 from resources.duckdb_store import connect
 from resources.storage import DataPaths
 

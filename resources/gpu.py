@@ -11,6 +11,7 @@ import fcntl
 import importlib.util
 import logging
 import re
+import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -92,7 +93,22 @@ def rank_gpus(gpu_count: int, free_bytes: Callable[[int], int] | None) -> list[i
     return sorted(range(gpu_count), key=lambda i: -free_bytes(i))
 
 
+def nvidia_driver_present() -> bool:
+    """Whether this machine could have a CUDA GPU at all, asked without torch (importing it
+    costs seconds that a run with nothing to compute would spend only on this question): the
+    NVIDIA kernel driver's files on Linux, WSL's GPU device; elsewhere torch is asked."""
+    if sys.platform != "linux":
+        return sys.platform != "darwin"  # macOS has no CUDA; on Windows let torch answer
+    return (
+        Path("/proc/driver/nvidia").exists()
+        or Path("/dev/dxg").exists()
+        or any(Path("/dev").glob("nvidia[0-9]*"))
+    )
+
+
 def _cuda_probe() -> tuple[int, Callable[[int], int] | None]:
+    if not nvidia_driver_present():
+        return 0, None
     try:
         import torch
     except ImportError:  # torch is a dependency, but the resource should still say "cpu"

@@ -86,3 +86,16 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     session.config._exit_status = exitstatus
+
+
+@pytest.fixture
+def one_thread():
+    """torch on one thread for the test. Random-init ResNet-18 features of 32 px digits sit so
+    close together that the threads' float rounding flips near-tied neighbours, and with them
+    the head's best epoch and whether the gate promotes it: one thread makes it repeatable."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

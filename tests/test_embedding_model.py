@@ -17,7 +17,8 @@ from embedding_assets.catalog.scan import scan_catalog
 from embedding_assets.embedding import evaluation as ev
 from embedding_assets.embedding.embedder import EmbedParams
 from embedding_assets.embedding.heads import embed_features
-from embedding_assets.embedding.metric_learning import TrainConfig, train_head
+from embedding_assets.embedding.metric_learning import train_head
+from embedding_assets.embedding.train_config import TrainConfig
 from embedding_assets.embedding.training import trained_params
 from resources.duckdb_store import connect
 from resources.gpu import GPUResource
@@ -27,6 +28,7 @@ SIZE = 32
 # A random backbone, which a trained head clearly beats: the gate's outcome is then known.
 BACKBONE = {"model": "resnet18", "weights": "none", "image_size": SIZE}
 HEAD = {"mode": "head", "loss": "supcon"}  # a projection head over the backbone
+DIGITS = 800  # images in digits_catalog
 
 
 def test_precision_at_5_does_not_penalize_small_classes():
@@ -94,11 +96,13 @@ def test_bad_training_config_is_refused_clearly(cfg: TrainConfig, mode: str, mat
 
 
 @pytest.fixture
-def digits_catalog(data_dir: Path, tmp_path: Path) -> DataPaths:
-    """400 real handwritten digits (10 classes), labeled by folder, in a real catalog."""
+def digits_catalog(data_dir: Path, tmp_path: Path, one_thread: None) -> DataPaths:
+    """DIGITS real handwritten digits (10 classes), labeled by folder, in a real catalog: 160
+    held out, enough discordant images for the exact sign test to tell a real gain (torch on
+    one thread: see `one_thread`)."""
     digits = load_digits()
     folder = tmp_path / "digits"
-    keep = np.arange(400)
+    keep = np.arange(DIGITS)
     for i in keep:
         path = folder / str(digits.target[i]) / f"d{i:04d}.png"
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -135,7 +139,8 @@ def _models(paths: DataPaths) -> list[tuple]:
 
 
 def test_train_promote_reuse_and_refuse_a_worse_model(data_dir: Path, digits_catalog: DataPaths):
-    good = _run(data_dir, {**HEAD, "epochs": 25, "embedding_size": 32, "hidden": 128})
+    settings = {**HEAD, "epochs": 25, "embedding_size": 32, "hidden": 128}
+    good = _run(data_dir, settings)
     assert good.success
     meta = good.asset_materializations_for_node("embedding_model")[0].metadata
     assert meta["status"].value == "trained", meta["decision"].value
@@ -151,7 +156,7 @@ def test_train_promote_reuse_and_refuse_a_worse_model(data_dir: Path, digits_cat
     champion_params = trained_params(digits_catalog.catalog_db, base)
     assert champion_params.head and champion_params.model_key() == emb_meta["model_key"].value
 
-    again = _run(data_dir, {**HEAD, "epochs": 25, "embedding_size": 32, "hidden": 128}, False)
+    again = _run(data_dir, settings, False)
     assert again.success
     assert (
         again.asset_materializations_for_node("embedding_model")[0].metadata["status"].value
@@ -161,7 +166,7 @@ def test_train_promote_reuse_and_refuse_a_worse_model(data_dir: Path, digits_cat
 
     # An untrained (random) head is deliberately worse: not promoted, the check warns, and the
     # run goes on: embeddings keep using the champion.
-    worse = _run(data_dir, {**HEAD, "epochs": 0, "embedding_size": 32, "hidden": 128, "seed": 7})
+    worse = _run(data_dir, {**settings, "epochs": 0, "seed": 7})
     assert worse.success
     gate = [c for c in worse.get_asset_check_evaluations() if c.check_name == GATE]
     assert [(c.passed, c.severity) for c in gate] == [(False, dg.AssetCheckSeverity.WARN)]

@@ -17,7 +17,7 @@ from embedding_assets.assets.learning import classifier
 from embedding_assets.embedding.backbones import resolve_spec
 from embedding_assets.embedding.embedder import EmbedParams
 from embedding_assets.embedding.finetune import finetune_classifier
-from embedding_assets.embedding.metric_learning import TrainConfig
+from embedding_assets.embedding.train_config import TrainConfig
 from embedding_assets.learning import calibration, tuning
 from embedding_assets.learning.calibration import Calibrated
 from resources.duckdb_store import connect
@@ -141,7 +141,7 @@ def test_the_default_fine_tune_serves_its_trunk_and_the_classifier_weighs_its_he
     data_dir: Path,
     digits_catalog: DataPaths,  # noqa: F811 - the fixture imported above
 ):
-    """embedding_model's defaults (finetune, cosface) on 400 real digits: the trunk alone is
+    """embedding_model's defaults (finetune, cosface) on 800 real digits: the trunk alone is
     the embedding, served at the training size without a crop; the classifier compares the
     trained cosine head with the fitted candidates on the same held-out images, calibrates,
     and records its search."""
@@ -199,3 +199,25 @@ def test_no_search_below_its_minimum_labels():
     )
     assert training.searches == [] and training.eval_method == "holdout"
     assert isinstance(training.model, Calibrated)
+
+
+def test_a_clear_win_on_a_small_held_out_set_is_promoted_and_noise_is_not():
+    """The paired exact sign test: on 37 held-out photos, 20 won and 7 lost (about the user
+    trial's fine-tune at 20 labels per class) promote; 9 won and 7 lost do not; fewer than
+    MIN_EVAL held-out images decide nothing whatever the split."""
+    from embedding_assets.common.promotion import MIN_EVAL, decide, sign_test
+
+    def hits(right: int, n: int) -> np.ndarray:
+        return np.arange(n) < right
+
+    challenger, current = hits(20, 37), np.zeros(37, bool)
+    current[30:] = True  # right only where the challenger is wrong
+    clear = decide(challenger, current)
+    assert (clear.wins, clear.losses) == (20, 7) and clear.promoted, clear.reason
+    noisy = decide(hits(9, 37), np.r_[np.zeros(9, bool), np.ones(7, bool), np.zeros(21, bool)])
+    assert (noisy.wins, noisy.losses) == (9, 7) and not noisy.promoted
+    assert "p = " in noisy.reason
+    tiny = decide(hits(MIN_EVAL - 1, MIN_EVAL - 1), np.zeros(MIN_EVAL - 1, bool))
+    assert not tiny.promoted and "need" in tiny.reason
+    assert sign_test(5, 0) == 1 / 32 and sign_test(0, 0) == 1.0
+    assert sign_test(3, 3) == 0.65625  # 42 of 64 outcomes have at least 3 wins

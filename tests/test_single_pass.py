@@ -13,7 +13,7 @@ from embedding_assets.assets.search import near_duplicates, similarity_index
 from embedding_assets.embedding import run as embedding_run
 from resources.gpu import GPUResource
 from resources.storage import DataPaths, StorageResource
-from tests.test_embedding_model import HEAD, _run, digits_catalog  # noqa: F401 - the fixture
+from tests.test_embedding_model import DIGITS, HEAD, _run, digits_catalog  # noqa: F401 - the fixture
 
 
 def test_head_training_embeddings_index_and_duplicates_share_one_backbone_pass(
@@ -33,7 +33,7 @@ def test_head_training_embeddings_index_and_duplicates_share_one_backbone_pass(
     assert trained.success
     meta = trained.asset_materializations_for_node("embeddings")[0].metadata
     assert "-head-" in meta["model_key"].value, "the embeddings are the head's output"
-    assert sum(embedded) == 400, f"each of the 400 images through the backbone once: {embedded}"
+    assert sum(embedded) == DIGITS, f"each image through the backbone once: {embedded}"
 
     search = dg.materialize(
         [similarity_index, near_duplicates],
@@ -46,5 +46,5 @@ def test_head_training_embeddings_index_and_duplicates_share_one_backbone_pass(
     dups = search.asset_materializations_for_node("near_duplicates")[0].metadata
     assert dups["judged_on"].value.startswith("plain backbone features")
     index = search.asset_materializations_for_node("similarity_index")[0].metadata
-    assert index["dim"].value == 32 and index["vectors"].value == 400
-    assert sum(embedded) == 400, f"no second backbone pass downstream: {embedded}"
+    assert index["dim"].value == 32 and index["vectors"].value == DIGITS
+    assert sum(embedded) == DIGITS, f"no second backbone pass downstream: {embedded}"

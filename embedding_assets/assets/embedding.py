@@ -31,8 +31,8 @@ from resources.storage import StorageResource
 
 if TYPE_CHECKING:
     from embedding_assets.embedding.embedder import EmbedParams
-    from embedding_assets.embedding.metric_learning import TrainConfig
     from embedding_assets.embedding.run import RunOptions
+    from embedding_assets.embedding.train_config import TrainConfig
 
 GATE = "challenger_promoted"
 
@@ -202,7 +202,7 @@ class EmbeddingModelConfig(BackboneConfig):
     )
 
     def train_config(self) -> "TrainConfig":
-        from embedding_assets.embedding.metric_learning import TrainConfig
+        from embedding_assets.embedding.train_config import TrainConfig
 
         finetune = self.mode == "finetune"
         return TrainConfig(
@@ -251,8 +251,8 @@ def embedding_model(
 
     Evaluated on a held-out split fixed by content hash: kNN top-1, Precision@5 (GUIE),
     kNN macro-F1 and silhouette, against the current model on the same images; promotion needs
-    a paired win beyond noise on at least 50 held-out images. Models are
-    versioned in the DuckDB table `embedding_models`; `embeddings` (head='auto') uses the
+    a paired win beyond noise (exact sign test, p < 0.05) on at least 20 held-out images. Models
+    are versioned in the DuckDB table `embedding_models`; `embeddings` (head='auto') uses the
     newest promoted one, and its model key changes with it.
     """
     if not config.enabled:

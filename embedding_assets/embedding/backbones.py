@@ -1,6 +1,10 @@
 """Classification models as feature extractors, from torchvision or timm, with weights from
 wherever the user has them: a registry package (offline), a named pretrained set (downloaded
-once), a local `.pth` file, or none (seeded random init)."""
+once), a local `.pth` file, or none (seeded random init).
+
+torch, torchvision and timm load inside the functions that build or name-check a model: a spec
+(and so a model key) of the packaged default resolves without them, which keeps a run with
+nothing to embed from paying for those imports."""
 
 from __future__ import annotations
 
@@ -8,12 +12,9 @@ import difflib
 import hashlib
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
-import torchvision
-from torch import nn
-from torchvision.transforms import InterpolationMode, v2
 
 from embedding_assets.embedding.packaged_weights import (
     PACKAGED,
@@ -29,6 +30,10 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 RANDOM_INIT_SEED = 0
 DEFAULT_SIZE = 224
 TIMM_PREFIX = "timm/"
+
+if TYPE_CHECKING:
+    from torch import nn
+    from torchvision.transforms import v2
 
 
 class WeightsUnavailableError(RuntimeError):
@@ -48,6 +53,8 @@ class Preprocess:
 
     def geometry(self) -> list:
         """PIL image in, resized and cropped uint8 tensor out (training reuses this part)."""
+        from torchvision.transforms import InterpolationMode, v2
+
         if self.interpolation == "bilinear":  # on the uint8 tensor, as the model keys of old
             steps = [v2.PILToTensor(), v2.Resize(self.resize, antialias=True)]
         else:  # on the PIL image, as timm's own eval transform does
@@ -56,6 +63,9 @@ class Preprocess:
         return [*steps, v2.CenterCrop(self.crop)]
 
     def transform(self) -> v2.Compose:
+        import torch
+        from torchvision.transforms import v2
+
         return v2.Compose(
             [
                 *self.geometry(),
@@ -164,6 +174,7 @@ def _own_preprocess(source: str, arch: str, image_size: int) -> Preprocess:
 
 def build_backbone(spec: BackboneSpec, allow_download: bool = True) -> Backbone:
     """The model with its class-score head removed, in eval mode."""
+
     model = _full_model(spec, allow_download)
     if spec.source == "timm":
         model.reset_classifier(0)
@@ -193,6 +204,8 @@ def imagenet_head(spec: BackboneSpec, allow_download: bool = True) -> ClassHead 
         return "random weights have no meaningful class head"
     if spec.weights_id.startswith("file:"):
         return "a weights file's head belongs to its own training"
+    from torch import nn
+
     model = _full_model(spec, allow_download)
     timm_model = spec.source == "timm"
     linear = model.get_classifier() if timm_model else _last_linear(model, spec.name)[1]
@@ -207,6 +220,9 @@ def imagenet_head(spec: BackboneSpec, allow_download: bool = True) -> ClassHead 
 
 def _full_model(spec: BackboneSpec, allow_download: bool) -> nn.Module:
     """The classification model with its weights, class head included."""
+    import torch
+    import torchvision
+
     if spec.source == "timm":
         return _build_timm(spec, allow_download)
     if spec.weights_id == "none":
@@ -232,6 +248,8 @@ def _locate(name: str) -> tuple[str, str]:
     torchvision's own names stay with torchvision, any other timm name goes to timm."""
     if name in PACKAGED:
         return "timm", PACKAGED[name].timm_arch
+    import torchvision
+
     if name.startswith(TIMM_PREFIX):
         arch = name[len(TIMM_PREFIX) :]
     elif name in torchvision.models.list_models(module=torchvision.models):
@@ -314,6 +332,7 @@ def _torchvision_preprocess(enum, image_size: int) -> Preprocess:
 
 def _build_timm(spec: BackboneSpec, allow_download: bool) -> nn.Module:
     import timm
+    import torch
 
     if spec.weights_id.startswith("timm:"):
         pretrained = spec.weights_id.removeprefix("timm:")
@@ -377,6 +396,8 @@ def _first(value) -> int:
 def _last_linear(model: nn.Module, name: str) -> tuple[str, nn.Linear]:
     """The last Linear layer registered: the class-score head of every torchvision classifier
     that has one (resnet fc, efficientnet/convnext classifier[-1], vit heads.head, ...)."""
+    from torch import nn
+
     last = None
     for mod_name, module in model.named_modules():
         if isinstance(module, nn.Linear):
@@ -388,6 +409,8 @@ def _last_linear(model: nn.Module, name: str) -> tuple[str, nn.Linear]:
 
 def _strip_head(model: nn.Module, name: str) -> int:
     """Replace the class-score head with Identity; return the feature size."""
+    from torch import nn
+
     path, linear = _last_linear(model, name)
     parent_path, _, attr = path.rpartition(".")
     parent = model.get_submodule(parent_path) if parent_path else model
@@ -396,6 +419,8 @@ def _strip_head(model: nn.Module, name: str) -> int:
 
 
 def _resolve_weights(name: str, weights: str):
+    import torchvision
+
     try:
         if "." in weights:
             return torchvision.models.get_weight(weights)
@@ -409,10 +434,14 @@ def _resolve_weights(name: str, weights: str):
 
 
 def weights_cache_path(enum) -> Path:
+    import torch
+
     return Path(torch.hub.get_dir()) / "checkpoints" / Path(enum.url).name
 
 
 def _ensure_cached(enum, allow_download: bool) -> None:
+    import torch
+
     target = weights_cache_path(enum)
     if target.exists():
         return
@@ -434,6 +463,8 @@ def _ensure_cached(enum, allow_download: bool) -> None:
 
 
 def _load_local(model: nn.Module, path: Path, head: str) -> None:
+    import torch
+
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:

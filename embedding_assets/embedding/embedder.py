@@ -2,7 +2,9 @@
 
 Decoding and resizing run in DataLoader workers so the disk and the CPU overlap with the model;
 on CUDA the batches travel through pinned memory with non-blocking copies, under autocast and
-channels_last. Everything here is plain PyTorch and knows nothing of Dagster or DuckDB.
+channels_last. Everything here is plain PyTorch and knows nothing of Dagster or DuckDB; torch
+loads inside the functions that run a model, so `EmbedParams` (and the model key) cost no
+torch import.
 """
 
 from __future__ import annotations
@@ -14,11 +16,10 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 from PIL import Image
-from torch.utils.data import DataLoader, Dataset
 
 from embedding_assets.catalog.images import decode, open_source, to_rgb
 from embedding_assets.common.choices import Precision, StoreDtype
@@ -29,7 +30,9 @@ from embedding_assets.embedding.backbones import (
     resolve_spec,
 )
 from embedding_assets.embedding.defaults import DEFAULT_MODEL, DEFAULT_WEIGHTS
-from embedding_assets.embedding.heads import L2Normalize, check_fits, load_head
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass(frozen=True)
@@ -68,6 +71,10 @@ class EmbedParams:
         """The backbone, with the trained head appended when one is configured."""
         backbone = build_backbone(self.spec(), allow_download=allow_download)
         if self.head:
+            import torch
+
+            from embedding_assets.embedding.heads import L2Normalize, check_fits, load_head
+
             head = load_head(self.head)
             check_fits(head, self.head, self.model, backbone.dim)
             backbone = Backbone(
@@ -84,8 +91,9 @@ class EmbedParams:
 READ_ERROR = "cannot read at embedding time"  # the catalog re-probes such files on its next scan
 
 
-class ImageFiles(Dataset):
-    """Decodes and preprocesses one file per item; a failure becomes an error, not a crash."""
+class ImageFiles:
+    """Decodes and preprocesses one file per item; a failure becomes an error, not a crash (a
+    map-style dataset for the DataLoader)."""
 
     def __init__(self, paths: Sequence[str | bytes], transform: Callable) -> None:
         self.paths = paths
@@ -106,6 +114,8 @@ class ImageFiles(Dataset):
 
 
 def _collate(items):
+    import torch
+
     ok = [(t, i) for t, i, err in items if err is None]
     errors = [(i, err) for t, i, err in items if err is not None]
     tensors = torch.stack([t for t, _ in ok]) if ok else None
@@ -121,6 +131,8 @@ class Batch:
 
 
 def _autocast_dtype(device: torch.device, precision: Precision) -> torch.dtype | None:
+    import torch
+
     if device.type != "cuda" or precision == "fp32":
         return None
     if precision == "auto":
@@ -129,6 +141,8 @@ def _autocast_dtype(device: torch.device, precision: Precision) -> torch.dtype |
 
 
 def prepare(backbone: Backbone, device: str) -> torch.nn.Module:
+    import torch
+
     dev = torch.device(device)
     model = backbone.model.to(dev)
     if dev.type == "cuda":
@@ -148,6 +162,9 @@ def embed_paths(
     store_dtype: StoreDtype = "float32",
 ) -> Iterator[Batch]:
     """Yield one Batch per DataLoader batch, in input order."""
+    import torch
+    from torch.utils.data import DataLoader
+
     dev = torch.device(device)
     model = prepare(backbone, device)
     workers = default_workers() if workers is None else workers
@@ -211,6 +228,8 @@ def embed_files(paths: Sequence[str | bytes], params: dict | EmbedParams) -> np.
 
 def embed_pil(images: Sequence[Image.Image], params: dict | EmbedParams) -> np.ndarray:
     """Embed in-memory images (e.g. HTTP uploads) exactly as files of the set were embedded."""
+    import torch
+
     backbone, p = _cached_backbone(_params_json(params))
     transform = backbone.spec.preprocess.transform()
     x = torch.stack([transform(to_rgb(im)) for im in images])

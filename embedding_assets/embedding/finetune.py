@@ -23,11 +23,11 @@ from torchvision.transforms import v2
 
 from embedding_assets.embedding.heads import CosineClassifier
 from embedding_assets.embedding.metric_learning import (
-    TrainConfig,
     TrainResult,
     freeze_batchnorm,
     seed_everything,
 )
+from embedding_assets.embedding.train_config import TrainConfig
 
 Progress = Callable[[dict], None]
 

@@ -14,9 +14,10 @@ import importlib
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
-from torch import nn
+if TYPE_CHECKING:
+    from torch import nn
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,8 @@ def file_digest(path: Path) -> str:
 def load_in_order(model: nn.Module, path: Path) -> None:
     """Load a state dict whose names differ from the model's but whose tensors come in the same
     order with the same shapes (another implementation of the same architecture)."""
+    import torch
+
     state = torch.load(path, map_location="cpu", weights_only=True)
     own = model.state_dict()
     if len(state) != len(own):

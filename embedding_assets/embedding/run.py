@@ -15,13 +15,12 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
-import torch
 
 from embedding_assets.catalog.images import usable_files
 from embedding_assets.catalog.shards import Shard
 from embedding_assets.common import tables
 from embedding_assets.common.choices import EngineKind, Precision, Runtime
-from embedding_assets.embedding import runtime, sets
+from embedding_assets.embedding import sets
 from embedding_assets.embedding.backbones import BackboneSpec
 from embedding_assets.embedding.cache import EmbeddingCache
 from embedding_assets.embedding.embedder import (
@@ -31,7 +30,6 @@ from embedding_assets.embedding.embedder import (
     default_workers,
     embed_paths,
 )
-from embedding_assets.embedding.heads import check_fits, embed_features, load_head
 from resources.duckdb_store import connect
 from resources.paths import DataPaths
 
@@ -62,6 +60,8 @@ class RunOptions:
     exports: Path | None = None  # where exported models are cached (the data folder's)
 
     def forward_threads(self) -> int:
+        from embedding_assets.embedding import runtime
+
         workers = default_workers() if self.workers is None else self.workers
         return self.threads or runtime.default_threads(workers)
 
@@ -145,8 +145,11 @@ def run_embeddings(
         params.as_dict(),
     )
     summary.peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    if torch.cuda.is_available() and options.device.startswith("cuda"):
-        summary.peak_gpu_mb = torch.cuda.max_memory_allocated(options.device) / 2**20
+    if options.device.startswith("cuda"):  # torch is loaded: the model ran on the GPU
+        import torch
+
+        if torch.cuda.is_available():
+            summary.peak_gpu_mb = torch.cuda.max_memory_allocated(options.device) / 2**20
     summary.seconds = time.perf_counter() - started
     return summary
 
@@ -257,6 +260,8 @@ def _batches(
 ) -> Iterator[Batch]:
     """The model's batches from this process or from actors on a Ray cluster (which decode in
     their own processes, so `workers` applies only here)."""
+    from embedding_assets.embedding import runtime
+
     o = options
     wanted = runtime.resolve(o.runtime, o.device)
     if o.engine.kind == "ray":
@@ -299,6 +304,8 @@ def _exported_bytes(
     params: EmbedParams, summary: EmbedSummary, wanted: str, options: RunOptions
 ) -> bytes | None:
     """The exported model for Ray's actors, made here once (None: they run torch)."""
+    from embedding_assets.embedding import runtime
+
     if options.exports is None:
         return None
     backbone = params.build(allow_download=options.allow_download)
@@ -318,6 +325,8 @@ def _fill_from_base(
     """A trained head over the backbone: run the backbone once into the plain-feature cache
     (which training, evaluation and near-duplicates read too), then apply the head to the
     cached features. One backbone pass per content, however many heads follow."""
+    from embedding_assets.embedding.heads import check_fits, embed_features, load_head
+
     base = replace(params, head=None, store_dtype="float32")
     base_spec = base.spec()
     base_summary = EmbedSummary(model_key=base.model_key(base_spec))

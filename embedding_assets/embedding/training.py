@@ -5,6 +5,9 @@ whether it replaces the current one. Plain Python over DuckDB, the LMDB feature 
 The held-out split is fixed by content hash, so an image that is evaluation data today stays
 evaluation data as labels grow: no model is ever scored on images it was trained on, and the
 current model can be re-scored on exactly the images the candidate is scored on.
+
+torch, the training code and the evaluation metrics load inside the functions that train or
+evaluate: deciding that nothing changed (the usual no-op run) imports none of them.
 """
 
 from __future__ import annotations
@@ -14,30 +17,27 @@ import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
-from torchvision.transforms import v2
 
 from embedding_assets.catalog.images import fs_path, load_image
 from embedding_assets.common import tables
 from embedding_assets.common.clock import utc_now
 from embedding_assets.common.fingerprints import hash_fraction
 from embedding_assets.common.promotion import decide
-from embedding_assets.embedding import evaluation, sets
-from embedding_assets.embedding.backbones import Preprocess, build_backbone, file_spec
+from embedding_assets.embedding import sets
+from embedding_assets.embedding.backbones import Preprocess, file_spec
 from embedding_assets.embedding.embedder import EmbedParams
-from embedding_assets.embedding.finetune import finetune_classifier
-from embedding_assets.embedding.heads import save_classifier, save_head
-from embedding_assets.embedding.metric_learning import (
-    TrainConfig,
-    TrainResult,
-    finetune,
-    train_head,
-)
-from embedding_assets.embedding.run import RunOptions, cached_features
+from embedding_assets.embedding.train_config import TrainConfig
 from resources.duckdb_store import connect
 from resources.paths import DataPaths
+
+if TYPE_CHECKING:
+    import torch
+
+    from embedding_assets.embedding.metric_learning import TrainResult
+    from embedding_assets.embedding.run import RunOptions
 
 PRIMARY = "knn_top1"  # the number that decides promotion
 # What a trained model changes of the backbone settings it was trained on.
@@ -190,6 +190,9 @@ def _evaluate_params(
 ) -> tuple[dict[str, float], np.ndarray]:
     """Embed the held-out images through the real inference path and score them: the metrics
     and, per held-out image, whether its nearest neighbour agrees (for the paired decision)."""
+    from embedding_assets.embedding import evaluation
+    from embedding_assets.embedding.run import cached_features
+
     fs_paths, hashes, labels = data.subset(data.is_eval)
     X, keep = cached_features(paths, params, fs_paths, hashes, options)
     hits = np.zeros(len(fs_paths), dtype=bool)
@@ -199,6 +202,9 @@ def _evaluate_params(
 
 def _uint8_images(fs_paths: list, pre: Preprocess) -> torch.Tensor:
     """(n, 3, crop, crop) uint8, resized and cropped as inference does for the trunk file."""
+    import torch
+    from torchvision.transforms import v2
+
     prep = v2.Compose(pre.geometry())
     return torch.stack([prep(load_image(p)) for p in fs_paths])
 
@@ -215,6 +221,11 @@ def _train(
 ) -> TrainResult:
     """Train on the training split (`every_label`: on every labeled image, the held-out ones
     too: the final fit of a model the gate has already judged)."""
+    from embedding_assets.embedding.backbones import build_backbone
+    from embedding_assets.embedding.finetune import finetune_classifier
+    from embedding_assets.embedding.metric_learning import finetune, train_head
+    from embedding_assets.embedding.run import cached_features
+
     device = options.device
     train_mask = np.ones_like(data.is_eval) if every_label else ~data.is_eval
     is_val = np.array([hash_fraction(h[8:]) < VAL_FRACTION for h in data.hashes]) & train_mask
@@ -284,6 +295,10 @@ class SavedModel:
 
 def _save(models_dir: Path, name: str, result: TrainResult, meta: dict) -> SavedModel:
     """The model's files named `name` (from the training fingerprint), written atomically."""
+    import torch
+
+    from embedding_assets.embedding.heads import save_classifier, save_head
+
     folder = models_dir / "embedding"
     folder.mkdir(parents=True, exist_ok=True)
     head = trunk = classifier = None
@@ -328,7 +343,6 @@ def train_embedding_model(
     """Train (or reuse) a model on the labeled images and promote it only if it scores at least
     `min_improvement` better kNN top-1 on the held-out split than the current embeddings (the
     champion, or the plain backbone when there is none)."""
-    options = options or RunOptions()
     started = utc_now()
     cfg.check(mode)
     if not 0 < holdout < 1:
@@ -357,6 +371,9 @@ def train_embedding_model(
             params=trained_params(paths.catalog_db, base),
         )
 
+    from embedding_assets.embedding.run import RunOptions, cached_features
+
+    options = options or RunOptions()
     if mode == "head":  # one backbone pass over every labeled image: the head trains on them
         cached_features(paths, base, data.fs_paths, data.hashes, options, feature_progress)
     current, current_id = current_model(paths.catalog_db, base)
