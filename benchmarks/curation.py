@@ -11,7 +11,7 @@
 - timing of each computation on all 10,000 images.
 
     python -m benchmarks.curation [--model efficientnet_lite0 --weights DEFAULT --image-size 0]
-        [--drift-batches 20] [--permutations 1000]
+        [--drift-batches 10] [--permutations 1000]
 """
 
 from __future__ import annotations
@@ -33,7 +33,8 @@ BLUR_RADIUS = 2.0  # px, on a 32 px image
 DARKEN = 0.3  # PIL ImageEnhance.Brightness factor
 EXTRA_BLUR = (1.0, 1.5)
 EXTRA_DARKEN = (0.2, 0.5)
-CONTAMINATION = (0.1, 0.2, 0.3)
+CONTAMINATION = (0.1, 0.2)
+BATCH = 200  # images per tested batch (the issue's setting)
 
 
 def load_embeddings(args) -> tuple[np.ndarray, np.ndarray, str]:
@@ -97,8 +98,11 @@ def bench_labels(x: np.ndarray, y: np.ndarray, seed: int = 0) -> dict:
         top_rows["suggested_label"].to_numpy() == y[top_rows["image_id"].to_numpy(int)]
     )
     main = by["combined score (top 5 %)"]
+    _, given = np.unique(noisy, return_inverse=True)
+    reference = cleanlab_reference(label_issues.out_of_fold_proba(x, given), given, top, flipped)
     return {
         "flipped": len(flipped),
+        **reference,
         "by_ranking": by,
         "issue_flags": int(rows["issue"].sum()),
         "suggested_correct_among_found": round(
@@ -109,11 +113,85 @@ def bench_labels(x: np.ndarray, y: np.ndarray, seed: int = 0) -> dict:
     }
 
 
+def cleanlab_reference(proba: np.ndarray, given: np.ndarray, k: int, flipped: np.ndarray) -> dict:
+    """cleanlab's own ranking (self-confidence label-quality scores) and its default
+    `find_label_issues` rule on the same out-of-fold probabilities; None when cleanlab (AGPL,
+    an optional benchmark-only install) is absent."""
+    try:
+        from cleanlab.filter import find_label_issues
+        from cleanlab.rank import get_label_quality_scores
+    except ImportError:
+        return {}
+    quality = get_label_quality_scores(given, proba)
+    top = np.argsort(quality, kind="stable")[:k]
+    flags = find_label_issues(given, proba)
+    return {
+        "cleanlab_top_k_hits": int(np.isin(top, flipped).sum()),
+        "cleanlab_flagged": int(flags.sum()),
+        "cleanlab_flag_precision": round(float(np.isin(np.flatnonzero(flags), flipped).mean()), 3)
+        if flags.any()
+        else 0.0,
+    }
+
+
+def spread(values: list[float]) -> list[float]:
+    """[min, mean, max], rounded."""
+    return [round(min(values), 3), round(float(np.mean(values)), 3), round(max(values), 3)]
+
+
+def bench_labels_few(x: np.ndarray, y: np.ndarray, per_class: int = 50, draws: int = 5) -> dict:
+    """The hidden set's situation: `per_class` labels per class, 5 % of them flipped; hits of
+    the flips among the top k = number of flips (so precision = recall), per draw."""
+    runs = []
+    classes = np.unique(y)
+    for draw in range(draws):
+        rng = np.random.default_rng(1000 + draw)
+        pick = np.concatenate(
+            [rng.choice(np.flatnonzero(y == c), per_class, replace=False) for c in classes]
+        )
+        noisy = y[pick].copy()
+        flipped = rng.choice(len(pick), int(round(FLIP_SHARE * len(pick))), replace=False)
+        for i in flipped:
+            noisy[i] = rng.choice(classes[classes != noisy[i]])
+        rows = label_issues.find_label_issues(np.arange(len(pick)), x[pick], noisy)
+        k = len(flipped)
+        hits = int(np.isin(rows["image_id"].to_numpy(int)[:k], flipped).sum())
+        _, given = np.unique(noisy, return_inverse=True)
+        proba = label_issues.out_of_fold_proba(x[pick], given)
+        runs.append({"flips": k, "hits": hits, **cleanlab_reference(proba, given, k, flipped)})
+        print(f"labels, {len(pick)} labeled, draw {draw}: {runs[-1]}", flush=True)
+    share = [r["hits"] / r["flips"] for r in runs]
+    out = {
+        "labeled": per_class * len(classes),
+        "draws": runs,
+        "precision_recall_at_k": [
+            round(min(share), 3),
+            round(float(np.mean(share)), 3),
+            round(max(share), 3),
+        ],
+    }
+    if runs and "cleanlab_top_k_hits" in runs[0]:
+        ref = [r["cleanlab_top_k_hits"] / r["flips"] for r in runs]
+        out["cleanlab_precision_recall_at_k"] = [
+            round(min(ref), 3),
+            round(float(np.mean(ref)), 3),
+            round(max(ref), 3),
+        ]
+    return out
+
+
 def _jpeg(img: Image.Image) -> Image.Image:
     buf = io.BytesIO()
     img.save(buf, "JPEG", quality=90)
     buf.seek(0)
     return Image.open(buf).convert("RGB")
+
+
+def grey_truth(images: list[Image.Image], flags: list[dict], idx: np.ndarray) -> list[int]:
+    """[flagged grayscale, of which R = G = B in every pixel]: CIFAR-10 holds real grey photos."""
+    flagged = [i for i in idx if flags[i]["grayscale"]]
+    grey = sum(int(np.ptp(np.asarray(images[i]), axis=-1).max() == 0) for i in flagged)
+    return [len(flagged), grey]
 
 
 def bench_quality(files: list[Path], seed: int = 1) -> dict:
@@ -152,6 +230,7 @@ def bench_quality(files: list[Path], seed: int = 1) -> dict:
         "clean_flagged_blurry_or_dark": rate(clean, ("blurry", "too_dark")),
         "clean_flag_rates": {f: rate(clean, f) for f in image_quality.FLAGS},
         "clean_flagged_any": rate(clean, image_quality.FLAGS),
+        "clean_grayscale_flagged_truly_grey": grey_truth(images, flags, clean),
         "recall_other_blur_radii": {str(r): rate(blurred, "blurry", blur(r)) for r in EXTRA_BLUR},
         "recall_other_darken": {str(f): rate(darkened, "too_dark", dark(f)) for f in EXTRA_DARKEN},
         "decode_seconds": decode_s,
@@ -169,60 +248,85 @@ def bench_quality(files: list[Path], seed: int = 1) -> dict:
 def bench_drift(
     x: np.ndarray, y: np.ndarray, batches: int, permutations: int, dims: int = 128
 ) -> dict:
+    """Per unseen class: the reference is half of the other nine classes; `batches` clean
+    batches of BATCH from the other half and as many with each CONTAMINATION share of the
+    unseen class, each tested once with the library's defaults (alpha 0.01, min_effect)."""
     per_class = {}
+    effects: dict[str, list[float]] = {"clean": [], **{str(s): [] for s in CONTAMINATION}}
+    clean_p: list[float] = []
     for ci, unseen in enumerate(np.unique(y)):
         rng = np.random.default_rng(100 + ci)
         seen = rng.permutation(np.flatnonzero(y != unseen))
         novel = np.flatnonzero(y == unseen)
         ref_idx, held = seen[: len(seen) // 2], seen[len(seen) // 2 :]
         ref = drift.fit_reference(x[ref_idx], dims=dims)
-        clean_p = []
-        for b in range(batches):
-            pick = rng.choice(held, 500, replace=False)
-            clean_p.append(
-                drift.drift_test(ref, x[pick], n_permutations=permutations, seed=b).p_value
-            )
-        detected = {}
+
+        def test(pick: np.ndarray, b: int, ref=ref) -> drift.DriftResult:
+            return drift.drift_test(ref, x[pick], n_permutations=permutations, seed=b)
+
+        clean = [test(rng.choice(held, BATCH, replace=False), b) for b in range(batches)]
+        clean_p += [r.p_value for r in clean]
+        effects["clean"] += [r.effect_size for r in clean]
+        detected, detected_p_only = {}, {}
         ood_auc = None
         for share in CONTAMINATION:
-            n_new = int(share * 500)
-            ps = []
-            runs = batches if share == CONTAMINATION[0] else max(batches // 4, 1)
-            for b in range(runs):
+            n_new = int(share * BATCH)
+            results = []
+            for b in range(batches):
                 pick = np.concatenate(
                     [
-                        rng.choice(held, 500 - n_new, replace=False),
+                        rng.choice(held, BATCH - n_new, replace=False),
                         rng.choice(novel, n_new, replace=False),
                     ]
                 )
-                r = drift.drift_test(ref, x[pick], n_permutations=permutations, seed=b)
-                ps.append(r.p_value)
+                r = test(pick, b)
+                results.append(r)
                 if ood_auc is None:
                     from sklearn.metrics import roc_auc_score
 
-                    is_new = np.r_[np.zeros(500 - n_new), np.ones(n_new)]
+                    is_new = np.r_[np.zeros(BATCH - n_new), np.ones(n_new)]
                     ood_auc = float(roc_auc_score(is_new, r.ood_score))
-            detected[str(share)] = round(float(np.mean(np.array(ps) < 0.01)), 3)
-        false_alarms = int((np.array(clean_p) < 0.01).sum())
+            effects[str(share)] += [r.effect_size for r in results]
+            detected[str(share)] = round(float(np.mean([r.drifted for r in results])), 3)
+            detected_p_only[str(share)] = round(
+                float(np.mean([r.p_value < 0.01 for r in results])), 3
+            )
         per_class[str(unseen)] = {
-            "false_alarms": false_alarms,
+            "false_alarms": int(sum(r.drifted for r in clean)),
+            "false_alarms_p_only": int(sum(r.p_value < 0.01 for r in clean)),
             "detected": detected,
+            "detected_p_only": detected_p_only,
             "ood_auroc_new_class": round(ood_auc, 3),
         }
         print(f"drift, unseen {unseen}: {per_class[str(unseen)]}", flush=True)
-    fa = [v["false_alarms"] for v in per_class.values()]
-    det = [v["detected"][str(CONTAMINATION[0])] for v in per_class.values()]
+    n_clean = batches * len(per_class)
+    false_alarms = sum(v["false_alarms"] for v in per_class.values())
+
+    def mean_detection(share: float, key: str = "detected") -> float:
+        return round(float(np.mean([v[key][str(share)] for v in per_class.values()])), 3)
+
     return {
         "batches": batches,
-        "total_false_alarms": int(sum(fa)),
-        "references_over_one_false_alarm": int(sum(f > 1 for f in fa)),
+        "batch_size": BATCH,
+        "clean_batches": n_clean,
+        "total_false_alarms": int(false_alarms),
+        "total_false_alarms_p_only": int(sum(v["false_alarms_p_only"] for v in per_class.values())),
+        "clean_p_below": {str(a): int((np.array(clean_p) < a).sum()) for a in (0.05, 0.01)},
         "permutations": permutations,
         "alpha": 0.01,
+        "min_effect": drift.MIN_EFFECT,
         "dims": dims,
+        "effect_percentiles_5_50_95": {
+            k: [round(float(q), 3) for q in np.percentile(v, [5, 50, 95])]
+            for k, v in effects.items()
+        },
         "per_unseen_class": per_class,
-        "false_alarm_goal_met": all(f <= 1 for f in fa),
-        "mean_detection_10pct": round(float(np.mean(det)), 3),
-        "detection_goal_met": all(d == 1.0 for d in det),
+        "mean_detection": {str(s): mean_detection(s) for s in CONTAMINATION},
+        "mean_detection_p_only": {
+            str(s): mean_detection(s, "detected_p_only") for s in CONTAMINATION
+        },
+        "false_alarm_goal_met": false_alarms <= n_clean / 100,
+        "detection_goal_met": mean_detection(0.2) >= 0.9,
     }
 
 
@@ -232,7 +336,7 @@ def bench_timing(x: np.ndarray, y: np.ndarray, quality: dict, labels: dict) -> d
     uniq, dens = uniqueness.uniqueness_scores(x)
     uniq_s = time.perf_counter() - t
     t = time.perf_counter()
-    from embedding_assets.curation.neighbors import knn
+    from embedding_assets.common.neighbors import knn
 
     sims, idx = knn(x, None, 5)
     # what the `split_leaks` view does in SQL: near-duplicate pairs whose splits differ
@@ -270,13 +374,21 @@ def bench_timing(x: np.ndarray, y: np.ndarray, quality: dict, labels: dict) -> d
 
 def report(payload: dict) -> str:
     lab, q, d, t = payload["labels"], payload["quality"], payload["drift"], payload["timing"]
+    few = payload["labels_few"]
+    grey = q["clean_grayscale_flagged_truly_grey"]
+    cleanlab_few = (
+        "; cleanlab's ranking on the same probabilities "
+        f"{few['cleanlab_precision_recall_at_k'][1]:.2f}"
+        if "cleanlab_precision_recall_at_k" in few
+        else " (cleanlab not installed: no reference line)"
+    )
 
     def ok(flag: bool) -> str:
         return "**met**" if flag else "**not met**"
 
     main = lab["by_ranking"]["combined score (top 5 %)"]
     lines = [
-        "# Curation on CIFAR-10 test images (issue 15)",
+        "# Curation on CIFAR-10 test images (issues 15 and 25)",
         "",
         f"{t['n']} images; embeddings {payload['embedding_dim']}-d ({payload['embeddings']}); "
         "faults injected by `benchmarks/curation.py` with fixed seeds.",
@@ -289,9 +401,15 @@ def report(payload: dict) -> str:
         f"×{q['darken_factor']}): recall blurry {q['recall_blurry']:.3f}, too_dark "
         f"{q['recall_too_dark']:.3f}; clean flagged blurry/dark "
         f"{q['clean_flagged_blurry_or_dark']:.2%} (goal ≥ 0.95 at ≤ 2 %): {ok(q['goal_met'])}.",
-        f"- Drift false alarms (≤ 1 in {d['batches']} clean batches, every reference): "
-        f"{ok(d['false_alarm_goal_met'])}; 10 % unseen class detected in every batch: "
-        f"{ok(d['detection_goal_met'])} (mean detection {d['mean_detection_10pct']:.0%}).",
+        f"- Label issues with {few['labeled']} labels ({few['draws'][0]['flips']} flipped, top "
+        f"{few['draws'][0]['flips']}): precision = recall {few['precision_recall_at_k'][1]:.2f} "
+        f"(min {few['precision_recall_at_k'][0]:.2f}, max {few['precision_recall_at_k'][2]:.2f} "
+        f"over {len(few['draws'])} draws){cleanlab_few}.",
+        f"- Drift false alarms (≤ 1 in 100 clean batches of {d['batch_size']}): "
+        f"{d['total_false_alarms']} in {d['clean_batches']}: {ok(d['false_alarm_goal_met'])}; "
+        f"batches with 20 % of an unseen class detected {d['mean_detection']['0.2']:.0%} "
+        f"(goal ≥ 90 %): {ok(d['detection_goal_met'])}; with 10 %: "
+        f"{d['mean_detection']['0.1']:.0%} (no goal).",
         f"- Time for all computations on {t['n']} images: {t['total_seconds']:.1f} s "
         f"({t['ms_per_image']:.2f} ms/image); the ratio to the embeddings step is measured "
         "with the assets.",
@@ -307,7 +425,25 @@ def report(payload: dict) -> str:
         "",
         f"Confident learning flags {lab['issue_flags']} images; among the flips found in the "
         f"top 5 %, the suggested label is the true one for "
-        f"{lab['suggested_correct_among_found']:.0%}. {lab['seconds']:.1f} s.",
+        f"{lab['suggested_correct_among_found']:.0%}. {lab['seconds']:.1f} s."
+        + (
+            f" Reference: cleanlab 2.9's `get_label_quality_scores` on the same out-of-fold "
+            f"probabilities puts {lab['cleanlab_top_k_hits']} flips in its top "
+            f"{lab['flipped']}; its default `find_label_issues` flags {lab['cleanlab_flagged']} "
+            f"images at precision {lab['cleanlab_flag_precision']:.3f}."
+            if "cleanlab_top_k_hits" in lab
+            else ""
+        ),
+        "",
+        f"With {few['labeled']} labels ({len(few['draws'])} draws of {few['labeled'] // 10} per "
+        "class, 5 % flipped), flips among the top k = number of flips:",
+        "",
+        "| draw | flips | found | cleanlab ranking (same probabilities) |",
+        "|---|---|---|---|",
+        *(
+            f"| {i} | {r['flips']} | {r['hits']} | {r.get('cleanlab_top_k_hits', '—')} |"
+            for i, r in enumerate(few["draws"])
+        ),
         "",
         "## Image quality (default thresholds)",
         "",
@@ -320,13 +456,16 @@ def report(payload: dict) -> str:
         "",
         "Flag rates on clean images: "
         + ", ".join(f"{k} {v:.2%}" for k, v in q["clean_flag_rates"].items())
-        + f" (any {q['clean_flagged_any']:.2%}). {q['ms_per_image']:.3f} ms/image for the "
+        + f" (any {q['clean_flagged_any']:.2%}). Of the {grey[0]} clean images flagged "
+        f"`grayscale`, {grey[1]} have "
+        "R = G = B in every pixel (CIFAR-10 holds grey photos). "
+        f"{q['ms_per_image']:.3f} ms/image for the "
         f"statistics (decode {1000 * q['decode_seconds'] / t['n']:.3f} ms/image, not counted).",
         "",
-        "## Drift (alpha 0.01, " + f"{d['permutations']} permutations)",
+        f"## Drift (alpha 0.01, min_effect {d['min_effect']}, {d['permutations']} "
+        f"permutations, batches of {d['batch_size']})",
         "",
-        "| unseen class | false alarms / "
-        + f"{d['batches']} | "
+        f"| unseen class | false alarms / {d['batches']} | "
         + " | ".join(f"detected at {float(s):.0%}" for s in CONTAMINATION)
         + " | OOD AUROC of new-class images |",
         "|---" * (3 + len(CONTAMINATION)) + "|",
@@ -334,19 +473,26 @@ def report(payload: dict) -> str:
     for c, v in d["per_unseen_class"].items():
         det = " | ".join(f"{v['detected'][str(s)]:.0%}" for s in CONTAMINATION)
         lines.append(f"| {c} | {v['false_alarms']} | {det} | {v['ood_auroc_new_class']:.3f} |")
-    n_clean = d["batches"] * len(d["per_unseen_class"])
+    eff = d["effect_percentiles_5_50_95"]
     lines += [
         "",
-        f"False alarms in all: {d['total_false_alarms']} / {n_clean} clean batches "
-        f"({d['total_false_alarms'] / n_clean:.1%} at nominal 1 %); "
-        f"{d['references_over_one_false_alarm']} of {len(d['per_unseen_class'])} references "
-        "exceed 1 in 20. The clean batches of one reference all come from the same 4.5k held-out "
-        "half, so a chance offset between the two halves' means repeats in every batch: false "
-        "alarms cluster by reference. The statistic is the mean-embedding shift (top "
-        f"{d['dims']} principal components of the reference); OOD AUROC is the per-image "
-        "`ood_score` of the unseen class vs the other images of its first 10 % batch: in these "
-        "embeddings an unseen class is rarely far from the seen ones, which is why a 10 % "
-        "admixture is hard to detect.",
+        f"Clean batches with p < 0.05: {d['clean_p_below']['0.05']} of {d['clean_batches']}, "
+        f"p < 0.01: {d['clean_p_below']['0.01']} (the permutation null holds). The p-value alone "
+        f"gives {d['total_false_alarms_p_only']} false alarms and detection "
+        f"{d['mean_detection_p_only']['0.1']:.0%} / {d['mean_detection_p_only']['0.2']:.0%} at "
+        "10 % / 20 %: at this batch size the effect floor changes nothing; it is there for large "
+        "batches, where a negligible shift becomes significant. Effect (mean shift beyond chance "
+        "/ the reference's spread), 5th / 50th / 95th percentiles: "
+        + "; ".join(
+            f"{'clean' if k == 'clean' else f'{float(k):.0%} unseen'} "
+            + " / ".join(f"{q:.3f}" for q in v)
+            for k, v in eff.items()
+        )
+        + ". The statistic is the mean-embedding shift on the reference's top "
+        f"{d['dims']} principal components; OOD AUROC is the per-image `ood_score` of the unseen "
+        "class vs the other images of its first 10 % batch: in these embeddings an unseen class "
+        "is rarely far from the seen ones (bird and cat sit among the other animals), which is "
+        "why a 10 % admixture is hard to detect.",
     ]
     lines += [
         "",
@@ -365,7 +511,7 @@ def main() -> None:
     ap.add_argument("--model", default="efficientnet_lite0")
     ap.add_argument("--weights", default="DEFAULT")
     ap.add_argument("--image-size", type=int, default=0)
-    ap.add_argument("--drift-batches", type=int, default=20)
+    ap.add_argument("--drift-batches", type=int, default=10)
     ap.add_argument("--permutations", type=int, default=1000)
     ap.add_argument("--drift-dims", type=int, default=128)
     ap.add_argument("--skip-drift", action="store_true")
@@ -378,6 +524,7 @@ def main() -> None:
         return
     labels = bench_labels(x, y)
     print("labels:", labels, flush=True)
+    labels_few = bench_labels_few(x, y)
     quality = bench_quality(files)
     print("quality:", quality, flush=True)
     drift_res = (
@@ -391,6 +538,7 @@ def main() -> None:
         "embeddings": how,
         "embedding_dim": x.shape[1],
         "labels": labels,
+        "labels_few": labels_few,
         "quality": quality,
         "drift": drift_res,
         "timing": timing,

@@ -8,11 +8,11 @@
    images: one forward pass each).
 2. The cached 10,000-image CIFAR-10 data folder (benchmarks/cache/cifar_data, embedded by
    `benchmarks.common.cifar_embeddings`, all images labeled): `image_quality`, `label_issues`,
-   `uniqueness`, `near_duplicates` and `batch_drift`, each timed. That catalog predates the
-   quality measures, so `image_quality` first back-fills them once (untimed, reported): a
-   catalog scanned now already has them. Stored fingerprints are cleared first, so every asset
-   computes (none reuses a stored result).
-Goal (issue 15): all curation assets on 10k images <= 20 % of the `embeddings` step.
+   `uniqueness`, `outliers`, `dataset_checks`, `near_duplicates` and `batch_drift`, each
+   timed. That catalog predates the quality measures, so `image_quality` first back-fills
+   them once (untimed, reported): a catalog scanned now already has them. Stored
+   fingerprints are cleared first, so every asset computes (none reuses a stored result).
+Goal (issue 25): all curation assets on 10k images <= 25 % of the `embeddings` step.
 """
 
 from __future__ import annotations
@@ -71,8 +71,10 @@ def embeddings_step(n: int, tmp: Path) -> dict:
 def curation_on_10k(tmp: Path) -> dict:
     from embedding_assets.assets.curation import (
         batch_drift,
+        dataset_checks,
         image_quality,
         label_issues,
+        outliers,
         uniqueness,
     )
     from embedding_assets.assets.search import near_duplicates
@@ -81,7 +83,15 @@ def curation_on_10k(tmp: Path) -> dict:
     cifar_embeddings("efficientnet_lite0", "DEFAULT", 0)  # the cached 10k folder, current
     resources = _resources(CACHE / "cifar_data", tmp)
     backfill_s = _timed([image_quality], resources)
-    assets = (image_quality, label_issues, uniqueness, near_duplicates, batch_drift)
+    assets = (
+        image_quality,
+        label_issues,
+        uniqueness,
+        outliers,
+        dataset_checks,
+        near_duplicates,
+        batch_drift,
+    )
     names = [a.key.to_user_string() for a in assets]
     with connect(CACHE / "cifar_data" / "catalog.duckdb") as con:  # compute, never reuse
         con.execute("DELETE FROM asset_fingerprints WHERE asset IN (SELECT unnest(?))", [names])
@@ -120,7 +130,8 @@ def main() -> None:
         *[f"| `{k}` | {v} |" for k, v in curation["seconds"].items()],
         f"| **all** | **{total:.1f}** |",
         "",
-        f"All curation assets = **{total / embed_10k:.1%}** of the embeddings step (goal <= 20 %). "
+        f"All curation assets = **{total / embed_10k:.1%}** of the embeddings step (goal <= 25 %: "
+        f"{'met' if total <= 0.25 * embed_10k else 'not met'}). "
         f"(`image_quality` back-filled the measures of this older catalog once first: "
         f"{curation['quality_backfill_s']} s, not counted; a catalog scanned now takes them "
         "while decoding.)",

@@ -163,3 +163,28 @@ def test_dataset_checks_warn_of_a_rare_class(data_dir: Path, tmp_path: Path):
         result.asset_materializations_for_node("dataset_checks")[0].metadata["warnings"].value == 2
     )
     assert checks([])[0]["warning"] and "no labels yet" in checks([])[0]["detail"]
+
+
+def test_drift_null_on_real_photos_quiet_for_like_batches_fires_for_a_new_class(cifar_dir: Path):
+    """Real CIFAR-10 photos, default model: batches like the reference are not called drifted
+    (their permutation p-values stay above alpha, effects near zero), a batch of which 40 % is
+    a class the reference never saw (trucks, next to the automobiles it has) is."""
+    from embedding_assets.curation.drift import drift_test, fit_reference
+    from embedding_assets.embedding.embedder import EmbedParams, embed_files
+
+    classes = sorted(p for p in cifar_dir.iterdir() if p.is_dir())
+    seen, unseen = classes[:-1], classes[-1]
+    files = {c.name: sorted(c.glob("*.jpg"))[:60] for c in seen}
+    reference = [str(p) for c in seen for p in files[c.name][:30]]
+    like = [
+        [str(p) for c in seen for p in files[c.name][30 + 10 * b : 40 + 10 * b]] for b in (0, 1)
+    ]
+    new = like[1][:72] + [str(p) for p in sorted(unseen.glob("*.jpg"))[:48]]
+    vectors = embed_files(reference + like[0] + like[1] + new, EmbedParams())
+    ref = fit_reference(vectors[: len(reference)])
+    start = len(reference)
+    clean = [drift_test(ref, vectors[start + 90 * b : start + 90 * (b + 1)]) for b in (0, 1)]
+    novel = drift_test(ref, vectors[start + 180 :])
+    assert [r.drifted for r in clean] == [False, False], [(r.p_value, r.effect_size) for r in clean]
+    assert min(r.p_value for r in clean) > 0.05 and max(r.effect_size for r in clean) < 0.05
+    assert novel.drifted and novel.p_value < 0.01 and novel.effect_size > 0.05, novel.p_value

@@ -5,8 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from embedding_assets.curation.drift import drift_report, drift_test, fit_reference, ood_scores
-from embedding_assets.curation.neighbors import knn
+from embedding_assets.common.neighbors import knn
+from embedding_assets.curation.drift import (
+    drift_report,
+    drift_test,
+    fit_reference,
+    holm,
+    ood_scores,
+)
 from embedding_assets.curation.uniqueness import uniqueness_scores
 
 
@@ -48,3 +54,19 @@ def test_drift_quiet_on_same_distribution_and_fires_on_new_cluster():
     assert 0.3 < ood_scores(ref, gaussian(300, seed=5)).mean() < 0.7
     table = drift_report(ref, {"clean": gaussian(300, seed=6), "mixed": mixed}, n_permutations=200)
     assert table["drifted"].tolist() == [False, True]
+    assert table["effect_size"].iloc[0] < 0.05 < table["effect_size"].iloc[1]
+
+
+def test_a_significant_but_negligible_shift_is_not_called_drift():
+    """A big batch moved by a hair: the permutation test sees it, the effect floor does not
+    call it drift (and a floor of 0 does)."""
+    ref = fit_reference(gaussian(4000, seed=1), k=10, dims=16)
+    nudged = gaussian(4000, seed=2, centre=np.r_[np.ones(16) * 2.03, np.ones(16) * 1.97])
+    r = drift_test(ref, nudged, n_permutations=200)
+    assert r.p_value < 0.01 and 0 < r.effect_size < 0.05 and not r.drifted
+    assert drift_test(ref, nudged, n_permutations=200, min_effect=0.0).drifted
+
+
+def test_holm_adjusts_in_the_given_order():
+    assert holm([0.01, 0.04, 0.03]).tolist() == pytest.approx([0.03, 0.06, 0.06])
+    assert holm([0.5, 0.9]).tolist() == pytest.approx([1.0, 1.0])

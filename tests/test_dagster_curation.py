@@ -175,6 +175,9 @@ def test_a_batch_of_a_new_kind_drifts_and_a_like_batch_does_not(
         rows = con.execute(
             "SELECT images, drifted, p_value, reference FROM batch_drift ORDER BY batch_id"
         ).fetchall()
+        holm_and_effect = con.execute(
+            "SELECT p_holm >= p_value, effect_size FROM batch_drift ORDER BY batch_id"
+        ).fetchall()
         ood = con.execute(
             "SELECT avg(ood_score) FILTER (batch_id = (SELECT max(batch_id) FROM batch_drift)),"
             " avg(ood_score) FILTER (batch_id < (SELECT max(batch_id) FROM batch_drift)) "
@@ -183,6 +186,7 @@ def test_a_batch_of_a_new_kind_drifts_and_a_like_batch_does_not(
     assert [(n, d) for n, d, _, _ in rows] == [(15, False), (15, True)], rows
     assert rows[1][2] < 0.01 and rows[1][3].startswith("all earlier batches (61 images)")
     assert ood[0] > 0.9 > ood[1]
+    assert all(ok for ok, _ in holm_and_effect) and holm_and_effect[1][1] > 0.05
     assert like.asset_materializations_for_node("batch_drift")[0].metadata["drifted"].value == 0
     meta = novel.asset_materializations_for_node("batch_drift")[0].metadata
     assert meta["drifted"].value == 1 and "newest_batch_map" in meta

@@ -471,7 +471,14 @@ class BatchDriftConfig(dg.Config):
         description="What each batch is compared with: every image seen before it, or the "
         "first batch only (a pinned reference).",
     )
-    alpha: float = Field(default=0.01, description="A batch drifted when p < alpha.")
+    alpha: float = Field(
+        default=0.01, description="A batch drifted when p < alpha (and its effect is large enough)."
+    )
+    min_effect: float = Field(
+        default=0.05,
+        description="The smallest mean shift called drift, as a fraction of the reference's "
+        "spread: a large batch can make a negligible shift significant.",
+    )
     permutations: int = Field(default=1000, description="Permutations behind the p-value.")
     k: int = Field(default=10, description="Neighbour behind the per-image ood_score.")
     max_batches: int = Field(default=20, description="The newest batches tested per run.")
@@ -484,10 +491,10 @@ def batch_drift(
 ) -> dg.MaterializeResult:
     """Has a new batch of images drifted from what came before? A batch is the images the
     catalog first saw in one scan. Each is compared with the reference by a two-sample test on
-    the embeddings (mean shift in the reference's principal components, permutation p-value):
-    one verdict per batch in `batch_drift`, and per image an `ood_score` (its k-th nearest
-    reference distance as a reference quantile) in `ood_scores`. The plot shows the newest
-    batch against the reference on a 2-D map."""
+    the embeddings (mean shift in the reference's principal components, permutation p-value,
+    and an effect size that must reach `min_effect`): one verdict per batch in `batch_drift`,
+    and per image an `ood_score` (its k-th nearest reference distance as a reference quantile)
+    in `ood_scores`. The plot shows the newest batch against the reference on a 2-D map."""
     db = storage.paths.catalog_db
 
     def compute(emb_set: EmbeddingSet) -> Scores:
@@ -509,6 +516,7 @@ def batch_drift(
             k=config.k,
             max_batches=config.max_batches,
             seed=config.seed,
+            min_effect=config.min_effect,
         )
         verdicts = found.verdicts
         drifted = sum(v.drifted for v in verdicts)
@@ -518,9 +526,16 @@ def batch_drift(
             "drifted": drifted,
             "verdicts": dg.MetadataValue.md(
                 markdown.table(
-                    ["batch", "images", "score", "p_value", "drifted"],
+                    ["batch", "images", "p_value", "p_holm", "effect", "drifted"],
                     [
-                        [v.batch_id, v.images, round(v.score, 5), round(v.p_value, 4), v.drifted]
+                        [
+                            v.batch_id,
+                            v.images,
+                            round(v.p_value, 4),
+                            round(v.p_holm, 4),
+                            round(v.effect_size, 3),
+                            v.drifted,
+                        ]
                         for v in verdicts
                     ],
                 )
@@ -537,6 +552,8 @@ def batch_drift(
                 "images": pa.array([v.images for v in verdicts], pa.int32()),
                 "score": pa.array([v.score for v in verdicts], pa.float64()),
                 "p_value": pa.array([v.p_value for v in verdicts], pa.float64()),
+                "p_holm": pa.array([v.p_holm for v in verdicts], pa.float64()),
+                "effect_size": pa.array([v.effect_size for v in verdicts], pa.float64()),
                 "drifted": pa.array([v.drifted for v in verdicts], pa.bool_()),
                 "reference": pa.array([v.reference for v in verdicts], pa.string()),
             },

@@ -6,5 +6,5 @@ loads FAISS or scikit-learn at import time, so assets import them inside their f
 - `uniqueness`: how unique / representative each image is among its nearest neighbours.
 - `duplicates`: near-duplicate pairs and their groups.
 - `drift`: is a new batch of embeddings drawn from the reference distribution? Per-image OOD.
-- `neighbors`: the shared exact cosine kNN (faiss IndexFlatIP on L2-normalised vectors).
+The shared exact cosine kNN they use is `common.neighbors`.
 """

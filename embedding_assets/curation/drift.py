@@ -12,6 +12,12 @@ Per image: ood_score = the share of reference images whose own distance to their
 other reference image is below this image's distance to its k-th nearest reference image, i.e.
 the kNN distance calibrated to reference quantiles (0.99 = further out than 99 % of the
 reference). Distances are cosine (1 - similarity) from an exact faiss IndexFlatIP search.
+
+A verdict needs both a small p-value and an effect worth reporting: `effect_size` is how far the
+batch's mean moved beyond chance (the observed squared shift less the permutation null's mean)
+as a fraction of the reference's RMS spread around its mean. A large batch from a subtly
+different source (another camera, a re-encode) can have a tiny p-value for a shift no one would
+act on; `min_effect` keeps those from being called drifted, and both numbers are reported.
 """
 
 from __future__ import annotations
@@ -23,10 +29,12 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from embedding_assets.curation.neighbors import knn, normalize
+from embedding_assets.common.neighbors import knn, normalize
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
+
+MIN_EFFECT = 0.05  # smallest mean shift called drift, as a fraction of the reference's spread
 
 
 @dataclass(frozen=True)
@@ -35,6 +43,7 @@ class DriftReference:
     mean: np.ndarray  # (d,) mean of `vectors`
     components: np.ndarray  # (d, p) top principal directions
     projected: np.ndarray  # (n, p) centred reference in the component basis
+    spread: float  # mean squared norm of `projected` (the reference's total variance)
     knn_distances: np.ndarray  # sorted leave-one-out k-th neighbour distances
     k: int
 
@@ -43,6 +52,7 @@ class DriftReference:
 class DriftResult:
     score: float  # squared mean shift in the projected space (0 = no shift)
     p_value: float
+    effect_size: float  # mean shift beyond chance / the reference's RMS spread (0 = none)
     drifted: bool
     ood_score: np.ndarray  # (m,) per-image calibrated kNN distance, 0..1
 
@@ -62,7 +72,9 @@ def fit_reference(reference: np.ndarray, k: int = 10, dims: int = 128) -> DriftR
     components = np.ascontiguousarray(vecs[:, ::-1][:, :p], dtype=np.float32)
     sims, _ = knn(x, None, k, normalized=True)
     distances = np.sort(1.0 - sims[:, -1]).astype(np.float64)
-    return DriftReference(x, mean, components, centred @ components, distances, k)
+    projected = centred @ components
+    spread = float((projected.astype(np.float64) ** 2).sum(axis=1).mean())
+    return DriftReference(x, mean, components, projected, spread, distances, k)
 
 
 def ood_scores(ref: DriftReference, vectors: np.ndarray) -> np.ndarray:
@@ -79,15 +91,17 @@ def drift_test(
     alpha: float = 0.01,
     n_permutations: int = 1000,
     seed: int = 0,
+    min_effect: float = MIN_EFFECT,
 ) -> DriftResult:
-    """Is `batch` drawn from the reference distribution? drifted = p_value < alpha.
+    """Is `batch` drawn from the reference distribution? drifted = p_value < alpha and
+    effect_size >= min_effect.
 
-    alpha defaults to 0.01 so that a pipeline testing a batch per run raises about one false
-    alarm per hundred clean batches."""
+    alpha defaults to 0.01 so that a pipeline testing each new batch once raises at most about
+    one false alarm per hundred clean batches (benchmarks/curation.py measures it)."""
     b = normalize(batch)
     m = len(b)
     if m == 0:
-        return DriftResult(0.0, 1.0, False, np.zeros(0, np.float32))
+        return DriftResult(0.0, 1.0, 0.0, False, np.zeros(0, np.float32))
     pb = (b - ref.mean) @ ref.components
     pool = np.concatenate([ref.projected, pb]).astype(np.float64)
     n_total = len(pool)
@@ -106,7 +120,9 @@ def drift_test(
         null.append(stat(pool[pick].sum(axis=1)))
     null = np.concatenate(null)
     p_value = float((1 + (null >= observed).sum()) / (1 + len(null)))
-    return DriftResult(observed, p_value, p_value < alpha, ood_scores(ref, b))
+    effect = float(np.sqrt(max(observed - null.mean(), 0.0) / max(ref.spread, 1e-12)))
+    drifted = p_value < alpha and effect >= min_effect
+    return DriftResult(observed, p_value, effect, drifted, ood_scores(ref, b))
 
 
 def drift_report(
@@ -115,19 +131,21 @@ def drift_report(
     alpha: float = 0.01,
     n_permutations: int = 1000,
     seed: int = 0,
+    min_effect: float = MIN_EFFECT,
 ) -> pd.DataFrame:
-    """One row per batch: batch, n, score, p_value, drifted, mean_ood, share_ood (ood_score >
-    0.99)."""
+    """One row per batch: batch, n, score, p_value, effect_size, drifted, mean_ood, share_ood
+    (ood_score > 0.99)."""
     ref = reference if isinstance(reference, DriftReference) else fit_reference(reference)
     rows = []
     for name, vectors in batches.items():
-        r = drift_test(ref, vectors, alpha, n_permutations, seed)
+        r = drift_test(ref, vectors, alpha, n_permutations, seed, min_effect)
         rows.append(
             {
                 "batch": name,
                 "n": len(r.ood_score),
                 "score": r.score,
                 "p_value": r.p_value,
+                "effect_size": r.effect_size,
                 "drifted": r.drifted,
                 "mean_ood": float(r.ood_score.mean()) if len(r.ood_score) else float("nan"),
                 "share_ood": float((r.ood_score > 0.99).mean()) if len(r.ood_score) else 0.0,
@@ -142,6 +160,8 @@ class BatchVerdict:
     images: int
     score: float
     p_value: float
+    p_holm: float  # p_value adjusted (Holm) for every batch tested in the same run
+    effect_size: float
     drifted: bool
     reference: str  # what it was compared with, in words
 
@@ -169,12 +189,18 @@ def batch_drift(
     k: int = 10,
     max_batches: int = 20,
     seed: int = 0,
+    min_effect: float = MIN_EFFECT,
 ) -> BatchDrift:
     """Test each of the newest `max_batches` batches (`batch_of`: each image's batch, sortable
     by time) against every image before it (`reference="before"`) or the first batch
-    (`"first"`); batches whose reference is too small for k neighbours are skipped."""
+    (`"first"`); batches whose reference is too small for k neighbours are skipped.
+
+    A batch's verdict uses its own p-value: with "before" each batch is tested against a
+    reference that does not change once later batches arrive, so it is one test per batch over
+    the folder's life and alpha is the false-alarm rate per clean batch. `p_holm` (Holm over
+    the batches listed together) is reported for whoever reads the table as one family."""
     batches = sorted(set(batch_of.tolist()))
-    verdicts: list[BatchVerdict] = []
+    tested: list[tuple[str, int, DriftResult, str]] = []
     ood_ids, ood_batches, ood = [], [], []
     newest = None
     what = "first batch" if reference == "first" else "all earlier batches"
@@ -184,22 +210,17 @@ def batch_drift(
         if ref_mask.sum() < k + 2:
             continue
         ref = fit_reference(vectors[ref_mask], k=k)
-        result = drift_test(ref, vectors[members], alpha, permutations, seed)
-        n_ref = int(ref_mask.sum())
-        verdicts.append(
-            BatchVerdict(
-                b,
-                int(members.sum()),
-                result.score,
-                result.p_value,
-                result.drifted,
-                f"{what} ({n_ref} images)",
-            )
-        )
+        result = drift_test(ref, vectors[members], alpha, permutations, seed, min_effect)
+        tested.append((b, int(members.sum()), result, f"{what} ({int(ref_mask.sum())} images)"))
         ood_ids.append(ids[members])
         ood_batches += [b] * int(members.sum())
         ood.append(result.ood_score)
         newest = (ref_mask, members, result)
+    p_holm = holm([r.p_value for _, _, r, _ in tested])
+    verdicts = [
+        BatchVerdict(b, n, r.score, r.p_value, float(ph), r.effect_size, r.drifted, what)
+        for (b, n, r, what), ph in zip(tested, p_holm, strict=True)
+    ]
     return BatchDrift(
         verdicts,
         np.concatenate(ood_ids) if ood_ids else np.zeros(0, np.int64),
@@ -207,6 +228,16 @@ def batch_drift(
         np.concatenate(ood) if ood else np.zeros(0, np.float32),
         newest,
     )
+
+
+def holm(p_values: list[float]) -> np.ndarray:
+    """Holm-Bonferroni adjusted p-values (family-wise error), in the order given."""
+    p = np.asarray(p_values, dtype=np.float64)
+    order = np.argsort(p, kind="stable")
+    scaled = np.maximum.accumulate(p[order] * (len(p) - np.arange(len(p))))
+    adjusted = np.empty_like(p)
+    adjusted[order] = np.minimum(scaled, 1.0)
+    return adjusted
 
 
 def drift_map(vectors: np.ndarray, ref_mask: np.ndarray, members: np.ndarray, result) -> Figure:

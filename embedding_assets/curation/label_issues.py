@@ -35,7 +35,7 @@ from sklearn.model_selection import StratifiedKFold, cross_val_predict
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from embedding_assets.curation.neighbors import knn, normalize
+from embedding_assets.common.neighbors import knn, normalize
 
 COLUMNS = [
     "image_id",

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from embedding_assets.curation.neighbors import knn
+from embedding_assets.common.neighbors import knn
 
 MAD_TO_SD = 1.4826
 

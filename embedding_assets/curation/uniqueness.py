@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from embedding_assets.curation.neighbors import knn
+from embedding_assets.common.neighbors import knn
 
 
 def uniqueness_scores(vectors: np.ndarray, k: int = 10) -> tuple[np.ndarray, np.ndarray]:

@@ -8,27 +8,18 @@ macro-F1 of a k-nearest-neighbour vote and the cosine silhouette of the labels.
 
 from __future__ import annotations
 
-import faiss
 import numpy as np
 from sklearn.metrics import f1_score, silhouette_score
+
+from embedding_assets.common.neighbors import knn
 
 
 def neighbours(X: np.ndarray, k: int) -> np.ndarray:
     """(n, k) positions of each row's k most cosine-similar other rows, nearest first."""
-    X = np.ascontiguousarray(X, dtype=np.float32)
     n = len(X)
     if n < 2:
         raise ValueError(f"need at least 2 vectors to find neighbours, got {n}")
-    k = min(k, n - 1)
-    Xn = X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)
-    index = faiss.IndexFlatIP(X.shape[1])
-    index.add(Xn)
-    _, idx = index.search(Xn, k + 1)
-    out = np.empty((n, k), dtype=np.int64)
-    for i, row in enumerate(idx):
-        row = row[(row != i) & (row >= 0)]  # drop the query itself wherever ties put it
-        out[i] = row[:k]
-    return out
+    return knn(X, k=min(k, n - 1))[1]
 
 
 def knn_hits(X: np.ndarray, y: np.ndarray) -> np.ndarray:

@@ -1,13 +1,13 @@
-"""Exact cosine k-nearest neighbours shared by the curation functions.
+"""Exact cosine k-nearest neighbours shared by the curation functions and the map export.
 
 Cosine similarity is the inner product of L2-normalised vectors, so an exact faiss
 `IndexFlatIP` gives it directly; exact search is fast enough at curation sizes (10k x 10k in a
-couple of seconds) and avoids approximate-index recall questions in the scores.
+couple of seconds) and avoids approximate-index recall questions in the scores. FAISS loads
+inside `knn`, so importing this module stays light.
 """
 
 from __future__ import annotations
 
-import faiss
 import numpy as np
 
 
@@ -33,6 +33,8 @@ def knn(
     is dropped, so neighbours are always other images. Rows with fewer than k available
     neighbours are padded with similarity nan and index -1.
     """
+    import faiss
+
     q = queries if normalized else normalize(queries)
     self_search = reference is None
     r = q if self_search else (reference if normalized else normalize(reference))
