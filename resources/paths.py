@@ -48,6 +48,11 @@ class DataPaths:
         return self.root / "exports"
 
     @property
+    def map_points(self) -> Path:
+        """The map viewer's points, one row per mapped image (analytics/map_export.py)."""
+        return self.root / "map_points.parquet"
+
+    @property
     def indexes_dir(self) -> Path:
         return self.root / "indexes"
 

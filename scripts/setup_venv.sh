@@ -10,3 +10,7 @@ TORCH_SPEC=${TORCH_SPEC:-"torch==2.14.1 torchvision==0.29.1"}
 "$VENV/bin/python" -m pip install -q --upgrade pip
 "$VENV/bin/python" -c "import torch, torchvision" 2>/dev/null || "$VENV/bin/pip" install -q $TORCH_SPEC
 "$VENV/bin/pip" install -q -e ".[dev]"
+# /atlas's viewer: only the package's static files are used, so none of its own dependencies
+# (sentence-transformers, litellm, ...). 0.24 dropped the WebGL 2 fallback that GPU-less
+# browsers need, hence the cap.
+"$VENV/bin/pip" install -q --no-deps "embedding-atlas>=0.22,<0.24"

@@ -34,6 +34,7 @@ DOWNSTREAM = (
     "classifier",
     "predictions",
     "label_queue",
+    "map_export",
 )
 TABLES = (  # every result table; embedding_sets.updated_at marks the current set on each run
     "clusters",
@@ -133,6 +134,7 @@ def test_nothing_new_reuses_everything_and_new_inputs_recompute_what_depends_on_
     assert checks["similarity_index_recall"] and checks["clusters_cover_all_images"]
     summary = "\n".join(summary_lines(second, 1.0, str(db), "home"))
     assert "Reused      " in summary and "(inputs unchanged)" in summary
+    assert "Map         emb map" in summary, "the summary says how to open the map"
 
     # a new label: the classifier, the queue, the kNN figure and the pictures follow it
     unlabeled = sorted((labeled_folder / "unlabeled").glob("*.png"))

@@ -1,6 +1,7 @@
-"""The browser pages of `emb serve` (/label, /map, /search/page) in headless Chromium, against a
-real data folder: scanned images, real embeddings, a published index, clusters, anomaly scores,
-a PCA map and a label-queue round, all made by the Dagster assets. The server runs as its own
+"""The browser pages of `emb serve` (/label, /map, /atlas, /search/page) in headless Chromium,
+against a real data folder: scanned images, real embeddings, a published index, clusters,
+anomaly scores, a PCA map, a label-queue round and the map export, all made by the Dagster
+assets. The server runs as its own
 process, as `emb serve` does, so label writes and asset runs contend for the catalog for real.
 
 Needs Debian's `chromium` for the browser tests (skipped without one); the token and thumbnail
@@ -19,14 +20,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import dagster as dg
+import pyarrow.parquet as pq
 import pytest
 from fastapi.testclient import TestClient
 
 from embedding_assets.assets.analytics import anomaly_scores, clusters, projections
+from embedding_assets.assets.map_export import map_export
 from embedding_assets.assets.search import image_tags
 from embedding_assets.catalog.scan import scan_catalog
 from embedding_assets.embedding.run import RunOptions, run_embeddings
 from embedding_assets.web.api import SERVE_CONFIG_ENV, create_app
+from embedding_assets.web.atlas import INSTALL, viewer_dir
 from resources.duckdb_store import connect
 from resources.paths import DataPaths
 from tests.al_helpers import AL_ASSETS, resources
@@ -69,7 +73,7 @@ def build(tmp: Path) -> World:
     run_embeddings(paths, PARAMS, RunOptions(workers=0))
     assert materialize_index(paths.root, tmp).success
     result = dg.materialize(
-        [clusters, anomaly_scores, projections, image_tags, *AL_ASSETS],
+        [clusters, anomaly_scores, projections, image_tags, *AL_ASSETS, map_export],
         resources=resources(paths.root),
         run_config={"ops": {"projections": {"config": {"methods": ["pca"]}}, **QUEUE}},
         raise_on_error=False,
@@ -164,6 +168,67 @@ def test_writes_need_the_token_and_thumbnails_need_a_known_id(world: World):
         )
         js = client.get("/web/plotly.min.js")
         assert js.status_code == 200 and len(js.content) > 1_000_000, "plotly served offline"
+
+
+needs_atlas = pytest.mark.skipif(viewer_dir() is None, reason=f"no Atlas viewer: {INSTALL}")
+
+
+@needs_atlas
+def test_atlas_serves_the_map_export_not_the_catalog(world: World, tmp_path: Path):
+    """/atlas's data is the Parquet file map_export wrote: every mapped image with its label,
+    prediction, cluster, thumbnail URL on this server and 10 nearest neighbours; the cluster
+    names sit at each cluster; a projection the export lacks, or no export, says what to run."""
+    app = create_app(world.db, reload_seconds=0)
+    (mapped,) = query(world, "SELECT count(*) FROM projections")[0]
+    labels = dict(query(world, "SELECT image_id, label FROM current_labels"))
+    with TestClient(app, base_url=LOOPBACK) as client:
+        assert client.get("/atlas", follow_redirects=False).headers["location"] == "/atlas/pca/"
+        assert '<div id="app"' in client.get("/atlas/pca/").text, "the viewer, served here"
+        meta = client.get("/atlas/pca/data/metadata.json").json()
+        data = meta["props"]["data"]
+        assert (
+            data["projection"] == {"x": "pca_x", "y": "pca_y"}
+            and meta["database"]["type"] == "wasm"
+        )
+        names = [label["text"] for label in meta["props"]["embeddingViewLabels"]]
+        assert len(names) == query(world, "SELECT count(DISTINCT cluster) FROM clusters")[0][0]
+        assert all(n.split(" (")[0] in set(labels.values()) for n in names), names
+        umap = client.get("/atlas/umap/data/metadata.json")
+        assert umap.status_code == 404 and "projections" in umap.json()["detail"]
+        odd = client.get(f"/atlas/{'x' * 5000}/data/metadata.json")
+        assert odd.status_code == 404 and len(odd.text) < 200, "the path is not echoed back"
+        body = client.get("/atlas/pca/data/dataset.parquet")
+    table = pq.read_table(io.BytesIO(body.content)).to_pylist()
+    assert len(table) == mapped
+    ids = {row["image_id"] for row in table}
+    for row in table:
+        assert row["thumbnail"] == f"{LOOPBACK}/thumb/{row['image_id']}"
+        assert row["label"] == labels.get(row["image_id"])
+        assert row["predicted"] is not None and row["cluster"] is not None
+        near = row["neighbors"]["ids"]
+        assert len(near) == 10 and row["image_id"] not in near and set(near) <= ids
+        assert row["neighbors"]["distances"] == sorted(row["neighbors"]["distances"])
+
+    again = dg.materialize([map_export], resources=resources(world.data))
+    meta = again.asset_materializations_for_node("map_export")[0].metadata
+    assert "reused" in meta, "nothing it shows changed: the file is kept"
+
+    export = world.data / "map_points.parquet"
+    whole = export.read_bytes()
+    export.write_bytes(whole[: len(whole) // 2])  # damaged (a full disk, a bad copy)
+    with TestClient(create_app(world.db, reload_seconds=0), base_url=LOOPBACK) as client:
+        broken = client.get("/atlas/pca/data/metadata.json")
+    assert broken.status_code == 503 and "materialize `map_export` again" in broken.text
+    rebuilt = dg.materialize([map_export], resources=resources(world.data))
+    assert "reused" not in rebuilt.asset_materializations_for_node("map_export")[0].metadata
+    assert pq.read_table(export).num_rows == mapped, "a damaged export is written again"
+
+    empty = DataPaths(tmp_path / "none")
+    with connect(empty.catalog_db):  # a catalog with its tables and nothing mapped yet
+        pass
+    with TestClient(create_app(empty.catalog_db, reload_seconds=0), base_url=LOOPBACK) as client:
+        missing = client.get("/atlas/pca/data/metadata.json")
+    assert missing.status_code == 503 and "map_export" in missing.json()["detail"]
 
 
 HOLD_WRITER = """
@@ -337,6 +402,34 @@ def test_map_lasso_labels_points_and_hover_shows_the_thumbnail(server: World, pa
     page.click("#searchsel")
     page.wait_for_url(f"**/search/page?image_id={chosen[0]}")
     expect(page.locator(".hit").first).to_be_visible()
+
+
+@needs_atlas
+def test_atlas_draws_the_points_with_cluster_names_and_filters_by_label(server: World, page):
+    """Embedding Atlas on the real embeddings: every point, a name per cluster, and a click on
+    a label in its chart cross-filters the map to that label's images; nothing is fetched
+    from outside this server (the viewer, DuckDB-WASM and the fonts are all local)."""
+    import re
+
+    from playwright.sync_api import expect
+
+    outside: list[str] = []
+    local = (server.url, "data:", "blob:")
+    page.on("request", lambda r: None if r.url.startswith(local) else outside.append(r.url))
+    (n,) = query(server, "SELECT count(*) FROM projections")[0]
+    page.goto(f"{server.url}/atlas")
+    page.wait_for_url("**/atlas/pca/**")
+    expect(page.get_by_text(f"{n} / {n} points")).to_be_visible()
+    for (cluster,) in query(server, "SELECT DISTINCT cluster FROM clusters"):
+        expect(page.locator("svg text", has_text=f"({cluster})")).to_be_visible()
+    expect(page.locator("canvas").first).to_be_visible()
+    # the export is the labels when map_export ran (the label page's test has added some since)
+    shown = pq.read_table(server.data / "map_points.parquet", columns=["label"]).column("label")
+    label = min(v for v in shown.to_pylist() if v is not None)
+    count = shown.to_pylist().count(label)
+    page.locator("div.whitespace-nowrap", has_text=re.compile(f"^{label}$")).first.click()
+    expect(page.get_by_text(f"{count} / {n} points")).to_be_visible()
+    assert not outside, f"requests left the machine: {outside[:5]}"
 
 
 def test_search_page_by_upload(server: World, page, tmp_path: Path):

@@ -359,6 +359,7 @@ def _draw_maps(
         {
             "html_map": dg.MetadataValue.path(str(html)),
             "map_in_browser": dg.MetadataValue.url(page_url("map")),
+            "atlas_in_browser": dg.MetadataValue.url(page_url("atlas/")),  # after map_export
             "png_dir": dg.MetadataValue.path(str(plot_dir)),
             "coloured_by": ", ".join(
                 ["label"]

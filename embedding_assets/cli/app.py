@@ -13,7 +13,7 @@ import typer
 
 from embedding_assets.cli.console import fail, paths
 from embedding_assets.cli.labels import label_app, queue
-from embedding_assets.cli.search import search, serve, similar
+from embedding_assets.cli.search import map_command, search, serve, similar
 from embedding_assets.cli.sql import sql_command
 from embedding_assets.common.settings import IMAGE_DIR_ENV, default_dagster_home
 from resources.paths import DATA_DIR_ENV
@@ -24,6 +24,7 @@ app.command("queue")(queue)
 app.command("similar")(similar)
 app.command("search")(search)
 app.command("serve")(serve)
+app.command("map")(map_command)
 app.command("sql")(sql_command)
 
 

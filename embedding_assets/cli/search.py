@@ -1,5 +1,5 @@
-"""`emb similar`, `emb search` and `emb serve`: search the published similarity index or the
-image tags from a shell or HTTP."""
+"""`emb similar`, `emb search`, `emb serve` and `emb map`: search the published similarity
+index or the image tags from a shell or HTTP, and open the map."""
 
 from __future__ import annotations
 
@@ -115,9 +115,6 @@ def serve(
     HTTP; the OpenAPI page is at /docs. Newly published indexes are picked up while serving."""
     import os
 
-    import uvicorn
-
-    from embedding_assets.web.api import SERVE_CONFIG_ENV
     from embedding_assets.web.guards import split_host
 
     names = []
@@ -141,13 +138,42 @@ def serve(
         "host": host,
         "allowed_hosts": names,
     }
+    _run_server(options, port, workers or min(os.cpu_count() or 1, 4), access_log)
+
+
+def _run_server(options: dict, port: int, workers: int, access_log: bool = False) -> None:
+    """uvicorn over `web.api.create_app(**options)` (worker processes read the options from
+    the environment)."""
+    import os
+
+    import uvicorn
+
+    from embedding_assets.web.api import SERVE_CONFIG_ENV
+
     os.environ[SERVE_CONFIG_ENV] = json.dumps(options)
     uvicorn.run(
         "embedding_assets.web.api:app_from_env",
         factory=True,
-        host=host,
+        host=options["host"],
         port=port,
-        workers=workers or min(os.cpu_count() or 1, 4),
+        workers=workers,
         access_log=access_log,
         log_level="warning",
     )
+
+
+def map_command(
+    port: int = typer.Option(8000, help="TCP port (on 127.0.0.1)."),
+) -> None:
+    """Open the current embeddings in Embedding Atlas: density map, cluster names, charts that
+    cross-filter over labels, predictions and curation flags, nearest neighbours. Serves
+    `emb serve`'s pages on 127.0.0.1 and prints the /atlas address; the lasso that labels a
+    region is on /map."""
+    from embedding_assets.web.atlas import INSTALL, viewer_dir
+
+    if viewer_dir() is None:
+        fail(f"the Embedding Atlas viewer is not installed: {INSTALL}")
+    if not paths().map_points.is_file():
+        fail("no map export yet: run `emb run` (it materializes `map_export`) first")
+    typer.echo(f"Embedding Atlas: http://127.0.0.1:{port}/atlas/ (lasso to label: /map; Ctrl+C)")
+    _run_server({"db_path": str(catalog_db()), "host": "127.0.0.1"}, port, 1)

@@ -34,6 +34,8 @@ def summary_lines(
     lines.append(_field("DuckDB", catalog_db))
     lines.append(_field("Query", 'emb sql "select status, count(*) from images group by 1"'))
     lines.append(_field("UI", f"emb ui   (DAGSTER_HOME={dagster_home})"))
+    if _materialization_metadata(result, "map_export"):
+        lines.append(_field("Map", "emb map  (Embedding Atlas in the browser)"))
     return lines
 
 

@@ -30,6 +30,7 @@ from embedding_assets.search.live import LiveIndex
 from embedding_assets.search.searcher import Hit, QueryError, Searcher, UnknownImageError
 from embedding_assets.search.text_answers import NoMatch, TextHit
 from embedding_assets.search.text_search import LiveText
+from embedding_assets.web.atlas import mount_atlas
 from embedding_assets.web.guards import HostGuard, ImageId, validation_error
 from embedding_assets.web.pages import mount_pages
 from resources.paths import DataPaths
@@ -327,7 +328,7 @@ def create_app(
 
     app.add_middleware(BodyLimit, max_bytes=max_upload_bytes)
     app.add_middleware(HostGuard, bind_host=host, allowed=allowed_hosts)  # outermost: first
-    mount_pages(app, live, Path(db_path))
+    mount_atlas(app, mount_pages(app, live, Path(db_path)))
     return app
 
 
