@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 NEIGHBORS_K = 10
 # Exact neighbours cost n^2 d: about 2 s for 10,000 x 1280-d on 2 cores, minutes past 50,000.
 NEIGHBORS_MAX = 50_000
-METHODS = ("umap", "tsne", "pca")
+METHODS = ("umap", "tsne", "pca")  # the projections a map shows, the viewer's default first
 
 
 def _columns(con: duckdb.DuckDBPyConnection) -> tuple[str, str]:

@@ -174,7 +174,6 @@ def _own_preprocess(source: str, arch: str, image_size: int) -> Preprocess:
 
 def build_backbone(spec: BackboneSpec, allow_download: bool = True) -> Backbone:
     """The model with its class-score head removed, in eval mode."""
-
     model = _full_model(spec, allow_download)
     if spec.source == "timm":
         model.reset_classifier(0)

@@ -21,10 +21,10 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 
+from embedding_assets.analytics.map_export import METHODS
 from embedding_assets.web import catalog_reads as reads
 from embedding_assets.web.pages import Pages
 
-METHODS = ("umap", "tsne", "pca")  # the default first
 REMEMBER_MAX = 200_000  # thumbnail paths kept in memory (about 200 bytes each)
 NAMED_BY = ("label", "predicted", "tag")  # what names a cluster, in order
 # The linked charts, cross-filtering each other and the map (a column with one value is left out)
