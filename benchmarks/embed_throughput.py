@@ -2,7 +2,8 @@
 Runtime, embedding/runtime.py), measured side by side in interleaved rounds for the default
 backbone (pretrained EfficientNet-Lite0 from its package) and random-init ResNets:
 
-(a) pure forward passes on tensors made beforehand (the model's ceiling on that runtime),
+(a) pure forward passes on uint8 pixels decoded beforehand (the model's ceiling on that
+    runtime; the graph's input layer scales and normalizes, as in the pipeline),
 (b) the asset's pipeline from files (DataLoader workers decode while the model runs; LMDB +
     Parquet writes included; the ONNX export is made once beforehand and timed apart),
 plus a no-op re-run of (b), where every vector comes from the cache, and, for the default
@@ -22,6 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from benchmarks.common import cifar_subset, machine, write_results
@@ -30,6 +32,7 @@ from embedding_assets.catalog.scan import scan_catalog
 from embedding_assets.embedding import runtime
 from embedding_assets.embedding.embedder import EmbedParams, default_workers
 from embedding_assets.embedding.packaged_weights import PACKAGED
+from embedding_assets.embedding.pixel_input import on_pixels
 from embedding_assets.embedding.run import RunOptions, run_embeddings
 from resources.storage import DataPaths
 
@@ -64,12 +67,13 @@ def measure(model: str, n: int, batch: int, size: int, rounds: int, tmp: Path) -
     t = time.perf_counter()
     onnx_path = runtime.exported_path(backbone, params.model_key(), exports)
     export_s = time.perf_counter() - t
+    pre = backbone.spec.preprocess
     models = {
-        "torch": backbone.model,
+        "torch": on_pixels(backbone.model, pre.mean, pre.std),
         "onnxruntime": runtime.OnnxModule(onnx_path, runtime.cpu_count()),
     }
-    transform = backbone.spec.preprocess.transform()
-    tensors = torch.stack([transform(load_image(str(f))) for f in files])
+    pixels = pre.pixels()
+    tensors = torch.from_numpy(np.stack([pixels(load_image(str(f))) for f in files]))
     forward = {r: [] for r in RUNTIMES}
     pipeline = {r: [] for r in RUNTIMES}
     for k in range(rounds):

@@ -32,7 +32,7 @@ from embedding_assets.embedding.backbones import build_backbone, file_spec, reso
 from embedding_assets.embedding.defaults import DEFAULT_MODEL, DEFAULT_WEIGHTS
 from embedding_assets.embedding.finetune import finetune_classifier
 from embedding_assets.embedding.heads import embed_features
-from embedding_assets.embedding.metric_learning import finetune, train_head
+from embedding_assets.embedding.metric_learning import finetune, float_input, train_head
 from embedding_assets.embedding.train_config import TrainConfig
 from resources.duckdb_store import connect
 from resources.storage import DataPaths
@@ -81,7 +81,7 @@ def run_head(data: dict, cfg: TrainConfig) -> dict:
 
 
 def _trunk_features(trunk: torch.nn.Module, pixels: torch.Tensor, pre) -> np.ndarray:
-    to_float = v2.Compose([v2.ToDtype(torch.float32, scale=True), v2.Normalize(pre.mean, pre.std)])
+    to_float = float_input(pre.mean, pre.std)
     feats = []
     with torch.inference_mode():
         for s in range(0, len(pixels), 256):

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torchvision
+from PIL import Image
+from torchvision.transforms import v2
 
 from embedding_assets.embedding.backbones import (
     WeightsUnavailableError,
@@ -88,3 +91,24 @@ def test_bad_weights_files_are_explained(tmp_path: Path):
     junk.write_text("not a checkpoint")
     with pytest.raises(ValueError, match="not a PyTorch state dict"):
         build_backbone(resolve_spec("resnet18", str(junk), 32))
+
+
+@pytest.mark.parametrize(
+    ("model", "weights", "size", "center_crop"),
+    [
+        ("efficientnet_lite0", "DEFAULT", 0, True),  # bicubic on the PIL image, 256 -> 224
+        ("efficientnet_lite0", "DEFAULT", 160, False),  # a fine-tuned trunk's: no centre crop
+        ("resnet18", None, 64, True),  # bilinear on the uint8 tensor
+    ],
+)
+@pytest.mark.parametrize("shape", [(32, 32), (47, 33), (375, 500), (20, 300)])
+def test_pixels_are_the_geometry_of_the_preprocessing(model, weights, size, center_crop, shape):
+    """The decoding workers' uint8 pixels are exactly the resized, cropped image of
+    `Preprocess.geometry()` (which training uses), channels last: the model key's vectors."""
+    pre = resolve_spec(model, weights, size, center_crop).preprocess
+    rng = np.random.default_rng(sum(shape))
+    image = Image.fromarray(rng.integers(0, 256, (*shape, 3), dtype=np.uint8))
+    expected = v2.Compose(pre.geometry())(image).permute(1, 2, 0).numpy()
+    got = pre.pixels()(image)
+    assert got.dtype == np.uint8 and got.shape == (pre.crop, pre.crop, 3)
+    assert np.array_equal(got, expected)

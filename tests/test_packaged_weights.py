@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from torchvision.transforms import v2
 
 from embedding_assets.embedding import packaged_weights
 from embedding_assets.embedding.backbones import (
@@ -18,6 +19,7 @@ from embedding_assets.embedding.backbones import (
     resolve_spec,
 )
 from embedding_assets.embedding.embedder import EmbedParams, embed_files
+from embedding_assets.embedding.pixel_input import on_pixels
 
 
 def _photos(folder: Path, n: int = 3) -> list[Path]:
@@ -65,13 +67,18 @@ def test_packaged_weights_give_the_reference_models_logits(tmp_path: Path):
     ours = timm.create_model("tf_efficientnet_lite0")
     packaged_weights.load_in_order(ours, weights)
     spec = resolve_spec("efficientnet_lite0", "DEFAULT")
-    transform = spec.preprocess.transform()
-    x = torch.stack([transform(Image.open(p).convert("RGB")) for p in _photos(tmp_path)])
+    pre = spec.preprocess
+    images = [Image.open(p).convert("RGB") for p in _photos(tmp_path)]
+    to_float = v2.Compose(
+        [*pre.geometry(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(pre.mean, pre.std)]
+    )
+    x = torch.stack([to_float(im) for im in images])
+    pixels = torch.from_numpy(np.stack([pre.pixels()(im) for im in images]))
     with torch.inference_mode():
         expected = reference(x)
         logits = ours.eval()(x)
         pooled = reference._avg_pooling(reference.extract_features(x)).flatten(1)
-        features = build_backbone(spec).model(x)
+        features = on_pixels(build_backbone(spec).model, pre.mean, pre.std)(pixels)
     assert torch.allclose(logits, expected, atol=1e-4)
     assert not torch.allclose(expected[0], expected[1], atol=1e-2)  # real, input-dependent
     assert features.shape == (3, 1280) and torch.allclose(features, pooled, atol=1e-4)

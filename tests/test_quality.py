@@ -9,15 +9,18 @@ from pathlib import Path
 
 import dagster as dg
 import numpy as np
+import pytest
 import torch
 
 from embedding_assets.analytics.clustering import ClusterParams, cluster, purity
 from embedding_assets.assets.embedding import GATE, embedding_model, embeddings
 from embedding_assets.assets.learning import classifier
+from embedding_assets.embedding import finetune
 from embedding_assets.embedding.backbones import resolve_spec
 from embedding_assets.embedding.embedder import EmbedParams
 from embedding_assets.embedding.finetune import finetune_classifier
 from embedding_assets.embedding.train_config import TrainConfig
+from embedding_assets.embedding.trunk_split import split_at_stride
 from embedding_assets.learning import calibration, tuning
 from embedding_assets.learning.calibration import Calibrated
 from resources.duckdb_store import connect
@@ -58,13 +61,61 @@ def test_the_time_budget_stops_training_before_an_epoch_that_would_not_fit():
 def test_the_backbone_batchnorm_statistics_stay_frozen():
     images = torch.randint(0, 255, (16, 3, 32, 32), dtype=torch.uint8)
     backbone = EmbedParams("resnet18", None, 32).build(allow_download=False)
-    before = backbone.model.bn1.running_mean.clone()
+    bn = backbone.model.layer4[1].bn2  # in the trained stages
+    before = bn.running_mean.clone()
     cfg = TrainConfig(loss="cosface", epochs=1, batch_size=8)
     labels = np.array(["a", "b"] * 8)
     stats = {"mean": (0.5,) * 3, "std": (0.5,) * 3}
     out = finetune_classifier(backbone.model, backbone.dim, images, labels, cfg, **stats)
-    assert torch.equal(out.backbone.bn1.running_mean, before)
-    assert not torch.equal(out.backbone.bn1.weight, torch.ones_like(before)), "affine trains"
+    trained = out.backbone.layer4[1].bn2
+    assert torch.equal(trained.running_mean, before)
+    assert not torch.equal(trained.weight, torch.ones_like(before)), "affine trains"
+
+
+@pytest.mark.parametrize(
+    ("params", "stride", "frozen"),
+    [
+        (EmbedParams(), 8, "blocks.2"),  # EfficientNet-Lite0, its packaged weights
+        (EmbedParams("resnet18", None, 32), 8, "layer2"),
+        (EmbedParams("resnet18", None, 32), 16, "layer3"),
+    ],
+)
+def test_the_split_trunk_computes_the_same_features(params, stride, frozen):
+    trunk = params.build(allow_download=False).model
+    split = split_at_stride(trunk, stride)
+    assert split is not None and split.stride == stride
+    names = {id(m): n for n, m in trunk.named_modules()}
+    assert frozen in {names.get(id(m)) for m in split.prefix}, "cut after that stage"
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.allclose(split.tail(split.prefix(x)), trunk(x), atol=1e-5)
+    assert split_at_stride(trunk, 0) is None
+    assert split_at_stride(torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3)), 8) is None
+
+
+@pytest.mark.parametrize("stored", [True, False], ids=["stored outputs", "every step"])
+def test_the_frozen_stages_stay_pretrained_and_the_rest_trains(stored, monkeypatch):
+    """With the frozen stages' outputs stored once (flips, shifts) or, when they would not fit
+    in memory, run on every step (random-resized crops): the same split."""
+    if not stored:
+        monkeypatch.setattr(finetune, "FROZEN_CACHE_BYTES", 0)
+    images = torch.randint(0, 255, (16, 3, 32, 32), dtype=torch.uint8)
+    labels = np.array(["a", "b"] * 8)
+    backbone = EmbedParams("resnet18", None, 32).build(allow_download=False)
+    before = {k: v.clone() for k, v in backbone.model.state_dict().items()}
+    cfg = TrainConfig(loss="cosface", epochs=2, batch_size=8)
+    stats = {"mean": (0.5,) * 3, "std": (0.5,) * 3}
+    out = finetune_classifier(backbone.model, backbone.dim, images, labels, cfg, **stats)
+    after = out.backbone.state_dict()
+    changed = {k.split(".")[0] for k in before if not torch.equal(before[k], after[k])}
+    assert out.frozen_stride == 8
+    assert changed == {"layer3", "layer4"}, changed
+    whole = TrainConfig(loss="cosface", epochs=1, batch_size=8, frozen_stride=0)
+    fresh = EmbedParams("resnet18", None, 32).build(allow_download=False)
+    out = finetune_classifier(fresh.model, fresh.dim, images, labels, whole, **stats)
+    assert out.frozen_stride == 0 and not torch.equal(
+        out.backbone.conv1.weight, before["conv1.weight"]
+    )
 
 
 def test_temperature_scaling_makes_overconfident_probabilities_honest():

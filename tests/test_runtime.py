@@ -49,12 +49,20 @@ def _vectors(backbone: Backbone, files: list[str]) -> np.ndarray:
 )
 def test_onnx_features_equal_torch_features(params: EmbedParams, digits, tmp_path: Path):
     backbone = params.build(allow_download=False)
+    key = params.model_key()
     on_onnx, used = runtime.on_runtime(
-        params.build(allow_download=False), params.model_key(), "onnxruntime", tmp_path, 2
+        lambda: backbone, params.spec(), key, "onnxruntime", tmp_path, 2
     )
     assert used == "onnxruntime" and isinstance(on_onnx.model, runtime.OnnxModule)
     difference = np.abs(_vectors(backbone, digits) - _vectors(on_onnx, digits)).max()
     assert difference < runtime.MAX_DIFFERENCE
+
+    def must_not_build():
+        raise AssertionError("a valid export serves without building the torch model")
+
+    again, used = runtime.on_runtime(must_not_build, params.spec(), key, "onnxruntime", tmp_path, 2)
+    assert used == "onnxruntime" and again.dim == backbone.dim
+    assert np.abs(_vectors(again, digits) - _vectors(on_onnx, digits)).max() == 0
 
 
 class DataDependent(nn.Module):
@@ -72,7 +80,7 @@ def test_a_model_that_does_not_export_runs_on_torch(tmp_path: Path):
     backbone = Backbone(DataDependent(), 3, spec)
     notes: list[str] = []
     kept, used = runtime.on_runtime(
-        backbone, "data-dependent", "onnxruntime", tmp_path, 1, notes.append
+        lambda: backbone, spec, "data-dependent", "onnxruntime", tmp_path, 1, notes.append
     )
     assert used == "torch" and kept.model is backbone.model
     assert len(notes) == 1 and "resnet18" in notes[0] and "using torch" in notes[0]

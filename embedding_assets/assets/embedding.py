@@ -180,6 +180,14 @@ class EmbeddingModelConfig(BackboneConfig):
         description="finetune: training stops before an epoch that would end past this many "
         "seconds (measured on the first epoch; 0 = no budget).",
     )
+    frozen_stride: int = Field(
+        default=8,
+        ge=0,
+        description="finetune: the backbone's early stages, up to this output stride, stay as "
+        "pretrained and run once per image (better with few labels and several times cheaper "
+        "per epoch); 0 trains every layer. Known for timm EfficientNets and ResNets; other "
+        "models train every layer.",
+    )
     freeze_bn: bool = Field(
         default=True,
         description="finetune: keep the backbone's BatchNorm statistics (a few hundred labels "
@@ -218,6 +226,7 @@ class EmbeddingModelConfig(BackboneConfig):
             seed=self.seed,
             image_size=self.train_image_size if finetune else 0,
             freeze_bn=self.freeze_bn,
+            frozen_stride=self.frozen_stride if finetune else 0,
             time_budget_s=self.time_budget_s if finetune else 0.0,
         )
 
@@ -297,6 +306,8 @@ def embedding_model(
         "epochs_run": len(out.history),
         "train_seconds": dg.MetadataValue.float(round(out.seconds, 2)),
     }
+    if config.mode == "finetune" and out.status == "trained":
+        metadata["frozen_stride"] = out.frozen_stride  # 0: every layer trained
     if config.mode == "finetune" and config.time_budget_s:
         metadata["time_budget_s"] = config.time_budget_s
         metadata["stopped_by_time_budget"] = out.stopped_early

@@ -92,8 +92,8 @@ READ_ERROR = "cannot read at embedding time"  # the catalog re-probes such files
 
 
 class ImageFiles:
-    """Decodes and preprocesses one file per item; a failure becomes an error, not a crash (a
-    map-style dataset for the DataLoader)."""
+    """Decodes one file per item into the model's uint8 pixels (`Preprocess.pixels`); a failure
+    becomes an error, not a crash (a map-style dataset for the DataLoader)."""
 
     def __init__(self, paths: Sequence[str | bytes], transform: Callable) -> None:
         self.paths = paths
@@ -118,8 +118,8 @@ def _collate(items):
 
     ok = [(t, i) for t, i, err in items if err is None]
     errors = [(i, err) for t, i, err in items if err is not None]
-    tensors = torch.stack([t for t, _ in ok]) if ok else None
-    return tensors, [i for _, i in ok], errors
+    pixels = torch.from_numpy(np.stack([t for t, _ in ok])) if ok else None
+    return pixels, [i for _, i in ok], errors
 
 
 @dataclass
@@ -141,10 +141,14 @@ def _autocast_dtype(device: torch.device, precision: Precision) -> torch.dtype |
 
 
 def prepare(backbone: Backbone, device: str) -> torch.nn.Module:
+    """The backbone on `device`, taking uint8 pixels (embedding.pixel_input)."""
     import torch
 
+    from embedding_assets.embedding.pixel_input import on_pixels
+
     dev = torch.device(device)
-    model = backbone.model.to(dev)
+    pre = backbone.spec.preprocess
+    model = on_pixels(backbone.model, pre.mean, pre.std).to(dev)
     if dev.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
         torch.backends.cudnn.benchmark = True
@@ -169,7 +173,7 @@ def embed_paths(
     model = prepare(backbone, device)
     workers = default_workers() if workers is None else workers
     loader = DataLoader(
-        ImageFiles(paths, backbone.spec.preprocess.transform()),
+        ImageFiles(paths, backbone.spec.preprocess.pixels()),
         batch_size=batch_size,
         num_workers=workers,
         collate_fn=_collate,
@@ -179,13 +183,11 @@ def embed_paths(
     )
     amp = _autocast_dtype(dev, precision)
     with torch.inference_mode():
-        for tensors, indexes, errors in loader:
-            if tensors is None:
+        for pixels, indexes, errors in loader:
+            if pixels is None:
                 yield Batch([], np.empty((0, backbone.dim), store_dtype), errors, np.empty(0))
                 continue
-            x = tensors.to(dev, non_blocking=True)
-            if dev.type == "cuda":
-                x = x.contiguous(memory_format=torch.channels_last)
+            x = pixels.to(dev, non_blocking=True)  # uint8, channels last
             with torch.autocast(dev.type, dtype=amp, enabled=amp is not None):
                 feats = model(x)
             feats = feats.float()
@@ -231,8 +233,8 @@ def embed_pil(images: Sequence[Image.Image], params: dict | EmbedParams) -> np.n
     import torch
 
     backbone, p = _cached_backbone(_params_json(params))
-    transform = backbone.spec.preprocess.transform()
-    x = torch.stack([transform(to_rgb(im)) for im in images])
+    pixels = backbone.spec.preprocess.pixels()
+    x = torch.from_numpy(np.stack([pixels(to_rgb(im)) for im in images]))
     with torch.inference_mode():
-        feats = torch.nn.functional.normalize(backbone.model(x).float(), dim=1)
+        feats = torch.nn.functional.normalize(prepare(backbone, "cpu")(x).float(), dim=1)
     return feats.numpy().astype(p.store_dtype, copy=False)

@@ -39,6 +39,7 @@ class TrainResult:
     seconds: float = 0.0
     classifier: CosineClassifier | None = None  # cosface: the class head, over the trunk
     classes: list[str] = field(default_factory=list)
+    frozen_stride: int = 0  # fine-tune: the output stride of the stages kept as pretrained
 
 
 def freeze_batchnorm(model: nn.Module) -> None:
@@ -48,6 +49,12 @@ def freeze_batchnorm(model: nn.Module) -> None:
     for module in model.modules():
         if isinstance(module, nn.modules.batchnorm._BatchNorm):
             module.eval()
+
+
+def float_input(mean: tuple[float, ...], std: tuple[float, ...]) -> v2.Compose:
+    """uint8 images to the model's normalized float input (training; inference normalizes
+    inside the model, embedding.pixel_input)."""
+    return v2.Compose([v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)])
 
 
 def seed_everything(seed: int) -> None:
@@ -260,7 +267,7 @@ def finetune(
     head = ProjectionHead(feature_dim, cfg.hidden, cfg.embedding_size, cfg.dropout)
     model = _Embedder(trunk, head).to(dev)
     aug = augmenter(cfg.augmentation)
-    to_float = v2.Compose([v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)])
+    to_float = float_input(mean, std)
     trainer = _Trainer(cfg, n_classes, device, progress)
 
     def view(batch: np.ndarray) -> torch.Tensor:

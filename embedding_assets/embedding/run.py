@@ -282,7 +282,8 @@ def _batches(
             exported=exported,
         )
     backbone, summary.runtime = runtime.on_runtime(
-        params.build(allow_download=o.allow_download),
+        lambda: params.build(allow_download=o.allow_download),
+        params.spec(),
         summary.model_key,
         wanted,
         o.exports,

@@ -2,9 +2,11 @@
 Runtime on the CPU (2.7x torch eager for EfficientNet-Lite0 on 2 cores, features equal to 1e-5;
 benchmarks/results/embed_throughput.md). Training is always torch.
 
-An export is cached under the data folder by model key (`exports/<model_key>.onnx` with a
-`.json` beside it: the key, the file's SHA-256, the versions that made it and the difference
-to torch measured when it was made). A file whose record does not match is made again, never
+The exported graph takes uint8 pixels, channels last (`pixel_input.Pixels`): the decoding
+workers only decode and resize. An export is cached under the data folder by model key
+(`exports/<model_key>.onnx` with a `.json` beside it: the key, the file's SHA-256, the feature
+size, the versions that made it and the difference to torch measured when it was made); with a
+valid one the torch model is not even built. A file whose record does not match is made again, never
 trusted. The model key does not name the runtime: both give the same vectors (checked at export
 to within `MAX_DIFFERENCE`), so the LMDB cache serves either. A model that does not export, or
 whose export disagrees with torch, runs on torch, with one log line naming it.
@@ -24,12 +26,13 @@ import torch
 from torch import nn
 
 from embedding_assets.common.choices import Runtime
-from embedding_assets.embedding.backbones import Backbone
+from embedding_assets.embedding.backbones import Backbone, BackboneSpec
+from embedding_assets.embedding.pixel_input import on_pixels
 
 log = logging.getLogger(__name__)
 MAX_DIFFERENCE = 1e-4  # of L2-normalized features, torch vs the exported graph
 OPSET = 18
-EXPORT_FORMAT = "emb-onnx-export-v1"
+EXPORT_FORMAT = "emb-onnx-export-v2"  # v2: uint8 pixels in (v1 took normalized floats)
 
 
 def available() -> bool:
@@ -74,8 +77,10 @@ def default_threads(workers: int) -> int:
 
 
 class OnnxModule(nn.Module):
-    """An exported graph behind the nn.Module call the embedder makes: float32 NCHW tensor in,
-    pooled features out (CPU)."""
+    """An exported graph behind the nn.Module call the embedder makes: (n, h, w, 3) uint8
+    pixels in, pooled features out (CPU)."""
+
+    takes_pixels = True
 
     def __init__(self, model: str | Path | bytes, threads: int) -> None:
         super().__init__()
@@ -85,12 +90,15 @@ class OnnxModule(nn.Module):
         options.intra_op_num_threads = max(1, threads)
         options.inter_op_num_threads = 1
         options.log_severity_level = 3  # errors only: its warnings are about unused initializers
+        # Threads sleep between batches rather than spin: spinning took the core the decoding
+        # worker needs (benchmarks/embed_throughput.py, the core split).
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         source = model if isinstance(model, bytes) else str(model)
         self.session = ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
         self.input = self.session.get_inputs()[0].name
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        batch = np.ascontiguousarray(x.detach().cpu().numpy(), dtype=np.float32)
+        batch = np.ascontiguousarray(x.detach().cpu().numpy(), dtype=np.uint8)
         return torch.from_numpy(self.session.run(None, {self.input: batch})[0])
 
 
@@ -106,24 +114,28 @@ def _record_path(onnx_path: Path) -> Path:
     return onnx_path.with_suffix(".json")
 
 
-def _valid(onnx_path: Path, model_key: str) -> bool:
-    """The file is the export its record describes: same key, same bytes."""
+def valid_record(onnx_path: Path, model_key: str) -> dict | None:
+    """The record of the export at `onnx_path` when the file is the export it describes (same
+    format, key and bytes), else None."""
     try:
         record = json.loads(_record_path(onnx_path).read_text())
     except (OSError, ValueError):
-        return False
-    return (
-        record.get("format") == EXPORT_FORMAT
+        return None
+    ok = (
+        isinstance(record, dict)
+        and record.get("format") == EXPORT_FORMAT
         and record.get("model_key") == model_key
+        and isinstance(record.get("dim"), int)
         and onnx_path.is_file()
         and record.get("sha256") == _digest(onnx_path)
     )
+    return record if ok else None
 
 
 def _sample(crop: int) -> torch.Tensor:
-    """A fixed batch of two images for the export and its check (seeded, so repeatable)."""
+    """A fixed batch of two images of pixels for the export and its check (seeded)."""
     generator = torch.Generator().manual_seed(0)
-    return torch.rand(2, 3, crop, crop, generator=generator) * 2 - 1
+    return torch.randint(0, 256, (2, crop, crop, 3), generator=generator, dtype=torch.uint8)
 
 
 def _difference(model: nn.Module, exported: OnnxModule, crop: int) -> float:
@@ -135,14 +147,15 @@ def _difference(model: nn.Module, exported: OnnxModule, crop: int) -> float:
 
 
 def export(backbone: Backbone, model_key: str, folder: Path) -> Path:
-    """Export `backbone` (dynamic batch size) to `folder/<model_key>.onnx` and record it, after
-    checking the graph against torch; written atomically. Raises on a model that does not export
-    or disagrees."""
+    """Export `backbone` behind its pixel input layer (dynamic batch size) to
+    `folder/<model_key>.onnx` and record it, after checking the graph against torch; written
+    atomically. Raises on a model that does not export or disagrees."""
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / f"{model_key}.onnx"
     tmp = folder / f".{model_key}.{os.getpid()}.onnx.tmp"
-    crop = backbone.spec.preprocess.crop
-    model = backbone.model.eval()
+    pre = backbone.spec.preprocess
+    crop = pre.crop
+    model = on_pixels(backbone.model.eval(), pre.mean, pre.std)
     batch = torch.export.Dim("batch", min=1)
     try:
         with torch.inference_mode(False), torch.no_grad():
@@ -163,6 +176,7 @@ def export(backbone: Backbone, model_key: str, folder: Path) -> Path:
         record = {
             "format": EXPORT_FORMAT,
             "model_key": model_key,
+            "dim": backbone.dim,
             "sha256": _digest(tmp),
             "opset": OPSET,
             "torch": torch.__version__,
@@ -178,7 +192,7 @@ def export(backbone: Backbone, model_key: str, folder: Path) -> Path:
 def exported_path(backbone: Backbone, model_key: str, folder: Path) -> Path:
     """The cached export of this model key, made (again) unless a valid one is there."""
     target = folder / f"{model_key}.onnx"
-    return target if _valid(target, model_key) else export(backbone, model_key, folder)
+    return target if valid_record(target, model_key) else export(backbone, model_key, folder)
 
 
 def try_export(
@@ -194,7 +208,8 @@ def try_export(
 
 
 def on_runtime(
-    backbone: Backbone,
+    build: Callable[[], Backbone],
+    spec: BackboneSpec,
     model_key: str,
     runtime: str,
     folder: Path | None,
@@ -202,13 +217,19 @@ def on_runtime(
     note: Callable[[str], None] = log.info,
 ) -> tuple[Backbone, str]:
     """(the backbone to run, the runtime it runs on): `runtime` as resolved, or torch when the
-    model cannot be exported."""
-    path = None
+    model cannot be exported. `build` makes the torch backbone; with a valid export of
+    `model_key` in `folder` it is not called (building Lite0 costs more than a second)."""
     if runtime == "onnxruntime" and folder is not None:
+        target = folder / f"{model_key}.onnx"
+        record = valid_record(target, model_key)
+        if record is not None:
+            return Backbone(OnnxModule(target, threads), record["dim"], spec), "onnxruntime"
+        backbone = build()
         path = try_export(backbone, model_key, folder, note)
-    if path is None:
+        if path is not None:
+            return Backbone(OnnxModule(path, threads), backbone.dim, spec), "onnxruntime"
         return backbone, "torch"
-    return Backbone(OnnxModule(path, threads), backbone.dim, backbone.spec), "onnxruntime"
+    return build(), "torch"
 
 
 def _one_line(exc: Exception) -> str:

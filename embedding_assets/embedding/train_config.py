@@ -33,6 +33,8 @@ class TrainConfig:
     scale: float = 16.0  # cosface: logits = scale * (cosine - margin on the target class)
     margin: float = 0.2
     crop_scale: float = 0.8  # random-resized crops keep at least this share of the image
+    frozen_stride: int = 8  # cosface: stages up to this output stride stay pretrained; 0: none
+    feature_shift: int = 1  # cosface on stored frozen outputs: random shifts, in cells
     time_budget_s: float = 0.0  # 0: none; else stop before an epoch that would not fit
 
     def check(self, mode: str) -> None:

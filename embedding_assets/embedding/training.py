@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -35,7 +36,9 @@ from resources.paths import DataPaths
 
 if TYPE_CHECKING:
     import torch
+    from torch import nn
 
+    from embedding_assets.embedding.finetune import FrozenOutputs
     from embedding_assets.embedding.metric_learning import TrainResult
     from embedding_assets.embedding.run import RunOptions
 
@@ -76,6 +79,7 @@ class Outcome:
     seconds: float = 0.0
     params: EmbedParams | None = None
     stopped_early: bool = False  # by a plateau (metric losses) or the time budget (cosface)
+    frozen_stride: int = 0  # fine-tune: the output stride of the stages kept as pretrained
 
 
 def labeled_images(db: Path, holdout: float) -> LabeledImages:
@@ -209,6 +213,34 @@ def _uint8_images(fs_paths: list, pre: Preprocess) -> torch.Tensor:
     return torch.stack([prep(load_image(p)) for p in fs_paths])
 
 
+@dataclass
+class _LabeledPixels:
+    """Every labeled image as the fine-tuned trunk sees it, and the frozen stages' outputs of
+    them (finetune.FrozenOutputs): made once for the judged training and the final one on
+    every label, which start from the same pretrained weights."""
+
+    images: torch.Tensor | None = None
+    frozen: FrozenOutputs | None = None
+    seconds: float = 0.0
+
+    def prepare(
+        self, data: LabeledImages, pre: Preprocess, trunk: nn.Module, cfg: TrainConfig, device: str
+    ) -> None:
+        if self.images is not None:
+            return
+        from embedding_assets.embedding.finetune import frozen_outputs
+        from embedding_assets.embedding.metric_learning import float_input
+        from embedding_assets.embedding.trunk_split import split_at_stride
+
+        started = time.perf_counter()
+        self.images = _uint8_images(data.fs_paths, pre)
+        split = split_at_stride(trunk, cfg.frozen_stride)
+        if split is not None:
+            to_float = float_input(pre.mean, pre.std)
+            self.frozen = frozen_outputs(split.prefix, self.images, to_float, device)
+        self.seconds = time.perf_counter() - started
+
+
 def _train(
     paths: DataPaths,
     base: EmbedParams,
@@ -217,6 +249,7 @@ def _train(
     data: LabeledImages,
     options: RunOptions,
     progress: Callable[[dict], None] | None,
+    pixels: _LabeledPixels,
     every_label: bool = False,
 ) -> TrainResult:
     """Train on the training split (`every_label`: on every labeled image, the held-out ones
@@ -252,17 +285,19 @@ def _train(
     # The fine-tuned trunk is served as a local .pth file: train with that file's preprocessing.
     pre = trunk_spec(base, cfg).preprocess
     if cfg.loss == "cosface":  # every training image: no early stopping, the epochs are fixed
-        train_paths, _, y_train = data.subset(train_mask)
+        pixels.prepare(data, pre, backbone.model, cfg, device)
+        rows = np.flatnonzero(train_mask)
         return finetune_classifier(
             backbone.model,
             backbone.dim,
-            _uint8_images(train_paths, pre),
-            y_train,
+            pixels.images[rows],
+            data.labels[rows],
             cfg,
             mean=pre.mean,
             std=pre.std,
             device=device,
             progress=progress,
+            frozen=pixels.frozen.subset(rows) if pixels.frozen is not None else None,
         )
     return finetune(
         backbone.model,
@@ -380,7 +415,8 @@ def train_embedding_model(
     current_name = f"model {current_id}" if current_id else "the plain backbone"
     current_metrics, current_hits = _evaluate_params(paths, current, data, options)
 
-    result = _train(paths, base, mode, cfg, data, options, progress)
+    pixels = _LabeledPixels()
+    result = _train(paths, base, mode, cfg, data, options, progress, pixels)
     meta = {"mode": mode, "config": asdict(cfg), "base_key": base_key}
     gate_saved = saved = _save(paths.models_dir, fp[:16], result, meta)
     candidate = served = _served(base, cfg, saved)
@@ -393,11 +429,11 @@ def train_embedding_model(
         f"top-1 {metrics[PRIMARY]:.3f} vs {current_metrics[PRIMARY]:.3f} for {current_name}; "
         f"{verdict.reason}"
     )
-    seconds = result.seconds
+    seconds = pixels.seconds + result.seconds
     if promoted and cfg.loss == "cosface":
         # Judged, the recipe now learns from every label: on 500 photos, training on all of
         # them rather than the 400 outside the held-out split gave +3 points of accuracy.
-        final = _train(paths, base, mode, cfg, data, options, progress, every_label=True)
+        final = _train(paths, base, mode, cfg, data, options, progress, pixels, every_label=True)
         saved = _save(paths.models_dir, f"{fp[:16]}-all", final, meta)
         served = _served(base, cfg, saved)
         seconds += final.seconds
@@ -451,5 +487,6 @@ def train_embedding_model(
         n_eval=n_eval,
         seconds=seconds,
         stopped_early=result.stopped_early,
+        frozen_stride=result.frozen_stride,
         params=served if promoted else current,
     )
