@@ -5,6 +5,7 @@ each, and a second run over the same images embeds nothing."""
 from __future__ import annotations
 
 import importlib
+import re
 from pathlib import Path
 
 import dagster as dg
@@ -70,9 +71,22 @@ def test_options_and_config_file_reach_the_run_quietly(
     assert ops["projections"]["config"] == {"methods": ["pca"]}
     assert _embeddings_metadata()["model_key"].startswith("resnet18-none-")
 
-    code, out = _emb("run", "--image-dir", str(labeled_folder), "--config", str(config), *SMALL)
+    first_runs = re.search(r"Runs (\S+) \(image_catalog\) and (\S+) \(the rest\) succeeded", out)
+    assert first_runs, out
+    with dg.DagsterInstance.get() as instance:
+        assert [r.run_id for r in instance.get_runs(limit=2)] == list(first_runs.groups())[::-1]
+
+    args = ["run", "--image-dir", str(labeled_folder), "--config", str(config), *SMALL]
+    code, out = _emb(*args)
     assert code == 0, out
-    assert "0 new this run" in out and "0 embedded now" in out
+    assert "0 new this run" in out and "Embeddings" not in out
+    flat = " ".join(out.split())
+    assert f"Up to date nothing changed since run {first_runs[2]} at " in flat, out
+    assert "assets not run; emb run --full checks every asset anyway" in flat, out
+
+    code, out = _emb(*args, "--full")
+    assert code == 0, out
+    assert "0 new this run" in out and "0 embedded now" in out and "Up to date" not in out
     assert _embeddings_metadata()["embedded_now"] == 0
 
 

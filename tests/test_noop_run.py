@@ -9,12 +9,12 @@ import importlib
 import os
 from pathlib import Path
 
-import dagster as dg
 import numpy as np
 
 from embedding_assets import definitions
 from embedding_assets.catalog.labels import set_label
 from embedding_assets.cli.runner import run_everything
+from embedding_assets.cli.runs import Runs
 from embedding_assets.cli.summary import summary_lines
 from embedding_assets.common.fingerprints import REUSED, SKIPPED
 from embedding_assets.embedding import sets as vectors
@@ -66,7 +66,7 @@ def test_embeddings_data_version_is_their_content_not_the_file_time(tmp_path: Pa
     assert vectors.content_version(path, "key") != version
 
 
-def _config(folder: Path) -> dict:
+def small_config(folder: Path) -> dict:
     return {
         "ops": {
             "image_catalog": {"config": {"image_dir": str(folder)}},
@@ -78,13 +78,15 @@ def _config(folder: Path) -> dict:
     }
 
 
-def _run(folder: Path) -> dg.ExecuteInProcessResult:
-    result = run_everything(_config(folder), verbose=False)
+def _run(folder: Path) -> Runs:
+    """One run of every asset (`--full`: a plain `emb run` with nothing new stops after the
+    catalog, tests/test_run_state.py): what each asset reuses inside it."""
+    result = run_everything(small_config(folder), verbose=False, full=True)
     assert result.success
     return result
 
 
-def _metadata(result: dg.ExecuteInProcessResult) -> dict[str, dict]:
+def _metadata(result: Runs) -> dict[str, dict]:
     return {
         e.asset_key.to_user_string(): {
             k: v.value for k, v in e.step_materialization_data.materialization.metadata.items()
@@ -93,7 +95,7 @@ def _metadata(result: dg.ExecuteInProcessResult) -> dict[str, dict]:
     }
 
 
-def _data_versions(result: dg.ExecuteInProcessResult) -> dict[str, str]:
+def _data_versions(result: Runs) -> dict[str, str]:
     return {
         e.asset_key.to_user_string(): e.step_materialization_data.materialization.tags[
             "dagster/data_version"

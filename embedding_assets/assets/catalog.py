@@ -51,7 +51,9 @@ def image_catalog(
 
     Re-runs rehash only files whose size or modification time (an object's ETag) changed;
     vanished files are marked `removed_at`, never deleted. Bad files are kept with status and
-    error text.
+    error text. The snapshot is rewritten only when the scan changed a row (its `last_seen` is
+    that of the last change), so a run with nothing new leaves the data folder's files as they
+    were.
     """
     from embedding_assets.catalog.labels import looks_unlabeled
     from embedding_assets.catalog.object_store import is_url
@@ -68,7 +70,9 @@ def image_catalog(
         unlabeled_folders=config.unlabeled_folders,
         shard=shard,
     )
-    snapshot = write_snapshot(paths.catalog_db, paths.parquet_dir / "images.parquet")
+    snapshot = paths.parquet_dir / "images.parquet"
+    if summary.new or summary.changed or summary.removed or not snapshot.exists():
+        write_snapshot(paths.catalog_db, snapshot)  # else it holds these rows already
     context.log.info(
         f"Scanned {summary.found} files in {summary.seconds:.2f} s: {summary.new} new, "
         f"{summary.changed} changed, {summary.removed} removed; status {summary.by_status}"

@@ -44,9 +44,20 @@ def _check_settings() -> None:
         fail(str(exc))
 
 
-def _run(run_config: dict[str, Any], verbose: bool) -> None:
-    """Run every asset: progress bars on a terminal and a closing summary, or Dagster's own log
-    lines with --verbose; exit 1 when a step or check failed."""
+FULL = typer.Option(
+    False,
+    "--full",
+    help="Run every asset even when nothing changed since the last complete run (by default "
+    "such a run stops after the catalog scan).",
+)
+
+
+def _run(
+    run_config: dict[str, Any], verbose: bool, full: bool = False, command: str = "run"
+) -> None:
+    """Run every asset (`runner.run_everything`: the catalog, then the rest unless nothing
+    changed, or everything with `full`): progress bars on a terminal and a closing summary, or
+    Dagster's own log lines with --verbose; exit 1 when a step or check failed."""
     from embedding_assets.cli.runner import run_everything
     from embedding_assets.cli.summary import problem_lines, summary_lines
     from embedding_assets.common import progress
@@ -57,10 +68,11 @@ def _run(run_config: dict[str, Any], verbose: bool) -> None:
     bars = progress.bars() if sys.stderr.isatty() and not verbose else nullcontext()
     start = time.perf_counter()
     with bars:
-        result = run_everything(run_config, verbose=verbose, on_orphan=warn)
+        result = run_everything(run_config, verbose=verbose, on_orphan=warn, full=full)
     seconds = time.perf_counter() - start
     home = str(default_dagster_home().resolve())
-    typer.echo("\n".join(summary_lines(result, seconds, str(paths().catalog_db), home)))
+    lines = summary_lines(result, seconds, str(paths().catalog_db), home, f"emb {command} --full")
+    typer.echo("\n".join(lines))
     for line in problem_lines(result):
         typer.secho(line, fg=typer.colors.YELLOW if result.success else typer.colors.RED, err=True)
     if not result.success:
@@ -70,6 +82,7 @@ def _run(run_config: dict[str, Any], verbose: bool) -> None:
 @app.command()
 def demo(
     labeled_fraction: float = typer.Option(0.3, help="Share of the digits given folder labels."),
+    full: bool = FULL,
     verbose: bool = VERBOSE,
 ) -> None:
     """Write the demo images (scikit-learn's digits) into the data directory and run everything
@@ -81,7 +94,7 @@ def demo(
     folder = paths().demo_images
     counts = write_demo_images(folder, labeled_fraction=labeled_fraction)
     typer.echo(f"Demo images: {counts['images']} digits ({counts['labeled']} labeled) in {folder}")
-    _run(catalog_config(str(folder.resolve())), verbose)
+    _run(catalog_config(str(folder.resolve())), verbose, full, "demo")
 
 
 @app.command()
@@ -117,6 +130,7 @@ def run(
         help="Run-config YAML as in the Dagster launchpad (ops: {embeddings: {config: {...}}}); "
         "the options above override it.",
     ),
+    full: bool = FULL,
     verbose: bool = VERBOSE,
 ) -> None:
     """Materialize every asset on a folder of images. --model, --weights, --image-size and
@@ -131,7 +145,7 @@ def run(
         run_config = _run_config(image_dir, config, flags)
     except RunConfigError as exc:
         fail(str(exc))
-    _run(run_config, verbose)
+    _run(run_config, verbose, full)
 
 
 def _run_config(

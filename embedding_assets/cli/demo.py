@@ -46,5 +46,12 @@ def _write_bad_examples(folder: Path) -> None:
     good = folder.parent / "0"
     sample = next(iter(sorted(good.glob("*.png"))), None)
     if sample is not None:
-        (folder / "truncated_scan.png").write_bytes(sample.read_bytes()[:60])
-    (folder / "notes_not_an_image.png").write_text("this is a text file with a .png name\n")
+        _write_if_changed(folder / "truncated_scan.png", sample.read_bytes()[:60])
+    _write_if_changed(folder / "notes_not_an_image.png", b"this is a text file with a .png name\n")
+
+
+def _write_if_changed(path: Path, data: bytes) -> None:
+    """Leave a file with this content alone: a rewrite changes its time, and the next scan
+    would hash and decode it again."""
+    if not path.exists() or path.read_bytes() != data:
+        path.write_bytes(data)

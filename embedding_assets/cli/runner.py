@@ -11,9 +11,11 @@ from typing import Any
 
 import dagster as dg
 
+from embedding_assets.cli.runs import CATALOG, Runs
 from embedding_assets.common.settings import default_dagster_home
 
 BACKBONE_OPS = ("embedding_model", "embeddings", "image_tags")
+INVOCATION_TAG = "emb/invocation"  # the same on every run of one `emb run`
 CONFIG_EXAMPLE = "ops: {embeddings: {config: {model: resnet50}}}"
 
 
@@ -62,9 +64,15 @@ def run_everything(
     run_config: dict[str, Any] | None = None,
     verbose: bool = True,
     on_orphan: Callable[[str], None] | None = None,
-) -> dg.ExecuteInProcessResult | ShardedRuns:
-    """Materialize every asset in one in-process run (with `$EMB_SHARDS`, one run per shard of
-    each partitioned asset and one for the rest). Failures are in the result, not raised.
+    full: bool = False,
+) -> Runs:
+    """What `emb run` and `emb demo` do: a run of `image_catalog` (the folder rescanned, the
+    run recorded), then, unless the state after it is the one the last complete run left
+    (`run_state`) and no run came since, a run of every other asset. `full`: one run of
+    everything, no shortcut. With `$EMB_SHARDS`, one run per shard of each partitioned asset and
+    one for the rest. Failures are in the result, not raised. The runs share an
+    `emb/invocation` tag.
+
     Not verbose: Dagster's console logger prints nothing (its DEBUG event lines run to hundreds
     per run); the event log still records every line for the UI. First, in the same instance,
     runs left STARTED by a killed `emb` are failed, each line passed to `on_orphan`."""
@@ -73,14 +81,83 @@ def run_everything(
     config = dict(run_config or {})
     if not verbose:
         config["loggers"] = {"console": {"config": {"log_level": "CRITICAL"}}}
+    tags = {INVOCATION_TAG: str(uuid.uuid4())}
     with instance() as inst:
         for line in orphan_lines(inst):
             if on_orphan is not None:
                 on_orphan(line)
         job = everything_job()
-        if job.partitions_def is None:
-            return execute(job, inst, config)
-        return execute_sharded(job, inst, config)
+        if job.partitions_def is not None:
+            return execute_sharded(job, inst, config, tags)
+        if full:
+            runs = Runs([execute(job, inst, config, tags=tags)], job)
+        else:
+            runs = execute_in_two(job, inst, run_config or {}, config, tags)
+        if runs.up_to_date is None and complete(runs):
+            _record_state(run_config or {}, runs)
+        return runs
+
+
+def execute_in_two(
+    job: dg.JobDefinition,
+    inst: dg.DagsterInstance,
+    given_config: dict[str, Any],
+    run_config: dict[str, Any],
+    tags: dict[str, str],
+) -> Runs:
+    """The catalog's run, then the run of every other asset unless nothing can change."""
+    from embedding_assets.cli import run_state
+    from embedding_assets.cli.console import paths
+
+    before = newest_run_id(inst)
+    catalog = execute(job, inst, only_ops(run_config, {CATALOG}), [dg.AssetKey(CATALOG)], tags=tags)
+    rest = [k for k in job.asset_layer.executable_asset_keys if k != dg.AssetKey(CATALOG)]
+    if not complete(Runs([catalog], job)):
+        return Runs([catalog], job)
+    data = paths()
+    state, recorded = run_state.current_state(data, given_config, default_dagster_home())
+    if run_state.up_to_date(state, recorded, before) and newest_run_id(inst) == catalog.run_id:
+        run_state.confirm_state(data.catalog_db, recorded, catalog.run_id)
+        return Runs([catalog], job, up_to_date=recorded, not_run=rest)
+    others = execute(job, inst, without_ops(run_config, {CATALOG}), rest, tags=tags)
+    return Runs([catalog, others], job)
+
+
+def _record_state(given_config: dict[str, Any], runs: Runs) -> None:
+    """Record the state complete runs left (computed now: the runs wrote their outputs), with
+    the id of the last and the warnings they gave."""
+    from embedding_assets.cli import run_state
+    from embedding_assets.cli.console import paths
+    from embedding_assets.cli.summary import problem_lines
+
+    data = paths()
+    state, _ = run_state.current_state(data, given_config, default_dagster_home())
+    run_state.record_state(data.catalog_db, runs.run_ids[-1], state, problem_lines(runs))
+
+
+def newest_run_id(inst: dg.DagsterInstance) -> str | None:
+    runs = inst.get_run_ids(limit=1)
+    return runs[0] if runs else None
+
+
+def complete(runs: Runs) -> bool:
+    """Every step succeeded and no check failed with an error. A failed WARN check (a challenger
+    not promoted, with too few held-out images to decide) says the same on the same inputs:
+    blocking the shortcut on it would stop it for good; the summary repeats its line instead."""
+    return runs.success and all(
+        c.passed or c.severity == dg.AssetCheckSeverity.WARN
+        for c in runs.get_asset_check_evaluations()
+    )
+
+
+def only_ops(run_config: dict[str, Any], ops: set[str]) -> dict[str, Any]:
+    """The run config of a run of some assets: the others' op config left out (refused)."""
+    return {**run_config, "ops": {k: v for k, v in run_config.get("ops", {}).items() if k in ops}}
+
+
+def without_ops(run_config: dict[str, Any], ops: set[str]) -> dict[str, Any]:
+    keep = set(run_config.get("ops", {})) - ops
+    return only_ops(run_config, keep)
 
 
 def execute(
@@ -89,10 +166,11 @@ def execute(
     run_config: dict[str, Any],
     assets: list[dg.AssetKey] | None = None,
     partition_key: str | None = None,
+    tags: dict[str, str] | None = None,
 ) -> dg.ExecuteInProcessResult:
-    """Execute `job` (or some of its assets, for one partition) in this process, its run tagged
-    with this process (orphan_runs.run_tags) so that a later `emb` fails the run if this
-    process is killed before it ends."""
+    """Execute `job` (or some of its assets, with their checks, for one partition) in this
+    process, its run tagged with this process (orphan_runs.run_tags) so that a later `emb`
+    fails the run if this process is killed before it ends, and with `tags`."""
     from embedding_assets.cli.orphan_runs import run_tags
 
     run_id = str(uuid.uuid4())
@@ -101,58 +179,28 @@ def execute(
         instance=inst,
         raise_on_error=False,
         run_id=run_id,
-        tags=run_tags(run_id),
+        tags={**(tags or {}), **run_tags(run_id)},
         asset_selection=assets,
         partition_key=partition_key,
     )
 
 
-class ShardedRuns:
-    """The runs of one sharded `emb run`, read as one result by the run summary."""
-
-    def __init__(self, results: list[dg.ExecuteInProcessResult]) -> None:
-        self.results = results
-        self.job_def = results[0].job_def
-        self.run_id = f"{results[0].run_id} and {len(results) - 1} more"
-        self.success = all(r.success for r in results)
-        self.all_events = [e for r in results for e in r.all_events]
-
-    def _each(self, method: str) -> list:
-        return [item for r in self.results for item in getattr(r, method)()]
-
-    def get_asset_materialization_events(self) -> list:
-        return self._each("get_asset_materialization_events")
-
-    def get_asset_check_evaluations(self) -> list:
-        return self._each("get_asset_check_evaluations")
-
-    def get_step_failure_events(self) -> list:
-        return self._each("get_step_failure_events")
-
-    def get_step_success_events(self) -> list:
-        return self._each("get_step_success_events")
-
-    def is_node_untouched(self, name: str) -> bool:
-        return all(r.is_node_untouched(name) for r in self.results)
-
-
 def execute_sharded(
-    job: dg.JobDefinition, inst: dg.DagsterInstance, run_config: dict[str, Any]
-) -> ShardedRuns:
+    job: dg.JobDefinition,
+    inst: dg.DagsterInstance,
+    run_config: dict[str, Any],
+    tags: dict[str, str] | None = None,
+) -> Runs:
     """What a backfill of every asset from the UI does, in sequence here: in dependency order,
     each partitioned stage one run per shard, each other stage one run. Stops at a failed run."""
     results = []
     for assets, partitioned in stages(job):
-        ops = {k.path[-1] for k in assets}
-        config = {
-            **run_config,
-            "ops": {k: v for k, v in run_config.get("ops", {}).items() if k in ops},
-        }
+        config = only_ops(run_config, {k.path[-1] for k in assets})
         for key in job.partitions_def.get_partition_keys() if partitioned else [None]:
-            results.append(execute(job, inst, config, assets, key))
+            results.append(execute(job, inst, config, assets, key, tags))
             if not results[-1].success:
-                return ShardedRuns(results)
-    return ShardedRuns(results)
+                return Runs(results, job, sharded=True)
+    return Runs(results, job, sharded=True)
 
 
 def stages(job: dg.JobDefinition) -> list[tuple[list[dg.AssetKey], bool]]:

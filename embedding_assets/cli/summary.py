@@ -3,22 +3,29 @@ knowing, seconds per asset, one line per failure, and where to look next."""
 
 from __future__ import annotations
 
+import textwrap
 from typing import Any
 
 import dagster as dg
 
+from embedding_assets.cli.runs import Runs
 from embedding_assets.common.fingerprints import REUSED
 
 LABEL_WIDTH = 12
 WIDTH = 100
+STATE_WORDS = ("catalog", "labels", "settings", "code", "outputs")  # what run_state compares
 
 
 def summary_lines(
-    result: dg.ExecuteInProcessResult, seconds: float, catalog_db: str, dagster_home: str
+    result: Runs,
+    seconds: float,
+    catalog_db: str,
+    dagster_home: str,
+    full_flag: str = "emb run --full",
 ) -> list[str]:
     """The closing summary, one labelled field per line."""
     state = "succeeded" if result.success else "FAILED"
-    lines = [f"Run {result.run_id} {state} in {seconds:.1f} s."]
+    lines = [f"{result.title} {state} in {seconds:.1f} s."]
     catalog = _materialization_metadata(result, "image_catalog")
     if catalog:
         lines.append(_field("Images", *_images_items(catalog)))
@@ -31,6 +38,8 @@ def summary_lines(
     reused = _reused_assets(result)
     if reused:
         lines.append(_field("Reused", *reused[:-1], f"{reused[-1]} (inputs unchanged)"))
+    if result.up_to_date is not None:
+        lines.append(_up_to_date_line(result, full_flag))
     lines.append(_field("DuckDB", catalog_db))
     lines.append(_field("Query", 'emb sql "select status, count(*) from images group by 1"'))
     lines.append(_field("UI", f"emb ui   (DAGSTER_HOME={dagster_home})"))
@@ -39,8 +48,23 @@ def summary_lines(
     return lines
 
 
-def problem_lines(result: dg.ExecuteInProcessResult) -> list[str]:
-    """One line per failed step and failed check (Dagster's verbose log has the tracebacks)."""
+def _up_to_date_line(result: Runs, full_flag: str) -> str:
+    """Why nothing ran after the catalog, and how to run it anyway."""
+    found = result.up_to_date
+    text = (
+        f"nothing changed since run {found.run_id} at {found.created_at:%Y-%m-%d %H:%M:%S} UTC "
+        f"({', '.join(STATE_WORDS)}): {len(result.not_run)} assets not run; {full_flag} checks "
+        "every asset anyway"
+    )
+    rows = textwrap.wrap(text, WIDTH - LABEL_WIDTH, break_on_hyphens=False)
+    return f"{'Up to date':<{LABEL_WIDTH}}" + ("\n" + " " * LABEL_WIDTH).join(rows)
+
+
+def problem_lines(result: Runs) -> list[str]:
+    """One line per failed step and failed check (Dagster's verbose log has the tracebacks);
+    when nothing ran after the catalog, the warnings of the run whose results stand."""
+    if result.up_to_date is not None:
+        return [f"{line} (run {result.up_to_date.run_id})" for line in result.up_to_date.warnings]
     lines = [_check_line(c) for c in result.get_asset_check_evaluations() if not c.passed]
     for event in result.get_step_failure_events():
         error = event.step_failure_data.error
@@ -49,7 +73,7 @@ def problem_lines(result: dg.ExecuteInProcessResult) -> list[str]:
         lines.append(f"step {event.step_key} failed: {_error_text(error)}")
     not_run = [n.name for n in result.job_def.nodes_in_topological_order]
     not_run = [name for name in not_run if result.is_node_untouched(name)]
-    if not_run:
+    if not_run and not result.success:
         lines.append(f"{len(not_run)} steps did not run: they depend on a failed one.")
     return lines
 
@@ -66,7 +90,7 @@ PER_SHARD = (
 )
 
 
-def _materialization_metadata(result: dg.ExecuteInProcessResult, asset: str) -> dict[str, Any]:
+def _materialization_metadata(result: Runs, asset: str) -> dict[str, Any]:
     """The plain values of the asset's materialization metadata in this run ({} if none); the
     last one's, with the per-shard counts summed when it materialized once per shard."""
     found: dict[str, Any] = {}
@@ -81,7 +105,7 @@ def _materialization_metadata(result: dg.ExecuteInProcessResult, asset: str) -> 
     return found
 
 
-def _reused_assets(result: dg.ExecuteInProcessResult) -> list[str]:
+def _reused_assets(result: Runs) -> list[str]:
     """Assets whose materialization in this run reused the stored result."""
     return [
         event.asset_key.to_user_string()
@@ -90,7 +114,7 @@ def _reused_assets(result: dg.ExecuteInProcessResult) -> list[str]:
     ]
 
 
-def _seconds_per_asset(result: dg.ExecuteInProcessResult) -> dict[str, float]:
+def _seconds_per_asset(result: Runs) -> dict[str, float]:
     """Step durations in the order they finished, a separate check step counted with its
     asset."""
     asset_of = {

@@ -53,6 +53,8 @@ BATCH_DRIFT = "batch_drift"
 OOD_SCORES = "ood_scores"
 # -- reuse (090_asset_fingerprints.sql)
 ASSET_FINGERPRINTS = "asset_fingerprints"
+# -- the state a complete `emb run` left (170_run_states.sql)
+RUN_STATES = "run_states"
 
 # The model key of the current embedding set (the most recently updated), as a scalar subquery.
 CURRENT_MODEL_KEY = f"(SELECT model_key FROM {EMBEDDING_SETS} ORDER BY updated_at DESC LIMIT 1)"
