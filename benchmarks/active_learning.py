@@ -29,6 +29,7 @@ import numpy as np
 from sklearn.decomposition import PCA
 from sklearn.model_selection import train_test_split
 
+from benchmarks import al_strategies
 from benchmarks.common import RESULTS, cifar_embeddings, write_results
 from embedding_assets.learning import classifiers as al
 from embedding_assets.learning import selection
@@ -96,21 +97,23 @@ def choose(
         clusters = selection.kmeans_clusters(x_pool[pool[top]], 10, seed)
         ranked = top[selection.select_batch(scores[top], clusters, batch, 0.3)]
         if name == "mix":
-            ranked = selection.with_random_share(ranked, len(pool), batch, value or 0.2, seed)
+            ranked = al_strategies.with_random_share(ranked, len(pool), batch, value or 0.2, seed)
         return pool[ranked]
     if name == "margin":
         return pool[np.argsort(-scores, kind="stable")[:batch]]
     if name in ("cluster_margin", "mix_cm"):
         k = int(value) if name == "cluster_margin" and value else 100
-        ranked = selection.cluster_margin(scores, pool_clusters[k][pool], batch)
+        ranked = al_strategies.cluster_margin(scores, pool_clusters[k][pool], batch)
         if name == "mix_cm":
-            ranked = selection.with_random_share(ranked, len(pool), batch, value or 0.2, seed)
+            ranked = al_strategies.with_random_share(ranked, len(pool), batch, value or 0.2, seed)
         return pool[ranked]
     if name == "kmeanspp":
-        return pool[selection.margin_kmeanspp(scores, x_pool[pool], batch, int(value or 20), seed)]
+        return pool[
+            al_strategies.margin_kmeanspp(scores, x_pool[pool], batch, int(value or 20), seed)
+        ]
     if name == "badge":
         cand = int(value) if value else None
-        return pool[selection.badge(p, x_pool[pool], batch, seed, cand)]
+        return pool[al_strategies.badge(p, x_pool[pool], batch, seed, cand)]
     raise AssertionError(name)
 
 

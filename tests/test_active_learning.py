@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from benchmarks import al_strategies
 from embedding_assets.catalog.labels import set_label
 from embedding_assets.cli.app import app
 from embedding_assets.learning import classifiers as al
@@ -31,16 +32,16 @@ def test_cluster_margin_covers_clusters_and_prefers_uncertain_items():
     # cluster 0 holds the 4 most uncertain items; clusters 1 and 2 the rest
     scores = np.array([0.99, 0.98, 0.97, 0.96, 0.5, 0.6, 0.3, 0.2, 0.1])
     clusters = np.array([0, 0, 0, 0, 1, 1, 2, 2, 2])
-    chosen = selection.cluster_margin(scores, clusters, batch_size=3, candidate_factor=3)
+    chosen = al_strategies.cluster_margin(scores, clusters, batch_size=3, candidate_factor=3)
     # one per cluster, smallest cluster first, the most uncertain of each (item 5 over 4):
     # margin alone would take 0, 1, 2
     assert chosen.tolist() == [5, 6, 0]
     # round robin: a second round goes back to the clusters in the same order
-    chosen = selection.cluster_margin(scores, clusters, batch_size=5, candidate_factor=3)
+    chosen = al_strategies.cluster_margin(scores, clusters, batch_size=5, candidate_factor=3)
     assert chosen.tolist() == [5, 6, 0, 4, 7]
     # only the batch x candidate_factor most uncertain items take part
-    assert set(selection.cluster_margin(scores, clusters, 2, 1).tolist()) == {0, 1}
-    assert len(selection.cluster_margin(scores, clusters, 20)) == 9
+    assert set(al_strategies.cluster_margin(scores, clusters, 2, 1).tolist()) == {0, 1}
+    assert len(al_strategies.cluster_margin(scores, clusters, 20)) == 9
 
 
 def test_badge_and_kmeanspp_are_diverse_and_deterministic():
@@ -49,21 +50,21 @@ def test_badge_and_kmeanspp_are_diverse_and_deterministic():
     x = np.concatenate([rng.normal(0, 0.01, (20, 4)) + 5, rng.normal(0, 0.01, (20, 4)) - 5])
     p = np.tile([0.5, 0.5], (40, 1))
     p[:20] = [0.55, 0.45]  # the first group is less uncertain (a smaller gradient)
-    picked = selection.badge(p, x, 2, seed=0)
+    picked = al_strategies.badge(p, x, 2, seed=0)
     assert picked[0] >= 20  # the largest gradient first: the most uncertain group
     assert {int(i) >= 20 for i in picked} == {True, False}
-    assert picked.tolist() == selection.badge(p, x, 2, seed=0).tolist()
-    assert len(set(selection.badge(p, x, 10, seed=1).tolist())) == 10
+    assert picked.tolist() == al_strategies.badge(p, x, 2, seed=0).tolist()
+    assert len(set(al_strategies.badge(p, x, 10, seed=1).tolist())) == 10
     scores = selection.uncertainty_score(p, "margin")
-    picked = selection.margin_kmeanspp(scores, x, 2, candidate_factor=20, seed=0)
+    picked = al_strategies.margin_kmeanspp(scores, x, 2, candidate_factor=20, seed=0)
     assert picked[0] == 20 and picked[1] < 20  # most uncertain first, then the other group
 
 
 def test_random_share_keeps_the_head_and_fills_at_random():
     ranked = np.array([7, 3, 9, 1])
-    mixed = selection.with_random_share(ranked, n_pool=100, batch_size=4, share=0.5, seed=0)
+    mixed = al_strategies.with_random_share(ranked, n_pool=100, batch_size=4, share=0.5, seed=0)
     assert mixed[:2].tolist() == [7, 3] and len(set(mixed.tolist())) == 4
-    assert mixed.tolist() == selection.with_random_share(ranked, 100, 4, 0.5, seed=0).tolist()
+    assert mixed.tolist() == al_strategies.with_random_share(ranked, 100, 4, 0.5, seed=0).tolist()
 
 
 def test_uncertainty_measures_and_plateau():
