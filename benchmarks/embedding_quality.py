@@ -1,8 +1,9 @@
 """Embedding quality on CIFAR-10 test (../shared), as the reference papers measure it: kNN
 top-1, Precision@5 (GUIE), kNN macro-F1 and silhouette on an evaluation half that is never
 trained on: the raw pretrained backbone, a projection head per loss, and fine-tuning the
-backbone end to end: `embedding_model`'s default (a cosine-softmax classifier, BatchNorm
-statistics frozen, within a time budget) and, with --metric-finetune, the metric losses.
+backbone: `embedding_model`'s default (a cosine-softmax classifier over the stages past the
+early, frozen ones, BatchNorm statistics frozen, within a time budget) and, with
+--metric-finetune, the metric losses.
 
 The split is fixed by content hash (the same rule as the `embedding_model` asset). Head-only
 trains over the cached backbone features (224 px, the weights' own preprocessing);
@@ -272,10 +273,12 @@ def _markdown(rows: list[dict], data: dict, args) -> str:
         f"Backbone `{args.model}` with weights `{args.weights}` (the platform's default: "
         "ImageNet weights from a registry package). Head-only trains a 512-hidden projection "
         f"head over cached 224 px backbone features (≤{args.head_epochs} epochs). The default "
-        f"fine-tune (`embedding_model`'s) trains the backbone as a cosine-softmax classifier "
-        f"on all {int((~data['eval']).sum())} training images at {args.cosface_size} px without "
-        f"a centre crop, BatchNorm statistics frozen, ≤{args.cosface_epochs} epochs within "
-        f"{args.cosface_budget:.0f} s; its embeddings are the trunk's pooled features. "
+        f"fine-tune (`embedding_model`'s) trains the backbone's stages past output stride "
+        f"{TrainConfig().frozen_stride} (the earlier ones stay pretrained and run once per "
+        f"image) as a cosine-softmax classifier on all {int((~data['eval']).sum())} training "
+        f"images at {args.cosface_size} px without a centre crop, BatchNorm statistics frozen, "
+        f"≤{args.cosface_epochs} epochs within {args.cosface_budget:.0f} s (the frozen pass "
+        "included); its embeddings are the trunk's pooled features. "
         + (
             f"The metric-loss fine-tunes train backbone + head at {args.finetune_size} px with "
             f"TrivialAugmentWide (≤{args.finetune_epochs} epochs, lr {args.finetune_lr}). "
