@@ -150,7 +150,11 @@ def test_exif_rotated_jpeg_records_its_displayed_size(data_dir: Path, tmp_path: 
 # g. run monitoring in the instance the CLI creates
 
 
-def test_cli_created_instance_has_run_monitoring(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+def test_cli_created_instance_has_run_monitoring(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+):
+    import dagster as dg
+
     from embedding_assets.cli import runner as run_mod
 
     monkeypatch.delenv("DAGSTER_HOME", raising=False)
@@ -158,9 +162,19 @@ def test_cli_created_instance_has_run_monitoring(tmp_path: Path, monkeypatch: py
     home = tmp_path / "data" / "dagster"
     home.mkdir(parents=True)
     (home / "dagster.yaml").touch()  # what earlier versions wrote: upgraded in place
+
+    @dg.asset
+    def one() -> int:
+        return 1
+
+    capfd.readouterr()
     with run_mod.instance() as inst:
         assert inst.run_monitoring_enabled
         assert inst.run_monitoring_settings.get("poll_interval_seconds") == 60
+        assert not inst.telemetry_enabled
+        assert dg.materialize([one], instance=inst).success
+    # the first run in a new home: no telemetry banner above the run summary
+    assert "Telemetry" not in capfd.readouterr().err
     assert os.environ["DAGSTER_HOME"] == str(home.resolve())
     (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
     monkeypatch.delenv("DAGSTER_HOME")

@@ -24,12 +24,17 @@ class RunConfigError(ValueError):
 
 
 # The dagster.yaml the CLI writes into a home it creates: run monitoring on, so the daemon of
-# `emb ui` watches runs left STARTED (a run's `dagster/max_runtime` tag then fails it in time).
+# `emb ui` watches runs left STARTED (a run's `dagster/max_runtime` tag then fails it in time);
+# telemetry off, as the platform runs offline by default (and Dagster's first-run banner would
+# otherwise fill the terminal above the run summary).
 INSTANCE_YAML = """\
 # Written by `emb` (the CLI creates this Dagster home); edit freely, it is not overwritten.
 run_monitoring:
   enabled: true
   poll_interval_seconds: 60
+# Dagster's anonymous usage statistics: set to true to send them.
+telemetry:
+  enabled: false
 """
 
 
