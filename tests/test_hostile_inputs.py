@@ -147,10 +147,10 @@ def test_exif_rotated_jpeg_records_its_displayed_size(data_dir: Path, tmp_path: 
     assert rows == {"rotated.jpg": (20, 40), "plain.jpg": (40, 20)}
 
 
-# g. run monitoring in the instance the CLI creates
+# g. run monitoring on, telemetry off in the instance the CLI creates
 
 
-def test_cli_created_instance_has_run_monitoring(
+def test_cli_created_instance_monitors_runs_without_telemetry(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
 ):
     import dagster as dg
@@ -176,10 +176,10 @@ def test_cli_created_instance_has_run_monitoring(
     # the first run in a new home: no telemetry banner above the run summary
     assert "Telemetry" not in capfd.readouterr().err
     assert os.environ["DAGSTER_HOME"] == str(home.resolve())
-    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: true\n")
     monkeypatch.delenv("DAGSTER_HOME")
-    run_mod.ensure_home()  # a file the user edited is left alone
-    assert (home / "dagster.yaml").read_text() == "telemetry:\n  enabled: false\n"
+    run_mod.ensure_home()  # a file the user edited (telemetry back on) is left alone
+    assert (home / "dagster.yaml").read_text() == "telemetry:\n  enabled: true\n"
 
 
 # h. folder names that look like "unlabeled"
