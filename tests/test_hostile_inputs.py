@@ -182,6 +182,28 @@ def test_cli_created_instance_monitors_runs_without_telemetry(
     assert (home / "dagster.yaml").read_text() == "telemetry:\n  enabled: true\n"
 
 
+def test_empty_dagster_home_of_the_users_is_set_up_an_existing_one_left_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+):
+    from embedding_assets.cli import runner as run_mod
+
+    new_home = tmp_path / "new_home"
+    new_home.mkdir()  # what a user does before `export DAGSTER_HOME=...`
+    monkeypatch.setenv("DAGSTER_HOME", str(new_home))
+    capfd.readouterr()
+    with run_mod.instance() as inst:
+        assert inst.run_monitoring_enabled and not inst.telemetry_enabled
+    err = capfd.readouterr().err
+    assert "Telemetry" not in err and "No dagster instance configuration" not in err
+    assert (new_home / "dagster.yaml").read_text() == run_mod.INSTANCE_YAML
+
+    used_home = tmp_path / "used_home"
+    (used_home / "storage").mkdir(parents=True)  # an instance on Dagster's defaults
+    monkeypatch.setenv("DAGSTER_HOME", str(used_home))
+    run_mod.ensure_home()
+    assert not (used_home / "dagster.yaml").exists()
+
+
 # h. folder names that look like "unlabeled"
 
 

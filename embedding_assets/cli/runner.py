@@ -39,14 +39,18 @@ telemetry:
 
 
 def ensure_home() -> Path:
-    """Create the Dagster home (`<data>/dagster` when DAGSTER_HOME is unset) and export it. A
-    home the CLI owns gets INSTANCE_YAML when its dagster.yaml is missing or empty (an empty
-    one is what earlier versions wrote: without a file Dagster warns on every run)."""
+    """Create the Dagster home (`<data>/dagster` when DAGSTER_HOME is unset) and export it.
+    INSTANCE_YAML goes into a home that is new (missing or an empty folder, wherever
+    DAGSTER_HOME points: there is no instance yet to respect) and into the CLI's own home when
+    its dagster.yaml is missing or empty (an empty one is what earlier versions wrote: without a
+    file Dagster warns on every run)."""
     home = default_dagster_home()
+    new_home = not home.is_dir() or not any(home.iterdir())
     home.mkdir(parents=True, exist_ok=True)
     yaml_path = home / "dagster.yaml"
-    if not os.environ.get("DAGSTER_HOME") and (
-        not yaml_path.exists() or not yaml_path.read_text().strip()
+    if new_home or (
+        not os.environ.get("DAGSTER_HOME")
+        and (not yaml_path.exists() or not yaml_path.read_text().strip())
     ):
         yaml_path.write_text(INSTANCE_YAML)
     os.environ["DAGSTER_HOME"] = str(home.resolve())
