@@ -115,6 +115,14 @@ def test_verbose_shows_dagster_log_lines(data_dir: Path, labeled_folder: Path, t
             "got fp8; allowed there: auto, fp32, bf16, fp16",
         ),
         ("ops: {projections: {config: {methods: [pca, mds]}}}\n", "allowed there: pca, umap, tsne"),
+        (
+            "ops: {embeddings: {config: {threads: -1}}}\n",
+            "ops.embeddings.config.threads is -1; input should be greater than or equal to 0.",
+        ),
+        (
+            "ops: {image_tags: {config: {top_k: 100}}}\n",
+            "ops.image_tags.config.top_k is 100; input should be less than or equal to 50.",
+        ),
     ],
 )
 def test_bad_config_file_is_one_line(

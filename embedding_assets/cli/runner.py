@@ -295,6 +295,38 @@ def validate(run_config: dict[str, Any], source: str) -> None:
             else f"run config looks like `{CONFIG_EXAMPLE}`"
         )
         raise RunConfigError(f"{source}: {message}; {fix}.") from None
+    _check_bounds(job, run_config, source)
+
+
+def _check_bounds(job: dg.JobDefinition, run_config: dict[str, Any], source: str) -> None:
+    """The bounds of the assets' Config fields (`ge`, `le`...), which Dagster's schema does not
+    hold: checked the way each step builds its Config, so a bad value is refused before the
+    run rather than failing its step after the steps before it ran."""
+    import pydantic
+
+    for op_name, entry in (run_config.get("ops") or {}).items():
+        config_class = _config_class(job, op_name)
+        if config_class is None:
+            continue
+        try:
+            config_class(**entry.get("config", {}))
+        except pydantic.ValidationError as exc:
+            error = exc.errors()[0]
+            where = ".".join(str(part) for part in error["loc"])
+            message = error["msg"][0].lower() + error["msg"][1:]
+            raise RunConfigError(
+                f"{source}: ops.{op_name}.config.{where} is {error['input']!r}; {message}."
+            ) from None
+
+
+def _config_class(job: dg.JobDefinition, op_name: str) -> type[dg.Config] | None:
+    """The Config class the op's function takes, if it takes one."""
+    compute_fn = job.graph.node_named(op_name).definition.compute_fn
+    if not compute_fn.has_config_arg():
+        return None
+    annotation = compute_fn.get_config_arg().annotation
+    is_config = isinstance(annotation, type) and issubclass(annotation, dg.Config)
+    return annotation if is_config else None
 
 
 def _allowed_there(job: dg.JobDefinition, levels: list[str]) -> list[str]:
