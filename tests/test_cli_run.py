@@ -120,6 +120,10 @@ def test_verbose_shows_dagster_log_lines(data_dir: Path, labeled_folder: Path, t
             "ops.embeddings.config.threads is -1; input should be greater than or equal to 0.",
         ),
         (
+            "ops: {embeddings: {config: {batch_size: 0}}}\n",
+            "ops.embeddings.config.batch_size is 0; input should be greater than or equal to 1.",
+        ),
+        (
             "ops: {image_tags: {config: {top_k: 100}}}\n",
             "ops.image_tags.config.top_k is 100; input should be less than or equal to 50.",
         ),

@@ -89,8 +89,10 @@ class BackboneConfig(dg.Config):
 
 
 class EmbeddingConfig(BackboneConfig):
-    batch_size: int = Field(default=64, description="Images per forward pass.")
-    workers: int = Field(default=-1, description="DataLoader decode workers; -1 = automatic.")
+    batch_size: int = Field(default=64, ge=1, description="Images per forward pass.")
+    workers: int = Field(
+        default=-1, ge=-1, description="DataLoader decode workers; -1 = automatic."
+    )
     precision: Precision = Field(
         default="auto",
         description="auto (bf16 where the GPU has it, else fp16) or a fixed one; autocast "
@@ -162,7 +164,7 @@ class EmbeddingModelConfig(BackboneConfig):
         default=6, description="Epochs without validation gain before stopping (metric losses)."
     )
     batch_size: int | None = Field(
-        default=None, description="Images per training batch; unset = the mode's (32, 128)."
+        default=None, ge=1, description="Images per training batch; unset = the mode's (32, 128)."
     )
     lr: float | None = Field(
         default=None,
