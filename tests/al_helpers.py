@@ -11,8 +11,8 @@ from embedding_assets.assets.learning import classifier, label_queue, prediction
 from embedding_assets.catalog.scan import scan_catalog
 from embedding_assets.embedding import sets as vec
 from resources.duckdb_store import connect
-from resources.gpu import GPUResource
-from resources.storage import DataPaths, StorageResource
+from resources.storage import DataPaths
+from tests.helpers import resources
 
 MODEL_KEY = "synthetic-8d"
 AL_ASSETS = [classifier, predictions, label_queue]
@@ -54,16 +54,12 @@ def catalog_with_vectors(data_dir: Path, folder: Path, seed: int = 0) -> DataPat
     return paths
 
 
-def resources(data_dir: Path) -> dict:
-    return {
-        "storage": StorageResource(data_dir=str(data_dir), lock_timeout_s=30),
-        "gpu": GPUResource(device="cpu", lock_dir=str(data_dir / "locks")),
-    }
-
-
 def materialize(data_dir: Path, run_config: dict | None = None) -> dg.ExecuteInProcessResult:
     return dg.materialize(
-        AL_ASSETS, resources=resources(data_dir), run_config=run_config, raise_on_error=False
+        AL_ASSETS,
+        resources=resources(data_dir, lock_timeout_s=30),
+        run_config=run_config,
+        raise_on_error=False,
     )
 
 

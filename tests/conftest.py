@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import inspect
 import os
+
+if os.environ.get("PYTEST_XDIST_WORKER") and "OMP_NUM_THREADS" not in os.environ:
+    # `scripts/test.sh` runs two workers on (typically) two cores: one compute thread each,
+    # for the worker and the processes it starts, rather than four threads fighting for two.
+    # Set before numpy and torch load, as they read it once.
+    os.environ["OMP_NUM_THREADS"] = "1"
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-SHARED_CIFAR = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10" / "test"
+from tests import tiers
+from tests.helpers import SHARED_CIFAR, write_image
 
 
 @pytest.fixture
@@ -20,23 +28,6 @@ def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
     (tmp_path / "dagster_home").mkdir()
     return root
-
-
-def write_image(path: Path, size=(16, 16), mode="RGB", fmt: str | None = None, seed=0) -> Path:
-    """A small real image with random pixels (so each seed gives different content)."""
-    rng = np.random.default_rng(seed)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if mode == "I;16":
-        arr = rng.integers(0, 65535, size=(size[1], size[0]), dtype=np.uint16)
-        img = Image.fromarray(arr)
-        assert img.mode == "I;16"
-        img.save(path, format=fmt)
-        return path
-    channels = {"RGB": 3, "L": 1, "RGBA": 4}[mode]
-    arr = rng.integers(0, 255, size=(size[1], size[0], channels), dtype=np.uint8)
-    img = Image.fromarray(arr.squeeze())
-    img.save(path, format=fmt)
-    return path
 
 
 @pytest.fixture
@@ -62,14 +53,66 @@ def cifar_dir() -> Path:
     return SHARED_CIFAR
 
 
-def fs_supports_non_utf8(folder: Path) -> bool:
-    try:
-        p = os.path.join(os.fsencode(folder), b"probe\xff.tmp")
-        open(p, "wb").close()
-        os.remove(p)
-        return True
-    except OSError:
-        return False
+def _own_functions(item: pytest.Item) -> list[tuple[str, str]]:
+    """(file, top-level name) of the test and of every fixture it uses, where they live in
+    the tests package (pytest's own fixtures are light and left out)."""
+    here = Path(__file__).parent
+    funcs = [item.function] if isinstance(item, pytest.Function) else []
+    info = getattr(item, "_fixtureinfo", None)
+    for name in getattr(item, "fixturenames", ()):
+        for fixturedef in info.name2fixturedefs.get(name, ()) if info else ():
+            funcs.append(fixturedef.func)
+    out = []
+    for func in funcs:
+        func = inspect.unwrap(func)
+        source = inspect.getsourcefile(func)
+        if source and Path(source).resolve().is_relative_to(here):
+            out.append((source, func.__qualname__.split(".")[0]))
+    return out
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark each test unit, integration or e2e by what it uses (tests/tiers.py), so that
+    `-m unit` is the quick loop and a new test needs no marker to land in its tier."""
+    for item in items:
+        tier = tiers.tier_of(_own_functions(item))
+        for explicit in tiers.TIERS:
+            if item.get_closest_marker(explicit):
+                tier = tiers.heavier(tier, explicit)
+        item.add_marker(tier)
+        item.user_properties.append(("tier", tier))
+    # Heaviest first (a stable sort keeps each file's order): on several workers the long
+    # end-to-end files start early instead of running alone at the end.
+    items.sort(key=lambda item: -tiers.TIERS.index(_tier_mark(item)))
+
+
+def _tier_mark(item: pytest.Item) -> str:
+    return next(name for name in reversed(tiers.TIERS) if item.get_closest_marker(name))
+
+
+@pytest.fixture(autouse=True)
+def unit_tier_guard(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch):
+    """In the unit tier, starting a Dagster run or listening on a socket fails the test and
+    says why: tiers.py did not see it coming, so the test needs a marker or a fixture."""
+    if request.node.get_closest_marker("unit") is None:
+        yield
+        return
+    import socket
+
+    from dagster import DagsterInstance
+
+    def refuse(what: str):
+        def guard(*args, **kwargs):
+            raise tiers.TierError(
+                f"{request.node.nodeid} is in the unit tier but {what}: mark it "
+                "@pytest.mark.integration (or e2e), or teach tests/tiers.py the call it makes"
+            )
+
+        return guard
+
+    monkeypatch.setattr(DagsterInstance, "create_run", refuse("starts a Dagster run"))
+    monkeypatch.setattr(socket.socket, "listen", refuse("listens on a socket (a server)"))
+    yield
 
 
 @pytest.hookimpl(trylast=True)

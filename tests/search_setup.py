@@ -18,8 +18,8 @@ from embedding_assets.assets.search import (
 from embedding_assets.catalog.scan import scan_catalog
 from embedding_assets.embedding.embedder import EmbedParams
 from embedding_assets.embedding.run import RunOptions, run_embeddings
-from resources.gpu import GPUResource
-from resources.storage import DataPaths, StorageResource
+from resources.storage import DataPaths
+from tests.helpers import resources
 
 PARAMS = EmbedParams("resnet18", None, 32)  # random weights: no download, brightness separates
 LEVELS = (30, 128, 220)
@@ -56,10 +56,7 @@ def materialize_index(
         ops["near_duplicates"] = {"config": near_duplicates_config}
     return dg.materialize(
         SEARCH_ASSETS,
-        resources={
-            "storage": StorageResource(data_dir=str(data_dir)),
-            "gpu": GPUResource(device="cpu", lock_dir=str(tmp / "locks")),
-        },
+        resources=resources(data_dir),
         run_config={"ops": ops},
         raise_on_error=False,
     )

@@ -11,7 +11,7 @@ import duckdb
 import pytest
 
 from embedding_assets.catalog.scan import scan_catalog
-from tests.conftest import fs_supports_non_utf8, write_image
+from tests.helpers import fs_supports_non_utf8, write_image
 
 
 def _png_header_only(width: int, height: int) -> bytes:

@@ -8,7 +8,7 @@ from pathlib import Path
 import duckdb
 
 from embedding_assets.catalog.scan import scan_catalog
-from tests.conftest import write_image
+from tests.helpers import write_image
 
 
 def _count(db: Path, sql: str) -> int:

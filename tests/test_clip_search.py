@@ -17,7 +17,8 @@ from embedding_assets.assets.search import clip_embeddings
 from embedding_assets.catalog.scan import scan_catalog
 from embedding_assets.cli.app import app
 from resources.paths import DATA_DIR_ENV
-from resources.storage import DataPaths, StorageResource
+from resources.storage import DataPaths
+from tests.helpers import resources
 
 open_clip = pytest.importorskip("open_clip")
 import torch  # noqa: E402 - after the skip: open_clip brings torch
@@ -45,7 +46,7 @@ def tiny(tmp_path: Path) -> str:
 def _materialize(data_dir: Path, text_model: str) -> dg.ExecuteInProcessResult:
     return dg.materialize(
         [clip_embeddings],
-        resources={"storage": StorageResource(data_dir=str(data_dir))},
+        resources=resources(data_dir),
         run_config={"ops": {"clip_embeddings": {"config": {"text_model": text_model}}}},
         raise_on_error=False,
     )

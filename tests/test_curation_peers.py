@@ -17,7 +17,8 @@ from embedding_assets.catalog.scan import scan_catalog
 from embedding_assets.curation.duplicates import Fingerprints, hash_pairs
 from embedding_assets.embedding.run import RunOptions, run_embeddings
 from resources.duckdb_store import connect
-from resources.storage import DataPaths, StorageResource
+from resources.storage import DataPaths
+from tests.helpers import resources
 from tests.search_setup import PARAMS
 
 
@@ -51,7 +52,7 @@ def embedded(data_dir: Path, folder: Path) -> DataPaths:
 def materialize(asset: dg.AssetsDefinition, data_dir: Path) -> dg.ExecuteInProcessResult:
     return dg.materialize(
         [asset],
-        resources={"storage": StorageResource(data_dir=str(data_dir))},
+        resources=resources(data_dir),
         raise_on_error=False,
     )
 

@@ -21,8 +21,7 @@ from embedding_assets.assets.analytics import (
 from embedding_assets.catalog.scan import scan_catalog
 from embedding_assets.embedding import sets as vectors
 from resources.duckdb_store import connect
-from resources.gpu import GPUResource
-from resources.storage import StorageResource
+from tests.helpers import resources
 
 REPO = Path(__file__).resolve().parents[1]
 ANALYTICS = [
@@ -63,10 +62,7 @@ def run(data_dir: Path, config: dict | None = None, assets=None) -> dg.ExecuteIn
     ops = {name: {"config": cfg} for name, cfg in (config or {}).items()}
     return dg.materialize(
         assets or ANALYTICS,
-        resources={
-            "storage": StorageResource(data_dir=str(data_dir)),
-            "gpu": GPUResource(device="cpu", lock_dir=str(data_dir / "locks")),
-        },
+        resources=resources(data_dir),
         run_config={"ops": ops},
         raise_on_error=False,
     )

@@ -10,8 +10,7 @@ import dagster as dg
 import duckdb
 
 from embedding_assets.assets.catalog import catalog_has_usable_images, image_catalog
-from resources.gpu import GPUResource
-from resources.storage import StorageResource
+from tests.helpers import resources
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -30,7 +29,7 @@ def test_definitions_validate():
 def _materialize(data_dir: Path, image_dir: Path) -> dg.ExecuteInProcessResult:
     return dg.materialize(
         [image_catalog, catalog_has_usable_images],
-        resources={"storage": StorageResource(data_dir=str(data_dir)), "gpu": GPUResource()},
+        resources=resources(data_dir, device="auto"),
         run_config={"ops": {"image_catalog": {"config": {"image_dir": str(image_dir)}}}},
         raise_on_error=False,
     )

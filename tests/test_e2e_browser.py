@@ -31,7 +31,7 @@ from tests.dagster_server import (
 from tests.e2e_setup import emb, write_small_digits
 from tests.test_e2e_graphql import automation_runs, run_failure_log, wait_for_retrain
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+pytestmark = pytest.mark.e2e
 
 ARTIFACTS = REPO / "tests" / "artifacts" / "e2e_browser"
 CHROMIUM_ARGS = [

@@ -17,7 +17,7 @@ from sensors.label_sensor import active_learning_automation, label_sensor
 from tests.dagster_server import dagster_dev, graphql, wait_for_run
 from tests.e2e_setup import import_labels, write_small_digits
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+pytestmark = pytest.mark.e2e
 
 LOCATION = "embedding_assets"
 EVERYTHING_JOB = "materialize_everything"

@@ -21,8 +21,8 @@ from embedding_assets.embedding.metric_learning import train_head
 from embedding_assets.embedding.train_config import TrainConfig
 from embedding_assets.embedding.training import trained_params
 from resources.duckdb_store import connect
-from resources.gpu import GPUResource
-from resources.storage import DataPaths, StorageResource
+from resources.storage import DataPaths
+from tests.helpers import resources
 
 SIZE = 32
 # A random backbone, which a trained head clearly beats: the gate's outcome is then known.
@@ -122,10 +122,7 @@ def _run(data_dir: Path, model_config: dict, with_embeddings: bool = True):
     return dg.materialize(
         assets,
         run_config=config,
-        resources={
-            "storage": StorageResource(data_dir=str(data_dir)),
-            "gpu": GPUResource(device="cpu", lock_dir=str(data_dir / "locks")),
-        },
+        resources=resources(data_dir),
         raise_on_error=False,
     )
 

@@ -18,7 +18,7 @@ from embedding_assets.embedding.embedder import EmbedParams, embed_files, embed_
 from embedding_assets.embedding.run import RunOptions, run_embeddings
 from resources.gpu import GPUResource
 from resources.storage import DataPaths, StorageResource
-from tests.conftest import write_image
+from tests.helpers import write_image
 
 PARAMS = EmbedParams("resnet18", None, 32)
 

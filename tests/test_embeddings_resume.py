@@ -17,7 +17,7 @@ from embedding_assets.embedding.cache import EmbeddingCache
 from embedding_assets.embedding.embedder import EmbedParams, embed_files
 from embedding_assets.embedding.run import RunOptions, run_embeddings
 from resources.storage import DataPaths
-from tests.conftest import write_image
+from tests.helpers import write_image
 
 PARAMS = EmbedParams("resnet18", None, 128)  # big enough that a run lasts a few seconds
 CHILD = """

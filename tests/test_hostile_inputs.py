@@ -16,7 +16,7 @@ from embedding_assets.catalog.scan import scan_catalog
 from embedding_assets.cli.app import app
 from resources.storage import DataPaths
 from tests.al_helpers import query
-from tests.conftest import write_image
+from tests.helpers import resources, write_image
 
 runner = CliRunner()
 
@@ -209,12 +209,11 @@ def test_empty_dagster_home_of_the_users_is_set_up_an_existing_one_left_alone(
 
 def _materialize_catalog(data_dir: Path, folder: Path, **config):
     from embedding_assets.assets.catalog import image_catalog
-    from resources.storage import StorageResource
 
     instance = dg.DagsterInstance.ephemeral()
     result = dg.materialize(
         [image_catalog],
-        resources={"storage": StorageResource(data_dir=str(data_dir))},
+        resources=resources(data_dir),
         run_config={"ops": {"image_catalog": {"config": {"image_dir": str(folder), **config}}}},
         instance=instance,
     )

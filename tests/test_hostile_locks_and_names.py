@@ -18,7 +18,7 @@ from embedding_assets.catalog.scan import scan_catalog
 from resources.duckdb_store import connect
 from resources.storage import DataPaths
 from tests.al_helpers import query
-from tests.conftest import fs_supports_non_utf8, write_image
+from tests.helpers import fs_supports_non_utf8, write_image
 
 HOLD_WRITER = (
     "import sys, time, duckdb\n"

@@ -25,7 +25,8 @@ from embedding_assets.catalog.scan import scan_catalog
 from embedding_assets.definitions import defs as project_defs
 from resources.storage import DataPaths
 from sensors.label_sensor import MIN_LABELS_ENV, active_learning_automation, label_sensor
-from tests.al_helpers import AL_ASSETS, catalog_with_vectors, query, resources
+from tests.al_helpers import AL_ASSETS, catalog_with_vectors, query
+from tests.helpers import resources
 
 REPO = Path(__file__).resolve().parents[1]
 AUTOMATED = {a.key for a in AL_ASSETS}
@@ -36,7 +37,9 @@ def _tick(
 ) -> tuple[dg.SensorResult | dg.SkipReason, str | None]:
     """One label_sensor evaluation: its result and the cursor it leaves."""
     context = dg.build_sensor_context(
-        instance=instance, cursor=cursor, resources={"storage": resources(data_dir)["storage"]}
+        instance=instance,
+        cursor=cursor,
+        resources={"storage": resources(data_dir, lock_timeout_s=30)["storage"]},
     )
     result = label_sensor(context)
     return result, result.cursor if isinstance(result, dg.SensorResult) else cursor
@@ -143,7 +146,9 @@ def test_new_labels_are_reported_as_materializations_of_labels(
 def test_labels_a_classifier_was_trained_on_are_not_reported(data_dir: Path, labeled_folder: Path):
     catalog_with_vectors(data_dir, labeled_folder)
     with dg.DagsterInstance.ephemeral() as instance:
-        assert dg.materialize(AL_ASSETS, resources=resources(data_dir), instance=instance).success
+        assert dg.materialize(
+            AL_ASSETS, resources=resources(data_dir, lock_timeout_s=30), instance=instance
+        ).success
         skipped, cursor = _tick(instance, data_dir, None)
         assert isinstance(skipped, dg.SkipReason) and cursor is None
         assert query(data_dir, "SELECT max(max_label_id) FROM model_versions") == [(24,)]
@@ -159,7 +164,7 @@ def test_one_batch_of_labels_gives_one_retrain(data_dir: Path, labeled_folder: P
     defs = dg.Definitions(
         assets=[*AL_ASSETS, labels],
         jobs=[dg.define_asset_job("materialize_all", selection=AL_ASSETS)],
-        resources=resources(data_dir),
+        resources=resources(data_dir, lock_timeout_s=30),
         executor=dg.in_process_executor,
     )
     job = defs.resolve_job_def("materialize_all")
@@ -200,7 +205,9 @@ def test_one_batch_of_labels_gives_one_retrain(data_dir: Path, labeled_folder: P
         assert retrain == AUTOMATED, "one batch of labels: one run of the three assets"
         nothing, ac = requested(ac)
         assert not nothing, "requested once, not on every tick"
-        assert dg.materialize(AL_ASSETS, resources=resources(data_dir), instance=instance).success
+        assert dg.materialize(
+            AL_ASSETS, resources=resources(data_dir, lock_timeout_s=30), instance=instance
+        ).success
         nothing, ac = requested(ac)
         assert not nothing
         assert isinstance(_tick(instance, data_dir, label_cursor)[0], dg.SkipReason)

@@ -25,7 +25,7 @@ from embedding_assets.search import searcher, versions
 from resources.duckdb_store import connect
 from resources.paths import DataPaths
 from resources.schema import relativize_paths, schema_sql
-from tests.conftest import write_image
+from tests.helpers import write_image
 from tests.test_noop_run import DOWNSTREAM, _metadata, _run
 
 BASE = EmbedParams(model="resnet18", weights="none", image_size=32)

@@ -20,7 +20,7 @@ from embedding_assets.common.fingerprints import REUSED, SKIPPED
 from embedding_assets.embedding import sets as vectors
 from resources.duckdb_store import connect
 from resources.paths import DataPaths
-from tests.conftest import write_image
+from tests.helpers import write_image
 
 SMALL = {"model": "resnet18", "weights": "none", "image_size": 32}
 HEAD = {"mode": "head", "loss": "supcon"}  # a projection head over the backbone: seconds

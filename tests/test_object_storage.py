@@ -20,8 +20,8 @@ from embedding_assets.catalog.scan import scan_catalog
 from embedding_assets.cli.app import app
 from embedding_assets.embedding import sets as vectors
 from embedding_assets.web.thumbnails import Thumbnails
-from tests.conftest import write_image
 from tests.dagster_server import free_port
+from tests.helpers import write_image
 
 s3fs = pytest.importorskip("s3fs", reason="pip install 'embedding-assets[dev]' (s3fs)")
 moto_server = pytest.importorskip("moto.server", reason="pip install 'moto[server]'")
@@ -182,7 +182,6 @@ def test_unreachable_store_is_one_line_and_never_a_bad_image(
         Thumbnails(tmp_path / "thumbs").get(1, url, "x" * 64)
 
 
-@pytest.mark.slow
 def test_emb_run_on_a_bucket(s3, data_dir: Path, tmp_path: Path):
     importlib.reload(definitions)  # bind the definitions to this test's data directory
     local = _local_set(tmp_path / "local", per_class=8)

@@ -69,7 +69,6 @@ def test_shard_scans_add_up_to_one_scan_and_keep_to_their_files(tmp_path):
     assert scan_catalog(sharded, folder, shard=shards[1]).removed == 1
 
 
-@pytest.mark.slow
 def test_emb_run_goes_shard_by_shard_and_downstream_reads_every_shard(tmp_path):
     folder = _folder(tmp_path / "images", n=18)
     config = tmp_path / "run.yaml"
@@ -99,7 +98,6 @@ BACKFILL_STATUS = """query($id: String!) { partitionBackfillOrError(backfillId: 
     ... on PartitionBackfill { status } ... on PythonError { message } } }"""
 
 
-@pytest.mark.slow
 @pytest.mark.e2e
 def test_backfill_of_every_shard_equals_one_unpartitioned_pass(tmp_path):
     from embedding_assets.embedding.embedder import EmbedParams, embed_files

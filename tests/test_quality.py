@@ -24,8 +24,8 @@ from embedding_assets.embedding.trunk_split import split_at_stride
 from embedding_assets.learning import calibration, tuning
 from embedding_assets.learning.calibration import Calibrated
 from resources.duckdb_store import connect
-from resources.gpu import GPUResource
-from resources.storage import DataPaths, StorageResource
+from resources.storage import DataPaths
+from tests.helpers import resources
 from tests.test_embedding_model import BACKBONE, digits_catalog  # noqa: F401 - the fixture
 
 
@@ -180,10 +180,7 @@ def _materialize(data_dir: Path, assets, ops: dict):
     return dg.materialize(
         assets,
         run_config={"ops": {name: {"config": cfg} for name, cfg in ops.items()}},
-        resources={
-            "storage": StorageResource(data_dir=str(data_dir)),
-            "gpu": GPUResource(device="cpu", lock_dir=str(data_dir / "locks")),
-        },
+        resources=resources(data_dir),
         raise_on_error=False,
     )
 

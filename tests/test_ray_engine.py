@@ -27,8 +27,6 @@ from embedding_assets.embedding.ray_engine import resolve_address
 from resources.duckdb_store import connect
 from tests.search_setup import LEVELS, class_image
 
-pytestmark = pytest.mark.slow
-
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 PORT = 6379  # inside the namespace: nothing outside can clash with it

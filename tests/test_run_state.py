@@ -21,7 +21,7 @@ from embedding_assets.cli.runs import CATALOG, Runs
 from embedding_assets.cli.summary import problem_lines, summary_lines
 from resources.duckdb_store import connect
 from resources.paths import DataPaths
-from tests.conftest import write_image
+from tests.helpers import write_image
 from tests.test_noop_run import small_config
 
 CATALOG_CHECK = "catalog_has_usable_images"

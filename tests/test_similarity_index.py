@@ -16,8 +16,8 @@ from embedding_assets.search import faiss_index as similarity
 from embedding_assets.search.searcher import Searcher
 from embedding_assets.search.versions import latest_index, published_index
 from resources.duckdb_store import connect
-from resources.gpu import GPUResource
-from resources.storage import DataPaths, StorageResource
+from resources.storage import DataPaths
+from tests.helpers import resources
 from tests.search_setup import materialize_index, searchable
 
 
@@ -166,29 +166,24 @@ def test_unchanged_inputs_reuse_and_publication_needs_a_passed_check(
     with connect(db, read_only=True) as con:
         assert con.execute("SELECT count(*) FROM faiss_indexes").fetchall() == [(1,)]
 
-    resources = {
-        "storage": StorageResource(data_dir=str(data_dir)),
-        "gpu": GPUResource(device="cpu", lock_dir=str(tmp_path / "locks")),
-    }
+    res = resources(data_dir)
     bad = {"index_factory": "IVF8,Flat", "nprobe": 1}
     index_and_check = [search_assets.similarity_index, search_assets.similarity_index_recall]
     alone = [search_assets.published_index]
     with dg.DagsterInstance.ephemeral() as instance:
         run = dg.materialize(
             index_and_check,
-            resources=resources,
+            resources=res,
             run_config={"ops": {"similarity_index": {"config": bad}}},
             instance=instance,
             raise_on_error=False,
         )
         assert not run.get_asset_check_evaluations()[0].passed
-        failed = dg.materialize(alone, resources=resources, instance=instance, raise_on_error=False)
+        failed = dg.materialize(alone, resources=res, instance=instance, raise_on_error=False)
         error = failed.get_step_failure_events()[0].event_specific_data.error.to_string()
         assert "failed similarity_index_recall" in error
     with dg.DagsterInstance.ephemeral() as instance:
-        unchecked = dg.materialize(
-            alone, resources=resources, instance=instance, raise_on_error=False
-        )
+        unchecked = dg.materialize(alone, resources=res, instance=instance, raise_on_error=False)
         error = unchecked.get_step_failure_events()[0].event_specific_data.error.to_string()
         assert "has no recall check yet" in error
     assert published_index(db).version == good.version

@@ -11,8 +11,8 @@ import pytest
 
 from embedding_assets.assets.search import near_duplicates, similarity_index
 from embedding_assets.embedding import run as embedding_run
-from resources.gpu import GPUResource
-from resources.storage import DataPaths, StorageResource
+from resources.storage import DataPaths
+from tests.helpers import resources
 from tests.test_embedding_model import DIGITS, HEAD, _run, digits_catalog  # noqa: F401 - the fixture
 
 
@@ -37,10 +37,7 @@ def test_head_training_embeddings_index_and_duplicates_share_one_backbone_pass(
 
     search = dg.materialize(
         [similarity_index, near_duplicates],
-        resources={
-            "storage": StorageResource(data_dir=str(data_dir)),
-            "gpu": GPUResource(device="cpu", lock_dir=str(data_dir / "locks")),
-        },
+        resources=resources(data_dir),
     )
     assert search.success
     dups = search.asset_materializations_for_node("near_duplicates")[0].metadata

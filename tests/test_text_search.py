@@ -14,8 +14,8 @@ from embedding_assets.catalog.scan import scan_catalog
 from embedding_assets.search.text_search import search_text
 from embedding_assets.search.words import vocabulary
 from resources.duckdb_store import connect
-from resources.gpu import GPUResource
-from resources.storage import DataPaths, StorageResource
+from resources.storage import DataPaths
+from tests.helpers import resources
 
 PER_CLASS = 15
 
@@ -42,10 +42,7 @@ def test_a_word_without_a_class_searches_its_nearest_wider_kind():
 def _materialize(data_dir: Path, tmp: Path, config: dict | None = None):
     return dg.materialize(
         [image_tags],
-        resources={
-            "storage": StorageResource(data_dir=str(data_dir)),
-            "gpu": GPUResource(device="cpu", lock_dir=str(tmp / "locks")),
-        },
+        resources=resources(data_dir),
         run_config={"ops": {"image_tags": {"config": config or {}}}},
         raise_on_error=False,
     )
@@ -53,7 +50,7 @@ def _materialize(data_dir: Path, tmp: Path, config: dict | None = None):
 
 @pytest.fixture(scope="module")
 def tagged(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from tests.conftest import SHARED_CIFAR
+    from tests.helpers import SHARED_CIFAR
 
     if not SHARED_CIFAR.is_dir():
         pytest.skip("../shared/data/cifar10/test is absent (a fresh clone has no ../shared)")

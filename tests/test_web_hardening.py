@@ -26,8 +26,6 @@ from resources.paths import DataPaths
 from tests.dagster_server import free_port, wait_for_http
 from tests.search_setup import searchable
 
-pytestmark = pytest.mark.slow
-
 REPO = Path(__file__).resolve().parents[1]
 EMB = Path(sys.executable).with_name("emb")
 HUGE = 99999999999999999999999  # past 64 bits

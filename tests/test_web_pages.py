@@ -33,12 +33,11 @@ from embedding_assets.web.api import SERVE_CONFIG_ENV, create_app
 from embedding_assets.web.atlas import INSTALL, viewer_dir
 from resources.duckdb_store import connect
 from resources.paths import DataPaths
-from tests.al_helpers import AL_ASSETS, resources
+from tests.al_helpers import AL_ASSETS
 from tests.dagster_server import free_port, wait_for_http
+from tests.helpers import resources
 from tests.search_setup import LEVELS, PARAMS, class_image, materialize_index
 from tests.test_e2e_browser import CHROMIUM_ARGS, chromium_path
-
-pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[1]
 ARTIFACTS = REPO / "tests" / "artifacts" / "web_pages"
