@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import dagster as dg
@@ -72,13 +73,20 @@ def _folder(root: Path) -> dict[str, Path]:
     return planted
 
 
-@pytest.fixture
-def curated(
-    data_dir: Path, tmp_path: Path
-) -> tuple[Path, dict[str, Path], dg.ExecuteInProcessResult]:
-    planted = _folder(tmp_path / "images")
+@dataclass(frozen=True)
+class Curated:
+    """A data folder after one curation run over the planted folder."""
+
+    data_dir: Path
+    db: Path
+    planted: dict[str, Path]
+    result: dg.ExecuteInProcessResult
+
+
+def _curate(data_dir: Path, tmp: Path) -> Curated:
+    planted = _folder(tmp / "images")
     paths = DataPaths(data_dir)
-    scan_catalog(paths.catalog_db, tmp_path / "images")
+    scan_catalog(paths.catalog_db, tmp / "images")
     run_embeddings(paths, PARAMS, RunOptions(workers=0))
     result = dg.materialize(
         [image_quality, label_issues, uniqueness, near_duplicates, no_split_leaks],
@@ -95,7 +103,27 @@ def curated(
         raise_on_error=False,
     )
     assert result.success
-    return paths.catalog_db, planted, result
+    return Curated(data_dir, paths.catalog_db, planted, result)
+
+
+@pytest.fixture(scope="module")
+def shared_run(tmp_path_factory: pytest.TempPathFactory) -> Curated:
+    """One curation run for the tests that only read its tables (a run costs seconds)."""
+    tmp = tmp_path_factory.mktemp("curated")
+    return _curate(tmp / "data", tmp)
+
+
+@pytest.fixture
+def curated(shared_run: Curated, data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Curated:
+    """The shared run, with EMB_DATA_DIR on its data folder for the CLI (the test's own
+    DAGSTER_HOME). Read only: a test that writes takes `own_run`."""
+    monkeypatch.setenv("EMB_DATA_DIR", str(shared_run.data_dir))
+    return shared_run
+
+
+@pytest.fixture
+def own_run(data_dir: Path, tmp_path: Path) -> Curated:
+    return _curate(data_dir, tmp_path)
 
 
 def _by_path(db: Path, sql: str) -> dict[str, tuple]:
@@ -108,8 +136,8 @@ def _key(path: Path) -> str:
     return "/".join(path.parts[-3:])
 
 
-def test_quality_flags_come_from_the_catalogs_decode(curated):
-    db, planted, result = curated
+def test_quality_flags_come_from_the_catalogs_decode(curated: Curated):
+    db, planted, result = curated.db, curated.planted, curated.result
     flags = _by_path(
         db, "SELECT i.path, q.flags FROM image_quality q JOIN images i USING (image_id)"
     )
@@ -121,8 +149,10 @@ def test_quality_flags_come_from_the_catalogs_decode(curated):
     assert meta["flagged"].value == 2 and "underexposed.png" in meta["flagged_images"].value
 
 
-def test_the_wrong_label_ranks_first_and_a_review_round_exports_it(curated, tmp_path: Path):
-    db, planted, _ = curated
+def test_the_wrong_label_ranks_first_and_a_review_round_exports_it(
+    curated: Curated, tmp_path: Path
+):
+    db, planted = curated.db, curated.planted
     with connect(db, read_only=True) as con:
         top = con.execute(
             "SELECT i.path, l.given_label, l.suggested_label FROM label_issues l "
@@ -137,8 +167,8 @@ def test_the_wrong_label_ranks_first_and_a_review_round_exports_it(curated, tmp_
     assert rows[0]["label"] == "class_0" and rows[0]["suggested_label"] == "class_2"
 
 
-def test_copies_are_least_unique_and_a_cross_split_copy_warns(curated):
-    db, planted, result = curated
+def test_copies_are_least_unique_and_a_cross_split_copy_warns(curated: Curated):
+    db, planted, result = curated.db, curated.planted, curated.result
     scores = _by_path(
         db, "SELECT i.path, u.uniqueness FROM uniqueness u JOIN images i USING (image_id)"
     )
@@ -169,9 +199,9 @@ def _drift(data_dir: Path, tmp_path: Path) -> dg.ExecuteInProcessResult:
 
 
 def test_a_batch_of_a_new_kind_drifts_and_a_like_batch_does_not(
-    curated, data_dir: Path, tmp_path: Path
+    own_run: Curated, data_dir: Path, tmp_path: Path
 ):
-    db, _, _ = curated
+    db = own_run.db
     for c, level in enumerate(LEVELS):  # batch 2: more of the same
         for i in range(5):
             class_image(
@@ -206,11 +236,11 @@ def test_a_batch_of_a_new_kind_drifts_and_a_like_batch_does_not(
     assert meta["drifted"].value == 1 and "newest_batch_map" in meta
 
 
-def test_uniqueness_strategy_scores_the_pool_from_the_table(curated, data_dir: Path):
+def test_uniqueness_strategy_scores_the_pool_from_the_table(curated: Curated):
     from embedding_assets.embedding.sets import current_set
     from embedding_assets.learning.rounds import stored_uniqueness
 
-    db, planted, _ = curated
+    db, planted = curated.db, curated.planted
     key = current_set(db).model_key
     with connect(db, read_only=True) as con:
         ids = [r[0] for r in con.execute("SELECT image_id FROM uniqueness ORDER BY 1").fetchall()]
