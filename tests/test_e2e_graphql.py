@@ -130,6 +130,10 @@ def latest_materialization(url: str, key: str) -> dict:
     }
 
 
+# Over 90 s (about 150 s on 2 cores) because it must be: a real `dagster dev` (webserver,
+# daemon, code server) runs the whole job in its own processes, then the sensor's retrain is a
+# second real run; nothing cheaper checks that the daemon, the sensor and the automation
+# conditions start exactly one retrain per batch of labels.
 def test_materialize_everything_then_labels_trigger_one_retrain(tmp_path: Path):
     images = tmp_path / "images"
     hidden = write_small_digits(images)
