@@ -81,9 +81,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
                 tier = tiers.heavier(tier, explicit)
         item.add_marker(tier)
         item.user_properties.append(("tier", tier))
-    # Heaviest first (a stable sort keeps each file's order): on several workers the long
-    # end-to-end files start early instead of running alone at the end.
-    items.sort(key=lambda item: -tiers.TIERS.index(_tier_mark(item)))
+    # The files of the heaviest tier first, each file's tests in their own order (some
+    # module-scoped worlds depend on it): on several workers the long end-to-end files start
+    # early instead of running alone at the end.
+    heaviest: dict[Path, int] = {}
+    for item in items:
+        rank = tiers.TIERS.index(_tier_mark(item))
+        heaviest[item.path] = max(rank, heaviest.get(item.path, 0))
+    items.sort(key=lambda item: -heaviest[item.path])
 
 
 def _tier_mark(item: pytest.Item) -> str:

@@ -114,6 +114,9 @@ def browser(server: World):
     executable = chromium_path()
     sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright")
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    # expect()'s own default is 5 s, too short for DuckDB-WASM's first count on a loaded
+    # 2-core machine (seen with the suite on two workers): the pages' timeout applies to both
+    sync_api.expect.set_options(timeout=TIMEOUT_MS)
     with sync_api.sync_playwright() as pw:
         b = pw.chromium.launch(executable_path=executable, args=WEBGL_ARGS)
         try:
