@@ -39,7 +39,16 @@ S3_ENV = {
     "AWS_SECRET_ACCESS_KEY": "test",
     "AWS_DEFAULT_REGION": "us-east-1",
 }
-ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_ADDRESS": f"127.0.0.1:{PORT}", **S3_ENV}
+# Ray finds a running cluster through files under its temp dir, not the network: a folder of
+# this process's own keeps two suites on one machine (two checkouts, CI beside a session) from
+# seeing each other's cluster ("already running at 127.0.0.1:6379"). Short, for Ray's sockets.
+RAY_TMPDIR = f"/tmp/ray-{os.getpid()}"
+ENV = {
+    "RAY_USAGE_STATS_ENABLED": "0",
+    "RAY_ADDRESS": f"127.0.0.1:{PORT}",
+    "RAY_TMPDIR": RAY_TMPDIR,
+    **S3_ENV,
+}
 BATCH = 8
 
 
@@ -103,6 +112,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory):
             cluster.run(str(BIN / "ray"), "stop", "--force", timeout=60)
             holder.kill()
         holder.wait()
+        shutil.rmtree(RAY_TMPDIR, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
