@@ -94,6 +94,10 @@ def web_label_count(env: dict[str, str]) -> int:
     return int(out.strip().splitlines()[-1])
 
 
+# Over 90 s (150-250 s on 2 cores, beside the GraphQL test on the other worker) because it must
+# be: the user's whole loop in a real browser against a real `dagster dev`, the job, the label
+# page, the sensor and its retrain run, each in its own processes; the GraphQL test checks the
+# same loop without the browser, this one checks what a person clicks.
 def test_materialize_all_in_the_ui_then_labels_trigger_retrain(tmp_path: Path):
     executable = chromium_path()
     sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright")
