@@ -74,25 +74,22 @@ def _own_functions(item: pytest.Item) -> list[tuple[str, str]]:
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Mark each test unit, integration or e2e by what it uses (tests/tiers.py), so that
     `-m unit` is the quick loop and a new test needs no marker to land in its tier."""
+    tier_of: dict[str, str] = {}
     for item in items:
         tier = tiers.tier_of(_own_functions(item))
         for explicit in tiers.TIERS:
             if item.get_closest_marker(explicit):
                 tier = tiers.heavier(tier, explicit)
         item.add_marker(tier)
-        item.user_properties.append(("tier", tier))
+        tier_of[item.nodeid] = tier
     # The files of the heaviest tier first, each file's tests in their own order (some
     # module-scoped worlds depend on it): on several workers the long end-to-end files start
     # early instead of running alone at the end.
     heaviest: dict[Path, int] = {}
     for item in items:
-        rank = tiers.TIERS.index(_tier_mark(item))
+        rank = tiers.TIERS.index(tier_of[item.nodeid])
         heaviest[item.path] = max(rank, heaviest.get(item.path, 0))
     items.sort(key=lambda item: -heaviest[item.path])
-
-
-def _tier_mark(item: pytest.Item) -> str:
-    return next(name for name in reversed(tiers.TIERS) if item.get_closest_marker(name))
 
 
 @pytest.fixture(autouse=True)

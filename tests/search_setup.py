@@ -25,8 +25,8 @@ PARAMS = EmbedParams("resnet18", None, 32)  # random weights: no download, brigh
 LEVELS = (30, 128, 220)
 
 
-def class_image(path: Path, level: int, seed: int, size: int = 24) -> Path:
-    """A noisy flat image around one grey level: the three levels are the three classes."""
+def class_image(path: Path, level: int | tuple[int, int, int], seed: int, size: int = 24) -> Path:
+    """A noisy flat image around one grey level (or one RGB colour): a level per class."""
     rng = np.random.default_rng(seed)
     arr = np.clip(rng.normal(level, 20, size=(size, size, 3)), 0, 255).astype(np.uint8)
     path.parent.mkdir(parents=True, exist_ok=True)

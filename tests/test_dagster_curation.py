@@ -30,6 +30,7 @@ from resources.duckdb_store import connect
 from resources.storage import DataPaths
 from tests.helpers import resources
 from tests.search_setup import PARAMS
+from tests.search_setup import class_image as noisy_image
 
 QUIET = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
 # Three classes of noisy images, one tint each, none too dark or too bright. Tints, not grey
@@ -39,13 +40,9 @@ QUIET = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
 LEVELS = ((190, 80, 80), (80, 190, 80), (80, 80, 190))
 
 
-def class_image(path: Path, level: tuple[int, int, int], seed: int) -> Path:
+def class_image(path: Path, level: tuple[int, int, int], seed: int, size: int = 40) -> Path:
     """40 px: at least the quality check's smallest normal side (32)."""
-    rng = np.random.default_rng(seed)
-    arr = np.clip(rng.normal(level, 20, size=(40, 40, 3)), 0, 255).astype(np.uint8)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(arr).save(path)
-    return path
+    return noisy_image(path, level, seed, size=size)
 
 
 def _folder(root: Path) -> dict[str, Path]:
@@ -67,8 +64,7 @@ def _folder(root: Path) -> dict[str, Path]:
     rng = np.random.default_rng(3)
     dark = rng.integers(0, 6, (40, 40, 3), dtype=np.uint8) + np.uint8([6, 0, 0])  # class 0's tint
     Image.fromarray(dark).save(planted["dark"])
-    tiny = np.clip(rng.normal(LEVELS[1], 20, (8, 8, 3)), 0, 255).astype(np.uint8)  # class 1's
-    Image.fromarray(tiny).save(planted["tiny"])
+    class_image(planted["tiny"], LEVELS[1], 9002, size=8)  # class 1's tint, too small
     shutil.copy(root / "train" / "class_2" / "train_3.png", planted["leak"])
     return planted
 

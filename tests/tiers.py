@@ -72,8 +72,9 @@ def _uses_of(node: ast.AST) -> Uses:
     uses = Uses()
     for sub in ast.walk(node):
         if isinstance(sub, ast.Call):
-            uses.calls.update(_callee(sub.func))
-            word = _first_word(sub.args[1:] if _callee(sub.func)[:1] == ["invoke"] else sub.args)
+            callee = _callee(sub.func)
+            uses.calls.update(callee)
+            word = _first_word(sub.args[1:] if callee[:1] == ["invoke"] else sub.args)
             if word:
                 uses.words.add(word)
         elif isinstance(sub, ast.List | ast.Tuple) and (word := _first_word(sub.elts)):
@@ -112,7 +113,8 @@ def _reachable(path: str, name: str) -> tuple[set[str], set[str]]:
     calls: set[str] = set()
     words: set[str] = set()
     seen: set[tuple[str, str]] = set()
-    if name not in _module(path).defs and name not in _module(path).imports:
+    start = _module(path)
+    if name not in start.defs and name not in start.imports:
         raise KeyError(f"{name} is not a top-level function or class of {path}")
     todo = [(path, name)]
     while todo:
