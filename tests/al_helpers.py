@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import dagster as dg
@@ -19,23 +20,16 @@ AL_ASSETS = [classifier, predictions, label_queue]
 
 
 def catalog_with_vectors(data_dir: Path, folder: Path, seed: int = 0) -> DataPaths:
-    """Scan `folder` into the catalog and register 8-d vectors that separate its class folders
-    (unlabeled images get the vector of a random class)."""
+    """Scan `folder` into the catalog and register 8-d vectors that separate its classes (the
+    class_N in the folder's or the file's name; other images get a random class's vector)."""
     paths = DataPaths(data_dir)
     scan_catalog(paths.catalog_db, folder)
     with connect(paths.catalog_db, read_only=True) as con:
         rows = con.execute("SELECT image_id, sha256, path FROM usable_images ORDER BY 1").fetchall()
     rng = np.random.default_rng(seed)
     centres = rng.normal(size=(3, 8)) * 3
-    x = np.stack(
-        [
-            centres[
-                int(Path(p).parent.name[-1]) if "class_" in Path(p).parent.name else rng.integers(3)
-            ]
-            + rng.normal(size=8) * 0.3
-            for _, _, p in rows
-        ]
-    ).astype(np.float32)
+    x = np.stack([centres[_class_of(p, rng)] + rng.normal(size=8) * 0.3 for _, _, p in rows])
+    x = x.astype(np.float32)
     x /= np.linalg.norm(x, axis=1, keepdims=True)
     ids = np.array([r[0] for r in rows], dtype=np.int64)
     parquet = vec.write_parquet(
@@ -52,6 +46,11 @@ def catalog_with_vectors(data_dir: Path, folder: Path, seed: int = 0) -> DataPat
         {},
     )
     return paths
+
+
+def _class_of(path: str, rng: np.random.Generator) -> int:
+    found = re.search(r"class_(\d)", f"{Path(path).parent.name}/{Path(path).name}")
+    return int(found[1]) if found else int(rng.integers(3))
 
 
 def materialize(data_dir: Path, run_config: dict | None = None) -> dg.ExecuteInProcessResult:

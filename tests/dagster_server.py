@@ -1,4 +1,4 @@
-"""Start real servers on free local ports for end-to-end tests: `dagster dev` (webserver +
+"""Start real servers on free local ports for end-to-end tests: `emb ui` (`dg dev`: webserver +
 daemon), and wait for any server process to answer."""
 
 from __future__ import annotations
@@ -58,7 +58,8 @@ def graphql(url: str, query: str, variables: dict | None = None) -> dict:
 def dagster_dev(
     tmp: Path, image_dir: Path, extra_env: dict[str, str] | None = None
 ) -> Iterator[tuple[str, dict[str, str]]]:
-    """Yield (base URL, env) of a running `dagster dev` with its own DAGSTER_HOME and data dir.
+    """Yield (base URL, env) of a running `emb ui` (`dg dev`) with its own DAGSTER_HOME and data
+    dir; its output is in `tmp / "dagster_dev.log"`.
 
     The whole process group is stopped afterwards, daemon and code server included.
     """
@@ -75,16 +76,7 @@ def dagster_dev(
     log = open(tmp / "dagster_dev.log", "w")  # noqa: SIM115 - closed after the server stops
     bin_dir = Path(sys.executable).parent
     proc = subprocess.Popen(
-        [
-            str(bin_dir / "dagster"),
-            "dev",
-            "-w",
-            str(REPO / "workspace.yaml"),
-            "-h",
-            "127.0.0.1",
-            "-p",
-            str(port),
-        ],
+        [str(bin_dir / "emb"), "ui", "--host", "127.0.0.1", "--port", str(port)],
         cwd=tmp,
         env=env,
         stdout=log,

@@ -197,16 +197,66 @@ def test_reruns_without_new_labels_keep_one_round(data_dir: Path, labeled_folder
     assert query(data_dir, "SELECT DISTINCT round FROM label_requests") == [(1,)]
 
 
-def test_single_class_skips_training_and_blocks_downstream(data_dir: Path, labeled_folder: Path):
-    for c in ("class_1", "class_2"):
+def test_no_labels_starts_the_loop_with_a_cold_start_round(data_dir: Path, labeled_folder: Path):
+    """Most users start with no labels: the run succeeds, the classifier waits, and the first
+    round asks about images that cover the data (one per k-means cluster, not the first few)."""
+    for f in (labeled_folder / "unlabeled").iterdir():
+        f.unlink()  # of no known class
+    for c in ("class_0", "class_1", "class_2"):
         for f in (labeled_folder / c).iterdir():
             f.rename(labeled_folder / "unlabeled" / f"{c}_{f.name}")
     catalog_with_vectors(data_dir, labeled_folder)
-    result = materialize(data_dir)
+    config = {"ops": {"label_queue": {"config": {"batch_size": 3}}}}
+    result = materialize(data_dir, config)
+    assert result.success
     meta = result.asset_materializations_for_node("classifier")[0].metadata
-    assert meta["status"].value == "skipped"
-    assert "need at least 2 classes" in meta["reason"].value
+    assert meta["status"].value == "waiting for labels"
+    assert "labels per class: none" in meta["reason"].value and "emb queue" in meta["reason"].value
     gate = result.get_asset_check_evaluations()[0]
-    assert not gate.passed and gate.severity.value == "ERROR"
-    assert not result.asset_materializations_for_node("predictions")
+    assert not gate.passed and gate.severity.value == "WARN"
+    assert result.asset_materializations_for_node("predictions")[0].metadata["images"].value == 0
+    queue = result.asset_materializations_for_node("label_queue")[0].metadata
+    assert queue["round"].value == 1 and queue["unlabeled_pool"].value == 24
+    assert queue["strategy"].value.startswith("cold_start")
+    asked = query(
+        data_dir,
+        "SELECT i.path, r.strategy, r.version_id FROM label_requests r JOIN images i "
+        "USING (image_id) ORDER BY rank",
+    )
+    assert {s for _, s, _ in asked} == {"cold_start"} and {v for *_, v in asked} == {None}
+    classes = {Path(p).name[:7] for p, *_ in asked}
+    assert classes == {"class_0", "class_1", "class_2"}, asked  # one of each, not 3 of one
+    shown = CliRunner().invoke(app, ["queue"]).output.splitlines()
+    assert shown[0].split() == ["round", "rank", "image_id", "predicted", "uncertainty", "path"]
+    assert [line.split()[-1] for line in shown[1:4]] == [p for p, *_ in asked]
+    assert shown[4].startswith("3 open request(s): label them with `emb label import")
+    listed = json.loads(CliRunner().invoke(app, ["queue", "--format", "json"]).output)
+    assert [(r["rank"], r["predicted"], r["path"]) for r in listed] == [
+        (rank, None, p) for rank, (p, *_) in enumerate(asked, start=1)
+    ]
+    as_csv = CliRunner().invoke(app, ["queue", "-f", "csv"]).output.splitlines()
+    assert as_csv[0] == "round,rank,image_id,predicted,uncertainty,path" and len(as_csv) == 4
+
+    # one class labeled: still waiting, and the cold start replaces its round
+    db = DataPaths(data_dir).catalog_db
+    for (path,) in query(data_dir, "SELECT path FROM images WHERE path LIKE '%class_0_%'")[:2]:
+        set_label(db, path, "class_0")
+    result = materialize(data_dir, config)
+    assert result.success
+    assert "'class_0': 2" in result.get_asset_check_evaluations()[0].description
+    queue = result.asset_materializations_for_node("label_queue")[0].metadata
+    assert queue["round"].value == 1 and queue["unlabeled_pool"].value == 22
     assert query(data_dir, "SELECT count(*) FROM model_versions") == [(0,)]
+
+    # two classes: the first classifier, and the first round chosen by its doubts
+    for (path,) in query(data_dir, "SELECT path FROM images WHERE path LIKE '%class_1_%'")[:2]:
+        set_label(db, path, "class_1")
+    result = materialize(data_dir, config)
+    assert result.success
+    assert result.asset_materializations_for_node("predictions")[0].metadata["images"].value == 24
+    queue = result.asset_materializations_for_node("label_queue")[0].metadata
+    assert queue["round"].value == 2 and queue["strategy"].value == "uncertainty (margin)"
+    assert query(data_dir, "SELECT round, version_id, n_labels FROM learning_curve") == [
+        (1, None, 0),
+        (2, 1, 4),
+    ]

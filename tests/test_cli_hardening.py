@@ -58,7 +58,7 @@ def test_label_set_refuses_what_the_rules_refuse(
     out = runner.invoke(app, ["label", "set", str(image_id), label])
     assert out.exit_code == 1, out.output
     lines = [line for line in out.output.splitlines() if "rejected:" in line]
-    assert len(lines) == 1 and lines[0].startswith("line 1: rejected: ") and rule in lines[0]
+    assert len(lines) == 1 and lines[0].startswith("rejected: ") and rule in lines[0]
     assert "\x07" not in out.output and "\x00" not in out.output
     assert _labels(data_dir, "cli") == []
 

@@ -5,6 +5,7 @@ each, and a second run over the same images embeds nothing."""
 from __future__ import annotations
 
 import importlib
+import json
 import re
 from pathlib import Path
 
@@ -13,11 +14,13 @@ import pytest
 from typer.testing import CliRunner
 
 from embedding_assets import definitions
+from embedding_assets.catalog.scan import scan_catalog
 from embedding_assets.cli.app import app
 from embedding_assets.common import progress
 from embedding_assets.embedding.defaults import DEFAULT_MODEL
 from resources.paths import DataPaths
 from tests.e2e_setup import write_small_digits
+from tests.helpers import write_image
 
 runner = CliRunner()
 SMALL = ["--model", "resnet18", "--weights", "none", "--image-size", "32"]
@@ -159,6 +162,53 @@ def test_failed_check_and_failed_step_are_one_line_each(
     failed = [line for line in out.splitlines() if line.startswith("step ")]
     assert len(failed) == 1 and "embedding_model failed: ValueError" in failed[0], out
     assert "no_such_model" in failed[0]
+
+
+def test_a_folder_with_no_labels_runs_and_asks_for_the_first_labels(data_dir: Path, tmp_path: Path):
+    """Most users start with photos and no labels, and some bad files among them: the run
+    succeeds, counts the bad files by reason, and says which images to label first."""
+    folder = tmp_path / "photos"
+    for i in range(12):
+        write_image(folder / "unlabeled" / f"p{i}.png", size=(24, 24), seed=i)
+    (folder / "unlabeled" / "broken.png").write_text("not an image")
+    (folder / "unlabeled" / "phone.heic").write_bytes(b"\0" * 64)
+    code, out = _emb("run", "--image-dir", str(folder), *SMALL)
+    assert code == 0, out
+    assert "steps did not run" not in out and "failed" not in out, out
+    flat = " ".join(out.split())
+    assert "14 in the catalog (12 usable)" in flat
+    assert "Bad files 1 corrupt, 1 unsupported, listed by: emb sql" in flat, out
+    assert "Labels the classifier waits for 2+ classes with 2+ labeled images each; label " in flat
+    assert "the 12 images `emb queue` lists first" in flat, out
+    queue = runner.invoke(app, ["queue", "--format", "json"])
+    assert queue.exit_code == 0 and len(json.loads(queue.output)) == 12
+
+
+def test_a_folder_without_images_is_refused_before_any_run(data_dir: Path, tmp_path: Path):
+    empty, texts, photos = tmp_path / "empty", tmp_path / "texts", tmp_path / "photos"
+    empty.mkdir()
+    (texts / "notes").mkdir(parents=True)
+    (texts / "notes" / "a.txt").write_text("x")
+    (texts / "b.csv").write_text("x")
+    for i in range(3):
+        write_image(photos / f"{i}.png", seed=i)
+    scan_catalog(DataPaths(data_dir).catalog_db, photos)
+    for folder, what in ((empty, "no files"), (texts, "2 other files")):
+        code, out = _emb("run", "--image-dir", str(folder))
+        assert code == 2 and len(out.strip().splitlines()) == 1, out
+        assert out.startswith(f"--image-dir {folder}: no image files there ({what}; read: .bmp")
+        assert "the catalog is unchanged (it holds 3 usable images from earlier runs)" in out
+    missing = tmp_path / "does" / "not" / "exist"
+    code, out = _emb("run", "--image-dir", str(missing))
+    assert code == 2 and out.strip() == f"--image-dir {missing}: no such folder; check the path"
+    code, out = _emb("run", "--image-dir", str(photos / "0.png"))
+    assert code == 2 and "a file, not a folder" in out
+    config = tmp_path / "run.yaml"
+    config.write_text(f"ops: {{image_catalog: {{config: {{image_dir: {empty}}}}}}}\n")
+    code, out = _emb("run", "--config", str(config))
+    assert code == 2 and out.startswith(f"image_dir in {config} {empty}: no image files"), out
+    with dg.DagsterInstance.get() as instance:
+        assert not instance.get_runs(), "refused before any run"
 
 
 def test_run_after_demo_embeds_nothing(

@@ -138,6 +138,8 @@ def test_materialize_everything_then_labels_trigger_one_retrain(tmp_path: Path):
     images = tmp_path / "images"
     hidden = write_small_digits(images)
     with dagster_dev(tmp_path, images) as (url, env):
+        assert graphql(url, "{ shouldShowNux }")["shouldShowNux"] is False, "no community dialog"
+        assert "Warning" not in (tmp_path / "dagster_dev.log").read_text(), "`emb ui` starts clean"
         run_id = launch_job(url, EVERYTHING_JOB)
         status = wait_for_run(url, run_id, timeout=400)
         assert status == "SUCCESS", run_failure_log(url, run_id)

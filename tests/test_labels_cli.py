@@ -67,7 +67,8 @@ def test_latest_label_counts_and_set_by_path_or_id(data_dir: Path, labeled_folde
     history = query(data_dir, f"SELECT label FROM labels WHERE image_id = {image_id} ORDER BY 1")
     assert history == [("class_0",), ("class_8",), ("class_9",)]
     bad = runner.invoke(app, ["label", "set", "999999", "x"])
-    assert bad.exit_code == 1 and "unknown image 999999" in bad.output
+    assert bad.exit_code == 1 and "line 1" not in bad.output, "an argument has no line number"
+    assert bad.output.startswith("rejected: unknown image 999999: not in the catalog; list ids")
 
 
 def test_all_rows_bad_writes_nothing(data_dir: Path, labeled_folder: Path, tmp_path: Path):

@@ -216,7 +216,10 @@ def test_emb_serve_with_two_workers(data_dir: Path, tmp_path: Path):
     port = free_port()
     emb = Path(sys.executable).parent / "emb"
     proc = subprocess.Popen(
-        [str(emb), "serve", "--port", str(port), "--workers", "2", "--max-k", "6"],
+        [str(emb), "serve", "--port", str(port), "--workers", "2", "--max-k", "6", "--verbose"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     try:
         wait_for_http(f"http://127.0.0.1:{port}/health", proc)
@@ -228,4 +231,12 @@ def test_emb_serve_with_two_workers(data_dir: Path, tmp_path: Path):
             assert http.get("/search", params={"image_id": query, "k": 7}).status_code == 422
     finally:
         proc.terminate()
-        proc.wait(timeout=30)
+        out = proc.communicate(timeout=30)[0]
+    lines = out.splitlines()
+    base = f"http://127.0.0.1:{port}"
+    assert lines[0] == f"emb serve on {base} (2 workers; Ctrl+C stops it)", out
+    assert f"{base}/label " in out and f"{base}/atlas/ " in out and f"{base}/docs " in out
+    assert f"Write token from {data_dir / 'web_token'} (made on first start" in out
+    served = [line for line in lines if "GET /search?" in line]
+    assert len(served) == 1 and "k=7" in served[0] and "422" in served[0], "errors only"
+    assert lines[-1] == "emb serve stopped.", out

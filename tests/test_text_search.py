@@ -155,3 +155,43 @@ def test_serve_answers_text_queries_from_memory_with_4xx_for_bad_ones(tagged: Pa
     untagged = TestClient(create_app(tmp_path / "catalog.duckdb"), base_url="http://127.0.0.1")
     missing = untagged.get("/search", params={"text": "cat"})
     assert missing.status_code == 503 and "image_tags" in missing.json()["detail"]
+
+
+def test_words_no_image_is_tagged_with_say_so_and_name_the_closest_tags(data_dir: Path):
+    """The README's "a red truck" on images of other things: a line that says no image is
+    tagged so, with the tags the images do carry nearest to a truck, and exit code 1."""
+    import json
+
+    import numpy as np
+    from typer.testing import CliRunner
+
+    from embedding_assets.cli.app import app
+    from embedding_assets.search.tags import write_serving
+
+    sports_car, tabby, clock = 817, 281, 530  # ImageNet classes in the head's order
+    write_serving(
+        DataPaths(data_dir),
+        "backbone-224px",
+        np.arange(1, 6),
+        [f"/photos/{i}.png" for i in range(1, 6)],
+        np.array([[clock, tabby]] * 4 + [[sports_car, clock]]),
+        np.array([[0.9, 0.05]] * 5),
+    )
+    found = search_text(DataPaths(data_dir), "a red truck", k=5)
+    assert found.hits == []
+    assert found.understood.endswith(
+        "; no image here is tagged as truck (closest tags here: sports car (1 images), "
+        "digital clock (5 images), tabby (4 images))"
+    ), found.understood
+    runner = CliRunner()
+    out = runner.invoke(app, ["search", "--text", "a red truck"])
+    assert out.exit_code == 1 and "no image here is tagged as truck" in out.output
+    assert "rank" not in out.output, "no header over no rows"
+    assert "ImageNet tags of backbone-224px, the backbone's classifier head" in out.output
+    out = runner.invoke(app, ["search", "--text", "a red truck", "--format", "json"])
+    assert out.exit_code == 1 and json.loads(out.stdout)["results"] == []
+    out = runner.invoke(app, ["search", "--text", "digital clock"])
+    assert out.exit_code == 0 and out.output.count("/photos/") == 5
+    assert "two models, so two model keys" in " ".join(
+        runner.invoke(app, ["search", "--help"]).output.split()
+    )

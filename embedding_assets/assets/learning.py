@@ -177,19 +177,7 @@ def classifier(
                 prefit_final=judged.prefit_final,
             )
     except al.NotTrainable as exc:
-        context.log.warning(f"classifier not trained: {exc}")
-        stays = f"; champion v{champ.version_id} stays" if champ else ""
-        return dg.MaterializeResult(
-            metadata={**base, "status": "skipped", "reason": f"{exc}{stays}"},
-            check_results=[
-                dg.AssetCheckResult(
-                    check_name=GATE,
-                    passed=False,
-                    severity=dg.AssetCheckSeverity.WARN if champ else dg.AssetCheckSeverity.ERROR,
-                    description=f"no new version: {exc}{stays}",
-                )
-            ],
-        )
+        return _not_trained(context, base, exc, champ.version_id if champ else None)
     decision = al.compare_with_champion(training, champ, features)
     model_path = registry.save_model(paths.models_dir, training, features)
     version_id = registry.register(db, training, decision, model_path, features, max_label_id, fp)
@@ -239,6 +227,31 @@ def classifier(
         },
         data_version=dg.DataVersion(f"v{champion_id}"),
         check_results=[gate],
+    )
+
+
+def _not_trained(
+    context: dg.AssetExecutionContext, base: dict, exc: Exception, champion_id: int | None
+) -> dg.MaterializeResult:
+    """Too few labels to train: a warning, not a failure. Most users start with none, and
+    `label_queue` then proposes the images to label first (a cold start), so the run goes on;
+    a champion, if any, stays."""
+    context.log.warning(f"classifier not trained: {exc}")
+    if champion_id is None:
+        status = selection.WAITING
+        reason = f"{status}: {exc}; `emb queue` lists the images to label first"
+    else:
+        status, reason = "skipped", f"no new version: {exc}; champion v{champion_id} stays"
+    return dg.MaterializeResult(
+        metadata={**base, "status": status, "reason": reason},
+        check_results=[
+            dg.AssetCheckResult(
+                check_name=GATE,
+                passed=False,
+                severity=dg.AssetCheckSeverity.WARN,
+                description=reason,
+            )
+        ],
     )
 
 
@@ -330,15 +343,25 @@ def predictions(
     found = stored(db, tables.PREDICTIONS)
     if champion_id is not None and found is not None and found.fingerprint == fp:
         return reused(context, fp, {"images": emb_set.count, "version_id": champion_id})
-    from embedding_assets.embedding.features import classifier_features
-
-    _, features, ids, vectors = classifier_features(storage.paths)
+    if champion_id is None:
+        context.log.info("no champion classifier yet: nothing to predict")
+        return dg.MaterializeResult(
+            metadata={
+                "images": 0,
+                "status": selection.WAITING,
+                "reason": "no classifier yet: label at least 2 classes with 2+ images each "
+                "(`emb queue` lists the images to label first)",
+            },
+            data_version=dg.DataVersion(selection.WAITING),
+        )
     champ = registry.champion(db)
     if champ is None:
         raise dg.Failure(
-            "No champion classifier: label at least 2 classes with 2+ images each "
-            "(emb label import FILE.csv) and materialize `classifier`."
+            f"The champion v{champion_id}'s model file is missing: materialize `classifier` again."
         )
+    from embedding_assets.embedding.features import classifier_features
+
+    _, features, ids, vectors = classifier_features(storage.paths)
     if champ.embedding_key != features:
         raise dg.Failure(
             f"The champion v{champ.version_id} was trained on features "
@@ -467,9 +490,7 @@ def label_queue(
             "new_round": dg.MetadataValue.bool(new_round),
             "batch_size": asked,
             "unlabeled_pool": chosen.pool,
-            "strategy": f"{config.strategy} ({config.uncertainty})"
-            if config.strategy == "uncertainty"
-            else config.strategy,
+            "strategy": chosen.strategy,
             "clusters_in_batch": chosen.clusters_in_batch,
             "largest_cluster_share": dg.MetadataValue.float(round(chosen.largest_cluster_share, 3)),
             "cluster_source": chosen.cluster_source,

@@ -154,29 +154,33 @@ def _run_config(
     """The file's config, the flags on top, then the image folder (or object-storage URL): the
     flag's, else the file's, else the default. Validated before anything runs."""
     from embedding_assets.catalog import object_store
+    from embedding_assets.cli import image_source
     from embedding_assets.cli.runner import catalog_config, load_config_file, merge, validate
-    from embedding_assets.common.settings import default_image_dir
 
     run_config = merge(load_config_file(config_file) if config_file else {}, flags)
     validate(run_config, str(config_file) if config_file else "run config")
     catalog = (run_config.get("ops") or {}).get("image_catalog") or {}
     file_dir = (catalog.get("config") or {}).get("image_dir")
-    source = image_dir or file_dir or default_image_dir()
-    if object_store.is_url(source):
+    source = image_source.choose(image_dir, file_dir, str(config_file))
+    if object_store.is_url(source.folder):
         try:
-            object_store.check_folder(source)
+            object_store.check_folder(source.folder)
         except (ImportError, ValueError, OSError) as exc:
             fail(str(exc))
-        return merge(run_config, catalog_config(source))
-    folder = Path(source)
-    if not folder.is_dir():
-        fail(f"{folder} is not a folder of images; pass --image-dir or set {IMAGE_DIR_ENV}.")
-    return merge(run_config, catalog_config(str(folder.resolve())))
+        return merge(run_config, catalog_config(source.folder))
+    try:
+        folder = image_source.check_local(source, paths().catalog_db)
+    except image_source.SourceError as exc:
+        fail(str(exc))
+    return merge(run_config, catalog_config(str(folder)))
 
 
 @app.command()
-def ui(port: int = typer.Option(3000, help="Port of the Dagster UI.")) -> None:
-    """Start `dagster dev` (webserver and daemon, so sensors run) on this project."""
+def ui(
+    port: int = typer.Option(3000, help="Port of the Dagster UI."),
+    host: str = typer.Option("127.0.0.1", help="Interface to bind (0.0.0.0 exposes it)."),
+) -> None:
+    """Start the Dagster UI (`dg dev`: webserver and daemon, so sensors run) on this project."""
     from embedding_assets.cli.orphan_runs import orphan_lines
     from embedding_assets.cli.runner import instance
 
@@ -185,11 +189,16 @@ def ui(port: int = typer.Option(3000, help="Port of the Dagster UI.")) -> None:
         for line in orphan_lines(inst):
             typer.secho(line, fg=typer.colors.YELLOW, err=True)
     os.environ.setdefault(DATA_DIR_ENV, str(paths().root))
-    workspace = Path(__file__).resolve().parents[2] / "workspace.yaml"
-    beside = Path(sys.executable).with_name("dagster")  # works without an activated venv
-    args = [str(beside) if beside.exists() else "dagster", "dev", "-p", str(port)]
-    if workspace.exists():
-        args += ["-w", str(workspace)]
-    else:
-        args += ["-m", "embedding_assets.definitions"]
+    args = ui_command(port, host)
     os.execvp(args[0], args)
+
+
+def ui_command(port: int, host: str) -> list[str]:
+    """`dg dev` on this project's workspace (`dagster dev`, which it runs, now warns that it is
+    superseded), found beside this Python so that no activated venv is needed."""
+    workspace = Path(__file__).resolve().parents[2] / "workspace.yaml"
+    beside = Path(sys.executable).with_name("dg")
+    args = [str(beside) if beside.exists() else "dg", "dev", "-p", str(port), "-h", host]
+    if workspace.exists():
+        return [*args, "-w", str(workspace)]
+    return [*args, "-m", "embedding_assets.definitions"]

@@ -10,17 +10,20 @@ from embedding_assets.cli.console import catalog_db, fail
 from embedding_assets.common import tables
 
 label_app = typer.Typer(help="Add labels to the catalog's append-only labels log.")
+UNKNOWN_HINT = '; list ids and paths: emb sql "select image_id, path from usable_images"'
 
 
-def _report(result) -> None:
+def _report(result, lines: bool = True) -> None:
+    """What was added and each rejection, by line of the file (`lines`) or alone (one label
+    from the command line has no line number)."""
     from embedding_assets.catalog.labels import printable
 
     for warning in getattr(result, "warnings", []):
         typer.secho(f"warning: {warning}", fg=typer.colors.YELLOW, err=True)
     for r in result.rejected:
-        typer.secho(
-            f"line {r.line}: rejected: {printable(r.reason)}", fg=typer.colors.RED, err=True
-        )
+        where = f"line {r.line}: " if lines else ""
+        hint = UNKNOWN_HINT if "unknown image" in r.reason else ""
+        typer.secho(f"{where}rejected: {printable(r.reason)}{hint}", fg=typer.colors.RED, err=True)
     typer.echo(f"{result.inserted} label(s) added, {len(result.rejected)} row(s) rejected.")
     if result.rejected:
         raise typer.Exit(1)
@@ -66,7 +69,10 @@ def set_one(
         result = set_label(db, image, label, source)
     except CatalogLockedError as exc:
         fail(exc.one_line())
-    _report(result)
+    _report(result, lines=False)
+
+
+QUEUE_COLUMNS = ("round", "rank", "image_id", "predicted", "uncertainty", "path")
 
 
 def queue(
@@ -77,6 +83,7 @@ def queue(
         min=0,
         help="Instead: a review round of the N likeliest wrong labels (table label_issues).",
     ),
+    format: str = typer.Option("table", "--format", "-f", help="table | csv | json"),
 ) -> None:
     """Show (or export as CSV with paths) the latest batch the platform asks you to label, or
     with --label-issues N the labels most likely wrong, to confirm or correct."""
@@ -85,6 +92,8 @@ def queue(
     from embedding_assets.learning.rounds import export_queue
     from resources.duckdb_store import connect
 
+    if format not in ("table", "csv", "json"):
+        fail(f"--format {format!r}: choose table, csv or json")
     db = catalog_db()
     _check_catalog(db)
     if label_issues:
@@ -97,14 +106,37 @@ def queue(
             return
         with connect(db, read_only=True) as con:
             rows = con.execute(
-                "SELECT round, rank, path, predicted, round(uncertainty, 3) "
+                "SELECT round, rank, image_id, predicted, round(uncertainty, 3), path "
                 f"FROM {tables.OPEN_LABEL_REQUESTS} ORDER BY rank"
             ).fetchall()
     except duckdb.CatalogException as exc:
         fail(f"No label queue yet: materialize `label_queue` ({exc})")
-    for r in rows:
-        typer.echo("\t".join(str(v) for v in r))
-    typer.echo(f"{len(rows)} open request(s).")
+    _print_rows(rows, format)
+
+
+def _print_rows(rows: list[tuple], format: str) -> None:
+    """The open requests as a table with a header and a count, or as CSV or JSON."""
+    import csv
+    import json
+    import sys
+
+    if format == "json":
+        typer.echo(json.dumps([dict(zip(QUEUE_COLUMNS, r, strict=True)) for r in rows], indent=2))
+        return
+    if format == "csv":
+        out = csv.writer(sys.stdout, lineterminator="\n")
+        out.writerows([QUEUE_COLUMNS, *rows])
+        return
+    typer.echo(
+        f"{'round':>5} {'rank':>4} {'image_id':>8}  {'predicted':<16} {'uncertainty':>11}  path"
+    )
+    for rnd, rank, image_id, predicted, uncertainty, path in rows:
+        shown = predicted if predicted is not None else "-"
+        typer.echo(f"{rnd:>5} {rank:>4} {image_id:>8}  {shown:<16} {uncertainty:>11}  {path}")
+    typer.echo(
+        f"{len(rows)} open request(s): label them with `emb label import FILE.csv` "
+        "(`emb queue --export FILE.csv` writes one to fill in) or on the label page of `emb serve`."
+    )
 
 
 def _review_round(db: Path, n: int, export: Path | None) -> None:

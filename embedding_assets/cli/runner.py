@@ -36,6 +36,12 @@ run_monitoring:
 telemetry:
   enabled: false
 """
+NUX_YAML = """\
+# The UI's "Join the Dagster community" dialog, which covers the lineage on a first visit.
+nux:
+  enabled: false
+"""
+INSTANCE_YAML += NUX_YAML
 
 
 def ensure_home() -> Path:
@@ -43,7 +49,8 @@ def ensure_home() -> Path:
     INSTANCE_YAML goes into a home that is new (missing or an empty folder, wherever
     DAGSTER_HOME points: there is no instance yet to respect) and into the CLI's own home when
     its dagster.yaml is missing or empty (an empty one is what earlier versions wrote: without a
-    file Dagster warns on every run)."""
+    file Dagster warns on every run); one an earlier `emb` wrote gains the lines that turn off
+    the UI's first-visit dialog."""
     home = default_dagster_home()
     new_home = not home.is_dir() or not any(home.iterdir())
     home.mkdir(parents=True, exist_ok=True)
@@ -53,8 +60,15 @@ def ensure_home() -> Path:
         and (not yaml_path.exists() or not yaml_path.read_text().strip())
     ):
         yaml_path.write_text(INSTANCE_YAML)
+    elif yaml_path.is_file() and _ours_without_nux(yaml_path.read_text()):
+        yaml_path.write_text(yaml_path.read_text().rstrip("\n") + "\n" + NUX_YAML)
     os.environ["DAGSTER_HOME"] = str(home.resolve())
     return home
+
+
+def _ours_without_nux(text: str) -> bool:
+    """A dagster.yaml an earlier `emb` wrote, from before the dialog was turned off."""
+    return text.startswith(INSTANCE_YAML.splitlines()[0]) and "\nnux:" not in text
 
 
 def instance() -> dg.DagsterInstance:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import sys
 
 import typer
@@ -58,7 +59,12 @@ def search(
 ) -> None:
     """Find images by words. Offline: the words resolve through WordNet to the backbone's
     ImageNet classes, and images rank by their tags' summed probability of those classes
-    (`image_tags`; `emb run` makes them). With `emb run --text-model`, by CLIP instead."""
+    (`image_tags`; `emb run` makes them). With `emb run --text-model`, by CLIP instead. Exit
+    code 1 when no image matched.
+
+    Words are matched by the backbone's own ImageNet head (or a CLIP text model), which names
+    things; `emb similar` uses the embedding trained on your images, which tells them apart:
+    two models, so two model keys."""
     from embedding_assets.search.clip import ClipUnavailable
     from embedding_assets.search.text_answers import NoMatch
     from embedding_assets.search.text_search import search_text
@@ -77,10 +83,13 @@ def search(
         for h in found.hits:
             out.writerow([h.rank, h.path, h.image_id, f"{h.score:.6f}", "; ".join(h.classes)])
     else:
-        typer.secho(f"{found.understood} ({found.via} of {found.model_key})", err=True)
-        typer.echo(f"{'rank':>4}  {'score':>6}  {'classes':<32}  path")
+        typer.secho(f"{found.understood} ({found.source})", err=True)
+        if found.hits:
+            typer.echo(f"{'rank':>4}  {'score':>6}  {'classes':<32}  path")
         for h in found.hits:
             typer.echo(f"{h.rank:>4}  {h.score:>6.3f}  {'; '.join(h.classes)[:32]:<32}  {h.path}")
+    if not found.hits:
+        raise typer.Exit(1)
 
 
 def serve(
@@ -99,6 +108,9 @@ def serve(
         1.0, help="How often to look for a newer published index (0: never)."
     ),
     access_log: bool = typer.Option(False, help="Log every request (costs throughput)."),
+    verbose: bool = typer.Option(
+        False, "--verbose", "-v", help="A line per request answered with an error (4xx, 5xx)."
+    ),
     workers: int = typer.Option(
         0, min=0, help="Server processes, each with the index in memory (0: one per CPU, max 4)."
     ),
@@ -113,8 +125,6 @@ def serve(
 ) -> None:
     """Serve `/search` (by image id, uploaded image or text), `/search/batch` and `/health` over
     HTTP; the OpenAPI page is at /docs. Newly published indexes are picked up while serving."""
-    import os
-
     from embedding_assets.web.guards import split_host
 
     names = []
@@ -138,17 +148,45 @@ def serve(
         "host": host,
         "allowed_hosts": names,
     }
-    _run_server(options, port, workers or min(os.cpu_count() or 1, 4), access_log)
+    workers = workers or min(os.cpu_count() or 1, 4)
+    for line in serve_lines(host, port, workers):
+        typer.echo(line)
+    _run_server(options, port, workers, "all" if access_log else "errors" if verbose else "")
+    typer.echo("emb serve stopped.")
 
 
-def _run_server(options: dict, port: int, workers: int, access_log: bool = False) -> None:
+def serve_lines(host: str, port: int, workers: int) -> list[str]:
+    """What `emb serve` says before serving: the address of each page, and where the token
+    that lets the pages write labels comes from."""
+    from embedding_assets.web.pages import TOKEN_ENV, TOKEN_FILE, TOKEN_HEADER
+
+    base = f"http://{f'[{host}]' if ':' in host else host}:{port}"
+    pages = [
+        ("search", "/search/page", "by image, id or words"),
+        ("label", "/label", "answer the label queue"),
+        ("map", "/map", "2-D map, lasso to label"),
+        ("atlas", "/atlas/", "Embedding Atlas"),
+        ("API", "/docs", "HTTP search for programs (OpenAPI)"),
+    ]
+    token = (
+        f"${TOKEN_ENV}"
+        if os.environ.get(TOKEN_ENV, "").strip()
+        else f"{paths().root / TOKEN_FILE} (made on first start; delete it to rotate)"
+    )
+    return [
+        f"emb serve on {base} ({workers} worker{'s' if workers > 1 else ''}; Ctrl+C stops it)",
+        *[f"  {name:<7} {base}{path:<14} {what}" for name, path, what in pages],
+        f"Write token from {token}: the pages carry it; scripts send it as {TOKEN_HEADER}",
+    ]
+
+
+def _run_server(options: dict, port: int, workers: int, requests: str = "") -> None:
     """uvicorn over `web.api.create_app(**options)` (worker processes read the options from
-    the environment)."""
-    import os
-
+    the environment); `requests`: "all" logs every request, "errors" those answered 4xx/5xx."""
     import uvicorn
 
     from embedding_assets.web.api import SERVE_CONFIG_ENV
+    from embedding_assets.web.request_log import log_config
 
     os.environ[SERVE_CONFIG_ENV] = json.dumps(options)
     uvicorn.run(
@@ -157,8 +195,9 @@ def _run_server(options: dict, port: int, workers: int, access_log: bool = False
         host=options["host"],
         port=port,
         workers=workers,
-        access_log=access_log,
-        log_level="warning",
+        access_log=bool(requests),
+        log_config=log_config(errors_only=requests == "errors"),
+        log_level=None,  # the levels are log_config's
     )
 
 
@@ -177,3 +216,4 @@ def map_command(
         fail("no map export yet: run `emb run` (it materializes `map_export`) first")
     typer.echo(f"Embedding Atlas: http://127.0.0.1:{port}/atlas/ (lasso to label: /map; Ctrl+C)")
     _run_server({"db_path": str(catalog_db()), "host": "127.0.0.1"}, port, 1)
+    typer.echo("emb map stopped.")

@@ -10,6 +10,7 @@ import dagster as dg
 
 from embedding_assets.cli.runs import Runs
 from embedding_assets.common.fingerprints import REUSED
+from embedding_assets.learning.selection import WAITING
 
 LABEL_WIDTH = 12
 WIDTH = 100
@@ -29,6 +30,9 @@ def summary_lines(
     catalog = _materialization_metadata(result, "image_catalog")
     if catalog:
         lines.append(_field("Images", *_images_items(catalog)))
+        bad = {k: v for k, v in (catalog.get("by_status") or {}).items() if k != "ok"}
+        if bad:
+            lines.append(_field("Bad files", *_bad_items(bad)))
     emb = _materialization_metadata(result, "embeddings")
     if emb:
         lines.append(_field("Embeddings", *_embeddings_items(emb)))
@@ -40,6 +44,9 @@ def summary_lines(
         lines.append(_field("Reused", *reused[:-1], f"{reused[-1]} (inputs unchanged)"))
     if result.up_to_date is not None:
         lines.append(_up_to_date_line(result, full_flag))
+    waiting = _waiting_line(result)
+    if waiting:
+        lines.append(waiting)
     lines.append(_field("DuckDB", catalog_db))
     lines.append(_field("Query", 'emb sql "select status, count(*) from images group by 1"'))
     lines.append(_field("UI", f"emb ui   (DAGSTER_HOME={dagster_home})"))
@@ -58,6 +65,22 @@ def _up_to_date_line(result: Runs, full_flag: str) -> str:
     )
     rows = textwrap.wrap(text, WIDTH - LABEL_WIDTH, break_on_hyphens=False)
     return f"{'Up to date':<{LABEL_WIDTH}}" + ("\n" + " " * LABEL_WIDTH).join(rows)
+
+
+def _waiting_line(result: Runs) -> str | None:
+    """Before any classifier: that it waits for labels, and which images to label first."""
+    classifier = _materialization_metadata(result, "classifier")
+    if classifier.get("status") != WAITING:
+        return None
+    queue = _materialization_metadata(result, "label_queue")
+    asked = f"the {queue['batch_size']} images" if queue.get("batch_size") else "the images"
+    text = (
+        "the classifier waits for 2+ classes with 2+ labeled images each; label "
+        f"{asked} `emb queue` lists first (chosen to cover the data), with `emb label import` "
+        "or the label page of `emb serve`, then `emb run` again"
+    )
+    rows = textwrap.wrap(text, WIDTH - LABEL_WIDTH, break_on_hyphens=False)
+    return f"{'Labels':<{LABEL_WIDTH}}" + ("\n" + " " * LABEL_WIDTH).join(rows)
 
 
 def problem_lines(result: Runs) -> list[str]:
@@ -101,6 +124,11 @@ def _materialization_metadata(result: Runs, asset: str) -> dict[str, Any]:
             for k in PER_SHARD:
                 if k in found and k in values:
                     values[k] += found[k]
+            if isinstance(found.get("by_status"), dict):
+                counts = dict(found["by_status"])
+                for status, n in (values.get("by_status") or {}).items():
+                    counts[status] = counts.get(status, 0) + n
+                values["by_status"] = counts
             found = values
     return found
 
@@ -136,6 +164,13 @@ def _images_items(meta: dict[str, Any]) -> list[str]:
     items.append(f"{meta['new']} new this run")
     items += [f"{meta['changed']} changed"] if meta.get("changed") else []
     return items + ([f"{meta['removed']} removed"] if meta.get("removed") else [])
+
+
+def _bad_items(bad: dict[str, int]) -> list[str]:
+    """Unusable files by reason, and the query that lists them."""
+    items = [f"{n} {status}" for status, n in sorted(bad.items())]
+    query = "select path, status, error from images where status <> 'ok'"
+    return [*items, f'listed by: emb sql "{query}"']
 
 
 def _embeddings_items(meta: dict[str, Any]) -> list[str]:

@@ -359,7 +359,7 @@ def train(
     fx = x if select_x is None else np.asarray(select_x)[keep]  # what candidates are judged on
     classes = np.unique(y)
     if len(classes) < 2:
-        have = ", ".join(f"{c!r}: {n}" for c, n in zip(names, counts, strict=True)) or "none"
+        have = ", ".join(f"{str(c)!r}: {n}" for c, n in zip(names, counts, strict=True)) or "none"
         raise NotTrainable(
             f"need at least 2 classes with 2+ labeled images each (labels per class: {have}); "
             "label more images (emb label import FILE.csv / emb label set IMAGE LABEL)"

@@ -12,7 +12,7 @@ import numpy as np
 
 from embedding_assets.common import fingerprints, tables
 from embedding_assets.common.clock import utc_now
-from embedding_assets.learning import selection
+from embedding_assets.learning import registry, selection
 from embedding_assets.learning.registry import VersionSummary
 from resources.duckdb_store import connect
 
@@ -33,6 +33,17 @@ def unlabeled_pool(db_path: Path) -> dict[str, np.ndarray]:
             WHERE l.image_id IS NULL ORDER BY p.image_id
             """
         ).fetchnumpy()
+
+
+def unlabeled_ids(db_path: Path) -> np.ndarray:
+    """Usable images without a label, whether or not anything predicted them."""
+    with connect(db_path, read_only=True) as con:
+        rows = con.execute(
+            f"SELECT i.image_id FROM {tables.USABLE_IMAGES} i "
+            f"LEFT JOIN {tables.CURRENT_LABELS} l USING (image_id) "
+            "WHERE l.image_id IS NULL ORDER BY 1"
+        ).fetchnumpy()
+    return rows["image_id"].astype(np.int64)
 
 
 def stored_clusters(db_path: Path, image_ids: np.ndarray, model_key: str) -> np.ndarray | None:
@@ -97,16 +108,19 @@ class NextRound:
     clusters_in_batch: int
     largest_cluster_share: float
     cluster_source: str
+    strategy: str  # how the images were chosen, in words
 
 
 def next_round(db_path: Path, settings: RoundSettings) -> NextRound:
     """The most uncertain (or unique, or random) unlabeled images, spread over clusters (the
     stored `clusters`, else k-means on the candidates) so that none fills more than
-    `max_cluster_share` of the round."""
+    `max_cluster_share` of the round. Before any classifier, a cold start (`cold_start_round`)."""
     import pyarrow as pa
 
     from embedding_assets.embedding.sets import load_current
 
+    if registry.champion_version(db_path) is None:
+        return cold_start_round(db_path, settings)
     model_key = tables.current_model_key(db_path)
     pool = unlabeled_pool(db_path)
     n_pool = len(pool["image_id"])
@@ -149,6 +163,49 @@ def next_round(db_path: Path, settings: RoundSettings) -> NextRound:
         clusters_in_batch=len(counts),
         largest_cluster_share=float(counts.max() / len(picked)) if len(picked) else 0.0,
         cluster_source=source,
+        strategy=f"{settings.strategy} ({settings.uncertainty})"
+        if settings.strategy == "uncertainty"
+        else settings.strategy,
+    )
+
+
+def cold_start_round(db_path: Path, settings: RoundSettings) -> NextRound:
+    """The first round, with no classifier to be unsure: the unlabeled images nearest the
+    k-means centres of a random sample (batch x candidate_factor) of the pool, biggest cluster
+    first, so that the first labels cover the data (`selection.representatives`)."""
+    import pyarrow as pa
+
+    from embedding_assets.embedding.sets import load_current
+
+    _, ids, vectors = load_current(db_path)
+    keep = np.isin(ids, unlabeled_ids(db_path))
+    ids, vectors = ids[keep], vectors[keep]
+    n_pool = len(ids)
+    size = settings.batch_size or selection.cold_start_batch_size(n_pool, settings.batch_fraction)
+    batch = min(size, n_pool)
+    n_sample = min(n_pool, batch * max(1, settings.candidate_factor))
+    sample = np.sort(np.random.default_rng(settings.seed).choice(n_pool, n_sample, replace=False))
+    picked, clusters = selection.representatives(vectors[sample], batch, settings.seed)
+    rows = sample[picked]
+    requests = pa.table(
+        {
+            "rank": pa.array(np.arange(1, len(rows) + 1, dtype=np.int32)),
+            "image_id": pa.array(ids[rows].astype(np.int64)),
+            "version_id": pa.array([None] * len(rows), pa.int64()),
+            "strategy": pa.array([selection.COLD_START] * len(rows), pa.string()),
+            "uncertainty": pa.array(np.ones(len(rows))),  # no model: nothing is known yet
+            "cluster": pa.array(clusters.astype(np.int32)),
+        }
+    )
+    return NextRound(
+        requests=requests,
+        pool=n_pool,
+        mean_score_pool=1.0 if n_pool else 0.0,
+        mean_score_batch=1.0 if len(rows) else 0.0,
+        clusters_in_batch=len(rows),
+        largest_cluster_share=1 / len(rows) if len(rows) else 0.0,
+        cluster_source=f"k-means (k={batch}) on {n_sample} unlabeled images",
+        strategy=f"{selection.COLD_START} (no classifier yet: the images nearest k-means centres)",
     )
 
 
@@ -166,18 +223,20 @@ def record_round(
     same labels (same max label_id) as `point`'s version, that round's requests and point
     are replaced instead of a round being added: reruns without new labels must neither
     lengthen the curve nor move the plateau stop. `fingerprint`: of the inputs the round was
-    chosen from."""
+    chosen from. Cold-start rounds (no classifier yet, `point` None) replace one another too:
+    the curve starts with the first classifier."""
     max_label_id = point.max_label_id if point else None
     with connect(db_path) as con:
         con.begin()
         # fetchall, not fetchone: the register() in _insert_round needs every result completed
         last = con.execute(
-            f"SELECT c.round, v.max_label_id FROM {tables.LEARNING_CURVE} c "
+            f"SELECT c.round, v.max_label_id, c.version_id FROM {tables.LEARNING_CURVE} c "
             f"LEFT JOIN {tables.MODEL_VERSIONS} v USING (version_id) "
             "ORDER BY c.round DESC LIMIT 1"
         ).fetchall()
-        last_round, last_labels = last[0] if last else (None, None)
+        last_round, last_labels, last_version = last[0] if last else (None, None, None)
         same_labels = last_labels is not None and last_labels == max_label_id
+        same_labels |= bool(last) and last_version is None and point is None
         if same_labels:
             round_no = last_round
             con.execute(f"DELETE FROM {tables.LABEL_REQUESTS} WHERE round = ?", [round_no])

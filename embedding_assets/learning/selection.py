@@ -16,6 +16,9 @@ import numpy as np
 UncertaintyMeasure = Literal["least_confident", "margin", "entropy"]
 UNCERTAINTY_MEASURES: tuple[str, ...] = get_args(UncertaintyMeasure)
 Strategy = Literal["uncertainty", "uniqueness", "random"]
+COLD_START = "cold_start"  # the strategy of rounds chosen before any classifier exists
+WAITING = "waiting for labels"  # the status of classifier and predictions before then
+COLD_START_MIN, COLD_START_MAX = 20, 200  # images in a cold-start round (unless batch_size)
 
 
 def uncertainty(p: np.ndarray) -> dict[str, np.ndarray]:
@@ -48,6 +51,33 @@ def uncertainty_score_of(pool: dict[str, np.ndarray], measure: str) -> np.ndarra
 
 def default_batch_size(pool: int, fraction: float = 0.05) -> int:
     return max(1, math.ceil(pool * fraction)) if pool else 0
+
+
+def cold_start_batch_size(pool: int, fraction: float = 0.05) -> int:
+    """A first round big enough to meet two classes with two images each in most data, small
+    enough to label in one sitting before a model helps: the usual share, within 20..200."""
+    wanted = min(max(default_batch_size(pool, fraction), COLD_START_MIN), COLD_START_MAX)
+    return min(pool, wanted)
+
+
+def representatives(x: np.ndarray, k: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(indexes, cluster ranks) of k items that stand for `x`: the one nearest each k-means
+    centre, the biggest cluster's first. A cold start labels these rather than random ones so
+    that the first labels cover every mode of the data, rare ones included."""
+    from sklearn.cluster import KMeans
+
+    k = max(0, min(k, len(x)))
+    if k == 0:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    km = KMeans(k, n_init=1, random_state=seed).fit(x)
+    sizes = np.bincount(km.labels_, minlength=k)
+    order = np.argsort(-sizes, kind="stable")
+    picked = []
+    for c in order:
+        members = np.flatnonzero(km.labels_ == c)
+        gaps = ((x[members] - km.cluster_centers_[c]) ** 2).sum(axis=1)
+        picked.append(int(members[gaps.argmin()]))
+    return np.asarray(picked, dtype=np.int64), np.arange(k, dtype=np.int64)
 
 
 def kmeans_clusters(x: np.ndarray, k: int, seed: int = 0) -> np.ndarray:

@@ -139,7 +139,26 @@ class TagIndex:
         if len(resolution.classes) == 0:
             raise NoMatch(resolution.describe())
         hits = self.search(resolution, k)
-        return TextAnswer("tags", self.model_key, resolution.describe(), hits)
+        understood = resolution.describe()
+        if not hits:
+            words = ", ".join(resolution.matched) or "that"
+            closest = ", ".join(self.closest_tags(resolution.classes))
+            understood += f"; no image here is tagged as {words} (closest tags here: {closest})"
+        return TextAnswer("tags", self.model_key, understood, hits)
+
+    def closest_tags(self, classes: np.ndarray, n: int = 3) -> list[str]:
+        """The tags these images carry nearest the wanted classes in WordNet (the most
+        hypernyms shared; the commonest first among equals), with their image counts: what the
+        collection holds instead, for a query that matched nothing."""
+        vocab = vocabulary()
+        counts = np.diff(self.class_ptr)
+        wanted = [set(vocab.closure[int(c)]) for c in classes]
+
+        def nearness(c: int) -> int:
+            return max((len(w.intersection(vocab.closure[c])) for w in wanted), default=0)
+
+        present = sorted(np.flatnonzero(counts).tolist(), key=lambda c: (-nearness(c), -counts[c]))
+        return [f"{vocab.names[c].split(',')[0]} ({counts[c]} images)" for c in present[:n]]
 
     def search(self, resolution: Resolution, k: int) -> list[TextHit]:
         """Images tagged with any of the resolution's classes, by the summed probability of

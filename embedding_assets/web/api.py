@@ -118,6 +118,7 @@ class TextSearchAnswer(BaseModel):
     model_key: str = Field(description="The backbone whose tags answered, or the CLIP model.")
     via: str = Field(description="tags (ImageNet classes of the backbone) or clip.")
     query: dict = Field(description="The text, and how its words were understood.")
+    source: str = Field(description="Which model answered, in words.")
     results: list[TextHit]
 
 
@@ -285,7 +286,12 @@ def create_app(
         except NoMatch as exc:
             raise HTTPException(422, str(exc)) from exc
         query = {"text": text, "understood": found.understood}
-        payload = {"model_key": found.model_key, "via": found.via, "query": query}
+        payload = {
+            "model_key": found.model_key,
+            "via": found.via,
+            "query": query,
+            "source": found.source,
+        }
         return _json({**payload, "results": [h.as_dict() for h in found.hits]})
 
     @app.post("/search", response_model=SearchAnswer)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import gzip
 import hmac
+import html
 import json
 import os
 import secrets
@@ -42,6 +43,7 @@ from pydantic import AfterValidator, BaseModel, Field
 from embedding_assets.catalog import labels as label_rules
 from embedding_assets.catalog.labels import IMAGE_ID_MAX, IMAGE_ID_MIN
 from embedding_assets.catalog.object_store import StoreReadError, is_url
+from embedding_assets.search.text_answers import WHY_TWO_MODELS
 from embedding_assets.web import catalog_reads as reads
 from embedding_assets.web.guards import ImageId, cross_site, split_host
 from embedding_assets.web.thumbnails import MAX_PX, Thumbnails
@@ -126,7 +128,9 @@ class Pages:
         self._refs: dict[int, reads.ImageRef] = {}
         self._refs_lock = threading.Lock()
         self._html = {
-            name: _template(f"{name}.html").replace("{{TOKEN}}", self.token)
+            name: _template(f"{name}.html")
+            .replace("{{TOKEN}}", self.token)
+            .replace("{{WHY_TWO_MODELS}}", html.escape(WHY_TWO_MODELS))
             for name in ("label", "map", "search")
         }
 
