@@ -194,6 +194,15 @@ def test_atlas_serves_the_map_export_not_the_catalog(world: World, tmp_path: Pat
         )
         names = [label["text"] for label in meta["props"]["embeddingViewLabels"]]
         assert len(names) == query(world, "SELECT count(DISTINCT cluster) FROM clusters")[0][0]
+        colour = meta["props"]["defaultChartsConfig"]["embedding"]["data"]
+        assert colour == {
+            "x": "pca_x",
+            "y": "pca_y",
+            "text": "text",
+            "image": "thumbnail",
+            "neighbors": "neighbors",
+            "category": "label",  # 18 of the 30 images are labeled
+        }
         assert all(n.split(" (")[0] in set(labels.values()) for n in names), names
         umap = client.get("/atlas/umap/data/metadata.json")
         assert umap.status_code == 404 and "projections" in umap.json()["detail"]
@@ -231,6 +240,49 @@ def test_atlas_serves_the_map_export_not_the_catalog(world: World, tmp_path: Pat
     with TestClient(create_app(empty.catalog_db, reload_seconds=0), base_url=LOOPBACK) as client:
         missing = client.get("/atlas/pca/data/metadata.json")
     assert missing.status_code == 503 and "map_export" in missing.json()["detail"]
+
+
+def test_atlas_opens_coloured_with_names_inside_the_points(tmp_path: Path):
+    """Coloured by label when most images have one, else by cluster; a cluster name at the
+    edge of the points moves a margin inside, where the viewer does not cut it."""
+    import pyarrow as pa
+
+    from embedding_assets.web.atlas import read_export
+
+    def export(labels: list) -> Path:
+        path = tmp_path / f"{len([x for x in labels if x])}.parquet"
+        pq.write_table(
+            pa.table(
+                {
+                    "cluster": [0, 0, 1, 1],
+                    "pca_x": [0.0, 0.1, 10.0, 9.9],
+                    "pca_y": [0.0, 0.0, 100.0, 100.0],
+                    "label": labels,
+                    "predicted": [None] * 4,
+                    "tag": ["a", "a", "b", "b"],
+                },
+                schema=pa.schema(
+                    [
+                        ("cluster", pa.int32()),
+                        ("pca_x", pa.float32()),
+                        ("pca_y", pa.float32()),
+                        ("label", pa.string()),
+                        ("predicted", pa.string()),
+                        ("tag", pa.string()),
+                    ]
+                ),
+            ),
+            path,
+        )
+        return path
+
+    few = read_export(export(["x", None, None, None]))
+    assert few.colour_by == "cluster"
+    assert [(n["x"], n["y"], n["text"]) for n in few.labels["pca"]] == [
+        (pytest.approx(0.8), pytest.approx(8.0), "x (0)"),  # 8% in from the corner
+        (pytest.approx(9.2), pytest.approx(92.0), "b (1)"),
+    ]
+    assert read_export(export(["x", "x", "y", None])).colour_by == "label"
 
 
 HOLD_WRITER = """
@@ -292,6 +344,14 @@ def test_label_by_keyboard_then_the_next_round_appears(server: World, page):
 
     page.goto(f"{server.url}/label")
     expect(page.locator(".card")).to_have_count(8)
+    ((n_labels, accuracy),) = query(server, "SELECT n_labels, accuracy FROM learning_curve")
+    expect(page.locator("#curve circle")).to_have_count(1)
+    notes = page.locator("#curve .curvenote")  # one dot, said in words, not a range of labels
+    expect(notes.first).to_have_text(
+        f"round 1: {n_labels} labels, accuracy {accuracy:.3f} (5-fold cv)"
+    )
+    expect(notes.last).to_have_text("one point a round: a line from the next round")
+    expect(page.locator("#curve")).not_to_contain_text("–")
     uncertainties = [float(t.split()[1]) for t in page.locator(".card .unc").all_inner_texts()]
     assert uncertainties == sorted(uncertainties, reverse=True), "most uncertain first"
     classes = page.locator("button.cls").all_inner_texts()
@@ -338,6 +398,8 @@ def test_label_by_keyboard_then_the_next_round_appears(server: World, page):
     page.get_by_role("button", name="Show the next round").click()
     expect(page.locator("#roundinfo")).to_contain_text("round 2")
     expect(page.locator("#curve circle")).to_have_count(2)
+    low, high = query(server, "SELECT min(n_labels), max(n_labels) FROM learning_curve")[0]
+    expect(page.locator("#curve")).to_contain_text(f"{low}–{high} labels")
     labeled = {first, second, third}
     shown = {
         int(i)
@@ -422,9 +484,16 @@ def test_atlas_draws_the_points_with_cluster_names_and_filters_by_label(server: 
     page.goto(f"{server.url}/atlas")
     page.wait_for_url("**/atlas/pca/**")
     expect(page.get_by_text(f"{n} / {n} points")).to_be_visible()
-    for (cluster,) in query(server, "SELECT DISTINCT cluster FROM clusters"):
-        expect(page.locator("svg text", has_text=f"({cluster})")).to_be_visible()
     expect(page.locator("canvas").first).to_be_visible()
+    view = page.locator("canvas").first.bounding_box()
+    for (cluster,) in query(server, "SELECT DISTINCT cluster FROM clusters"):
+        name = page.locator("svg text", has_text=f"({cluster})")
+        expect(name).to_be_visible()
+        box = name.bounding_box()
+        assert view["y"] <= box["y"] and box["y"] + box["height"] <= view["y"] + view["height"]
+        assert view["x"] <= box["x"] and box["x"] + box["width"] <= view["x"] + view["width"]
+    colour = page.locator("select", has=page.locator("option", has_text="label (VARCHAR)"))
+    expect(colour.first).to_have_value('"label"')  # coloured when it opens, not "--"
     # the export is the labels when map_export ran (the label page's test has added some since)
     shown = pq.read_table(server.data / "map_points.parquet", columns=["label"]).column("label")
     label = min(v for v in shown.to_pylist() if v is not None)
@@ -465,6 +534,15 @@ def test_search_page_by_words(server: World, page):
     assert page.locator(".hit").count() >= count
     assert word in page.locator(".hit").first.inner_text()
     assert f"?text={word.replace(' ', '%20')}" in page.url
+    expect(page.locator("#msg")).to_contain_text("the backbone's classifier head")
+    expect(page.locator("#twomodels")).to_contain_text("two models, so two model keys")
+    tagged = {t for (t,) in query(server, "SELECT DISTINCT term FROM image_tags_expanded")}
+    absent = next(w for w in ("truck", "goldfish", "volcano", "tabby cat") if w not in tagged)
+    page.fill("#words", f"a red {absent}")
+    page.press("#words", "Enter")
+    expect(page.locator("h3")).to_have_text(f"No image of “a red {absent}” here")
+    expect(page.locator("#msg")).to_contain_text(f"no image here is tagged as {absent}")
+    expect(page.locator("#msg")).to_contain_text("closest tags here: ")
     page.fill("#words", "qwzzx")
     page.press("#words", "Enter")
     expect(page.locator("#msg.err")).to_contain_text("names no class")

@@ -63,21 +63,32 @@ class Export:
     methods: tuple[str, ...]  # projections with coordinates
     labels: dict[str, list[dict]]  # cluster names per projection, at the cluster's centre
     table: object  # pyarrow.Table
+    colour_by: str | None  # the column the map is coloured by when it opens
+
+
+def _colour_by(table) -> str | None:
+    """The labels when most images have one, else the clusters (whose names the map shows),
+    so that the map opens coloured rather than all one blue."""
+    if table.num_rows and table.column("label").null_count <= table.num_rows / 2:
+        return "label"
+    return "cluster" if table.column("cluster").null_count < table.num_rows else None
 
 
 def _cluster_names(table, method: str) -> list[dict]:
-    """A name per cluster at its median position: the most common label there, else the most
+    """A name per cluster at its median position, kept a margin inside the points' extent so
+    that the viewer does not cut it at an edge: the most common label there, else the most
     common prediction, else the backbone's most common tag (and the cluster's number)."""
     df = table.select(["cluster", f"{method}_x", f"{method}_y", "label", "predicted", "tag"])
     df = df.to_pandas().dropna(subset=["cluster", f"{method}_x"])
+    inside = {a: _inset(df[f"{method}_{a}"]) for a in ("x", "y")}
     names = []
     for cluster, rows in df.groupby("cluster", sort=True):
         named = next((rows[c].mode().iloc[0] for c in NAMED_BY if rows[c].notna().any()), None)
         text = f"{named} ({cluster})" if named else f"cluster {cluster}"
         names.append(
             {
-                "x": float(rows[f"{method}_x"].median()),
-                "y": float(rows[f"{method}_y"].median()),
+                "x": inside["x"](float(rows[f"{method}_x"].median())),
+                "y": inside["y"](float(rows[f"{method}_y"].median())),
                 "text": text,
                 "content": text,  # what the viewer's label layer draws (0.22)
                 "priority": len(rows),
@@ -85,6 +96,13 @@ def _cluster_names(table, method: str) -> list[dict]:
             }
         )
     return names
+
+
+def _inset(values, margin: float = 0.08):
+    """Clamps a coordinate to the values' range less `margin` of it at each end."""
+    lo, hi = float(values.min()), float(values.max())
+    pad = (hi - lo) * margin
+    return lambda v: min(max(v, lo + pad), hi - pad)
 
 
 def read_export(path: Path) -> Export:
@@ -102,6 +120,7 @@ def read_export(path: Path) -> Export:
         methods=methods,
         labels={m: _cluster_names(table, m) for m in methods},
         table=table,
+        colour_by=_colour_by(table),
     )
 
 
@@ -183,11 +202,16 @@ class Atlas:
         }
         if "neighbors" in export.table.column_names:
             data["neighbors"] = "neighbors"
+        view = {"x": data["projection"]["x"], "y": data["projection"]["y"], "text": "text"}
+        view |= {"image": "thumbnail", "neighbors": data.get("neighbors")}
+        charts = {"include": CHARTS}
+        if export.colour_by:  # the map chart's own spec, as the viewer builds it, plus a colour
+            charts["embedding"] = {"data": {**view, "category": export.colour_by}}
         return {
             "props": {
                 "data": data,
                 "embeddingViewLabels": export.labels[method],
-                "defaultChartsConfig": {"include": CHARTS},
+                "defaultChartsConfig": charts,
                 "initialState": {"columnStyles": {"thumbnail": {"renderer": "image"}}},
             },
             "database": {"type": "wasm", "load": True},
