@@ -180,6 +180,7 @@ def test_a_folder_with_no_labels_runs_and_asks_for_the_first_labels(data_dir: Pa
     assert "Bad files 1 corrupt, 1 unsupported, listed by: emb sql" in flat, out
     assert "Labels the classifier waits for 2+ classes with 2+ labeled images each; label " in flat
     assert "the 12 images `emb queue` lists first" in flat, out
+    assert "promotion_gate" not in out, "the Labels line says it, once"
     queue = runner.invoke(app, ["queue", "--format", "json"])
     assert queue.exit_code == 0 and len(json.loads(queue.output)) == 12
 

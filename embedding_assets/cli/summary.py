@@ -88,7 +88,11 @@ def problem_lines(result: Runs) -> list[str]:
     when nothing ran after the catalog, the warnings of the run whose results stand."""
     if result.up_to_date is not None:
         return [f"{line} (run {result.up_to_date.run_id})" for line in result.up_to_date.warnings]
-    lines = [_check_line(c) for c in result.get_asset_check_evaluations() if not c.passed]
+    lines = [
+        _check_line(c)
+        for c in result.get_asset_check_evaluations()
+        if not c.passed and not (c.description or "").startswith(WAITING)  # the Labels line
+    ]
     for event in result.get_step_failure_events():
         error = event.step_failure_data.error
         if error is None or error.cls_name == "DagsterAssetCheckFailedError":
