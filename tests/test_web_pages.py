@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -93,6 +94,12 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> World:
 
 @pytest.fixture(scope="module")
 def server(world: World) -> Iterator[World]:
+    with serving(world):
+        yield world
+
+
+@contextmanager
+def serving(world: World) -> Iterator[World]:
     """`emb serve`'s app in its own process (one worker) on a free port."""
     port = free_port()
     env = {**os.environ, SERVE_CONFIG_ENV: json.dumps({"db_path": str(world.db)})}
@@ -411,6 +418,43 @@ def test_label_by_keyboard_then_the_next_round_appears(server: World, page):
     page.keyboard.press("Enter")
     expect(page.locator("#msg")).to_have_text(f"labeled #{fourth} as {predicted}")
     assert web_labels(server)[-1] == (fourth, predicted)
+
+
+def test_label_page_starts_from_no_labels(browser, tmp_path: Path):
+    """A folder with no labels: the page shows the cold-start round (no predictions, images
+    that cover the data), says how to name the first class, and labels with it."""
+    from playwright.sync_api import expect
+
+    for i in range(12):
+        class_image(tmp_path / "images" / "unlabeled" / f"u_{i}.png", LEVELS[i % 3], 2000 + i)
+    paths = DataPaths(tmp_path / "data")
+    scan_catalog(paths.catalog_db, tmp_path / "images")
+    run_embeddings(paths, PARAMS, RunOptions(workers=0))
+    result = dg.materialize(
+        AL_ASSETS, resources=resources(paths.root), run_config={"ops": QUEUE}, raise_on_error=False
+    )
+    assert result.success
+    cold = World(paths.root, paths.catalog_db)
+    with serving(cold):
+        page = browser.new_page(viewport={"width": 1200, "height": 800})
+        page.set_default_timeout(TIMEOUT_MS)
+        page.goto(f"{cold.url}/label")
+        expect(page.locator(".card")).to_have_count(8)
+        expect(page.locator(".card").first).to_contain_text("no prediction yet")
+        expect(page.locator(".card").first).to_contain_text("asked to cover the data")
+        expect(page.locator("#noclasses")).to_contain_text("No classes yet: press n")
+        expect(page.locator("#curve .curvenote").first).to_have_text(
+            "no classifier yet: the curve starts with the"
+        )
+        first = current_id(page)
+        page.keyboard.press("n")
+        page.keyboard.type("grey")
+        page.keyboard.press("Enter")
+        expect(page.locator("#msg")).to_have_text(f"labeled #{first} as grey")
+        expect(page.locator("button.cls")).to_have_text(["1grey"])
+        page.screenshot(path=ARTIFACTS / "test_label_page_starts_from_no_labels.png")
+        page.close()
+    assert web_labels(cold) == [(first, "grey")]
 
 
 def test_map_lasso_labels_points_and_hover_shows_the_thumbnail(server: World, page):
