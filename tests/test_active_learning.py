@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 from benchmarks import al_strategies
 from embedding_assets.catalog.labels import set_label
 from embedding_assets.cli.app import app
+from embedding_assets.cli.console import emb_command
 from embedding_assets.learning import classifiers as al
 from embedding_assets.learning import selection
 from resources.storage import DataPaths
@@ -229,7 +230,9 @@ def test_no_labels_starts_the_loop_with_a_cold_start_round(data_dir: Path, label
     shown = CliRunner().invoke(app, ["queue"]).output.splitlines()
     assert shown[0].split() == ["round", "rank", "image_id", "predicted", "uncertainty", "path"]
     assert [line.split()[-1] for line in shown[1:4]] == [p for p, *_ in asked]
-    assert shown[4].startswith("3 open request(s): label them with `emb label import")
+    assert shown[4].startswith("Cold start: no classifier yet, so no prediction or uncertainty")
+    assert [line.split()[4] for line in shown[1:4]] == ["-"] * 3, "no uncertainty to show"
+    assert shown[5].startswith(f"3 open request(s): label them with `{emb_command()} label import")
     listed = json.loads(CliRunner().invoke(app, ["queue", "--format", "json"]).output)
     assert [(r["rank"], r["predicted"], r["path"]) for r in listed] == [
         (rank, None, p) for rank, (p, *_) in enumerate(asked, start=1)

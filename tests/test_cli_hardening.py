@@ -293,3 +293,20 @@ def test_a_long_query_stops_at_the_timeout_in_one_line(catalog: Path):
     with pytest.raises(QueryTimeout):
         run_query(catalog, slow, timeout_s=0.5)
     assert run_query(catalog, "select 42 as x", timeout_s=0.5).splitlines()[2].strip() == "42"
+
+
+def test_next_steps_name_emb_as_the_shell_finds_it(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
+    """A summary's `emb sql ...` must run when pasted: bare `emb` only when PATH finds this
+    one, else its path (relative below the working directory)."""
+    import sys
+
+    from embedding_assets.cli.console import emb_command
+
+    beside = Path(sys.executable).with_name("emb")
+    monkeypatch.setenv("PATH", str(beside.parent))
+    assert emb_command() == "emb"
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.chdir(beside.parents[2])
+    assert emb_command() == str(beside.relative_to(beside.parents[2]))  # e.g. .venv/bin/emb
+    monkeypatch.chdir(tmp_path)
+    assert emb_command() == str(beside)

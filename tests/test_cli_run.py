@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 from embedding_assets import definitions
 from embedding_assets.catalog.scan import scan_catalog
 from embedding_assets.cli.app import app
+from embedding_assets.cli.console import emb_command
 from embedding_assets.common import progress
 from embedding_assets.embedding.defaults import DEFAULT_MODEL
 from resources.paths import DataPaths
@@ -66,6 +67,12 @@ def test_options_and_config_file_reach_the_run_quietly(
     assert "embedded now" in out and "from cache" in out
     assert "Seconds     image_catalog" in out and "projections" in out
     assert str(data_dir / "catalog.duckdb") in out and "emb sql" in out and "emb ui" in out
+    labels = re.search(
+        r"Labels classifier v1 \((\w+)\): accuracy (\S+), macro-F1 (\S+) \((\d+)-fold cv, "
+        r"24 labels\), the champion now; label the 1 image `(\S+) queue` lists next",
+        " ".join(out.split()),
+    )
+    assert labels and labels[5] == emb_command(), out
 
     ops = _latest_run_config()["ops"]
     backbone = {"model": "resnet18", "weights": "none", "image_size": 32}
@@ -85,7 +92,7 @@ def test_options_and_config_file_reach_the_run_quietly(
     assert "0 new this run" in out and "Embeddings" not in out
     flat = " ".join(out.split())
     assert f"Up to date nothing changed since run {first_runs[2]} at " in flat, out
-    assert "assets not run; emb run --full checks every asset anyway" in flat, out
+    assert f"assets not run; {emb_command()} run --full checks every asset anyway" in flat, out
 
     code, out = _emb(*args, "--full")
     assert code == 0, out
@@ -177,9 +184,9 @@ def test_a_folder_with_no_labels_runs_and_asks_for_the_first_labels(data_dir: Pa
     assert "steps did not run" not in out and "failed" not in out, out
     flat = " ".join(out.split())
     assert "14 in the catalog (12 usable)" in flat
-    assert "Bad files 1 corrupt, 1 unsupported, listed by: emb sql" in flat, out
+    assert f"Bad files 1 corrupt, 1 unsupported, listed by: {emb_command()} sql" in flat, out
     assert "Labels the classifier waits for 2+ classes with 2+ labeled images each; label " in flat
-    assert "the 12 images `emb queue` lists first" in flat, out
+    assert f"the 12 images `{emb_command()} queue` lists first" in flat, out
     assert "promotion_gate" not in out, "the Labels line says it, once"
     queue = runner.invoke(app, ["queue", "--format", "json"])
     assert queue.exit_code == 0 and len(json.loads(queue.output)) == 12

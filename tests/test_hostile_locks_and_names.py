@@ -97,7 +97,7 @@ def test_label_set_finds_an_image_whose_name_is_not_utf8(tmp_path: Path, data_di
     out = _emb("label", "set", raw, "cat")  # argv as raw bytes, exactly as a shell passes it
     assert out.returncode == 0, out.stderr
     assert b"Traceback" not in out.stderr
-    assert b"1 label(s) added" in out.stdout
+    assert out.stdout == b"1 label added.\n"
     assert query(data_dir, "SELECT image_id, label, source FROM labels WHERE source = 'cli'") == [
         (image_id, "cat", "cli")
     ]

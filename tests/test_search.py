@@ -49,6 +49,9 @@ def test_cli_by_id_returns_the_query_class_as_json(env: Path):
     assert {"path", "similarity", "label", "cluster", "image_id", "rank"} <= set(
         payload["results"][0]
     )
+    title = runner.invoke(app, ["similar", str(query), "-k", "4"]).output.splitlines()[0]
+    path = (env.parent / "images" / "class_1" / "img_2.png").resolve()
+    assert title.startswith(f"4 images like #{query} {path} (label class_1) (model key "), title
 
 
 def test_cli_by_catalog_path_and_by_new_file(env: Path, tmp_path: Path):

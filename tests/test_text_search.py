@@ -30,7 +30,8 @@ def test_words_resolve_plurals_phrases_and_unknown_words():
     assert "red" in red.unknown and "'red' names no class" in red.describe()
     assert set(red.classes) == set(trucks.classes)
     nothing = vocab.resolve("qwzzx")
-    assert len(nothing.classes) == 0 and "no word of the query names a class" in nothing.describe()
+    assert len(nothing.classes) == 0
+    assert "no word of the query names one of the ImageNet classes" in nothing.describe()
 
 
 def test_a_word_without_a_class_searches_its_nearest_wider_kind():
@@ -180,14 +181,16 @@ def test_words_no_image_is_tagged_with_say_so_and_name_the_closest_tags(data_dir
     found = search_text(DataPaths(data_dir), "a red truck", k=5)
     assert found.hits == []
     assert found.understood.endswith(
-        "; no image here is tagged as truck (closest tags here: sports car (1 images), "
-        "digital clock (5 images), tabby (4 images))"
+        "; no image here is tagged as truck (nearest tags here in WordNet: sports car (on 1 "
+        "images), digital clock (on 5 images), tabby (on 4 images))"
     ), found.understood
     runner = CliRunner()
     out = runner.invoke(app, ["search", "--text", "a red truck"])
     assert out.exit_code == 1 and "no image here is tagged as truck" in out.output
     assert "rank" not in out.output, "no header over no rows"
-    assert "ImageNet tags of backbone-224px, the backbone's classifier head" in out.output
+    assert "answered by the ImageNet tags of backbone-224px, the backbone's classifier head" in (
+        out.output
+    )
     out = runner.invoke(app, ["search", "--text", "a red truck", "--format", "json"])
     assert out.exit_code == 1 and json.loads(out.stdout)["results"] == []
     out = runner.invoke(app, ["search", "--text", "digital clock"])

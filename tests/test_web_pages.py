@@ -586,7 +586,7 @@ def test_search_page_by_words(server: World, page):
     page.press("#words", "Enter")
     expect(page.locator("h3")).to_have_text(f"No image of “a red {absent}” here")
     expect(page.locator("#msg")).to_contain_text(f"no image here is tagged as {absent}")
-    expect(page.locator("#msg")).to_contain_text("closest tags here: ")
+    expect(page.locator("#msg")).to_contain_text("nearest tags here in WordNet: ")
     page.fill("#words", "qwzzx")
     page.press("#words", "Enter")
     expect(page.locator("#msg.err")).to_contain_text("names no class")

@@ -11,7 +11,7 @@ from typing import Any
 
 import typer
 
-from embedding_assets.cli.console import fail, paths
+from embedding_assets.cli.console import emb_command, fail, paths
 from embedding_assets.cli.labels import label_app, queue
 from embedding_assets.cli.search import map_command, search, serve, similar
 from embedding_assets.cli.sql import sql_command
@@ -71,7 +71,9 @@ def _run(
         result = run_everything(run_config, verbose=verbose, on_orphan=warn, full=full)
     seconds = time.perf_counter() - start
     home = str(default_dagster_home().resolve())
-    lines = summary_lines(result, seconds, str(paths().catalog_db), home, f"emb {command} --full")
+    emb = emb_command()
+    full_flag = f"{emb} {command} --full"
+    lines = summary_lines(result, seconds, str(paths().catalog_db), home, full_flag, emb)
     typer.echo("\n".join(lines))
     for line in problem_lines(result):
         typer.secho(line, fg=typer.colors.YELLOW if result.success else typer.colors.RED, err=True)
@@ -93,7 +95,11 @@ def demo(
     _check_settings()
     folder = paths().demo_images
     counts = write_demo_images(folder, labeled_fraction=labeled_fraction)
-    typer.echo(f"Demo images: {counts['images']} digits ({counts['labeled']} labeled) in {folder}")
+    bad = counts.get("bad", 0)
+    planted = f", and {bad} bad files on purpose (to show how they are reported)" if bad else ""
+    typer.echo(
+        f"Demo images: {counts['images']} digits ({counts['labeled']} labeled){planted} in {folder}"
+    )
     _run(catalog_config(str(folder.resolve())), verbose, full, "demo")
 
 

@@ -39,7 +39,7 @@ def write_demo_images(
         writer = csv.writer(fh)
         writer.writerow(["path", "label"])
         writer.writerows(truth_rows)
-    return {"images": len(digits.target), "labeled": int(labeled.sum())}
+    return {"images": len(digits.target), "labeled": int(labeled.sum()), "bad": 2}
 
 
 def _write_bad_examples(folder: Path) -> None:

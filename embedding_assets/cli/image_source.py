@@ -55,7 +55,12 @@ def check_local(source: ImageSource, catalog_db: Path) -> Path:
         raise SourceError(f"{source.origin} {folder}: a file, not a folder; pass its folder")
     if next(files.walk_images(folder), None) is None:
         others = sum(1 for _ in itertools.islice(_any_files(folder), 10_000))
-        what = f"{others}{'+' if others == 10_000 else ''} other files" if others else "no files"
+        plural = "s" if others != 1 else ""
+        what = (
+            f"{others}{'+' if others == 10_000 else ''} other file{plural}"
+            if others
+            else "no files"
+        )
         raise SourceError(
             f"{source.origin} {folder}: no image files there ({what}; read: "
             f"{', '.join(sorted(files.IMAGE_EXTENSIONS))}); nothing ran and the catalog is "

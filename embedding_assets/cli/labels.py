@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from embedding_assets.cli.console import catalog_db, fail
+from embedding_assets.cli.console import catalog_db, emb_command, fail
 from embedding_assets.common import tables
 
 label_app = typer.Typer(help="Add labels to the catalog's append-only labels log.")
@@ -24,6 +24,10 @@ def _report(result, lines: bool = True) -> None:
         where = f"line {r.line}: " if lines else ""
         hint = UNKNOWN_HINT if "unknown image" in r.reason else ""
         typer.secho(f"{where}rejected: {printable(r.reason)}{hint}", fg=typer.colors.RED, err=True)
+    if not lines:  # one label: its line above, or that it was added
+        if result.inserted:
+            typer.echo("1 label added.")
+        raise typer.Exit(1 if result.rejected else 0)
     typer.echo(f"{result.inserted} label(s) added, {len(result.rejected)} row(s) rejected.")
     if result.rejected:
         raise typer.Exit(1)
@@ -130,12 +134,20 @@ def _print_rows(rows: list[tuple], format: str) -> None:
     typer.echo(
         f"{'round':>5} {'rank':>4} {'image_id':>8}  {'predicted':<16} {'uncertainty':>11}  path"
     )
+    cold = bool(rows) and all(r[3] is None for r in rows)
     for rnd, rank, image_id, predicted, uncertainty, path in rows:
         shown = predicted if predicted is not None else "-"
-        typer.echo(f"{rnd:>5} {rank:>4} {image_id:>8}  {shown:<16} {uncertainty:>11}  {path}")
+        score = "-" if cold else uncertainty
+        typer.echo(f"{rnd:>5} {rank:>4} {image_id:>8}  {shown:<16} {score:>11}  {path}")
+    if cold:
+        typer.echo(
+            "Cold start: no classifier yet, so no prediction or uncertainty; these images are "
+            "the ones nearest k-means centres, to cover the data."
+        )
+    emb = emb_command()
     typer.echo(
-        f"{len(rows)} open request(s): label them with `emb label import FILE.csv` "
-        "(`emb queue --export FILE.csv` writes one to fill in) or on the label page of `emb serve`."
+        f"{len(rows)} open request(s): label them with `{emb} label import FILE.csv` (`{emb} "
+        f"queue --export FILE.csv` writes one to fill in) or on the label page of `{emb} serve`."
     )
 
 

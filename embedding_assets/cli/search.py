@@ -7,6 +7,7 @@ import csv
 import json
 import os
 import sys
+from pathlib import Path
 
 import typer
 
@@ -41,7 +42,9 @@ def similar(
         }
         typer.echo(json.dumps(payload, indent=2))
         return
-    typer.echo(f"{len(hits)} images like {query} (model key {searcher.model_key}):")
+    by_id = str(query).isdigit() and not Path(query).exists()  # as Searcher.similar decides
+    shown = searcher.describe(int(query)) if by_id else query
+    typer.echo(f"{len(hits)} images like {shown} (model key {searcher.model_key}):")
     typer.echo(f"{'rank':>4}  {'similarity':>10}  {'label':<12} {'cluster':>7}  path")
     for h in hits:
         cluster = "" if h.cluster is None else str(h.cluster)
@@ -60,7 +63,7 @@ def search(
     """Find images by words. Offline: the words resolve through WordNet to the backbone's
     ImageNet classes, and images rank by their tags' summed probability of those classes
     (`image_tags`; `emb run` makes them). With `emb run --text-model`, by CLIP instead. Exit
-    code 1 when no image matched.
+    code 1 when no image matched, 2 when no word names a class.
 
     Words are matched by the backbone's own ImageNet head (or a CLIP text model), which names
     things; `emb similar` uses the embedding trained on your images, which tells them apart:
@@ -83,13 +86,20 @@ def search(
         for h in found.hits:
             out.writerow([h.rank, h.path, h.image_id, f"{h.score:.6f}", "; ".join(h.classes)])
     else:
-        typer.secho(f"{found.understood} ({found.source})", err=True)
+        typer.secho(found.understood, err=True)
+        typer.secho(f"answered by the {found.source} (see --help: why not the embedding)", err=True)
         if found.hits:
             typer.echo(f"{'rank':>4}  {'score':>6}  {'classes':<32}  path")
         for h in found.hits:
-            typer.echo(f"{h.rank:>4}  {h.score:>6.3f}  {'; '.join(h.classes)[:32]:<32}  {h.path}")
+            typer.echo(
+                f"{h.rank:>4}  {h.score:>6.3f}  {_cut('; '.join(h.classes), 32):<32}  {h.path}"
+            )
     if not found.hits:
         raise typer.Exit(1)
+
+
+def _cut(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 def serve(

@@ -13,6 +13,7 @@ from embedding_assets.common.fingerprints import REUSED
 from embedding_assets.learning.selection import WAITING
 
 LABEL_WIDTH = 12
+EVALUATION = {"holdout": "held out", **{f"cv{k}": f"{k}-fold cv" for k in range(2, 11)}}
 WIDTH = 100
 STATE_WORDS = ("catalog", "labels", "settings", "code", "outputs")  # what run_state compares
 
@@ -23,8 +24,9 @@ def summary_lines(
     catalog_db: str,
     dagster_home: str,
     full_flag: str = "emb run --full",
+    emb: str = "emb",
 ) -> list[str]:
-    """The closing summary, one labelled field per line."""
+    """The closing summary, one labelled field per line; `emb`: how the user calls `emb`."""
     state = "succeeded" if result.success else "FAILED"
     lines = [f"{result.title} {state} in {seconds:.1f} s."]
     catalog = _materialization_metadata(result, "image_catalog")
@@ -32,10 +34,10 @@ def summary_lines(
         lines.append(_field("Images", *_images_items(catalog)))
         bad = {k: v for k, v in (catalog.get("by_status") or {}).items() if k != "ok"}
         if bad:
-            lines.append(_field("Bad files", *_bad_items(bad)))
-    emb = _materialization_metadata(result, "embeddings")
-    if emb:
-        lines.append(_field("Embeddings", *_embeddings_items(emb)))
+            lines.append(_field("Bad files", *_bad_items(bad, emb)))
+    embedded = _materialization_metadata(result, "embeddings")
+    if embedded:
+        lines.append(_field("Embeddings", *_embeddings_items(embedded)))
     timings = [f"{name} {s:.1f}" for name, s in _seconds_per_asset(result).items()]
     if timings:
         lines.append(_field("Seconds", *timings))
@@ -44,14 +46,14 @@ def summary_lines(
         lines.append(_field("Reused", *reused[:-1], f"{reused[-1]} (inputs unchanged)"))
     if result.up_to_date is not None:
         lines.append(_up_to_date_line(result, full_flag))
-    waiting = _waiting_line(result)
-    if waiting:
-        lines.append(waiting)
+    labels = _labels_line(result, emb)
+    if labels:
+        lines.append(labels)
     lines.append(_field("DuckDB", catalog_db))
-    lines.append(_field("Query", 'emb sql "select status, count(*) from images group by 1"'))
-    lines.append(_field("UI", f"emb ui   (DAGSTER_HOME={dagster_home})"))
+    lines.append(_field("Query", f'{emb} sql "select status, count(*) from images group by 1"'))
+    lines.append(_field("UI", f"{emb} ui   (DAGSTER_HOME={dagster_home})"))
     if _materialization_metadata(result, "map_export"):
-        lines.append(_field("Map", "emb map  (Embedding Atlas in the browser)"))
+        lines.append(_field("Map", f"{emb} map  (Embedding Atlas in the browser)"))
     return lines
 
 
@@ -63,23 +65,41 @@ def _up_to_date_line(result: Runs, full_flag: str) -> str:
         f"({', '.join(STATE_WORDS)}): {len(result.not_run)} assets not run; {full_flag} checks "
         "every asset anyway"
     )
-    rows = textwrap.wrap(text, WIDTH - LABEL_WIDTH, break_on_hyphens=False)
+    rows = textwrap.wrap(text, WIDTH - LABEL_WIDTH, break_on_hyphens=False, break_long_words=False)
     return f"{'Up to date':<{LABEL_WIDTH}}" + ("\n" + " " * LABEL_WIDTH).join(rows)
 
 
-def _waiting_line(result: Runs) -> str | None:
-    """Before any classifier: that it waits for labels, and which images to label first."""
+def _labels_line(result: Runs, emb: str) -> str | None:
+    """Where the labeling stands after this run: the classifier waits for labels (and which
+    images to label first), or what the new classifier scored and how many images to label
+    next."""
     classifier = _materialization_metadata(result, "classifier")
-    if classifier.get("status") != WAITING:
-        return None
     queue = _materialization_metadata(result, "label_queue")
-    asked = f"the {queue['batch_size']} images" if queue.get("batch_size") else "the images"
-    text = (
-        "the classifier waits for 2+ classes with 2+ labeled images each; label "
-        f"{asked} `emb queue` lists first (chosen to cover the data), with `emb label import` "
-        "or the label page of `emb serve`, then `emb run` again"
-    )
-    rows = textwrap.wrap(text, WIDTH - LABEL_WIDTH, break_on_hyphens=False)
+    n = queue.get("batch_size")
+    asked = f"the {n} image{'s' if n != 1 else ''}" if n else "the images"
+    if classifier.get("status") == WAITING:
+        text = (
+            "the classifier waits for 2+ classes with 2+ labeled images each; label "
+            f"{asked} `{emb} queue` lists first (chosen to cover the data), with `{emb} label "
+            f"import` or the label page of `{emb} serve`, then `{emb} run` again"
+        )
+    elif classifier.get("status") == "trained":
+        judged = EVALUATION.get(classifier["eval_method"], classifier["eval_method"])
+        outcome = (
+            "the champion now"
+            if classifier["promoted"]
+            else f"champion v{classifier['champion_version']} stays"
+        )
+        text = (
+            f"classifier v{classifier['version_id']} ({classifier['algorithm']}): accuracy "
+            f"{classifier['accuracy']:.3f}, macro-F1 {classifier['macro_f1']:.3f} ({judged}, "
+            f"{classifier['labeled_images']} labels), {outcome}"
+        )
+        if queue.get("batch_size"):
+            text += f"; label {asked} `{emb} queue` lists next (the most uncertain)"
+    else:
+        return None
+    rows = textwrap.wrap(text, WIDTH - LABEL_WIDTH, break_on_hyphens=False, break_long_words=False)
     return f"{'Labels':<{LABEL_WIDTH}}" + ("\n" + " " * LABEL_WIDTH).join(rows)
 
 
@@ -170,11 +190,11 @@ def _images_items(meta: dict[str, Any]) -> list[str]:
     return items + ([f"{meta['removed']} removed"] if meta.get("removed") else [])
 
 
-def _bad_items(bad: dict[str, int]) -> list[str]:
+def _bad_items(bad: dict[str, int], emb: str) -> list[str]:
     """Unusable files by reason, and the query that lists them."""
     items = [f"{n} {status}" for status, n in sorted(bad.items())]
     query = "select path, status, error from images where status <> 'ok'"
-    return [*items, f'listed by: emb sql "{query}"']
+    return [*items, f'listed by: {emb} sql "{query}"']
 
 
 def _embeddings_items(meta: dict[str, Any]) -> list[str]:

@@ -49,9 +49,10 @@ def decide(
         return Decision(False, why, wins, losses)
     p = sign_test(wins, losses)
     if p >= alpha or gain < min_improvement:
+        needs = f"p < {alpha}" + (f" and a gain of {min_improvement:g}+" if min_improvement else "")
         why = (
             f"not better beyond noise: {wins} held-out images won, {losses} lost "
-            f"(p = {p:.3g}, needs < {alpha} and a gain >= {min_improvement})"
+            f"(sign test p = {p:.3g}; promotion needs {needs})"
         )
         return Decision(False, why, wins, losses)
     return Decision(True, f"better: {wins} held-out images won, {losses} lost", wins, losses)

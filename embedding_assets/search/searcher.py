@@ -175,6 +175,14 @@ class Searcher:
     def by_id(self, image_id: int, k: int) -> list[Hit]:
         return self.by_vector(self.vector_of_id(image_id), k, exclude=image_id)
 
+    def describe(self, image_id: int) -> str:
+        """What a catalog image is, for a heading: its id, path and label."""
+        row = int(self.lookup.rows(np.asarray([image_id], dtype=np.int64))[0])
+        if row < 0:
+            return f"#{image_id}"
+        label = self.rows.labels[row]
+        return f"#{image_id} {self.rows.paths[row]} ({f'label {label}' if label else 'unlabeled'})"
+
     def by_ids(self, image_ids: list[int], k: int) -> list[list[Hit] | QueryError]:
         """Many ids in one FAISS call; an id outside the index gets its error in its place."""
         rows = self.lookup.rows(np.asarray(image_ids, dtype=np.int64))

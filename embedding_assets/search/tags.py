@@ -143,7 +143,9 @@ class TagIndex:
         if not hits:
             words = ", ".join(resolution.matched) or "that"
             closest = ", ".join(self.closest_tags(resolution.classes))
-            understood += f"; no image here is tagged as {words} (closest tags here: {closest})"
+            understood += (
+                f"; no image here is tagged as {words} (nearest tags here in WordNet: {closest})"
+            )
         return TextAnswer("tags", self.model_key, understood, hits)
 
     def closest_tags(self, classes: np.ndarray, n: int = 3) -> list[str]:
@@ -158,7 +160,7 @@ class TagIndex:
             return max((len(w.intersection(vocab.closure[c])) for w in wanted), default=0)
 
         present = sorted(np.flatnonzero(counts).tolist(), key=lambda c: (-nearness(c), -counts[c]))
-        return [f"{vocab.names[c].split(',')[0]} ({counts[c]} images)" for c in present[:n]]
+        return [f"{vocab.names[c].split(',')[0]} (on {counts[c]} images)" for c in present[:n]]
 
     def search(self, resolution: Resolution, k: int) -> list[TextHit]:
         """Images tagged with any of the resolution's classes, by the summed probability of

@@ -66,7 +66,12 @@ class Resolution:
     def describe(self) -> str:
         """One line for a user: what was searched, and what was not understood."""
         parts = [f"{word} ({', '.join(names[:3])})" for word, names in self.matched.items()]
-        text = f"searching {'; '.join(parts)}" if parts else "no word of the query names a class"
+        text = (
+            f"searching {'; '.join(parts)}"
+            if parts
+            else "no word of the query names one of the ImageNet classes or a kind above them "
+            '(the words: emb sql "select distinct term from imagenet_terms")'
+        )
         for word, close in self.unknown.items():
             hint = f"; did you mean {', '.join(close)}?" if close else ""
             text += f"; '{word}' names no class{hint}"
