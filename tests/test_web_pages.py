@@ -200,7 +200,8 @@ def test_atlas_serves_the_map_export_not_the_catalog(world: World, tmp_path: Pat
             and meta["database"]["type"] == "wasm"
         )
         names = [label["text"] for label in meta["props"]["embeddingViewLabels"]]
-        assert len(names) == query(world, "SELECT count(DISTINCT cluster) FROM clusters")[0][0]
+        named = {int(n.split(" (")[1].rstrip(")")) for n in names}
+        assert named == {c for (c,) in query(world, "SELECT DISTINCT cluster FROM clusters")}
         colour = meta["props"]["defaultChartsConfig"]["embedding"]["data"]
         assert colour == {
             "x": "pca_x",
@@ -290,6 +291,48 @@ def test_atlas_opens_coloured_with_names_inside_the_points(tmp_path: Path):
         (pytest.approx(9.2), pytest.approx(92.0), "b (1)"),
     ]
     assert read_export(export(["x", "x", "y", None])).colour_by == "label"
+
+
+def test_a_cluster_the_map_draws_in_two_places_is_named_in_both(tmp_path: Path):
+    import numpy as np
+    import pyarrow as pa
+
+    from embedding_assets.web.atlas import read_export
+
+    rng = np.random.default_rng(0)
+    spots = [
+        (0, (0, 0), "a", 10),
+        (0, (10, 10), "b", 10),
+        (1, (10, 0), "c", 10),
+        (1, (0, 10), "d", 1),
+    ]
+    rows = [
+        (cluster, x + rng.normal(0, 0.1), y + rng.normal(0, 0.1), label)
+        for cluster, (x, y), label, n in spots
+        for _ in range(n)
+    ]
+    cluster, x, y, label = (list(c) for c in zip(*rows, strict=True))
+    none = [None] * len(rows)
+    path = tmp_path / "map.parquet"
+    pq.write_table(
+        pa.table(
+            {
+                "cluster": cluster,
+                "pca_x": x,
+                "pca_y": y,
+                "label": label,
+                "predicted": none,
+                "tag": none,
+            },
+            schema=pa.schema(
+                [("cluster", pa.int32()), ("pca_x", pa.float32()), ("pca_y", pa.float32())]
+                + [(c, pa.string()) for c in ("label", "predicted", "tag")]
+            ),
+        ),
+        path,
+    )
+    names = {n["text"]: (round(n["x"]), round(n["y"])) for n in read_export(path).labels["pca"]}
+    assert names == {"a (0)": (1, 1), "b (0)": (9, 9), "c (1)": (9, 1)}, "d's lone point: no name"
 
 
 HOLD_WRITER = """
@@ -531,7 +574,7 @@ def test_atlas_draws_the_points_with_cluster_names_and_filters_by_label(server: 
     expect(page.locator("canvas").first).to_be_visible()
     view = page.locator("canvas").first.bounding_box()
     for (cluster,) in query(server, "SELECT DISTINCT cluster FROM clusters"):
-        name = page.locator("svg text", has_text=f"({cluster})")
+        name = page.locator("svg text", has_text=f"({cluster})").first
         expect(name).to_be_visible()
         box = name.bounding_box()
         assert view["y"] <= box["y"] and box["y"] + box["height"] <= view["y"] + view["height"]

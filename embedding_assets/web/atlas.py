@@ -61,7 +61,7 @@ class Export:
 
     stamp: tuple[int, int]  # (mtime_ns, size) of the file
     methods: tuple[str, ...]  # projections with coordinates
-    labels: dict[str, list[dict]]  # cluster names per projection, at the cluster's centre
+    labels: dict[str, list[dict]]  # cluster names per projection, one on each blob
     table: object  # pyarrow.Table
     colour_by: str | None  # the column the map is coloured by when it opens
 
@@ -75,27 +75,57 @@ def _colour_by(table) -> str | None:
 
 
 def _cluster_names(table, method: str) -> list[dict]:
-    """A name per cluster at its median position, kept a margin inside the points' extent so
-    that the viewer does not cut it at an edge: the most common label there, else the most
-    common prediction, else the backbone's most common tag (and the cluster's number)."""
+    """A name for each blob of each cluster on the map (a cluster k-means made of two groups
+    the projection draws apart gets a name on each), at the blob's median position, kept a
+    margin inside the points' extent so that the viewer does not cut it at an edge: the most
+    common label there, else the most common prediction, else the backbone's most common tag
+    (and the cluster's number)."""
     df = table.select(["cluster", f"{method}_x", f"{method}_y", "label", "predicted", "tag"])
-    df = df.to_pandas().dropna(subset=["cluster", f"{method}_x"])
-    inside = {a: _inset(df[f"{method}_{a}"]) for a in ("x", "y")}
+    df = df.to_pandas().dropna(subset=["cluster", f"{method}_x"]).reset_index(drop=True)
+    if df.empty:
+        return []
+    xy = df[[f"{method}_x", f"{method}_y"]].to_numpy(dtype=float)
+    inside = [_inset(xy[:, 0]), _inset(xy[:, 1])]
     names = []
     for cluster, rows in df.groupby("cluster", sort=True):
-        named = next((rows[c].mode().iloc[0] for c in NAMED_BY if rows[c].notna().any()), None)
-        text = f"{named} ({cluster})" if named else f"cluster {cluster}"
-        names.append(
-            {
-                "x": inside["x"](float(rows[f"{method}_x"].median())),
-                "y": inside["y"](float(rows[f"{method}_y"].median())),
-                "text": text,
-                "content": text,  # what the viewer's label layer draws (0.22)
-                "priority": len(rows),
-                "level": 0,  # shown at every zoom
-            }
-        )
+        for blob in _blobs(xy, rows.index.to_numpy()):
+            part = rows.loc[blob]
+            named = next((part[c].mode().iloc[0] for c in NAMED_BY if part[c].notna().any()), None)
+            text = f"{named} ({cluster})" if named else f"cluster {cluster}"
+            names.append(
+                {
+                    "x": inside[0](float(part[f"{method}_x"].median())),
+                    "y": inside[1](float(part[f"{method}_y"].median())),
+                    "text": text,
+                    "content": text,  # what the viewer's label layer draws (0.22)
+                    "priority": len(part),
+                    "level": 0,  # shown at every zoom
+                }
+            )
     return names
+
+
+def _blobs(xy, members, share: float = 0.2) -> list:
+    """The groups of `members` (row positions in `xy`) that lie apart on the map: occupied
+    cells of a raster over the whole map (finer with more points, so that a sparse cluster's
+    gaps do not split it), joined when they touch; groups with at least `share` of the
+    members (the largest always), largest first."""
+    import numpy as np
+    from scipy import ndimage
+
+    grid = int(np.clip(np.sqrt(len(xy)) / 2, 3, 24))
+    lo, span = xy.min(axis=0), np.ptp(xy, axis=0)
+    cells = np.minimum(
+        (grid * (xy[members] - lo) / np.where(span > 0, span, 1)).astype(int), grid - 1
+    )
+    occupied = np.zeros((grid, grid), dtype=bool)
+    occupied[cells[:, 0], cells[:, 1]] = True
+    regions, _ = ndimage.label(occupied, structure=np.ones((3, 3)))
+    of_member = regions[cells[:, 0], cells[:, 1]]
+    sizes = np.bincount(of_member)
+    order = [r for r in np.argsort(-sizes, kind="stable") if r > 0 and sizes[r]]
+    keep = [r for r in order if sizes[r] >= share * len(members)] or order[:1]
+    return [members[of_member == r] for r in keep]
 
 
 def _inset(values, margin: float = 0.08):
