@@ -91,7 +91,7 @@ def test_import_applies_the_same_rules_per_row(catalog: Path, data_dir: Path, tm
     assert "line 2: rejected: label for " in out.output and "(U+0007" in out.output
     assert "line 3: rejected: label for " in out.output and "300 characters" in out.output
     assert "line 5: rejected: image_id 99999999999999999999999 is out of range" in out.output
-    assert "control character (U+000A" in out.output
+    assert 'line 6: rejected: a quote (") opened on line 6 closes only on line 7' in out.output
     assert "(U+2028" in out.output
     assert "1 label(s) added, 5 row(s) rejected" in out.output
     assert "y" * 300 not in out.output, "an over-long label is not echoed"

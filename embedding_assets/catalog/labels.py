@@ -42,7 +42,15 @@ _REFUSED_CATEGORIES = {
     "Cc": "a control character",
     "Zl": "a control character (line break)",
     "Zp": "a control character (line break)",
+    # Invisible or unprintable: "cat" and "\ufeffcat" would be two classes that look alike,
+    # and U+202E turns the text around in a terminal or a page.
+    "Cf": "an invisible format character",
+    "Co": "a private-use character",
+    "Cn": "an unassigned character",
 }
+# Letters and symbols that print as blank space (Hangul fillers, the blank Braille pattern, a
+# combining grapheme joiner): a label made of or padded with them looks like another.
+_INVISIBLE = {0x034F, 0x115F, 0x1160, 0x17B4, 0x17B5, 0x2800, 0x3164, 0xFFA0}
 # DuckDB refuses a connection whose read_only differs from one open in the same process (a
 # server's background index reload reads the catalog); such a clash lasts milliseconds.
 SAME_PROCESS_CLASH = "different configuration"
@@ -56,12 +64,15 @@ class LabelError(ValueError):
 
 
 def clean_label(text: str, subject: str = "label") -> str:
-    """The label as it is stored: Unicode-normalized (NFC), surrounding whitespace trimmed.
+    """The label as it is stored: Unicode-normalized (NFC), surrounding whitespace trimmed, any
+    other space (no-break, ideographic...) a plain one.
 
     LabelError, naming the rule, when it is empty, is not valid UTF-8 text (a lone surrogate),
-    holds a control character (C0/C1 controls, DEL, line or paragraph separators) or is longer
-    than MAX_LABEL_CHARS characters. The message never repeats the label itself (it may be
-    huge or hold characters a terminal acts on); `subject` says what it is ("label for x.png").
+    holds a control character (C0/C1 controls, DEL, line or paragraph separators), an invisible
+    one (format characters such as U+200B or U+202E, fillers that print as blank), a private-use
+    or unassigned code point, or is longer than MAX_LABEL_CHARS characters. The message never
+    repeats the label itself (it may be huge or hold characters a terminal acts on); `subject`
+    says what it is ("label for x.png").
     """
     if not isinstance(text, str):
         raise LabelError(f"{subject} must be text, not {type(text).__name__}")
@@ -72,10 +83,13 @@ def clean_label(text: str, subject: str = "label") -> str:
                 f"position {i + 1}); save or type it as UTF-8"
             )
     label = unicodedata.normalize("NFC", text).strip()
+    label = "".join(" " if unicodedata.category(ch) == "Zs" else ch for ch in label)
     if not label:
         raise LabelError(f"empty {subject}")
     for i, ch in enumerate(label):
         what = _REFUSED_CATEGORIES.get(unicodedata.category(ch))
+        if what is None and ord(ch) in _INVISIBLE:
+            what = "an invisible character"
         if what is not None:
             raise LabelError(
                 f"{subject} has {what} (U+{ord(ch):04X}) at position {i + 1}; a label is one "
@@ -149,6 +163,11 @@ class _Row:
 def _read_utf8(csv_path: Path) -> str:
     """The file's text (a leading BOM dropped); ValueError naming the first line not UTF-8."""
     data = csv_path.read_bytes()
+    if _looks_utf16(data):
+        raise ValueError(
+            f"{csv_path}: is UTF-16 (or UTF-32) text, not UTF-8; save it as UTF-8 CSV "
+            '("CSV UTF-8" in Excel; not "Unicode Text")'
+        )
     try:
         return data.decode("utf-8").removeprefix("\ufeff")
     except UnicodeDecodeError as exc:
@@ -157,6 +176,16 @@ def _read_utf8(csv_path: Path) -> str:
             f"{csv_path}: line {line} is not UTF-8 text (byte 0x{data[exc.start]:02x}; the file "
             'looks like Latin-1/Windows-1252); save it as UTF-8 CSV ("CSV UTF-8" in Excel)'
         ) from exc
+
+
+def _looks_utf16(data: bytes) -> bool:
+    """A UTF-16 byte-order mark, or NUL in most odd or most even bytes (ASCII text in UTF-16
+    without a mark); a NUL here and there is a bad row, not an encoding."""
+    if data[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        return True
+    sample = data[:4096]
+    half = len(sample) // 2
+    return half >= 4 and max(sample[0::2].count(0), sample[1::2].count(0)) > 0.4 * half
 
 
 def _seems_delimited_by(records: list[list[str]]) -> str | None:
@@ -176,14 +205,23 @@ def read_label_rows(csv_path: Path) -> tuple[list[_Row], list[Rejected], list[st
     # Read as a stream: only \r and \n end a record (str.splitlines also breaks at \x1c, \x85,
     # U+2028..., which cut a label in two), a quoted newline stays in its field, and each record
     # keeps the line it starts on.
+    # A field may be as long as the file (csv's own limit, 131,072 characters, would stop the
+    # whole import at an over-long label instead of rejecting its row).
     reader = csv.reader(io.StringIO(text, newline=""))
     records: list[list[str]] = []
     first_lines: list[int] = []
+    spans: dict[int, int] = {}  # record index -> its last line, for records over several lines
     next_line = 1
-    for record in reader:
-        records.append(record)
-        first_lines.append(next_line)
-        next_line = reader.line_num + 1
+    limit = csv.field_size_limit(max(len(text) + 1, csv.field_size_limit()))
+    try:
+        for record in reader:
+            if any("\n" in c or "\r" in c for c in record):  # a quoted line break
+                spans[len(records)] = reader.line_num
+            records.append(record)
+            first_lines.append(next_line)
+            next_line = reader.line_num + 1
+    finally:
+        csv.field_size_limit(limit)
     rows: list[_Row] = []
     rejected: list[Rejected] = []
     warnings: list[str] = []
@@ -224,6 +262,14 @@ def read_label_rows(csv_path: Path) -> tuple[list[_Row], list[Rejected], list[st
         line = first_lines[start + offset]
         if not record or all(not cell.strip() for cell in record):
             continue  # blank lines are not rows
+        if start + offset in spans:  # a quote left open reads the next lines into one field
+            last = spans[start + offset]
+            reason = (
+                f'a quote (") opened on line {line} closes only on line {last} (or never), so '
+                f"lines {line}-{last} were read as one row; close the quote on its line"
+            )
+            rejected.append(Rejected(line, reason))
+            continue
         if len(record) <= max(image_col, label_col):
             reason = f"malformed row: expected an image and a label, got {record}"
             if other is not None and len(record) == 1 and other in record[0]:

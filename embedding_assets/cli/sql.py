@@ -84,6 +84,7 @@ def run_query(
     if output is not None:
         if output.is_dir():
             raise ValueError(f"--output {output} is a folder; name a file")
+        _refuse_inside(output, db_path.parent)
         if output.exists() and not force:
             raise OutputExists(f"refused: {output} exists; pass --force to replace it")
     _refuse_non_queries(query)
@@ -150,6 +151,17 @@ def _batches(result: duckdb.DuckDBPyConnection) -> Iterator[list[tuple]]:
         if not rows:
             return
         yield rows
+
+
+def _refuse_inside(output: Path, data_root: Path) -> None:
+    """The data folder holds the catalog, its Parquet, indexes and models: a result written
+    there (even by a symlink that leads there) could replace one of them, `--force` or not."""
+    target, root = output.resolve(), data_root.resolve()
+    if target == root or root in target.parents:
+        raise ValueError(
+            f"refused: --output {output} is inside the data folder {root}, whose files are the "
+            "catalog's own; write the result somewhere else"
+        )
 
 
 def _write_file(con: duckdb.DuckDBPyConnection, query: str, fmt: str, output: Path) -> None:

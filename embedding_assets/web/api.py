@@ -20,7 +20,7 @@ from typing import Annotated
 
 from fastapi import FastAPI, File, Form, HTTPException, Query, Response, UploadFile
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse
 from PIL import Image, UnidentifiedImageError
 from pydantic import BaseModel, Field
 
@@ -30,8 +30,9 @@ from embedding_assets.search.live import LiveIndex
 from embedding_assets.search.searcher import Hit, QueryError, Searcher, UnknownImageError
 from embedding_assets.search.text_answers import NoMatch, TextHit
 from embedding_assets.search.text_search import LiveText
+from embedding_assets.web.api_docs import docs_html
 from embedding_assets.web.atlas import mount_atlas
-from embedding_assets.web.guards import HostGuard, ImageId, validation_error
+from embedding_assets.web.guards import HostGuard, IdText, ImageId, validation_error
 from embedding_assets.web.pages import mount_pages
 from resources.paths import DataPaths
 
@@ -194,8 +195,15 @@ def create_app(
         "bytes. Newly published index versions are picked up without a restart (`/health` "
         "shows the version served).",
         lifespan=lifespan,
+        docs_url=None,  # FastAPI's Swagger UI comes from a public CDN: see api_docs
+        redoc_url=None,
     )
     app.state.live = live
+
+    @app.get("/docs", include_in_schema=False)
+    def docs() -> HTMLResponse:
+        return HTMLResponse(docs_html(app.openapi()))
+
     app.add_exception_handler(RequestValidationError, validation_error)
 
     def searcher() -> Searcher:
@@ -251,6 +259,7 @@ def create_app(
     async def search_by_id_or_text(
         image_id: Annotated[
             int | None,
+            IdText,
             Query(
                 ge=IMAGE_ID_MIN,
                 le=IMAGE_ID_MAX,

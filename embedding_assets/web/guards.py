@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import math
+import re
 from collections.abc import Iterable
 from typing import Annotated
 from urllib.parse import urlsplit
@@ -24,7 +26,7 @@ from fastapi import Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import Field
+from pydantic import BeforeValidator, Field, Strict
 
 from embedding_assets.catalog.labels import IMAGE_ID_MAX, IMAGE_ID_MIN
 
@@ -34,14 +36,27 @@ UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
 SAME_SITE_FETCHES = ("same-origin", "none")  # `none`: typed in the address bar, a bookmark
 
+# In a JSON body an id is a JSON integer: not `true` (a bool is an int to Python), not "1".
 ImageId = Annotated[
     int,
+    Strict(),
     Field(
         ge=IMAGE_ID_MIN,
         le=IMAGE_ID_MAX,
         description="A catalog image id (a 64-bit integer).",
     ),
 ]
+
+
+def whole_number(value: object) -> object:
+    """An id in a URL (path or query) as typed: ASCII digits with an optional minus, nothing
+    else (pydantic's lax int would take `1.0`, ` 1` and `+1` as image 1)."""
+    if isinstance(value, str) and not re.fullmatch(r"-?[0-9]{1,20}", value):
+        raise ValueError("an image id is a whole number written in digits (like 42)")
+    return value
+
+
+IdText = BeforeValidator(whole_number)  # with Query/Path(ge, le) on the id's own parameter
 
 
 def normal_name(name: str) -> str:
@@ -192,15 +207,19 @@ def _short_input(value):
         return f"({type(value).__name__})"
     if len(text) <= 200:
         try:
-            json.dumps(value, ensure_ascii=False).encode("utf-8")
+            json.dumps(value, ensure_ascii=False, allow_nan=False).encode("utf-8")
             return value
         except (TypeError, ValueError, UnicodeEncodeError):
-            return text  # holds a lone surrogate: as JSON text
+            return text  # a lone surrogate, NaN or Infinity (not JSON): as JSON text
     if isinstance(value, list | tuple):
         return f"(a list of {len(value)} items)"
     if isinstance(value, dict):
         return f"(an object with {len(value)} keys)"
     return f"({type(value).__name__} of {len(text)} characters)"
+
+
+def _finite(value: object) -> bool:
+    return isinstance(value, float) and math.isfinite(value)
 
 
 async def validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -218,7 +237,7 @@ async def validation_error(_request: Request, exc: RequestValidationError) -> JS
         ctx = error.get("ctx")
         if ctx:
             item["ctx"] = {
-                k: v if isinstance(v, int | float | bool) else _short_input(str(v))
+                k: v if isinstance(v, int | bool) or _finite(v) else _short_input(str(v))
                 for k, v in ctx.items()
             }
         detail.append(item)

@@ -45,7 +45,7 @@ from embedding_assets.catalog.labels import IMAGE_ID_MAX, IMAGE_ID_MIN
 from embedding_assets.catalog.object_store import StoreReadError, is_url
 from embedding_assets.search.text_answers import WHY_TWO_MODELS
 from embedding_assets.web import catalog_reads as reads
-from embedding_assets.web.guards import ImageId, cross_site, split_host
+from embedding_assets.web.guards import IdText, ImageId, cross_site, split_host
 from embedding_assets.web.thumbnails import MAX_PX, Thumbnails
 from resources.duckdb_store import CatalogLockedError
 from resources.paths import DataPaths
@@ -274,7 +274,9 @@ def mount_pages(app: FastAPI, live, db_path: Path, *, thumb_px: int = MAX_PX) ->
     @app.get("/thumb/{image_id}", tags=["pages"])
     def thumb(
         image_id: Annotated[
-            int, PathParam(ge=IMAGE_ID_MIN, le=IMAGE_ID_MAX, description="Catalog image id.")
+            int,
+            IdText,
+            PathParam(ge=IMAGE_ID_MIN, le=IMAGE_ID_MAX, description="Catalog image id."),
         ],
     ) -> Response:
         """A thumbnail (JPEG, at most thumb_px on a side) of a usable catalog image."""
