@@ -53,8 +53,8 @@ class Served:
         raise last
 
 
-def _serve(data: Path, *options: str) -> tuple[subprocess.Popen, int]:
-    port = free_port()
+def _serve(data: Path, *options: str, port: int | None = None) -> tuple[subprocess.Popen, int]:
+    port = port or free_port()
     env = {**os.environ, "EMB_DATA_DIR": str(data)}
     env.pop("EMB_WEB_TOKEN", None)
     cmd = [str(EMB), "serve", "--port", str(port), "--workers", "2", *options]
@@ -351,3 +351,42 @@ def test_an_oversized_validation_error_does_not_echo_the_body(served: Served):
             headers={"content-type": "application/json"},
         )
         assert res.status_code == 422 and len(res.content) < 2_000, len(res.content)
+
+
+def _children(pid: int) -> list[int]:
+    """Processes whose parent is `pid` (from /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def test_workers_end_with_a_killed_server_and_a_restart_works(data: Path):
+    """kill -9 of `emb serve` left its workers answering on the port, and a restart failed
+    with "Address already in use"."""
+    import signal
+
+    proc, port = _serve(data)
+    workers = _children(proc.pid)
+    assert len(workers) >= 2, workers
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    deadline = time.monotonic() + 20
+    while any(Path(f"/proc/{w}").exists() for w in workers) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not [
+        w
+        for w in workers
+        if Path(f"/proc/{w}/stat").exists()
+        and "Z" not in (Path(f"/proc/{w}/stat").read_text().rsplit(")", 1)[1].split()[:1])
+    ], "the workers ended with their server"
+    again, _ = _serve(data, port=port)  # the same port: free again
+    try:
+        assert httpx.get(f"http://127.0.0.1:{port}/health", timeout=10).status_code == 200
+    finally:
+        _stop(again)

@@ -195,10 +195,11 @@ def _run_server(options: dict, port: int, workers: int, requests: str = "") -> N
     the environment); `requests`: "all" logs every request, "errors" those answered 4xx/5xx."""
     import uvicorn
 
-    from embedding_assets.web.api import SERVE_CONFIG_ENV
+    from embedding_assets.web.api import SERVE_CONFIG_ENV, SUPERVISOR_ENV
     from embedding_assets.web.request_log import log_config
 
     os.environ[SERVE_CONFIG_ENV] = json.dumps(options)
+    os.environ[SUPERVISOR_ENV] = str(os.getpid())  # its workers end when it is gone
     uvicorn.run(
         "embedding_assets.web.api:app_from_env",
         factory=True,

@@ -348,10 +348,31 @@ def create_app(
 
 
 SERVE_CONFIG_ENV = "EMB_SERVE_CONFIG"
+SUPERVISOR_ENV = "EMB_SERVE_SUPERVISOR"  # pid of the `emb serve` that started the workers
 
 
 def app_from_env() -> FastAPI:
     """The app of one uvicorn worker process, configured by `emb serve` through the
     environment (worker processes import the app by name and take no arguments)."""
     options = json.loads(os.environ[SERVE_CONFIG_ENV])
+    supervisor = os.environ.get(SUPERVISOR_ENV, "")
+    if supervisor.isdigit() and int(supervisor) != os.getpid():
+        exit_with(int(supervisor))
     return create_app(Path(options.pop("db_path")), **options)
+
+
+def exit_with(supervisor: int, every_s: float = 0.5) -> None:
+    """End this worker (SIGTERM: uvicorn's own graceful stop) once `supervisor` is no longer
+    its parent. A `kill -9` of `emb serve` gives it no time to stop its workers, which would
+    go on answering and hold the port, so that a restart failed with "Address already in
+    use"."""
+    import signal
+    import threading
+    import time
+
+    def watch() -> None:
+        while os.getppid() == supervisor:
+            time.sleep(every_s)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="exit-with-emb-serve", daemon=True).start()
