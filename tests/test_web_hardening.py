@@ -390,3 +390,36 @@ def test_workers_end_with_a_killed_server_and_a_restart_works(data: Path):
         assert httpx.get(f"http://127.0.0.1:{port}/health", timeout=10).status_code == 200
     finally:
         _stop(again)
+
+
+def test_slow_and_idle_clients_are_disconnected(data: Path):
+    """A client that sends its headers a byte at a time, or nothing at all, held a connection
+    for as long as it liked; past --header-timeout the server closes it, and a normal
+    request on a kept-alive connection is answered as before."""
+    import socket
+
+    proc, port = _serve(data, "--header-timeout", "2")
+    try:
+        idle, slow = socket.create_connection(("127.0.0.1", port)), None
+        slow = socket.create_connection(("127.0.0.1", port))
+        started = time.monotonic()
+        head = b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: " + b"a" * 100
+        closed_after = None
+        for byte in head:
+            try:
+                slow.sendall(bytes([byte]))
+            except OSError:  # reset: the server has closed it
+                closed_after = time.monotonic() - started
+                break
+            time.sleep(0.25)
+        assert closed_after is not None and closed_after < 8, "the slow client was cut off"
+        idle.settimeout(5)
+        assert idle.recv(100) == b"", "the idle connection was closed"
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
+            for _ in range(3):  # one connection, kept alive between requests
+                assert http.get("/health").status_code == 200
+                time.sleep(0.5)
+        idle.close()
+        slow.close()
+    finally:
+        _stop(proc)

@@ -121,6 +121,12 @@ def serve(
     verbose: bool = typer.Option(
         False, "--verbose", "-v", help="A line per request answered with an error (4xx, 5xx)."
     ),
+    header_timeout: float = typer.Option(
+        10.0,
+        min=0.1,
+        help="Seconds a connection has to send a request's headers (from connecting, or from "
+        "the previous answer); a slower or idle client is disconnected.",
+    ),
     workers: int = typer.Option(
         0, min=0, help="Server processes, each with the index in memory (0: one per CPU, max 4)."
     ),
@@ -158,6 +164,9 @@ def serve(
         "host": host,
         "allowed_hosts": names,
     }
+    from embedding_assets.web.slow_clients import HEAD_TIMEOUT_ENV
+
+    os.environ[HEAD_TIMEOUT_ENV] = str(header_timeout)  # read by each worker's connections
     workers = workers or min(os.cpu_count() or 1, 4)
     for line in serve_lines(host, port, workers):
         typer.echo(line)
@@ -197,6 +206,7 @@ def _run_server(options: dict, port: int, workers: int, requests: str = "") -> N
 
     from embedding_assets.web.api import SERVE_CONFIG_ENV, SUPERVISOR_ENV
     from embedding_assets.web.request_log import log_config
+    from embedding_assets.web.slow_clients import PROTOCOL
 
     os.environ[SERVE_CONFIG_ENV] = json.dumps(options)
     os.environ[SUPERVISOR_ENV] = str(os.getpid())  # its workers end when it is gone
@@ -209,6 +219,7 @@ def _run_server(options: dict, port: int, workers: int, requests: str = "") -> N
         access_log=bool(requests),
         log_config=log_config(errors_only=requests == "errors"),
         log_level=None,  # the levels are log_config's
+        http=PROTOCOL,  # a deadline for each request's headers (slow or idle clients)
     )
 
 
