@@ -184,7 +184,8 @@ def test_a_folder_with_no_labels_runs_and_asks_for_the_first_labels(data_dir: Pa
     assert "steps did not run" not in out and "failed" not in out, out
     flat = " ".join(out.split())
     assert "14 in the catalog (12 usable)" in flat
-    assert f"Bad files 1 corrupt, 1 unsupported, listed by: {emb_command()} sql" in flat, out
+    assert f"Bad files 1 corrupt, 1 unsupported list them: {emb_command()} sql" in flat, out
+    assert f"Folder {folder.resolve()}" in flat, out
     assert "Labels the classifier waits for 2+ classes with 2+ labeled images each; label " in flat
     assert f"the 12 images `{emb_command()} queue` lists first" in flat, out
     assert "promotion_gate" not in out, "the Labels line says it, once"
@@ -208,7 +209,9 @@ def test_a_folder_without_images_is_refused_before_any_run(data_dir: Path, tmp_p
         assert "the catalog is unchanged (it holds 3 usable images from earlier runs)" in out
     missing = tmp_path / "does" / "not" / "exist"
     code, out = _emb("run", "--image-dir", str(missing))
-    assert code == 2 and out.strip() == f"--image-dir {missing}: no such folder; check the path"
+    assert code == 2 and out.strip() == (
+        f"--image-dir {missing}: no such folder; check the path (nothing ran)"
+    )
     code, out = _emb("run", "--image-dir", str(photos / "0.png"))
     assert code == 2 and "a file, not a folder" in out
     config = tmp_path / "run.yaml"

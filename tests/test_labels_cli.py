@@ -8,6 +8,7 @@ from typer.testing import CliRunner
 
 from embedding_assets.catalog.scan import scan_catalog
 from embedding_assets.cli.app import app
+from embedding_assets.cli.console import emb_command
 from resources.storage import DataPaths
 from tests.al_helpers import query
 
@@ -69,6 +70,7 @@ def test_latest_label_counts_and_set_by_path_or_id(data_dir: Path, labeled_folde
     bad = runner.invoke(app, ["label", "set", "999999", "x"])
     assert bad.exit_code == 1 and "line 1" not in bad.output, "an argument has no line number"
     assert bad.output.startswith("rejected: unknown image 999999: not in the catalog; list ids")
+    assert f"list ids and paths: {emb_command()} sql" in bad.output
 
 
 def test_all_rows_bad_writes_nothing(data_dir: Path, labeled_folder: Path, tmp_path: Path):

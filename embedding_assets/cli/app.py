@@ -73,7 +73,8 @@ def _run(
     home = str(default_dagster_home().resolve())
     emb = emb_command()
     full_flag = f"{emb} {command} --full"
-    lines = summary_lines(result, seconds, str(paths().catalog_db), home, full_flag, emb)
+    map_ready = paths().map_points.is_file()
+    lines = summary_lines(result, seconds, str(paths().catalog_db), home, full_flag, emb, map_ready)
     typer.echo("\n".join(lines))
     for line in problem_lines(result):
         typer.secho(line, fg=typer.colors.YELLOW if result.success else typer.colors.RED, err=True)

@@ -50,9 +50,13 @@ def check_local(source: ImageSource, catalog_db: Path) -> Path:
         )
     if not folder.exists():
         hint = "" if folder.is_absolute() else f" (relative to {Path.cwd()})"
-        raise SourceError(f"{source.origin} {folder}: no such folder{hint}; check the path")
+        raise SourceError(
+            f"{source.origin} {folder}: no such folder{hint}; check the path (nothing ran)"
+        )
     if not folder.is_dir():
-        raise SourceError(f"{source.origin} {folder}: a file, not a folder; pass its folder")
+        raise SourceError(
+            f"{source.origin} {folder}: a file, not a folder; pass its folder (nothing ran)"
+        )
     if next(files.walk_images(folder), None) is None:
         others = sum(1 for _ in itertools.islice(_any_files(folder), 10_000))
         plural = "s" if others != 1 else ""

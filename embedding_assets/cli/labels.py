@@ -10,7 +10,6 @@ from embedding_assets.cli.console import catalog_db, emb_command, fail
 from embedding_assets.common import tables
 
 label_app = typer.Typer(help="Add labels to the catalog's append-only labels log.")
-UNKNOWN_HINT = '; list ids and paths: emb sql "select image_id, path from usable_images"'
 
 
 def _report(result, lines: bool = True) -> None:
@@ -22,7 +21,10 @@ def _report(result, lines: bool = True) -> None:
         typer.secho(f"warning: {warning}", fg=typer.colors.YELLOW, err=True)
     for r in result.rejected:
         where = f"line {r.line}: " if lines else ""
-        hint = UNKNOWN_HINT if "unknown image" in r.reason else ""
+        query = 'sql "select image_id, path from usable_images"'
+        hint = (
+            f"; list ids and paths: {emb_command()} {query}" if "unknown image" in r.reason else ""
+        )
         typer.secho(f"{where}rejected: {printable(r.reason)}{hint}", fg=typer.colors.RED, err=True)
     if not lines:  # one label: its line above, or that it was added
         if result.inserted:

@@ -25,19 +25,33 @@ def summary_lines(
     dagster_home: str,
     full_flag: str = "emb run --full",
     emb: str = "emb",
+    map_ready: bool = False,
 ) -> list[str]:
-    """The closing summary, one labelled field per line; `emb`: how the user calls `emb`."""
+    """The closing summary, one labelled field per line; `emb`: how the user calls `emb`,
+    `map_ready`: whether a map export exists (written by this run or an earlier one)."""
     state = "succeeded" if result.success else "FAILED"
     lines = [f"{result.title} {state} in {seconds:.1f} s."]
     catalog = _materialization_metadata(result, "image_catalog")
     if catalog:
+        if catalog.get("image_dir"):
+            lines.append(_field("Folder", str(catalog["image_dir"])))
         lines.append(_field("Images", *_images_items(catalog)))
         bad = {k: v for k, v in (catalog.get("by_status") or {}).items() if k != "ok"}
         if bad:
-            lines.append(_field("Bad files", *_bad_items(bad, emb)))
+            counts = ", ".join(f"{n} {status}" for status, n in sorted(bad.items()))
+            query = "select path, status, error from images where status <> 'ok'"
+            lines.append(
+                _field("Bad files", counts)
+                + "\n"
+                + " " * LABEL_WIDTH
+                + f'list them: {emb} sql "{query}"'
+            )
     embedded = _materialization_metadata(result, "embeddings")
     if embedded:
         lines.append(_field("Embeddings", *_embeddings_items(embedded)))
+    tuned = _materialization_metadata(result, "embedding_model")
+    if tuned.get("status") == "trained" and str(tuned.get("decision", "")).startswith("promoted"):
+        lines.append(_field("Fine-tune", f"of the backbone on your labels, {tuned['decision']}"))
     timings = [f"{name} {s:.1f}" for name, s in _seconds_per_asset(result).items()]
     if timings:
         lines.append(_field("Seconds", *timings))
@@ -52,7 +66,7 @@ def summary_lines(
     lines.append(_field("DuckDB", catalog_db))
     lines.append(_field("Query", f'{emb} sql "select status, count(*) from images group by 1"'))
     lines.append(_field("UI", f"{emb} ui   (DAGSTER_HOME={dagster_home})"))
-    if _materialization_metadata(result, "map_export"):
+    if map_ready or _materialization_metadata(result, "map_export"):
         lines.append(_field("Map", f"{emb} map  (Embedding Atlas in the browser)"))
     return lines
 
@@ -188,13 +202,6 @@ def _images_items(meta: dict[str, Any]) -> list[str]:
     items.append(f"{meta['new']} new this run")
     items += [f"{meta['changed']} changed"] if meta.get("changed") else []
     return items + ([f"{meta['removed']} removed"] if meta.get("removed") else [])
-
-
-def _bad_items(bad: dict[str, int], emb: str) -> list[str]:
-    """Unusable files by reason, and the query that lists them."""
-    items = [f"{n} {status}" for status, n in sorted(bad.items())]
-    query = "select path, status, error from images where status <> 'ok'"
-    return [*items, f'listed by: {emb} sql "{query}"']
 
 
 def _embeddings_items(meta: dict[str, Any]) -> list[str]:
