@@ -310,3 +310,31 @@ def test_next_steps_name_emb_as_the_shell_finds_it(monkeypatch: pytest.MonkeyPat
     assert emb_command() == str(beside.relative_to(beside.parents[2]))  # e.g. .venv/bin/emb
     monkeypatch.chdir(tmp_path)
     assert emb_command() == str(beside)
+
+
+def test_emb_ui_runs_dg_dev_with_the_community_dialog_off(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """`dagster dev` now warns it is superseded by `dg dev`; Dagster's "Join the community"
+    dialog covered the lineage on a first visit (instance setting `nux`)."""
+    import sys
+
+    import yaml
+
+    from embedding_assets.cli import runner as run_mod
+    from embedding_assets.cli.app import ui_command
+
+    args = ui_command(3001, "127.0.0.1")
+    assert args[0] == str(Path(sys.executable).with_name("dg")) and args[1] == "dev"
+    assert args[2:6] == ["-p", "3001", "-h", "127.0.0.1"] and args[6] in ("-w", "-m")
+
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    monkeypatch.setenv("EMB_DATA_DIR", str(tmp_path / "data"))
+    run_mod.ensure_home()
+    yaml_path = tmp_path / "data" / "dagster" / "dagster.yaml"
+    assert yaml.safe_load(yaml_path.read_text())["nux"] == {"enabled": False}
+    older = run_mod.INSTANCE_YAML.replace(run_mod.NUX_YAML, "")  # what emb wrote before
+    yaml_path.write_text(older)
+    run_mod.ensure_home()
+    assert yaml.safe_load(yaml_path.read_text())["nux"] == {"enabled": False}, "upgraded"
+    assert yaml_path.read_text().startswith(older)

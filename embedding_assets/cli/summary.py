@@ -205,7 +205,9 @@ def _images_items(meta: dict[str, Any]) -> list[str]:
 
 
 def _embeddings_items(meta: dict[str, Any]) -> list[str]:
-    items = [f"{meta['embedded_now']} embedded now", f"{meta['from_cache']} from cache"]
+    cached = meta["from_cache"]
+    why = " (embedded earlier: by a past run, or by embedding_model's evaluation)"
+    items = [f"{meta['embedded_now']} embedded now", f"{cached} from cache{why if cached else ''}"]
     if meta.get("failed_to_decode"):
         items.append(f"{meta['failed_to_decode']} failed to decode")
     items.append(f"model key {meta['model_key']}")
