@@ -11,16 +11,17 @@ from __future__ import annotations
 
 import csv
 import fcntl
-import io
+import itertools
 import os
 import random
 import threading
 import time
 import unicodedata
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import duckdb
 import numpy as np
@@ -28,6 +29,9 @@ import numpy as np
 from embedding_assets.catalog import object_store
 from embedding_assets.common import tables
 from resources.duckdb_store import CatalogLockedError, connect, default_lock_timeout_s
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 UNLABELED_FOLDERS = ("unlabeled", "_unlabeled", "unknown")
 IMAGE_COLUMNS = ("path", "image_id", "image", "id")
@@ -57,6 +61,10 @@ SAME_PROCESS_CLASH = "different configuration"
 # Label writers take turns, threads and processes alike (see _writer_turn).
 _THREAD_LOCK = threading.Lock()
 LOCK_SUFFIX = ".labels.lock"
+# Rows parsed, checked and resolved at a time: an import holds a few such chunks as Python
+# objects, and its rows otherwise as columns (bounded memory for a file of millions of rows).
+CHUNK_ROWS = 16_384
+LARGE_IMPORT_MEMORY = "128MB"  # DuckDB's memory for the lookups of an import over CHUNK_ROWS
 
 
 class LabelError(ValueError):
@@ -160,22 +168,38 @@ class _Row:
     by_id: bool
 
 
-def _read_utf8(csv_path: Path) -> str:
-    """The file's text (a leading BOM dropped); ValueError naming the first line not UTF-8."""
-    data = csv_path.read_bytes()
-    if _looks_utf16(data):
+def _check_encoding(csv_path: Path) -> None:
+    """ValueError for a file that is not UTF-8: UTF-16 said as such (its first bytes tell),
+    anything else with the line of its first byte that is not UTF-8."""
+    with csv_path.open("rb") as fh:
+        head = fh.read(4096)
+    if _looks_utf16(head):
         raise ValueError(
             f"{csv_path}: is UTF-16 (or UTF-32) text, not UTF-8; save it as UTF-8 CSV "
             '("CSV UTF-8" in Excel; not "Unicode Text")'
         )
-    try:
-        return data.decode("utf-8").removeprefix("\ufeff")
-    except UnicodeDecodeError as exc:
-        line = data[: exc.start].count(b"\n") + 1
-        raise ValueError(
-            f"{csv_path}: line {line} is not UTF-8 text (byte 0x{data[exc.start]:02x}; the file "
-            'looks like Latin-1/Windows-1252); save it as UTF-8 CSV ("CSV UTF-8" in Excel)'
-        ) from exc
+
+
+def _not_utf8(csv_path: Path) -> ValueError:
+    """The error for a file that is not UTF-8, naming the line of its first bad byte (read
+    again in blocks: only on this path)."""
+    import codecs
+
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    line = 1
+    with csv_path.open("rb") as fh:
+        while block := fh.read(1 << 20):
+            try:
+                decoder.decode(block)
+            except UnicodeDecodeError as exc:
+                line += block[: exc.start].count(b"\n")
+                byte = block[exc.start]
+                return ValueError(
+                    f"{csv_path}: line {line} is not UTF-8 text (byte 0x{byte:02x}; the file "
+                    'looks like Latin-1/Windows-1252); save it as UTF-8 CSV ("CSV UTF-8" in Excel)'
+                )
+            line += block.count(b"\n")
+    return ValueError(f"{csv_path}: ends inside a UTF-8 character; save it as UTF-8 CSV")
 
 
 def _looks_utf16(data: bytes) -> bool:
@@ -197,99 +221,178 @@ def _seems_delimited_by(records: list[list[str]]) -> str | None:
     return best if counts[best] else None
 
 
-def read_label_rows(csv_path: Path) -> tuple[list[_Row], list[Rejected], list[str]]:
-    """Parse `csv_path`: a header naming `label` and one of path/image_id/image/id, or two
-    columns without a header (image path or id, label). Extra columns are ignored with a
-    warning (the third item returned)."""
-    text = _read_utf8(csv_path)
-    # Read as a stream: only \r and \n end a record (str.splitlines also breaks at \x1c, \x85,
-    # U+2028..., which cut a label in two), a quoted newline stays in its field, and each record
-    # keeps the line it starts on.
-    # A field may be as long as the file (csv's own limit, 131,072 characters, would stop the
-    # whole import at an over-long label instead of rejecting its row).
-    reader = csv.reader(io.StringIO(text, newline=""))
-    records: list[list[str]] = []
-    first_lines: list[int] = []
-    spans: dict[int, int] = {}  # record index -> its last line, for records over several lines
-    next_line = 1
-    limit = csv.field_size_limit(max(len(text) + 1, csv.field_size_limit()))
+@dataclass
+class LabelRows:
+    """The valid rows of a label file, ready for the catalog's lookups (see _lookup_rows), as
+    columns: a few bytes per row rather than Python objects, so a file of millions of rows is
+    read in bounded memory; with the rows refused while reading, and the warnings."""
+
+    table: pa.Table
+    rejected: list[Rejected]
+    warnings: list[str]
+
+
+def _lookup_rows(rows: list[_Row], base: Path, rejected: list[Rejected]) -> pa.Table:
+    """The label rules (clean_label) and id bounds on each row, the refused ones into
+    `rejected`; the others as the catalog's lookups want them: line, label as stored, and an
+    id, or a path resolved against `base` (with its raw bytes when it is not valid UTF-8)."""
+    import pyarrow as pa
+
+    lines, labels, ids, paths, raws = [], [], [], [], []
+    for r in rows:
+        if r.by_id and not _id_in_range(r.ref):
+            why = f"image_id {_short(printable(r.ref))} is out of range (ids are 64-bit integers)"
+            rejected.append(Rejected(r.line, why))
+            continue
+        try:
+            label = clean_label(r.label)
+        except LabelError:
+            try:  # again, for the message that names the image
+                clean_label(r.label, f"label for {_short(printable(r.ref))}")
+            except LabelError as exc:
+                rejected.append(Rejected(r.line, str(exc)))
+            continue
+        path = None if r.by_id else _resolve_path(r.ref, base)
+        lines.append(r.line)
+        labels.append(label)
+        ids.append(int(r.ref) if r.by_id else None)
+        paths.append(None if path is None else printable(path))
+        raws.append(None if path is None else _raw_path(path))
+    return pa.table(
+        {
+            "line": pa.array(lines, pa.int64()),
+            "label": pa.array(labels, pa.string()),
+            "id": pa.array(ids, pa.int64()),
+            "path": pa.array(paths, pa.string()),
+            "path_bytes": pa.array(raws, pa.binary()),
+        }
+    )
+
+
+def read_label_rows(csv_path: Path) -> LabelRows:
+    """Parse and check `csv_path`, streaming, CHUNK_ROWS rows at a time: a header naming
+    `label` and one of path/image_id/image/id, or two columns without a header (image path or
+    id, label). Extra columns are ignored with a warning; paths are relative to the file's
+    folder (or the working directory)."""
+    import pyarrow as pa
+
+    _check_encoding(csv_path)
+    out = LabelRows(_lookup_rows([], csv_path.parent, []), [], [])
+    chunks: list[pa.Table] = []
+    limit = csv.field_size_limit(max(csv_path.stat().st_size + 1, csv.field_size_limit()))
     try:
-        for record in reader:
-            if any("\n" in c or "\r" in c for c in record):  # a quoted line break
-                spans[len(records)] = reader.line_num
-            records.append(record)
-            first_lines.append(next_line)
-            next_line = reader.line_num + 1
+        with csv_path.open(encoding="utf-8-sig", newline="") as fh:
+            # only \r and \n end a record (str.splitlines also breaks at \x1c, \x85,
+            # U+2028...), a quoted newline stays in its field, each record keeps its first line
+            reader = csv.reader(fh)
+            numbered = _numbered(reader)
+            peek = list(itertools.islice(numbered, 50))
+            if not peek:
+                return out
+            layout = _layout(csv_path, [r for _, _, r in peek], out.warnings)
+            pending: list[_Row] = []
+            widest = 0
+            for line, last, record in itertools.chain(peek[layout.start :], numbered):
+                widest = max(widest, len(record))
+                row = _parse_row(line, last, record, layout, out.rejected)
+                if row is not None:
+                    pending.append(row)
+                if len(pending) >= CHUNK_ROWS:
+                    chunks.append(_lookup_rows(pending, csv_path.parent, out.rejected))
+                    pending = []
+            chunks.append(_lookup_rows(pending, csv_path.parent, out.rejected))
+    except UnicodeDecodeError:
+        raise _not_utf8(csv_path) from None
     finally:
         csv.field_size_limit(limit)
-    rows: list[_Row] = []
-    rejected: list[Rejected] = []
-    warnings: list[str] = []
-    if not records:
-        return rows, rejected, warnings
-    header = [h.strip().lower() for h in records[0]]
-    image_col, label_col, forced_id, start = 0, 1, None, 0
-    if "label" in header:
-        label_col = header.index("label")
-        found = [c for c in IMAGE_COLUMNS if c in header]
-        if not found:
-            raise ValueError(
-                f"{csv_path}: the header {records[0]} has `label` but no image column; "
-                f"name it one of {', '.join(IMAGE_COLUMNS)}"
-            )
-        image_col = header.index(found[0])
-        forced_id = found[0] in ("image_id", "id") or None
-        start = 1
-        extra = [
-            records[0][i].strip() or f"#{i + 1}"
-            for i in range(len(header))
-            if i not in (image_col, label_col)
-        ]
-        if extra:
-            warnings.append(
-                f"ignored column(s) {', '.join(extra)}: only {records[0][image_col].strip()} "
-                "and label are imported"
-            )
-    else:
-        widest = max(len(r) for r in records)
-        if widest > 2:
-            warnings.append(
-                f"ignored column(s) 3-{widest}: without a header only the first two "
-                "(image path or id, label) are imported"
-            )
-    other = _seems_delimited_by(records[start:] or records)
-    for offset, record in enumerate(records[start:]):
-        line = first_lines[start + offset]
-        if not record or all(not cell.strip() for cell in record):
-            continue  # blank lines are not rows
-        if start + offset in spans:  # a quote left open reads the next lines into one field
-            last = spans[start + offset]
+    if not layout.header and max(widest, 0) > 2:
+        out.warnings.append(
+            f"ignored column(s) 3-{widest}: without a header only the first two "
+            "(image path or id, label) are imported"
+        )
+    out.table = pa.concat_tables(chunks)
+    return out
+
+
+def _numbered(reader) -> Iterator[tuple[int, int, list[str]]]:
+    """(first line, last line, record) of each record."""
+    next_line = 1
+    for record in reader:
+        yield next_line, reader.line_num, record
+        next_line = reader.line_num + 1
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """Where the image and the label are in a file's records."""
+
+    image_col: int
+    label_col: int
+    forced_id: bool | None  # the header says ids (image_id, id); None: decided per row
+    start: int  # records before the first row (the header)
+    header: bool
+    other_delimiter: str | None  # a delimiter the file seems to use instead of commas
+
+
+def _layout(csv_path: Path, first: list[list[str]], warnings: list[str]) -> _Layout:
+    header = [h.strip().lower() for h in first[0]]
+    if "label" not in header:
+        return _Layout(0, 1, None, 0, False, _seems_delimited_by(first))
+    label_col = header.index("label")
+    found = [c for c in IMAGE_COLUMNS if c in header]
+    if not found:
+        raise ValueError(
+            f"{csv_path}: the header {first[0]} has `label` but no image column; "
+            f"name it one of {', '.join(IMAGE_COLUMNS)}"
+        )
+    image_col = header.index(found[0])
+    extra = [
+        first[0][i].strip() or f"#{i + 1}"
+        for i in range(len(header))
+        if i not in (image_col, label_col)
+    ]
+    if extra:
+        warnings.append(
+            f"ignored column(s) {', '.join(extra)}: only {first[0][image_col].strip()} "
+            "and label are imported"
+        )
+    forced = found[0] in ("image_id", "id") or None
+    return _Layout(image_col, label_col, forced, 1, True, _seems_delimited_by(first[1:] or first))
+
+
+def _parse_row(
+    line: int, last: int, record: list[str], layout: _Layout, rejected: list[Rejected]
+) -> _Row | None:
+    """The row of one record, or None (a blank line, or refused: its reason in `rejected`)."""
+    if not record or all(not cell.strip() for cell in record):
+        return None  # blank lines are not rows
+    if any("\n" in c or "\r" in c for c in record):  # a quote left open
+        reason = (
+            f'a quote (") opened on line {line} closes only on line {last} (or never), so '
+            f"lines {line}-{last} were read as one row; close the quote on its line"
+        )
+        rejected.append(Rejected(line, reason))
+        return None
+    if len(record) <= max(layout.image_col, layout.label_col):
+        reason = f"malformed row: expected an image and a label, got {_short(str(record))}"
+        other = layout.other_delimiter
+        if other is not None and len(record) == 1 and other in record[0]:
             reason = (
-                f'a quote (") opened on line {line} closes only on line {last} (or never), so '
-                f"lines {line}-{last} were read as one row; close the quote on its line"
+                f"malformed row: expected a comma (,) between image and label, but the file "
+                f"seems to use {OTHER_DELIMITERS[other]} as delimiter; save it as "
+                f"comma-separated CSV (got {_short(str(record))})"
             )
-            rejected.append(Rejected(line, reason))
-            continue
-        if len(record) <= max(image_col, label_col):
-            reason = f"malformed row: expected an image and a label, got {record}"
-            if other is not None and len(record) == 1 and other in record[0]:
-                reason = (
-                    f"malformed row: expected a comma (,) between image and label, but the file "
-                    f"seems to use {OTHER_DELIMITERS[other]} as delimiter; save it as "
-                    f"comma-separated CSV (got {record})"
-                )
-            rejected.append(Rejected(line, reason))
-            continue
-        ref, label = record[image_col].strip(), record[label_col]
-        if not ref:
-            rejected.append(Rejected(line, "empty image path/id"))
-            continue
-        by_id = forced_id if forced_id is not None else _is_id(ref)
-        if by_id and not _is_id(ref):
-            rejected.append(Rejected(line, f"image_id {_short(ref)!r} is not an integer"))
-            continue
-        rows.append(_Row(line, ref, label, bool(by_id)))  # the label rules: in write_labels
-    return rows, rejected, warnings
+        rejected.append(Rejected(line, reason))
+        return None
+    ref, label = record[layout.image_col].strip(), record[layout.label_col]
+    if not ref:
+        rejected.append(Rejected(line, "empty image path/id"))
+        return None
+    by_id = layout.forced_id if layout.forced_id is not None else _is_id(ref)
+    if by_id and not _is_id(ref):
+        rejected.append(Rejected(line, f"image_id {_short(ref)!r} is not an integer"))
+        return None
+    return _Row(line, ref, label, bool(by_id))  # the label rules: in write_labels
 
 
 def _short(text: str, limit: int = 120) -> str:
@@ -333,27 +436,6 @@ def _resolve_path(ref: str, base: Path) -> str:
         if (root / p).exists():
             return str((root / p).resolve())
     return str((base / p).resolve())
-
-
-def _check_rows(rows: list[_Row]) -> tuple[list[_Row], list[Rejected]]:
-    """The label rules (clean_label) and id bounds on every row: the valid rows with their label
-    as stored, and the rejected ones."""
-    good: list[_Row] = []
-    rejected: list[Rejected] = []
-    for r in rows:
-        ref = _short(printable(r.ref))
-        if r.by_id and not _id_in_range(r.ref):
-            rejected.append(
-                Rejected(r.line, f"image_id {ref} is out of range (ids are 64-bit integers)")
-            )
-            continue
-        try:
-            label = clean_label(r.label, f"label for {ref}")
-        except LabelError as exc:
-            rejected.append(Rejected(r.line, str(exc)))
-            continue
-        good.append(_Row(r.line, r.ref, label, r.by_id))
-    return good, rejected
 
 
 @contextmanager
@@ -438,107 +520,106 @@ class LabelWriteError(RuntimeError):
     """The catalog's answer did not account for every row: nothing was written (rolled back)."""
 
 
+# Each row of `refs` (see _lookup_rows) with the image it names, if any: three equi-joins
+# (by id, by raw bytes, by path), not one join on an OR, which DuckDB runs as a nested loop.
+MATCH_SQL = f"""
+    WITH hits AS (
+        SELECT r.line, i.image_id FROM refs r JOIN {tables.IMAGES} i ON i.image_id = r.id
+        UNION ALL
+        SELECT r.line, i.image_id FROM refs r JOIN {tables.IMAGES} i ON i.path_bytes = r.path_bytes
+        UNION ALL
+        SELECT r.line, i.image_id FROM refs r JOIN {tables.IMAGES} i ON i.path = r.path
+        WHERE r.path_bytes IS NULL AND i.path_bytes IS NULL
+    )
+    SELECT r.line, i.image_id, i.removed_at IS NOT NULL AS removed, i.status, i.error,
+           i.image_id IS NOT NULL AND i.removed_at IS NULL AND i.status = 'ok' AS usable
+    FROM refs r
+    LEFT JOIN (SELECT line, min(image_id) AS image_id FROM hits GROUP BY line) h USING (line)
+    LEFT JOIN {tables.IMAGES} i ON i.image_id = h.image_id"""
+
+
+def _memory_limit(con: duckdb.DuckDBPyConnection, limit: str) -> None:
+    """Set DuckDB's memory limit back (the instance may be shared in this process); after a
+    failed write the connection may refuse, and it closes next anyway."""
+    with suppress(duckdb.Error):
+        con.execute(f"SET memory_limit = '{limit}'")
+
+
 def write_labels(
     db_path: Path,
-    rows: list[_Row],
+    rows: pa.Table | list[_Row],
     source: str,
     base: Path,
     timeout_s: float | None = None,
 ) -> ImportResult:
     """Validate every row (the label rules, id bounds), look every image up, reject unknown,
-    removed or unusable ones, insert the rest atomically.
+    removed or unusable ones, insert the rest atomically. `rows`: a few _Row (checked here,
+    paths relative to `base`), or the table of a LabelRows (checked while read).
 
     A path that is not valid UTF-8 (surrogate escapes, as Python decodes such a command-line
     argument) is looked up by its bytes in `images.path_bytes`, the others by `images.path`.
     Every row ends up either inserted or rejected with its reason: a lookup that misses a row,
     or an insert that adds another number of rows, rolls the transaction back (LabelWriteError).
+    The rows stay columns throughout (Arrow, then DuckDB): millions of rows cost megabytes, and
+    only the rejected ones come back to Python.
     """
     import pyarrow as pa
 
     result = ImportResult()
-    rows, result.rejected = _check_rows(rows)
-    if not rows:
+    refs = rows if isinstance(rows, pa.Table) else _lookup_rows(rows, base, result.rejected)
+    if refs.num_rows == 0:
         return result
-    paths = [None if r.by_id else _resolve_path(r.ref, base) for r in rows]
-    raw = [None if p is None else _raw_path(p) for p in paths]
-    refs = pa.table(
-        {
-            "line": pa.array([r.line for r in rows], pa.int64()),
-            "path": pa.array([None if p is None else printable(p) for p in paths], pa.string()),
-            "path_bytes": pa.array(raw, pa.binary()),
-            "id": pa.array([int(r.ref) if r.by_id else None for r in rows], pa.int64()),
-        }
-    )
-    by_line = {r.line: r for r in rows}
     if timeout_s is None:
         timeout_s = default_lock_timeout_s()
     with (
         _writer_turn(db_path, timeout_s) as deadline,
         _connect_soon(db_path, timeout_s, deadline) as con,
+        ExitStack() as stack,
     ):
         con.begin()  # also completes the schema check's result, which register() requires
         con.register("refs", refs)
-        # three equi-joins (by id, by raw bytes, by path), not one join on an OR: DuckDB
-        # runs an OR join as a nested loop, rows x images comparisons
-        matched = con.execute(
-            f"""
-            WITH hits AS (
-                SELECT r.line, i.image_id FROM refs r
-                JOIN {tables.IMAGES} i ON i.image_id = r.id
-                UNION ALL
-                SELECT r.line, i.image_id FROM refs r
-                JOIN {tables.IMAGES} i ON i.path_bytes = r.path_bytes
-                UNION ALL
-                SELECT r.line, i.image_id FROM refs r
-                JOIN {tables.IMAGES} i ON i.path = r.path
-                WHERE r.path_bytes IS NULL AND i.path_bytes IS NULL
-            )
-            SELECT r.line, coalesce(r.path, CAST(r.id AS VARCHAR)) AS ref,
-                   i.image_id, i.removed_at IS NOT NULL AS removed, i.status, i.error
-            FROM refs r
-            LEFT JOIN (SELECT line, min(image_id) AS image_id FROM hits GROUP BY line) h
-                USING (line)
-            LEFT JOIN {tables.IMAGES} i ON i.image_id = h.image_id
-            ORDER BY r.line
-            """
-        ).fetchall()
-        if sorted(m[0] for m in matched) != sorted(by_line):
+        if refs.num_rows > CHUNK_ROWS:  # a large file: DuckDB's joins spill rather than grow
+            (limit,) = con.execute("SELECT current_setting('memory_limit')").fetchall()[0]
+            stack.callback(_memory_limit, con, limit)
+            con.execute(f"SET memory_limit = '{LARGE_IMPORT_MEMORY}'")
+        con.execute(f"CREATE TEMP TABLE matched AS {MATCH_SQL}")
+        (n_matched, n_usable) = con.execute(
+            "SELECT count(*), count(*) FILTER (usable) FROM matched"
+        ).fetchall()[0]
+        if n_matched != refs.num_rows:
             raise LabelWriteError(
-                f"the catalog's lookup answered {len(matched)} row(s) for {len(rows)}; "
+                f"the catalog's lookup answered {n_matched} row(s) for {refs.num_rows}; "
                 "nothing was written, try again"
             )
-        good: list[tuple[int, str]] = []
-        for line, ref, image_id, removed, status, error in matched:
+        refused = con.execute(
+            "SELECT m.line, coalesce(r.path, CAST(r.id AS VARCHAR)), m.image_id, m.removed, "
+            "m.status, m.error FROM matched m JOIN refs r USING (line) WHERE NOT m.usable"
+        ).fetchall()
+        for line, ref, image_id, removed, status, error in refused:
             if image_id is None:
                 result.rejected.append(Rejected(line, f"unknown image {ref}: not in the catalog"))
             elif removed:
                 result.rejected.append(Rejected(line, f"image {ref} was removed from its folder"))
-            elif status != "ok":
+            else:
                 result.rejected.append(
                     Rejected(line, f"image {ref} is {status} and cannot be used ({error})")
                 )
-            else:
-                good.append((image_id, by_line[line].label))
-        if good:
-            batch = pa.table(
-                {
-                    "image_id": pa.array([g[0] for g in good], pa.int64()),
-                    "label": pa.array([g[1] for g in good], pa.string()),
-                }
-            )
-            con.register("batch", batch)
+        if n_usable:
             (added,) = con.execute(
                 f"INSERT INTO {tables.LABELS} (image_id, label, source) "
-                "SELECT image_id, label, ? FROM batch",
+                "SELECT m.image_id, r.label, ? FROM matched m JOIN refs r USING (line) "
+                "WHERE m.usable ORDER BY m.line",
                 [source],
             ).fetchall()[0]
-            if added != len(good):
+            if added != n_usable:
                 raise LabelWriteError(
-                    f"the catalog added {added} row(s) for {len(good)}; nothing was "
+                    f"the catalog added {added} row(s) for {n_usable}; nothing was "
                     "written, try again"
                 )
+        con.execute("DROP TABLE matched")
+        con.unregister("refs")
         con.commit()
-    result.inserted = len(good)
+    result.inserted = int(n_usable)
     result.rejected.sort(key=lambda r: r.line)
     return result
 
@@ -558,10 +639,10 @@ def import_csv(db_path: Path, csv_path: Path, timeout_s: float | None = None) ->
     """Import `csv_path` into the labels log with source `csv:<file name>`."""
     if not csv_path.is_file():
         raise FileNotFoundError(f"{csv_path} not found; pass a CSV of image path (or id), label")
-    rows, rejected, warnings = read_label_rows(csv_path)
-    result = write_labels(db_path, rows, f"csv:{csv_path.name}", csv_path.parent, timeout_s)
-    result.rejected = sorted(rejected + result.rejected, key=lambda r: r.line)
-    result.warnings = warnings
+    parsed = read_label_rows(csv_path)
+    result = write_labels(db_path, parsed.table, f"csv:{csv_path.name}", csv_path.parent, timeout_s)
+    result.rejected = sorted(parsed.rejected + result.rejected, key=lambda r: r.line)
+    result.warnings = parsed.warnings
     return result
 
 
