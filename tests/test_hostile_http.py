@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import json
+import struct
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,6 +51,38 @@ ATTACKS = [
         for body in ['{"image_ids":[ID],"label":' + json.dumps(ch + "god") + "}"]
     ],
 ]
+
+
+def _png(width: int, height: int, *chunks: tuple[bytes, bytes]) -> bytes:
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        crc = zlib.crc32(kind + data) & 0xFFFFFFFF
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
+
+    head = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", head) + b"".join(chunk(*c) for c in chunks)
+
+
+# A PNG that claims 6000 x 6000 pixels (under the pixel limit) and holds next to none of them.
+TRUNCATED = {
+    "header and end only": _png(6000, 6000, (b"IEND", b"")),
+    "a few rows, then the end": _png(
+        6000, 6000, (b"IDAT", zlib.compress(bytes(999))), (b"IEND", b"")
+    ),
+    "cut inside its data (97 bytes)": _png(6000, 6000, (b"IDAT", zlib.compress(bytes(99_999))))[
+        :97
+    ],
+}
+
+
+@pytest.mark.parametrize("name", TRUNCATED)
+def test_a_truncated_upload_is_a_400(served, name: str):
+    client, _, _ = served
+    data = TRUNCATED[name]
+    one = client.post("/search", files={"file": ("q.png", data, "image/png")}, data={"k": "3"})
+    assert one.status_code == 400 and "truncated" in one.json()["detail"], one.text
+    many = [("files", ("a.png", data, "image/png"))]
+    batch = client.post("/search/batch/upload", files=many, data={"k": "3"})
+    assert batch.status_code == 400 and batch.json()["detail"].startswith("a.png: "), batch.text
 
 
 @pytest.fixture(scope="module")

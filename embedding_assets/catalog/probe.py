@@ -27,6 +27,12 @@ EXIF_ORIENTATION = 0x0112
 QUARTER_TURNS = {5, 6, 7, 8}
 
 
+def max_object_bytes(max_pixels: int) -> int:
+    """The most bytes an image of `max_pixels` can take (uncompressed 16-bit RGBA, plus room
+    for headers and metadata): an object in storage over it is refused before it is fetched."""
+    return max_pixels * 8 + 65_536
+
+
 @dataclass
 class Probe:
     """What reading a file told us."""
@@ -48,6 +54,14 @@ def probe(found: FoundFile, max_pixels: int = DEFAULT_MAX_PIXELS) -> Probe:
         hint = "fix or remove the file (a broken or looping symlink, a device or a pipe)"
         return Probe(status="unreadable", error=f"{found.error}; {hint}")
     ext = os.path.splitext(found.path)[1].lower()
+    limit = max_object_bytes(max_pixels)
+    if object_store.is_url(found.path) and found.size is not None and found.size > limit:
+        return Probe(  # not fetched: the one read would hold it all in memory
+            status="unsupported",
+            error=f"object of {found.size:,} bytes, over the {limit:,} an image of "
+            "max_image_pixels can take; raise max_image_pixels in the image_catalog config if "
+            "it is an image",
+        )
     try:
         if object_store.is_url(found.path):  # one read of the object: hash and decode its bytes
             data = object_store.read_bytes(found.path)

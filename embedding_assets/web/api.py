@@ -308,8 +308,8 @@ def create_app(
         file: Annotated[UploadFile, File(description="The query image.")],
         k: Annotated[int, Form(ge=1, le=max_k, description=f"Results, 1 to {max_k}.")] = 10,
     ) -> Response:
+        image = open_upload(file.file.read(), max_pixels)  # bad bytes: a 400, index or not
         s = searcher()
-        image = open_upload(file.file.read(), max_pixels)
         try:
             return answer(s, {"upload": file.filename}, s.by_image(image, k))
         except QueryError as exc:
@@ -333,8 +333,8 @@ def create_app(
     ) -> Response:
         """Many uploaded images embedded in one batch; all must decode (400/413 otherwise)."""
         check_batch(len(files))
-        s = searcher()
         images = [_named_upload(f, max_pixels) for f in files]
+        s = searcher()
         try:
             found = s.by_images(images, k)
         except QueryError as exc:
