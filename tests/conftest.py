@@ -18,6 +18,7 @@ from PIL import Image
 
 from tests import tiers
 from tests.helpers import SHARED_CIFAR, write_image
+from tests.ray_cluster import running_cluster
 
 
 @pytest.fixture
@@ -44,6 +45,14 @@ def labeled_folder(tmp_path: Path) -> Path:
     for i in range(4):
         write_image(root / "unlabeled" / f"u_{i}.png", size=(24, 24), seed=1000 + i)
     return root
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory):
+    """A two-node Ray cluster on loopback in a network namespace of its own, per test module
+    (tests/ray_cluster.py); skipped where this machine cannot make one."""
+    with running_cluster(tmp_path_factory) as found:
+        yield found
 
 
 @pytest.fixture

@@ -65,16 +65,18 @@ def main() -> None:
     retried: list[str] = []
     vectors: dict[int, np.ndarray] = {}
     failed: dict[int, str] = {}
+    returned = 0  # indexes that came back, doubles included (the dict would hide them)
     stall = {} if args.stall_seconds is None else {"stall_seconds": args.stall_seconds}
     for batch in embed_paths_on_ray(
         EmbedParams(), paths, batch_size=args.batch_size, on_retry=retried.append, **stall
     ):
         vectors.update(zip(batch.indexes, batch.vectors, strict=True))
         failed.update(batch.errors)
+        returned += len(batch.indexes) + len(batch.errors)
     args.out.mkdir(parents=True, exist_ok=True)
     order = sorted(vectors)
     np.save(args.out / "vectors.npy", np.stack([vectors[i] for i in order]))
-    summary = {"indexes": order, "failed": failed, "retried": retried}
+    summary = {"indexes": order, "failed": failed, "retried": retried, "returned": returned}
     (args.out / "summary.json").write_text(json.dumps(summary))
 
 
