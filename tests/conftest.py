@@ -1,4 +1,5 @@
-"""Shared fixtures: an isolated data directory per test and real image files to scan."""
+"""Shared fixtures: an isolated data directory per test, real image files to scan, and the
+servers several test modules share (moto's S3 server, a Ray cluster)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ if os.environ.get("PYTEST_XDIST_WORKER") and "OMP_NUM_THREADS" not in os.environ
     # for the worker and the processes it starts, rather than four threads fighting for two.
     # Set before numpy and torch load, as they read it once.
     os.environ["OMP_NUM_THREADS"] = "1"
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +19,7 @@ import pytest
 from PIL import Image
 
 from tests import tiers
+from tests.dagster_server import free_port
 from tests.helpers import SHARED_CIFAR, write_image
 from tests.ray_cluster import running_cluster
 
@@ -45,6 +48,17 @@ def labeled_folder(tmp_path: Path) -> Path:
     for i in range(4):
         write_image(root / "unlabeled" / f"u_{i}.png", size=(24, 24), seed=1000 + i)
     return root
+
+
+@pytest.fixture(scope="module")
+def s3_endpoint() -> Iterator[str]:
+    """moto's S3 server, a real HTTP endpoint on 127.0.0.1, one per test module."""
+    moto_server = pytest.importorskip("moto.server", reason="pip install 'moto[server]'")
+    port = free_port()
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    yield f"http://127.0.0.1:{port}"
+    server.stop()
 
 
 @pytest.fixture(scope="module")

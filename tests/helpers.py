@@ -50,3 +50,21 @@ def fs_supports_non_utf8(folder: Path) -> bool:
         return True
     except OSError:
         return False
+
+
+def use_s3(monkeypatch, endpoint: str, **more: str) -> None:
+    """Point botocore at `endpoint` through the standard AWS environment variables (test keys;
+    `more`: other variables, e.g. AWS_MAX_ATTEMPTS), with no s3fs client cached from before
+    (one would keep another endpoint)."""
+    import s3fs
+
+    env = {
+        "AWS_ENDPOINT_URL": endpoint,
+        "AWS_ACCESS_KEY_ID": "test",
+        "AWS_SECRET_ACCESS_KEY": "test",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        **more,
+    }
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    s3fs.S3FileSystem.clear_instance_cache()

@@ -5,7 +5,7 @@ reason, the rest of the scan kept and no object ever called corrupt for a fault 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,22 +16,11 @@ from embedding_assets.catalog import object_store
 from embedding_assets.catalog.scan import scan_catalog
 from embedding_assets.cli.app import app
 from resources.duckdb_store import connect
-from tests.dagster_server import free_port
-from tests.helpers import write_image
+from tests.helpers import use_s3, write_image
 
 s3fs = pytest.importorskip("s3fs", reason="pip install 'embedding-assets[dev]' (s3fs)")
-moto_server = pytest.importorskip("moto.server", reason="pip install 'moto[server]'")
 
 MAX_PIXELS = 4096  # so that a "huge" object is 100 KB, not gigabytes
-
-
-@pytest.fixture(scope="module")
-def endpoint() -> Iterator[str]:
-    port = free_port()
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    yield f"http://127.0.0.1:{port}"
-    server.stop()
 
 
 @dataclass
@@ -45,17 +34,9 @@ class Store:
 
 
 @pytest.fixture
-def s3(endpoint: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Store:
+def s3(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Store:
     """A bucket of its own per test (a fault may leave it unreachable), three good images."""
-    for name, value in {
-        "AWS_ENDPOINT_URL": endpoint,
-        "AWS_ACCESS_KEY_ID": "test",
-        "AWS_SECRET_ACCESS_KEY": "test",
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_MAX_ATTEMPTS": "1",
-    }.items():
-        monkeypatch.setenv(name, value)
-    s3fs.S3FileSystem.clear_instance_cache()
+    use_s3(monkeypatch, s3_endpoint, AWS_MAX_ATTEMPTS="1")
     store = Store(s3fs.S3FileSystem(), f"hostile-{uuid.uuid4().hex[:12]}")
     store.fs.mkdir(store.bucket)
     for i in range(3):

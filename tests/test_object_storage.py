@@ -21,36 +21,19 @@ from embedding_assets.cli.app import app
 from embedding_assets.embedding import sets as vectors
 from embedding_assets.web.thumbnails import Thumbnails
 from tests.dagster_server import free_port
-from tests.helpers import write_image
+from tests.helpers import use_s3, write_image
 
 s3fs = pytest.importorskip("s3fs", reason="pip install 'embedding-assets[dev]' (s3fs)")
-moto_server = pytest.importorskip("moto.server", reason="pip install 'moto[server]'")
+pytest.importorskip("moto.server", reason="pip install 'moto[server]'")
 
 BUCKET = "images"
 PREFIX = f"s3://{BUCKET}/set"
 
 
-@pytest.fixture(scope="module")
-def endpoint() -> Iterator[str]:
-    """One moto S3 server for the module, on 127.0.0.1 only."""
-    port = free_port()
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    yield f"http://127.0.0.1:{port}"
-    server.stop()
-
-
 @pytest.fixture
-def s3(endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[s3fs.S3FileSystem]:
+def s3(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[s3fs.S3FileSystem]:
     """An empty bucket, reached through the standard AWS environment variables."""
-    for name, value in {
-        "AWS_ENDPOINT_URL": endpoint,
-        "AWS_ACCESS_KEY_ID": "test",
-        "AWS_SECRET_ACCESS_KEY": "test",
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }.items():
-        monkeypatch.setenv(name, value)
-    s3fs.S3FileSystem.clear_instance_cache()  # a cached client would keep another endpoint
+    use_s3(monkeypatch, s3_endpoint)
     fs = s3fs.S3FileSystem()
     fs.mkdir(BUCKET)
     yield fs

@@ -71,10 +71,10 @@ def _run(
         result = run_everything(run_config, verbose=verbose, on_orphan=warn, full=full)
     seconds = time.perf_counter() - start
     home = str(default_dagster_home().resolve())
-    emb = emb_command()
-    full_flag = f"{emb} {command} --full"
     map_ready = paths().map_points.is_file()
-    lines = summary_lines(result, seconds, str(paths().catalog_db), home, full_flag, emb, map_ready)
+    lines = summary_lines(
+        result, seconds, str(paths().catalog_db), home, command, emb_command(), map_ready
+    )
     typer.echo("\n".join(lines))
     for line in problem_lines(result):
         typer.secho(line, fg=typer.colors.YELLOW if result.success else typer.colors.RED, err=True)

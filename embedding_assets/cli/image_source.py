@@ -11,8 +11,10 @@ from pathlib import Path
 
 from embedding_assets.catalog import files
 from embedding_assets.common import tables
-from embedding_assets.common.settings import IMAGE_DIR_ENV
+from embedding_assets.common.settings import IMAGE_DIR_ENV, default_image_dir
 from resources.duckdb_store import connect
+
+DEMO = "the demo folder"  # the origin of the folder when nothing names one
 
 
 @dataclass(frozen=True)
@@ -29,21 +31,19 @@ class SourceError(ValueError):
 
 def choose(flag: str | None, config_value: str | None, config_name: str) -> ImageSource:
     """The flag's folder, else the config file's, else $EMB_IMAGE_DIR, else the demo folder."""
-    from embedding_assets.common.settings import default_image_dir
-
     if flag:
         return ImageSource(flag, "--image-dir")
     if config_value:
         return ImageSource(config_value, f"image_dir in {config_name}")
     if os.environ.get(IMAGE_DIR_ENV):
         return ImageSource(os.environ[IMAGE_DIR_ENV], f"${IMAGE_DIR_ENV}")
-    return ImageSource(default_image_dir(), "the demo folder")
+    return ImageSource(default_image_dir(), DEMO)
 
 
 def check_local(source: ImageSource, catalog_db: Path) -> Path:
     """The folder, resolved, if it exists and holds at least one image file."""
     folder = Path(source.folder).expanduser()
-    if source.origin == "the demo folder" and not folder.is_dir():
+    if source.origin == DEMO and not folder.is_dir():
         raise SourceError(
             f"no images to run on: the demo folder {folder} does not exist yet; run `emb demo`, "
             f"or pass --image-dir FOLDER (or set ${IMAGE_DIR_ENV})"

@@ -19,12 +19,12 @@ def _report(result, lines: bool = True) -> None:
 
     for warning in getattr(result, "warnings", []):
         typer.secho(f"warning: {warning}", fg=typer.colors.YELLOW, err=True)
+    listing = (
+        f'; list ids and paths: {emb_command()} sql "select image_id, path from usable_images"'
+    )
     for r in result.rejected:
         where = f"line {r.line}: " if lines else ""
-        query = 'sql "select image_id, path from usable_images"'
-        hint = (
-            f"; list ids and paths: {emb_command()} {query}" if "unknown image" in r.reason else ""
-        )
+        hint = listing if "unknown image" in r.reason else ""
         typer.secho(f"{where}rejected: {printable(r.reason)}{hint}", fg=typer.colors.RED, err=True)
     if not lines:  # one label: its line above, or that it was added
         if result.inserted:

@@ -23,12 +23,13 @@ def summary_lines(
     seconds: float,
     catalog_db: str,
     dagster_home: str,
-    full_flag: str = "emb run --full",
+    command: str = "run",
     emb: str = "emb",
     map_ready: bool = False,
 ) -> list[str]:
-    """The closing summary, one labelled field per line; `emb`: how the user calls `emb`,
-    `map_ready`: whether a map export exists (written by this run or an earlier one)."""
+    """The closing summary, one labelled field per line; `command`: the `emb` command that ran
+    (`run`, `demo`), `emb`: how the user calls `emb`, `map_ready`: whether a map export exists
+    (written by this run or an earlier one)."""
     state = "succeeded" if result.success else "FAILED"
     lines = [f"{result.title} {state} in {seconds:.1f} s."]
     catalog = _materialization_metadata(result, "image_catalog")
@@ -59,7 +60,7 @@ def summary_lines(
     if reused:
         lines.append(_field("Reused", *reused[:-1], f"{reused[-1]} (inputs unchanged)"))
     if result.up_to_date is not None:
-        lines.append(_up_to_date_line(result, full_flag))
+        lines.append(_up_to_date_line(result, f"{emb} {command} --full"))
     labels = _labels_line(result, emb)
     if labels:
         lines.append(labels)
@@ -109,7 +110,7 @@ def _labels_line(result: Runs, emb: str) -> str | None:
             f"{classifier['accuracy']:.3f}, macro-F1 {classifier['macro_f1']:.3f} ({judged}, "
             f"{classifier['labeled_images']} labels), {outcome}"
         )
-        if queue.get("batch_size"):
+        if n:
             text += f"; label {asked} `{emb} queue` lists next (the most uncertain)"
     else:
         return None
