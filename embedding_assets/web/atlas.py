@@ -86,9 +86,10 @@ def _cluster_names(table, method: str) -> list[dict]:
         return []
     xy = df[[f"{method}_x", f"{method}_y"]].to_numpy(dtype=float)
     inside = [_inset(xy[:, 0]), _inset(xy[:, 1])]
+    cells = _raster_cells(xy)
     names = []
     for cluster, rows in df.groupby("cluster", sort=True):
-        for blob in _blobs(xy, rows.index.to_numpy()):
+        for blob in _blobs(cells, rows.index.to_numpy()):
             part = rows.loc[blob]
             named = next((part[c].mode().iloc[0] for c in NAMED_BY if part[c].notna().any()), None)
             text = f"{named} ({cluster})" if named else f"cluster {cluster}"
@@ -105,23 +106,28 @@ def _cluster_names(table, method: str) -> list[dict]:
     return names
 
 
-def _blobs(xy, members, share: float = 0.2) -> list:
-    """The groups of `members` (row positions in `xy`) that lie apart on the map: occupied
-    cells of a raster over the whole map (finer with more points, so that a sparse cluster's
-    gaps do not split it), joined when they touch; groups with at least `share` of the
-    members (the largest always), largest first."""
+def _raster_cells(xy):
+    """Each point's cell (row, column) in a grid x grid raster over the whole map, finer with
+    more points, so that a sparse cluster's gaps do not split it."""
     import numpy as np
-    from scipy import ndimage
 
     grid = int(np.clip(np.sqrt(len(xy)) / 2, 3, 24))
     lo, span = xy.min(axis=0), np.ptp(xy, axis=0)
-    cells = np.minimum(
-        (grid * (xy[members] - lo) / np.where(span > 0, span, 1)).astype(int), grid - 1
-    )
-    occupied = np.zeros((grid, grid), dtype=bool)
-    occupied[cells[:, 0], cells[:, 1]] = True
+    return np.minimum((grid * (xy - lo) / np.where(span > 0, span, 1)).astype(int), grid - 1)
+
+
+def _blobs(cells, members, share: float = 0.2) -> list:
+    """The groups of `members` (row positions in `cells`) that lie apart on the map: their
+    occupied raster cells, joined when they touch; groups with at least `share` of the members
+    (the largest always), largest first."""
+    import numpy as np
+    from scipy import ndimage
+
+    mine = cells[members]
+    occupied = np.zeros(cells.max(axis=0) + 1, dtype=bool)
+    occupied[mine[:, 0], mine[:, 1]] = True
     regions, _ = ndimage.label(occupied, structure=np.ones((3, 3)))
-    of_member = regions[cells[:, 0], cells[:, 1]]
+    of_member = regions[mine[:, 0], mine[:, 1]]
     sizes = np.bincount(of_member)
     order = [r for r in np.argsort(-sizes, kind="stable") if r > 0 and sizes[r]]
     keep = [r for r in order if sizes[r] >= share * len(members)] or order[:1]
