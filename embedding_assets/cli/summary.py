@@ -52,7 +52,7 @@ def summary_lines(
         lines.append(_field("Embeddings", *_embeddings_items(embedded)))
     tuned = _materialization_metadata(result, "embedding_model")
     if tuned.get("status") == "trained" and str(tuned.get("decision", "")).startswith("promoted"):
-        lines.append(_field("Fine-tune", f"of the backbone on your labels, {tuned['decision']}"))
+        lines.append(_wrapped("Fine-tune", f"of the backbone on your labels, {tuned['decision']}"))
     timings = [f"{name} {s:.1f}" for name, s in _seconds_per_asset(result).items()]
     if timings:
         lines.append(_field("Seconds", *timings))
@@ -80,8 +80,7 @@ def _up_to_date_line(result: Runs, full_flag: str) -> str:
         f"({', '.join(STATE_WORDS)}): {len(result.not_run)} assets not run; {full_flag} checks "
         "every asset anyway"
     )
-    rows = textwrap.wrap(text, WIDTH - LABEL_WIDTH, break_on_hyphens=False, break_long_words=False)
-    return f"{'Up to date':<{LABEL_WIDTH}}" + ("\n" + " " * LABEL_WIDTH).join(rows)
+    return _wrapped("Up to date", text)
 
 
 def _labels_line(result: Runs, emb: str) -> str | None:
@@ -114,8 +113,7 @@ def _labels_line(result: Runs, emb: str) -> str | None:
             text += f"; label {asked} `{emb} queue` lists next (the most uncertain)"
     else:
         return None
-    rows = textwrap.wrap(text, WIDTH - LABEL_WIDTH, break_on_hyphens=False, break_long_words=False)
-    return f"{'Labels':<{LABEL_WIDTH}}" + ("\n" + " " * LABEL_WIDTH).join(rows)
+    return _wrapped("Labels", text)
 
 
 def problem_lines(result: Runs) -> list[str]:
@@ -229,6 +227,13 @@ def _error_text(error: Any) -> str:
     while error.cause is not None and error.cls_name.startswith("Dagster"):
         error = error.cause
     return " ".join(error.message.split())
+
+
+def _wrapped(label: str, text: str) -> str:
+    """`label` and a sentence, wrapped between words under the label's width (a path or a
+    command is never cut)."""
+    rows = textwrap.wrap(text, WIDTH - LABEL_WIDTH, break_on_hyphens=False, break_long_words=False)
+    return f"{label:<{LABEL_WIDTH}}" + ("\n" + " " * LABEL_WIDTH).join(rows)
 
 
 def _field(label: str, *items: str) -> str:
