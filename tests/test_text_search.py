@@ -80,7 +80,7 @@ def test_sql_finds_images_by_a_hypernym(tagged: Path):
         ranks = con.execute("SELECT min(rank), max(rank), count(*) FROM image_tags").fetchone()
     assert len(rows) == 10
     assert sum(_folder(p) == "truck" for (p,) in rows) >= 7
-    assert ranks == (1, 5, 3 * PER_CLASS * 5)
+    assert ranks == (1, 20, 3 * PER_CLASS * 20)
 
 
 @pytest.mark.parametrize("query, folder", [("trucks", "truck"), ("a cat", "cat")])
@@ -121,7 +121,15 @@ def test_emb_search_text_prints_csv_json_and_refuses_nonsense(tagged: Path):
     out = runner.invoke(app, ["search", "--text", "trucks", "-k", "5", "--format", "csv"], env=env)
     assert out.exit_code == 0, out.output
     rows = list(csv.DictReader(io.StringIO(out.stdout)))
-    assert 2 <= len(rows) <= 5 and set(rows[0]) == {"rank", "path", "image_id", "score", "classes"}
+    assert 2 <= len(rows) <= 5 and set(rows[0]) == {
+        "rank",
+        "path",
+        "image_id",
+        "score",
+        "classes",
+        "matched_by",
+        "like",
+    }
     assert sum(_folder(r["path"]) == "truck" for r in rows) >= 0.7 * len(rows)
     out = runner.invoke(app, ["search", "--text", "a cat", "--format", "json"], env=env)
     answer = json.loads(out.stdout)
@@ -167,16 +175,17 @@ def test_words_no_image_is_tagged_with_say_so_and_name_the_closest_tags(data_dir
     from typer.testing import CliRunner
 
     from embedding_assets.cli.app import app
-    from embedding_assets.search.tags import write_serving
+    from embedding_assets.search.tags import NEIGHBOURS, Tagged, write_serving
 
     sports_car, tabby, clock = 817, 281, 530  # ImageNet classes in the head's order
-    write_serving(
-        DataPaths(data_dir),
-        "backbone-224px",
+    tagged = Tagged(
         np.arange(1, 6),
-        [f"/photos/{i}.png" for i in range(1, 6)],
         np.array([[clock, tabby]] * 4 + [[sports_car, clock]]),
         np.array([[0.9, 0.05]] * 5),
+        np.full((5, NEIGHBOURS), -1),
+    )
+    write_serving(
+        DataPaths(data_dir), "backbone-224px", tagged, [f"/photos/{i}.png" for i in range(1, 6)]
     )
     found = search_text(DataPaths(data_dir), "a red truck", k=5)
     assert found.hits == []

@@ -61,9 +61,11 @@ def search(
     format: str = typer.Option("table", "--format", "-f", help="table | csv | json"),
 ) -> None:
     """Find images by words. Offline: the words resolve through WordNet to the backbone's
-    ImageNet classes, and images rank by their tags' summed probability of those classes
-    (`image_tags`; `emb run` makes them). With `emb run --text-model`, by CLIP instead. Exit
-    code 1 when no image matched, 2 when no word names a class.
+    ImageNet classes; images whose own tags give those classes' probability answer, and so do
+    the images that resemble them (their score spreads to each image's nearest neighbours):
+    the `why` column names the matched tags, or the tagged images a hit resembles (`like #12`).
+    Tags: `image_tags` (`emb run` makes them). With `emb run --text-model`, by CLIP instead.
+    Exit code 1 when no image matched, 2 when no word names a class.
 
     Words are matched by the backbone's own ImageNet head (or a CLIP text model), which names
     things; `emb similar` uses the embedding trained on your images, which tells them apart:
@@ -82,18 +84,18 @@ def search(
         typer.echo(json.dumps({"query": text, **found.as_dict()}, indent=2))
     elif format == "csv":
         out = csv.writer(sys.stdout, lineterminator="\n")
-        out.writerow(["rank", "path", "image_id", "score", "classes"])
+        out.writerow(["rank", "path", "image_id", "score", "classes", "matched_by", "like"])
         for h in found.hits:
-            out.writerow([h.rank, h.path, h.image_id, f"{h.score:.6f}", "; ".join(h.classes)])
+            like = " ".join(str(i) for i in h.like)
+            row = [h.rank, h.path, h.image_id, f"{h.score:.6f}", "; ".join(h.classes)]
+            out.writerow([*row, h.matched_by, like])
     else:
         typer.secho(found.understood, err=True)
         typer.secho(f"answered by the {found.source} (see --help: why not the embedding)", err=True)
         if found.hits:
-            typer.echo(f"{'rank':>4}  {'score':>6}  {'classes':<32}  path")
+            typer.echo(f"{'rank':>4}  {'score':>6}  {'why':<32}  path")
         for h in found.hits:
-            typer.echo(
-                f"{h.rank:>4}  {h.score:>6.3f}  {_cut('; '.join(h.classes), 32):<32}  {h.path}"
-            )
+            typer.echo(f"{h.rank:>4}  {h.score:>6.3f}  {_cut(h.why(), 32):<32}  {h.path}")
     if not found.hits:
         raise typer.Exit(1)
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from embedding_assets.search.text_answers import TextAnswer, TextHit
+from embedding_assets.search.text_answers import CLIP, TextAnswer, TextHit
 from resources.paths import DataPaths
 
 POINTER = "current.json"
@@ -242,7 +242,7 @@ class ClipIndex:
         if k > 0:
             scores, rows = self.index.search(self.clip.encode_text([text]), k)
             hits = [
-                TextHit(rank, int(self.image_ids[r]), self.paths[r], float(s), [])
+                TextHit(rank, int(self.image_ids[r]), self.paths[r], float(s), [], CLIP)
                 for rank, (s, r) in enumerate(zip(scores[0], rows[0], strict=True), start=1)
                 if r >= 0
             ]

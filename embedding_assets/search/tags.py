@@ -2,25 +2,39 @@
 
 The `image_tags` asset keeps each image's top classes with their probabilities in DuckDB
 (`image_tags`, expanded to WordNet terms in the view `image_tags_expanded`) and, for serving,
-in `tags/<model_key>.parquet` beside a pointer `tags/current.json`, so that a server answers
-text queries from memory. A query's words resolve to classes (`words`); images rank by the
-summed probability of those classes among their tags. `text_search` picks between these tags
-and a CLIP index (`clip`).
+in `tags/<model_key>.parquet` beside a pointer `tags/current.json`, with each image's nearest
+images (`<model_key>.neighbours.npz`), so that a server answers text queries from memory. A
+query's words resolve to classes (`words`); each image's own tags give it the summed probability
+of those classes, and that score spreads along the neighbour graph, so the images that resemble
+the tagged ones answer too (most images of a class lack its tag among their own: on CIFAR-10's
+10,000 photos, "airplane" was among the top 5 tags of a third of the airplanes).
+`text_search` picks between these tags and a CLIP index (`clip`).
 """
 
 from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
-from embedding_assets.search.text_answers import NoMatch, TextAnswer, TextHit
+from embedding_assets.search.text_answers import RESEMBLANCE, NoMatch, TextAnswer, TextHit
 from embedding_assets.search.words import Resolution, vocabulary
 from resources.paths import DataPaths
 
 POINTER = "current.json"
+NEIGHBOURS = 10  # nearest images kept per image, the paths a query's tags spread along
+SPACE_DIMS = 64  # principal components the neighbours are found in
+PCA_SAMPLE = 20_000  # images the components are fit on
+OWN_SHARE = 0.5  # of an image's score, from its own tags; the rest from its neighbours' scores
+STEPS = 3  # rounds of spreading: an image three neighbours away from a tagged one still scores
+SUPPORT = 0.02  # a query answers only where some image's neighbours carry, on average, this
+# much of its classes' probability: a stray tag on one image is not an answer (on the blood-cell
+# photos the CIFAR class names reach 0.016 at most; on 200 CIFAR photos 0.039 or more, on 15
+# cats and 15 ships among 45 photos 0.025 and 0.024)
+MIN_SCORE = 0.005  # an image scoring less is not an answer
 
 
 def top_classes(
@@ -60,35 +74,107 @@ def terms_rows() -> dict[str, list]:
     return {"synset": synset, "term": term, "distance": distance}
 
 
+def principal_space(vectors: np.ndarray) -> np.ndarray:
+    """The features' first SPACE_DIMS principal components (fit on a sample, projected in
+    chunks): neighbours found there cost 20x less than in 1280 dimensions and were as good at
+    spreading tags (benchmarks/text_search.py)."""
+    dims = min(SPACE_DIMS, vectors.shape[1], len(vectors) - 1)
+    if dims < 2:
+        return np.ascontiguousarray(vectors, dtype=np.float32)
+    from sklearn.decomposition import PCA
+
+    rng = np.random.default_rng(0)
+    sample = rng.choice(len(vectors), min(len(vectors), PCA_SAMPLE), replace=False)
+    pca = PCA(dims, svd_solver="randomized", random_state=0).fit(vectors[np.sort(sample)])
+    chunks = [pca.transform(vectors[s : s + 65_536]) for s in range(0, len(vectors), 65_536)]
+    return np.vstack(chunks).astype(np.float32)
+
+
+def nearest_images(vectors: np.ndarray, image_ids: np.ndarray) -> np.ndarray:
+    """Each image's NEIGHBOURS nearest other images (image ids, nearest first, -1 where there
+    are fewer), by cosine similarity in `principal_space`; exact (FAISS, O(n^2 d))."""
+    from embedding_assets.common.neighbors import knn
+
+    if len(vectors) < 2:
+        return np.full((len(vectors), NEIGHBOURS), -1, dtype=np.int64)
+    _, rows = knn(principal_space(vectors), k=NEIGHBOURS)
+    return np.where(rows >= 0, np.asarray(image_ids, np.int64)[np.maximum(rows, 0)], -1)
+
+
+@dataclass(frozen=True)
+class Tagged:
+    """What text search serves: each image's top classes and its nearest images."""
+
+    image_ids: np.ndarray  # (n,)
+    classes: np.ndarray  # (n, top_k) class indexes, most likely first
+    probs: np.ndarray  # (n, top_k)
+    neighbours: np.ndarray  # (n, NEIGHBOURS) image ids, nearest first; -1 pads
+
+    @classmethod
+    def of(
+        cls, image_ids: np.ndarray, vectors: np.ndarray, norms: np.ndarray, head, top_k: int
+    ) -> Tagged:
+        """Tag L2-normalized features with the backbone's ImageNet `head` (a ClassHead) and
+        find each image's neighbours."""
+        ids = np.asarray(image_ids, dtype=np.int64)
+        classes, probs = top_classes(vectors, norms, head.weight, head.bias, top_k)
+        return cls(ids, classes, probs, nearest_images(vectors, ids))
+
+
+def table_rows(tagged: Tagged, model_key: str) -> dict[str, list | np.ndarray]:
+    """The `image_tags` rows: one per image and kept class, with its rank."""
+    vocab = vocabulary()
+    n, k = tagged.classes.shape
+    flat = tagged.classes.reshape(-1)
+    return {
+        "image_id": np.repeat(tagged.image_ids, k),
+        "model_key": [model_key] * len(flat),
+        "tag": [vocab.names[c] for c in flat],
+        "synset": [vocab.classes[c] for c in flat],
+        "score": tagged.probs.reshape(-1).astype(np.float64),
+        "rank": np.tile(np.arange(1, k + 1, dtype=np.int32), n),
+    }
+
+
+def most_common(tagged: Tagged, n: int = 10) -> list[list]:
+    """[images, class name] of the `n` classes most often first among the images' tags."""
+    classes, counts = np.unique(tagged.classes[:, 0], return_counts=True)
+    order = np.lexsort((-classes, -counts))[:n]
+    names = vocabulary().names
+    return [[int(counts[i]), names[classes[i]]] for i in order]
+
+
 def serving_path(paths: DataPaths, model_key: str) -> Path:
     return paths.root / "tags" / f"{model_key}.parquet"
 
 
-def write_serving(
-    paths: DataPaths,
-    model_key: str,
-    image_ids: np.ndarray,
-    file_paths: list[str],
-    classes: np.ndarray,
-    probs: np.ndarray,
-) -> Path:
-    """The tags a server loads, and the pointer to them; each written atomically."""
+def neighbours_path(tags_file: Path) -> Path:
+    return tags_file.with_suffix(".neighbours.npz")
+
+
+def write_serving(paths: DataPaths, model_key: str, tagged: Tagged, file_paths: list[str]) -> Path:
+    """The tags and neighbours a server loads, and the pointer to them; each written
+    atomically, the pointer last."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     target = serving_path(paths, model_key)
     target.parent.mkdir(parents=True, exist_ok=True)
-    k = classes.shape[1]
+    k = tagged.classes.shape[1]
     table = pa.table(
         {
-            "image_id": pa.array(np.repeat(np.asarray(image_ids, np.int64), k)),
+            "image_id": pa.array(np.repeat(tagged.image_ids, k)),
             "path": pa.array(np.repeat(np.asarray(file_paths, dtype=object), k), pa.string()),
-            "class": pa.array(classes.reshape(-1).astype(np.int32)),
-            "score": pa.array(probs.reshape(-1).astype(np.float32)),
+            "class": pa.array(tagged.classes.reshape(-1).astype(np.int32)),
+            "score": pa.array(tagged.probs.reshape(-1).astype(np.float32)),
         }
     )
     tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     pq.write_table(table, tmp)
+    graph = neighbours_path(target)
+    tmp_graph = graph.with_name(f".{graph.stem}.{os.getpid()}.tmp.npz")
+    np.savez(tmp_graph, image_id=tagged.image_ids, neighbours=tagged.neighbours)
+    tmp_graph.replace(graph)
     tmp.replace(target)
     pointer = target.with_name(POINTER)
     tmp = pointer.with_name(f".{POINTER}.{os.getpid()}.tmp")
@@ -121,6 +207,9 @@ class TagIndex:
         self.row_classes = cols[by_row]
         self.model_key = path.stem
         self.mtime = path.stat().st_mtime_ns
+        graph = neighbours_path(path)  # absent where tags were written before it existed
+        self.spread = _spread_matrix(graph, self.image_ids) if graph.exists() else None
+        self.isolated = None if self.spread is None else np.diff(self.spread.indptr) == 0
 
     @classmethod
     def current(cls, paths: DataPaths) -> TagIndex:
@@ -138,13 +227,18 @@ class TagIndex:
         resolution = vocabulary().resolve(text)
         if len(resolution.classes) == 0:
             raise NoMatch(resolution.describe())
-        hits = self.search(resolution, k)
+        own = self.own_scores(resolution.classes)
+        hits = self.rank(own, resolution.classes, k)
         understood = resolution.describe()
         if not hits:
             words = ", ".join(resolution.matched) or "that"
             closest = ", ".join(self.closest_tags(resolution.classes))
+            most = float(own.max(initial=0.0))
+            stray = f" but stray images (at most {most:.2f}), none with similar ones"
+            stray = stray if most else ""
             understood += (
-                f"; no image here is tagged as {words} (nearest tags here in WordNet: {closest})"
+                f"; no image here is tagged as {words}{stray} (nearest tags here in WordNet: "
+                f"{closest})"
             )
         return TextAnswer("tags", self.model_key, understood, hits)
 
@@ -163,27 +257,80 @@ class TagIndex:
         return [f"{vocab.names[c].split(',')[0]} (on {counts[c]} images)" for c in present[:n]]
 
     def search(self, resolution: Resolution, k: int) -> list[TextHit]:
-        """Images tagged with any of the resolution's classes, by the summed probability of
-        those classes, best first (ties: the lower row first)."""
-        classes = np.asarray(resolution.classes, dtype=np.int64)
-        if len(classes) == 0:
-            return []
+        """The top `k` images for the resolution's classes (see `rank`)."""
+        return self.rank(self.own_scores(resolution.classes), resolution.classes, k)
+
+    def own_scores(self, classes: np.ndarray) -> np.ndarray:
+        """Per image (row), the summed probability of `classes` among its own tags."""
         spans = [slice(self.class_ptr[c], self.class_ptr[c + 1]) for c in classes]
+        if not spans:
+            return np.zeros(len(self.image_ids), dtype=np.float32)
         rows = np.concatenate([self.class_rows[sp] for sp in spans])
-        if len(rows) == 0:
-            return []
-        candidates, inverse = np.unique(rows, return_inverse=True)
         weights = np.concatenate([self.class_scores[sp] for sp in spans])
-        scores = np.bincount(inverse, weights=weights).astype(np.float32)
-        k = min(k, len(scores))
-        top = np.argpartition(-scores, k - 1)[:k] if k < len(scores) else np.arange(len(scores))
-        top = top[np.lexsort((candidates[top], -scores[top]))]
-        names, wanted, hits = vocabulary().names, set(classes.tolist()), []
-        for rank, t in enumerate(top, start=1):
-            row = int(candidates[t])
+        return np.bincount(rows, weights, minlength=len(self.image_ids)).astype(np.float32)
+
+    def rank(self, own: np.ndarray, classes: np.ndarray, k: int) -> list[TextHit]:
+        """Images by their own tags' score spread along the neighbour graph (each round: half
+        its own, half its neighbours' mean), so an image whose own tags miss the query but
+        whose neighbours carry it still answers; best first, ties by row. Nothing unless the
+        tags hold in some neighbourhood (SUPPORT): a query the images do not show gets no
+        answers, not the least unlikely ones."""
+        if len(own) == 0 or not own.any():
+            return []
+        score = own
+        if self.spread is not None:
+            if self.support(own).max() < SUPPORT:
+                return []
+            for _ in range(STEPS):
+                score = OWN_SHARE * own + (1 - OWN_SHARE) * (self.spread @ score)
+        answers = np.flatnonzero(score >= MIN_SCORE)
+        if len(answers) > k:
+            answers = answers[np.argpartition(-score[answers], k - 1)[:k]]
+        answers = answers[np.lexsort((answers, -score[answers]))]
+        names, wanted = vocabulary().names, set(np.asarray(classes).tolist())
+        hits = []
+        for rank, row in enumerate(answers.tolist(), start=1):
             tagged = self.row_classes[self.row_ptr[row] : self.row_ptr[row + 1]].tolist()
             matched = [names[c] for c in tagged if c in wanted]
-            hits.append(
-                TextHit(rank, int(self.image_ids[row]), self.paths[row], float(scores[t]), matched)
-            )
+            image_id, path = int(self.image_ids[row]), self.paths[row]
+            hit = TextHit(rank, image_id, path, float(score[row]), matched)
+            if OWN_SHARE * own[row] < score[row] / 2:  # its neighbours gave it most of its score
+                hit = replace(hit, matched_by=RESEMBLANCE, like=self._resembled(row, score))
+            hits.append(hit)
         return hits
+
+    def support(self, own: np.ndarray) -> np.ndarray:
+        """Per image, its neighbours' mean score (its own where it has no neighbours)."""
+        return np.where(self.isolated, own, self.spread @ own)
+
+    def _resembled(self, row: int, score: np.ndarray, n: int = 3) -> list[int]:
+        """The image ids of the `n` neighbours that gave `row` most of its score."""
+        nbrs = self.spread.indices[self.spread.indptr[row] : self.spread.indptr[row + 1]]
+        best = nbrs[np.argsort(-score[nbrs], kind="stable")][:n]
+        return [int(self.image_ids[b]) for b in best if score[b] > 0]
+
+
+def _spread_matrix(graph: Path, image_ids: np.ndarray):
+    """The neighbour graph over the index's rows as a row-normalized sparse matrix (scipy
+    CSR): one product turns every image's score into the mean of its neighbours' scores."""
+    from scipy import sparse
+
+    found = np.load(graph)
+    rows = _rows_of(image_ids, found["image_id"])
+    nbrs = _rows_of(image_ids, found["neighbours"].reshape(-1)).reshape(found["neighbours"].shape)
+    valid = (rows[:, None] >= 0) & (nbrs >= 0)
+    weight = 1.0 / np.maximum(valid.sum(axis=1, keepdims=True), 1)
+    source = np.broadcast_to(rows[:, None], nbrs.shape)[valid]
+    weights = np.broadcast_to(weight, nbrs.shape)[valid]
+    n = len(image_ids)
+    return sparse.csr_matrix(
+        (weights.astype(np.float32), (source, nbrs[valid])), shape=(n, n), dtype=np.float32
+    )
+
+
+def _rows_of(sorted_ids: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """Positions of `ids` in `sorted_ids`, -1 for those absent."""
+    if len(sorted_ids) == 0:
+        return np.full(len(ids), -1, dtype=np.int64)
+    pos = np.clip(np.searchsorted(sorted_ids, ids), 0, len(sorted_ids) - 1)
+    return np.where(sorted_ids[pos] == ids, pos, -1)

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+# Why an image answered a text query (TextHit.matched_by).
+OWN_TAGS = "tags"  # its own tags name the query's classes
+RESEMBLANCE = "resemblance"  # it resembles images whose tags do (TextHit.like names them)
+CLIP = "clip"  # the text tower's vector is near its image vector
 
 
 @dataclass(frozen=True)
@@ -10,8 +15,16 @@ class TextHit:
     rank: int
     image_id: int
     path: str | None
-    score: float  # tags: summed probability of the matched classes; CLIP: cosine similarity
+    score: float  # tags: the query's classes' probability, spread over neighbours; CLIP: cosine
     classes: list[str]  # tags: the matched classes it was tagged with, most likely first
+    matched_by: str = OWN_TAGS
+    like: list[int] = field(default_factory=list)  # resemblance: the tagged images it resembles
+
+    def why(self) -> str:
+        """One short phrase: the matched tags, or the images it resembles."""
+        if self.matched_by == RESEMBLANCE:
+            return "like " + ", ".join(f"#{i}" for i in self.like)
+        return "; ".join(self.classes)
 
     def as_dict(self) -> dict:
         return {
@@ -20,6 +33,8 @@ class TextHit:
             "path": self.path,
             "score": self.score,
             "classes": self.classes,
+            "matched_by": self.matched_by,
+            "like": self.like,
         }
 
 

@@ -272,7 +272,8 @@ def create_app(
                 min_length=1,
                 max_length=MAX_TEXT,
                 description="Words to find images by (e.g. 'a red truck'), instead of an id: "
-                "ranked by the image tags' probabilities of the classes the words name.",
+                "ranked by the image tags' probabilities of the classes the words name, spread "
+                "to the images that resemble them (each result's matched_by and like say which).",
             ),
         ] = None,
         k: Annotated[int, Query(ge=1, le=max_k, description=f"Results, 1 to {max_k}.")] = 10,
