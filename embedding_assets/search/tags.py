@@ -34,7 +34,6 @@ SUPPORT = 0.02  # a query answers only where some image's neighbours carry, on a
 # much of its classes' probability: a stray tag on one image is not an answer (on the blood-cell
 # photos the CIFAR class names reach 0.016 at most; on 200 CIFAR photos 0.039 or more, on 15
 # cats and 15 ships among 45 photos 0.025 and 0.024)
-MIN_SCORE = 0.005  # an image scoring less is not an answer
 
 
 def top_classes(
@@ -279,11 +278,13 @@ class TagIndex:
             return []
         score = own
         if self.spread is not None:
-            if self.support(own).max() < SUPPORT:
+            around = self.spread @ own  # each image's neighbours' mean score
+            if np.where(self.isolated, own, around).max() < SUPPORT:
                 return []
-            for _ in range(STEPS):
+            score = OWN_SHARE * own + (1 - OWN_SHARE) * around
+            for _ in range(STEPS - 1):
                 score = OWN_SHARE * own + (1 - OWN_SHARE) * (self.spread @ score)
-        answers = np.flatnonzero(score >= MIN_SCORE)
+        answers = np.flatnonzero(score > 0)
         if len(answers) > k:
             answers = answers[np.argpartition(-score[answers], k - 1)[:k]]
         answers = answers[np.lexsort((answers, -score[answers]))]
@@ -298,10 +299,6 @@ class TagIndex:
                 hit = replace(hit, matched_by=RESEMBLANCE, like=self._resembled(row, score))
             hits.append(hit)
         return hits
-
-    def support(self, own: np.ndarray) -> np.ndarray:
-        """Per image, its neighbours' mean score (its own where it has no neighbours)."""
-        return np.where(self.isolated, own, self.spread @ own)
 
     def _resembled(self, row: int, score: np.ndarray, n: int = 3) -> list[int]:
         """The image ids of the `n` neighbours that gave `row` most of its score."""
