@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -620,11 +621,14 @@ def test_search_page_by_words(server: World, page):
     expect(page.locator(".hit").first).to_be_visible()
     assert page.locator(".hit").count() >= count
     assert word in page.locator(".hit").first.inner_text()
+    captions = page.locator(".hit").all_inner_texts()  # own tags, or the tagged ones it is like
+    assert all(word in c or re.search(r"like #\d+", c) for c in captions), captions
     assert f"?text={word.replace(' ', '%20')}" in page.url
     expect(page.locator("#msg")).to_contain_text("the backbone's classifier head")
     expect(page.locator("#twomodels")).to_contain_text("two models, so two model keys")
     tagged = {t for (t,) in query(server, "SELECT DISTINCT term FROM image_tags_expanded")}
-    absent = next(w for w in ("truck", "goldfish", "volcano", "tabby cat") if w not in tagged)
+    words = ("truck", "goldfish", "volcano", "tabby cat", "lighthouse", "pizza", "jellyfish")
+    absent = next(w for w in words if w not in tagged)
     page.fill("#words", f"a red {absent}")
     page.press("#words", "Enter")
     expect(page.locator("h3")).to_have_text(f"No image of “a red {absent}” here")
