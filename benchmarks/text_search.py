@@ -147,12 +147,12 @@ def small_draws(data_dir: Path, top_k: int) -> list[dict]:
     config = ImageTagsConfig()
     paths = DataPaths(data_dir)
     head = imagenet_head(config.backbone().spec())
-    ids, fs_paths, hashes = usable_files(paths.catalog_db)
+    usable = usable_files(paths.catalog_db)
     X, norms, keep = cached_features_and_norms(
-        paths, config.backbone(), fs_paths, hashes, config.inference("cpu")
+        paths, config.backbone(), usable.fs_paths, usable.hashes, config.inference("cpu")
     )
-    ids = np.asarray(ids, dtype=np.int64)[keep]
-    names = [str(fs_paths[i]) for i in keep]
+    ids = usable.ids[keep]
+    names = [str(usable.fs_paths[i]) for i in keep]
     folder = np.array([Path(n).parent.name for n in names])
     out = []
     for draw in range(DRAWS):

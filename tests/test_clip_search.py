@@ -90,8 +90,7 @@ def test_both_towers_index_and_answer_from_the_cli_and_the_server(
     with EmbeddingCache(paths.embeddings_lmdb) as cache:
         from embedding_assets.catalog.images import usable_files
 
-        _, _, hashes = usable_files(paths.catalog_db)
-        x = cache.get_matrix(spec.model_key, hashes, 32, "float32")
+        x = cache.get_matrix(spec.model_key, usable_files(paths.catalog_db).hashes, 32, "float32")
     assert answer["results"][0]["score"] == pytest.approx(float((x @ text).max()), abs=1e-5)
 
     client = TestClient(create_app(paths.catalog_db), base_url="http://127.0.0.1")

@@ -27,12 +27,18 @@ from embedding_assets.analytics.clustering import (
 )
 from embedding_assets.analytics.maps import map_figure, plot_sample, thumbnail_uris, write_html_map
 from embedding_assets.analytics.projection import METHODS, Method, ProjectionParams, project
-from embedding_assets.assets.reuse import previous_metadata, reused
+from embedding_assets.assets.reuse import Inputs, Report, materialize, previous_metadata
 from embedding_assets.assets.score_tables import Scores, score_table
 from embedding_assets.catalog.images import image_info
 from embedding_assets.common import markdown, tables
 from embedding_assets.common.figures import histogram_markdown, png_bytes, png_markdown
-from embedding_assets.common.fingerprints import REUSED, fingerprint, labels_version, stored
+from embedding_assets.common.fingerprints import (
+    REUSED,
+    Stored,
+    fingerprint,
+    labels_version,
+    stored,
+)
 from embedding_assets.common.results import replace_rows
 from embedding_assets.common.settings import page_url
 from embedding_assets.embedding.sets import EmbeddingSet, content_version, current_set, read_parquet
@@ -42,6 +48,10 @@ from resources.storage import StorageResource
 if TYPE_CHECKING:
     import pandas as pd
 
+MAPS_REUSED = (
+    "maps reused (embeddings and settings unchanged); pictures drawn again for new labels, "
+    "clusters or anomaly flags"
+)
 GROUP = "analytics"
 OWNERS = ["team:ml-platform"]
 PLOT_FIELDS = ("plot_points", "html_points", "html_thumbnails_max")  # drawing, not the maps
@@ -239,39 +249,40 @@ def projections(
     key = emb_set.model_key
     settings = config.model_dump(mode="json", exclude={"methods"})  # a default is not an Enum
     computed_from = {k: v for k, v in settings.items() if k not in PLOT_FIELDS}
-    coords_fp = fingerprint(
-        "projections", content_version(emb_set.parquet_path, key), methods, computed_from
-    )
+    content = content_version(emb_set.parquet_path, key)
+    inputs = Inputs(tables.PROJECTIONS, (content, methods, computed_from), scope=key)
     drawn_from = [stored(db, table, key) for table in (tables.CLUSTERS, tables.ANOMALY_SCORES)]
     version = fingerprint(
-        coords_fp,
+        inputs.fingerprint,
         [settings[k] for k in PLOT_FIELDS],
         labels_version(db),
         [s.fingerprint if s else None for s in drawn_from],
     )
     plot_dir = paths.ensure(paths.plots_dir / key)
     html_path = paths.plots_dir / f"map_{key}.html"
-    found = stored(db, tables.PROJECTIONS, key)
-    if found is not None and found.fingerprint == coords_fp:
+    coords_kept = inputs.unchanged(db) is not None
+
+    def kept(_: Stored) -> Report | None:
         files = [plot_dir / f"{m}.png" for m in methods] + [html_path]
-        previous = previous_metadata(context, version)
-        if previous and all(f.is_file() for f in files):
-            return reused(context, version, previous=previous)
-        ids, maps = store.read_projections(db, key, methods)
-        metadata: dict = {
-            REUSED: "maps reused (embeddings and settings unchanged); pictures drawn again for "
-            "new labels, clusters or anomaly flags"
-        }
-    else:
-        ids, maps, metadata = _compute_maps(context, config, methods, emb_set, coords_fp, gpu, db)
-    start = time.perf_counter()
-    metadata.update(
-        _draw_maps(ids, maps, db, key, plot_dir, html_path, config),
-        model_key=key,
-        images=len(ids),
-        plot_seconds=round(time.perf_counter() - start, 3),
-    )
-    return dg.MaterializeResult(metadata=metadata, data_version=dg.DataVersion(version))
+        drawn = previous_metadata(context, version) and all(f.is_file() for f in files)
+        return Report(version=version) if drawn else None
+
+    def compute() -> Report:
+        if coords_kept:
+            ids, maps = store.read_projections(db, key, methods)
+            metadata: dict = {REUSED: MAPS_REUSED}
+        else:
+            ids, maps, metadata = _compute_maps(context, config, methods, emb_set, gpu, db)
+        start = time.perf_counter()
+        metadata.update(
+            _draw_maps(ids, maps, db, key, plot_dir, html_path, config),
+            model_key=key,
+            images=len(ids),
+            plot_seconds=round(time.perf_counter() - start, 3),
+        )
+        return Report(metadata, version)
+
+    return materialize(context, db, inputs, compute, kept)
 
 
 def _compute_maps(
@@ -279,7 +290,6 @@ def _compute_maps(
     config: ProjectionsConfig,
     methods: list[str],
     emb_set: EmbeddingSet,
-    fp: str,
     gpu: GPUResource,
     db: Path,
 ) -> tuple[np.ndarray, dict[str, np.ndarray], dict]:
@@ -319,7 +329,7 @@ def _compute_maps(
             "y": pa.array(np.concatenate([r.coords[:, 1] for r in results.values()]), pa.float32()),
         }
     )
-    replace_rows(db, tables.PROJECTIONS, emb_set.model_key, rows, fp)
+    replace_rows(db, tables.PROJECTIONS, emb_set.model_key, rows)
     metadata.update(device=choice.describe(), write_seconds=round(time.perf_counter() - start, 3))
     return ids, {m: r.coords for m, r in results.items()}, metadata
 

@@ -7,7 +7,6 @@ that reads the embeddings is a score table (`score_tables`): it fingerprints its
 reuses its stored rows when they did not change.
 """
 
-from dataclasses import fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
@@ -15,12 +14,11 @@ import dagster as dg
 import numpy as np
 from pydantic import Field
 
-from embedding_assets.assets.reuse import reused
+from embedding_assets.assets.reuse import Inputs, Report, materialize
 from embedding_assets.assets.score_tables import Scores, score_table
 from embedding_assets.common import markdown, tables
 from embedding_assets.common.figures import histogram_markdown, png_markdown
-from embedding_assets.common.fingerprints import fingerprint, labels_version, stored
-from embedding_assets.common.results import replace_rows
+from embedding_assets.common.fingerprints import labels_version
 from embedding_assets.common.settings import page_url
 from embedding_assets.embedding.sets import EmbeddingSet, current_set, read_parquet
 from resources.storage import StorageResource
@@ -108,118 +106,36 @@ def image_quality(
     `image_quality`, one row per usable image with its `flags`). The measures were taken while
     the catalog decoded each image, so no file is read again; images catalogued before that
     (older catalogs) are measured once here."""
-    import pyarrow as pa
-
-    from embedding_assets.curation.image_quality import (
-        FLAGS,
-        QualityStats,
-        QualityThresholds,
-        quality_flags,
-    )
+    from embedding_assets.curation import quality_table
 
     db = storage.paths.catalog_db
-    _measure_missing(db, context)
-    fp = fingerprint("image_quality", _catalog_version(db), config.model_dump(mode="json"))
-    found = stored(db, tables.IMAGE_QUALITY)
-    if found is not None and found.fingerprint == fp:
-        return reused(context, fp)
-    df = _rows(
-        db,
-        "SELECT i.image_id, i.path, i.width, i.height, q.* EXCLUDE (image_id) "
-        f"FROM {tables.USABLE_IMAGES} i JOIN {tables.IMAGE_QUALITY_MEASURES} q USING (image_id) "
-        "ORDER BY image_id",
-    )
-    thresholds = QualityThresholds(**config.model_dump())
-    names = [f.name for f in fields(QualityStats)]
-    flags = [
-        [
-            name
-            for name, on in quality_flags(
-                QualityStats(**{n: row[n] for n in names}), thresholds
-            ).items()
-            if on
-        ]
-        for row in df.to_dict("records")
-    ]
-    table = pa.table(
-        {
-            "image_id": pa.array(df["image_id"], pa.int64()),
-            "blur": pa.array(df["blur"], pa.float64()),
-            "brightness": pa.array(df["brightness"], pa.float64()),
-            "contrast": pa.array(df["contrast"], pa.float64()),
-            "entropy": pa.array(df["entropy"], pa.float64()),
-            "sharpness": pa.array(df["sharpness"], pa.float64()),
-            "colourfulness": pa.array(df["colourfulness"], pa.float64()),
-            "flags": pa.array(flags, pa.list_(pa.string())),
-        }
-    )
-    replace_rows(db, tables.IMAGE_QUALITY, None, table, fp)
-    counts = {f: sum(f in row for row in flags) for f in FLAGS}
-    df["flags"] = [", ".join(f) for f in flags]
-    flagged = df[df["flags"] != ""].sort_values("sharpness")
-    context.log.info(f"{len(flagged)} of {len(df)} images flagged: {counts}")
-    return dg.MaterializeResult(
-        metadata={
-            "images": len(df),
-            "flagged": len(flagged),
-            "flag_counts": dg.MetadataValue.json(counts),
-            "flagged_images": _top_table(
-                flagged, ["image_id", "flags", "sharpness", "brightness", "path"]
-            ),
-            "sharpness_histogram": dg.MetadataValue.md(
-                histogram_markdown(
-                    np.log10(df["sharpness"].to_numpy(float) + 1e-4),
-                    "log10(sharpness)",
-                    float(np.log10(config.sharpness_below + 1e-4)),
-                )
-            ),
-            "thresholds": dg.MetadataValue.json(config.model_dump()),
-        },
-        data_version=dg.DataVersion(fp),
-    )
+    measured = quality_table.measure_missing(db)
+    if measured:
+        context.log.info(f"measured {measured} images catalogued before quality measures")
 
+    def compute() -> Report:
+        from embedding_assets.curation.image_quality import QualityThresholds
 
-def _measure_missing(db: Path, context: dg.AssetExecutionContext) -> None:
-    """Images catalogued before quality measures existed: decode them once now."""
-    import pyarrow as pa
-
-    from embedding_assets.catalog.images import fs_path, open_image
-    from embedding_assets.catalog.quality import QUALITY_COLUMNS, quality_stats
-    from resources.duckdb_store import connect
-
-    missing = _rows(
-        db,
-        f"SELECT image_id, {tables.PATH_BYTES} AS raw FROM {tables.USABLE_IMAGES} "
-        f"WHERE image_id NOT IN (SELECT image_id FROM {tables.IMAGE_QUALITY_MEASURES})",
-    )
-    if missing.empty:
-        return
-    measured = []
-    for image_id, raw in zip(missing["image_id"], missing["raw"], strict=True):
-        try:
-            with open_image(fs_path(bytes(raw))) as im:
-                measured.append((int(image_id), quality_stats(im)))
-        except Exception:  # noqa: BLE001 - a file that changed since: the next scan says so
-            continue
-    columns = {"image_id": pa.array([i for i, _ in measured], pa.int64())}
-    for c in QUALITY_COLUMNS:
-        columns[c] = pa.array([getattr(q, c) for _, q in measured], pa.float64())
-    with connect(db) as con:
-        con.register("measured", pa.table(columns))
-        con.execute(
-            f"INSERT OR REPLACE INTO {tables.IMAGE_QUALITY_MEASURES} SELECT * FROM measured"
+        found = quality_table.flag_images(db, QualityThresholds(**config.model_dump()))
+        flagged, images = found.flagged, found.images
+        context.log.info(f"{len(flagged)} of {len(images)} images flagged: {found.counts}")
+        columns = ["image_id", "flags", "sharpness", "brightness", "path"]
+        cut = float(np.log10(config.sharpness_below + 1e-4))
+        histogram = histogram_markdown(quality_table.log_sharpness(images), "log10(sharpness)", cut)
+        return Report(
+            {
+                "images": len(images),
+                "flagged": len(flagged),
+                "flag_counts": dg.MetadataValue.json(found.counts),
+                "flagged_images": _top_table(flagged, columns),
+                "sharpness_histogram": dg.MetadataValue.md(histogram),
+                "thresholds": dg.MetadataValue.json(config.model_dump()),
+            }
         )
-    context.log.info(f"measured {len(measured)} images catalogued before quality measures")
 
-
-def _catalog_version(db: Path) -> str:
-    """Which usable images, with which content: the quality measures follow from these."""
-    found = _rows(
-        db,
-        "SELECT md5(coalesce(string_agg(image_id || ':' || sha256, ',' ORDER BY image_id), '')) "
-        f"AS v FROM {tables.USABLE_IMAGES}",
-    )
-    return str(found["v"].iloc[0])
+    version = quality_table.catalog_version(db)
+    inputs = Inputs(tables.IMAGE_QUALITY, (version, config.model_dump(mode="json")))
+    return materialize(context, db, inputs, compute)
 
 
 @dg.asset(
@@ -381,50 +297,31 @@ def dataset_checks(
     """The labeled set as a whole (table `dataset_checks`): labels per class, warning under
     10, and class imbalance, warning when the rarest class has under a fifth of the median
     class's labels."""
-    import pyarrow as pa
-
-    from embedding_assets.curation.dataset_checks import dataset_checks as checks
+    from embedding_assets.curation.dataset_checks import check_labels
 
     db = storage.paths.catalog_db
-    fp = fingerprint("dataset_checks", labels_version(db))
-    found = stored(db, tables.DATASET_CHECKS)
-    if found is not None and found.fingerprint == fp:
-        return reused(context, fp)
-    labels = _rows(db, f"SELECT label FROM {tables.CURRENT_LABELS}")["label"].tolist()
-    rows = checks(labels)
-    schema = pa.schema(
-        [
-            ("check_name", pa.string()),
-            ("subject", pa.string()),
-            ("value", pa.float64()),
-            ("p_value", pa.float64()),
-            ("warning", pa.bool_()),
-            ("detail", pa.string()),
-            ("model_key", pa.string()),  # not per embedding set: ''
+
+    def compute() -> Report:
+        found = check_labels(db)
+        for row in found.rows:
+            if row["warning"]:
+                context.log.warning(row["detail"])
+        table = [
+            [r["check_name"], r["subject"], _fmt(r["value"]), r["warning"], r["detail"]]
+            for r in found.rows
         ]
-    )
-    table = pa.Table.from_pylist([{**r, "model_key": ""} for r in rows], schema=schema)
-    replace_rows(db, tables.DATASET_CHECKS, None, table, fp)
-    warnings = [r["detail"] for r in rows if r["warning"]]
-    for line in warnings:
-        context.log.warning(line)
-    return dg.MaterializeResult(
-        metadata={
-            "labels": len(labels),
-            "classes": len({*labels}),
-            "warnings": len(warnings),
-            "checks": dg.MetadataValue.md(
-                markdown.table(
-                    ["check", "subject", "value", "warning", "detail"],
-                    [
-                        [r["check_name"], r["subject"], _fmt(r["value"]), r["warning"], r["detail"]]
-                        for r in rows
-                    ],
-                )
-            ),
-        },
-        data_version=dg.DataVersion(fp),
-    )
+        columns = ["check", "subject", "value", "warning", "detail"]
+        return Report(
+            {
+                "labels": found.labels,
+                "classes": found.classes,
+                "warnings": sum(r["warning"] for r in found.rows),
+                "checks": dg.MetadataValue.md(markdown.table(columns, table)),
+            }
+        )
+
+    inputs = Inputs(tables.DATASET_CHECKS, (labels_version(db),))
+    return materialize(context, db, inputs, compute)
 
 
 @dg.asset_check(

@@ -6,7 +6,6 @@ embeddings.
 are eager, so each report (or new embeddings) re-runs them once.
 """
 
-import time
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -14,21 +13,23 @@ import dagster as dg
 import numpy as np
 from pydantic import Field
 
-from embedding_assets.assets.reuse import previous_metadata, reused
+from embedding_assets.assets.reuse import Inputs, Report, materialize, previous_metadata
 from embedding_assets.common import markdown, tables
-from embedding_assets.common.fingerprints import fingerprint, labels_version, stored
+from embedding_assets.common.fingerprints import Stored, labels_version, stored
 from embedding_assets.common.settings import page_url
 from embedding_assets.embedding.sets import EmbeddingSet, content_version, current_set
 from embedding_assets.learning import classifiers as al
 from embedding_assets.learning import registry, rounds, selection
 from embedding_assets.learning.plots import confusion_png, learning_curve_png
 from resources.gpu import GPU_POOL, GPUResource
+from resources.paths import DataPaths
 from resources.storage import StorageResource
 
 GROUP = "active_learning"
 OWNERS = ["team:ml-platform"]
 GATE = "promotion_gate"
 CLASSIFIER = "classifier"  # whose fingerprint names the version trained on its inputs
+METRICS = ("accuracy", "macro_f1", "log_loss", "ece", "ece_uncalibrated", "temperature")
 
 labels = dg.AssetSpec(
     "labels",
@@ -134,19 +135,27 @@ def classifier(
     with its candidates in `classifier_candidates`; the best becomes the champion only if it
     beats the current one. The same embeddings, labels and config reuse the version trained
     on them."""
-    started = time.perf_counter()
     paths = storage.paths
     db = paths.catalog_db
     emb_set = current_set(db)
-    fp = fingerprint(
-        CLASSIFIER, _content(emb_set), labels_version(db), config.model_dump(mode="json")
+    inputs = Inputs(
+        CLASSIFIER, (_content(emb_set), labels_version(db), config.model_dump(mode="json"))
     )
-    found = stored(db, CLASSIFIER)
-    kept = registry.outcome(db, int(found.result)) if found and found.fingerprint == fp else None
-    if kept is not None:
-        return _reused_version(context, int(found.result), *kept)
+
+    def kept(found: Stored) -> Report | None:
+        outcome = registry.outcome(db, int(found.result))
+        return None if outcome is None else _reused_version(context, int(found.result), *outcome)
+
+    return materialize(context, db, inputs, lambda: _train(context, config, paths, gpu), kept)
+
+
+def _train(
+    context: dg.AssetExecutionContext, config: ClassifierConfig, paths: DataPaths, gpu: GPUResource
+) -> Report:
+    """Train the candidates, register the version and judge it against the champion."""
     from embedding_assets.embedding.features import classifier_features
 
+    db = paths.catalog_db
     emb_set, features, ids, vectors = classifier_features(paths)
     found_labels = registry.labeled(db, ids)
     idx, y, max_label_id = found_labels.positions, found_labels.labels, found_labels.max_label_id
@@ -180,7 +189,7 @@ def classifier(
         return _not_trained(context, base, exc, champ.version_id if champ else None)
     decision = al.compare_with_champion(training, champ, features)
     model_path = registry.save_model(paths.models_dir, training, features)
-    version_id = registry.register(db, training, decision, model_path, features, max_label_id, fp)
+    version_id = registry.register(db, training, decision, model_path, features, max_label_id)
     champion_id = version_id if decision.promoted else champ.version_id
     context.log.info(f"classifier v{version_id} ({training.algorithm}): {decision.reason}")
     m = training.metrics
@@ -198,41 +207,30 @@ def classifier(
         description=decision.reason,
         metadata={"version_id": version_id, "champion_version": champion_id},
     )
-    return dg.MaterializeResult(
-        metadata={
-            **base,
-            "status": "trained",
-            "version_id": version_id,
-            "algorithm": training.algorithm,
-            "eval_method": training.eval_method,
-            "accuracy": dg.MetadataValue.float(round(m["accuracy"], 4)),
-            "macro_f1": dg.MetadataValue.float(round(m["macro_f1"], 4)),
-            "log_loss": dg.MetadataValue.float(round(m["log_loss"], 4)),
-            "ece": dg.MetadataValue.float(round(m["ece"], 4)),
-            "ece_uncalibrated": dg.MetadataValue.float(round(m["ece_uncalibrated"], 4)),
-            "temperature": dg.MetadataValue.float(round(m["temperature"], 4)),
-            "candidates": dg.MetadataValue.md(_candidate_table(training, decision)),
-            "promoted": decision.promoted,
-            "decision": decision.reason,
-            "champion_version": champion_id,
-            "classes": dg.MetadataValue.json(training.classes.tolist()),
-            "dropped_classes (fewer than 2 labels)": dg.MetadataValue.json(
-                training.dropped_classes
-            ),
-            "max_label_id": max_label_id or 0,
-            "device": choice.describe(),
-            "confusion_matrix": dg.MetadataValue.md(markdown.image(png, "confusion matrix")),
-            "model_path": dg.MetadataValue.path(str(model_path)),
-            "seconds": dg.MetadataValue.float(round(time.perf_counter() - started, 3)),
-        },
-        data_version=dg.DataVersion(f"v{champion_id}"),
-        check_results=[gate],
-    )
+    metadata = {
+        **base,
+        "status": "trained",
+        "version_id": version_id,
+        "algorithm": training.algorithm,
+        "eval_method": training.eval_method,
+        **{k: dg.MetadataValue.float(round(m[k], 4)) for k in METRICS},
+        "candidates": dg.MetadataValue.md(_candidate_table(training, decision)),
+        "promoted": decision.promoted,
+        "decision": decision.reason,
+        "champion_version": champion_id,
+        "classes": dg.MetadataValue.json(training.classes.tolist()),
+        "dropped_classes (fewer than 2 labels)": dg.MetadataValue.json(training.dropped_classes),
+        "max_label_id": max_label_id or 0,
+        "device": choice.describe(),
+        "confusion_matrix": dg.MetadataValue.md(markdown.image(png, "confusion matrix")),
+        "model_path": dg.MetadataValue.path(str(model_path)),
+    }
+    return Report(metadata, f"v{champion_id}", [gate], result=str(version_id))
 
 
 def _not_trained(
     context: dg.AssetExecutionContext, base: dict, exc: Exception, champion_id: int | None
-) -> dg.MaterializeResult:
+) -> Report:
     """Too few labels to train: a warning, not a failure. Most users start with none, and
     `label_queue` then proposes the images to label first (a cold start), so the run goes on;
     a champion, if any, stays."""
@@ -242,17 +240,10 @@ def _not_trained(
         reason = f"{status}: {exc}; `emb queue` lists the images to label first"
     else:
         status, reason = "skipped", f"no new version: {exc}; champion v{champion_id} stays"
-    return dg.MaterializeResult(
-        metadata={**base, "status": status, "reason": reason},
-        check_results=[
-            dg.AssetCheckResult(
-                check_name=GATE,
-                passed=False,
-                severity=dg.AssetCheckSeverity.WARN,
-                description=reason,
-            )
-        ],
+    gate = dg.AssetCheckResult(
+        check_name=GATE, passed=False, severity=dg.AssetCheckSeverity.WARN, description=reason
     )
+    return Report({**base, "status": status, "reason": reason}, checks=[gate], keep=False)
 
 
 @dataclass
@@ -280,18 +271,15 @@ def _judged(paths, set_key: str, features: str, ids: np.ndarray, config) -> _Jud
         out.prefit = {al.COSINE_HEAD: al.CosineHead.load(judged)}
         out.prefit_final = {al.COSINE_HEAD: al.CosineHead.load(model.classifier)}
     if model.gate_params is not None:
-        image_ids, fs_paths, hashes = usable_files(paths.catalog_db)
-        where = {i: k for k, i in enumerate(image_ids)}
-        rows = [where[int(i)] for i in ids]
-        found, kept = cached_features(
-            paths,
-            model.gate_params,
-            [fs_paths[r] for r in rows],
-            [hashes[r] for r in rows],
-            RunOptions(),
-        )
-        if len(kept) == len(rows):
-            out.select_x = found
+        usable = usable_files(paths.catalog_db)
+        rows = usable.rows_of(ids)
+        if (rows >= 0).all():
+            wanted = usable.subset(rows)
+            found, kept = cached_features(
+                paths, model.gate_params, wanted.fs_paths, wanted.hashes, RunOptions()
+            )
+            if len(kept) == len(rows):
+                out.select_x = found
     return out
 
 
@@ -305,7 +293,7 @@ def _reused_version(
     promoted: bool,
     decision: str,
     champion_id: int | None,
-) -> dg.MaterializeResult:
+) -> Report:
     """The version trained on these very inputs again, and its promotion gate as it was."""
     version = f"v{champion_id}"
     previous = previous_metadata(context, version)
@@ -319,7 +307,7 @@ def _reused_version(
         metadata={"version_id": version_id, "champion_version": champion_id},
     )
     metadata = {"version_id": version_id, "champion_version": champion_id}
-    return reused(context, version, metadata, previous=previous, check_results=[gate])
+    return Report(metadata, version, [gate], base=previous)
 
 
 @dg.asset(
@@ -335,65 +323,38 @@ def predictions(
     """The champion classifier's predicted class, probability and uncertainty (least-confident,
     margin, entropy) for every image with an embedding, in the DuckDB table `predictions`;
     the same champion and embeddings reuse the stored predictions."""
-    started = time.perf_counter()
     db = storage.paths.catalog_db
     emb_set = current_set(db)
     champion_id = registry.champion_version(db)
-    fp = fingerprint("predictions", champion_id, _content(emb_set))
-    found = stored(db, tables.PREDICTIONS)
-    if champion_id is not None and found is not None and found.fingerprint == fp:
-        return reused(context, fp, {"images": emb_set.count, "version_id": champion_id})
-    if champion_id is None:
-        context.log.info("no champion classifier yet: nothing to predict")
-        return dg.MaterializeResult(
-            metadata={
-                "images": 0,
-                "status": selection.WAITING,
-                "reason": "no classifier yet: label at least 2 classes with 2+ images each "
-                "(`emb queue` lists the images to label first)",
-            },
-            data_version=dg.DataVersion(selection.WAITING),
-        )
-    champ = registry.champion(db)
-    if champ is None:
-        raise dg.Failure(
-            f"The champion v{champion_id}'s model file is missing: materialize `classifier` again."
-        )
-    from embedding_assets.embedding.features import classifier_features
 
-    _, features, ids, vectors = classifier_features(storage.paths)
-    if champ.embedding_key != features:
-        raise dg.Failure(
-            f"The champion v{champ.version_id} was trained on features "
-            f"{champ.embedding_key}, the current ones are {features}: "
-            "materialize `classifier` again."
-        )
-    classes = np.asarray(champ.classes)
-    p = (
-        np.concatenate(
-            [
-                al.proba(champ.model, vectors[s : s + 65536], classes)
-                for s in range(0, len(ids), 65536)
-            ]
-        )
-        if len(ids)
-        else np.zeros((0, len(classes)))
-    )
-    means = registry.write_predictions(db, champ.version_id, ids, classes, p, fp)
-    counts = dict(zip(*np.unique(classes[p.argmax(axis=1)], return_counts=True), strict=True))
-    context.log.info(f"predicted {len(ids)} images with champion v{champ.version_id}")
-    return dg.MaterializeResult(
-        metadata={
-            "images": len(ids),
-            "version_id": champ.version_id,
-            "predicted_per_class": dg.MetadataValue.json(
-                {str(k): int(v) for k, v in counts.items()}
-            ),
-            **{f"mean_{k}": dg.MetadataValue.float(round(v, 4)) for k, v in means.items()},
-            "seconds": dg.MetadataValue.float(round(time.perf_counter() - started, 3)),
-        },
-        data_version=dg.DataVersion(fp),
-    )
+    def compute() -> Report:
+        if champion_id is None:
+            context.log.info("no champion classifier yet: nothing to predict")
+            reason = (
+                "no classifier yet: label at least 2 classes with 2+ images each (`emb queue` "
+                "lists the images to label first)"
+            )
+            metadata = {"images": 0, "status": selection.WAITING, "reason": reason}
+            return Report(metadata, selection.WAITING, keep=False)
+        from embedding_assets.learning.predict import predict_all
+
+        try:
+            done = predict_all(storage.paths)
+        except LookupError as exc:
+            raise dg.Failure(str(exc)) from None
+        context.log.info(f"predicted {done.images} images with champion v{done.version_id}")
+        means = {f"mean_{k}": dg.MetadataValue.float(round(v, 4)) for k, v in done.means.items()}
+        metadata = {
+            "images": done.images,
+            "version_id": done.version_id,
+            "predicted_per_class": dg.MetadataValue.json(done.per_class),
+            **means,
+        }
+        return Report(metadata)
+
+    inputs = Inputs(tables.PREDICTIONS, (champion_id, _content(emb_set)))
+    kept = Report({"images": emb_set.count, "version_id": champion_id})
+    return materialize(context, db, inputs, compute, lambda _: kept)
 
 
 class LabelQueueConfig(dg.Config):
@@ -451,25 +412,38 @@ def label_queue(
     db = storage.paths.catalog_db
     key = current_set(db).model_key
     latest = registry.latest_version(db)
-    fp = fingerprint(
-        rounds.ASSET,
-        [
-            (s.fingerprint if s else None)
-            for s in (stored(db, tables.PREDICTIONS), stored(db, tables.CLUSTERS, key))
-        ],
-        stored(db, tables.UNIQUENESS, key) if config.strategy == "uniqueness" else None,
+    uses = [tables.PREDICTIONS, tables.CLUSTERS] + (
+        [tables.UNIQUENESS] if config.strategy == "uniqueness" else []
+    )
+    used = [stored(db, t, "" if t == tables.PREDICTIONS else key) for t in uses]
+    parts = (
+        [s.fingerprint if s else None for s in used],
         latest.version_id if latest else None,
         labels_version(db),
         config.model_dump(mode="json"),
     )
-    found = stored(db, rounds.ASSET)
-    if found is not None and found.fingerprint == fp:
-        return reused(context, fp, {"round": int(found.result)})
-    try:
-        chosen = rounds.next_round(db, rounds.RoundSettings(**config.settings()))
-    except LookupError as exc:  # the uniqueness strategy before `uniqueness` ran
-        raise dg.Failure(str(exc)) from exc
-    round_no, new_round, curve = rounds.record_round(db, chosen.requests, latest, fp)
+
+    def compute() -> Report:
+        try:
+            chosen = rounds.next_round(db, rounds.RoundSettings(**config.settings()))
+        except LookupError as exc:  # the uniqueness strategy before `uniqueness` ran
+            raise dg.Failure(str(exc)) from exc
+        round_no, new_round, curve = rounds.record_round(db, chosen.requests, latest)
+        context.log.info(
+            f"round {round_no}{'' if new_round else ' (no new labels: replaced)'}: "
+            f"{chosen.requests.num_rows} of {chosen.pool} unlabeled images requested"
+        )
+        metadata = _round_metadata(chosen, round_no, new_round, curve, config)
+        return Report(metadata, result=str(round_no))
+
+    inputs = Inputs(rounds.ASSET, parts)
+    return materialize(context, db, inputs, compute, lambda f: Report({"round": int(f.result)}))
+
+
+def _round_metadata(
+    chosen: rounds.NextRound, round_no: int, new_round: bool, curve: list, config: LabelQueueConfig
+) -> dict:
+    """The round, how it was chosen, the learning curve and whether to stop labeling."""
     accs = [a for _, a in curve if not np.isnan(a)]
     stop = selection.plateaued(accs, config.plateau_rounds, config.plateau_min_delta)
     reason = (
@@ -478,29 +452,21 @@ def label_queue(
         if stop
         else "keep labeling"
     )
-    asked = chosen.requests.num_rows
-    context.log.info(
-        f"round {round_no}{'' if new_round else ' (no new labels: replaced)'}: "
-        f"{asked} of {chosen.pool} unlabeled images requested"
-    )
     png = learning_curve_png([n for n, _ in curve], [a for _, a in curve])
-    return dg.MaterializeResult(
-        metadata={
-            "round": round_no,
-            "new_round": dg.MetadataValue.bool(new_round),
-            "batch_size": asked,
-            "unlabeled_pool": chosen.pool,
-            "strategy": chosen.strategy,
-            "clusters_in_batch": chosen.clusters_in_batch,
-            "largest_cluster_share": dg.MetadataValue.float(round(chosen.largest_cluster_share, 3)),
-            "cluster_source": chosen.cluster_source,
-            "mean_uncertainty_batch": dg.MetadataValue.float(round(chosen.mean_score_batch, 4)),
-            "mean_uncertainty_pool": dg.MetadataValue.float(round(chosen.mean_score_pool, 4)),
-            "stop_signal": stop,
-            "stop_reason": reason,
-            "learning_curve": dg.MetadataValue.md(markdown.image(png, "learning curve")),
-            "export": "emb queue --export queue.csv",
-            "label_in_browser": dg.MetadataValue.url(page_url("label")),
-        },
-        data_version=dg.DataVersion(fp),
-    )
+    return {
+        "round": round_no,
+        "new_round": dg.MetadataValue.bool(new_round),
+        "batch_size": chosen.requests.num_rows,
+        "unlabeled_pool": chosen.pool,
+        "strategy": chosen.strategy,
+        "clusters_in_batch": chosen.clusters_in_batch,
+        "largest_cluster_share": dg.MetadataValue.float(round(chosen.largest_cluster_share, 3)),
+        "cluster_source": chosen.cluster_source,
+        "mean_uncertainty_batch": dg.MetadataValue.float(round(chosen.mean_score_batch, 4)),
+        "mean_uncertainty_pool": dg.MetadataValue.float(round(chosen.mean_score_pool, 4)),
+        "stop_signal": stop,
+        "stop_reason": reason,
+        "learning_curve": dg.MetadataValue.md(markdown.image(png, "learning curve")),
+        "export": "emb queue --export queue.csv",
+        "label_in_browser": dg.MetadataValue.url(page_url("label")),
+    }

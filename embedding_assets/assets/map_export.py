@@ -1,14 +1,13 @@
 """`map_export`: the Parquet file behind `emb serve`'s /atlas page (Embedding Atlas), written
 after the maps and the curation results it shows (analytics/map_export.py)."""
 
-import time
 from pathlib import Path
 
 import dagster as dg
 
-from embedding_assets.assets.reuse import reused
+from embedding_assets.assets.reuse import Inputs, Report, materialize
 from embedding_assets.common import tables
-from embedding_assets.common.fingerprints import fingerprint, labels_version, record, stored
+from embedding_assets.common.fingerprints import labels_version
 from embedding_assets.common.settings import page_url
 from embedding_assets.embedding.sets import EmbeddingSet, content_version, current_set
 from resources.duckdb_store import connect
@@ -26,7 +25,7 @@ SHOWN = [
 ]
 
 
-def _inputs_version(db: Path, emb_set: EmbeddingSet) -> str:
+def _inputs(db: Path, emb_set: EmbeddingSet) -> Inputs:
     """What the file is made of: the embedding set's content, every stored result's
     fingerprint, the labels and the champion's predictions."""
     with connect(db, read_only=True) as con:
@@ -42,13 +41,8 @@ def _inputs_version(db: Path, emb_set: EmbeddingSet) -> str:
             if tables.exists(con, tables.PREDICTIONS)
             else []
         )
-    return fingerprint(
-        "map_export",
-        content_version(emb_set.parquet_path, emb_set.model_key),
-        results,
-        shown,
-        labels_version(db),
-    )
+    content = content_version(emb_set.parquet_path, emb_set.model_key)
+    return Inputs("map_export", (content, results, shown, labels_version(db)))
 
 
 @dg.asset(deps=SHOWN, group_name="analytics", kinds={"parquet"}, owners=["team:ml-platform"])
@@ -61,24 +55,19 @@ def map_export(context: dg.AssetExecutionContext, storage: StorageResource) -> d
 
     paths = storage.paths
     db = paths.catalog_db
-    emb_set = current_set(db)
-    version = _inputs_version(db, emb_set)
     out = paths.map_points
-    found = stored(db, "map_export")
-    if found is not None and found.fingerprint == version and readable(out):
-        return reused(context, version)
-    start = time.perf_counter()
-    written = write_map_export(db, emb_set.parquet_path, out)
-    with connect(db) as con:
-        record(con, "map_export", version)
-    context.log.info(f"map_export: {written['points']} points in {out}")
-    return dg.MaterializeResult(
-        metadata={
-            **{k: v for k, v in written.items() if k != "columns"},
-            "columns": ", ".join(written["columns"]),
-            "path": dg.MetadataValue.path(str(out)),
-            "atlas": dg.MetadataValue.url(page_url("atlas/")),
-            "seconds": round(time.perf_counter() - start, 3),
-        },
-        data_version=dg.DataVersion(version),
-    )
+
+    def compute() -> Report:
+        written = write_map_export(db, current_set(db).parquet_path, out)
+        context.log.info(f"map_export: {written['points']} points in {out}")
+        return Report(
+            {
+                **{k: v for k, v in written.items() if k != "columns"},
+                "columns": ", ".join(written["columns"]),
+                "path": dg.MetadataValue.path(str(out)),
+                "atlas": dg.MetadataValue.url(page_url("atlas/")),
+            }
+        )
+
+    inputs = _inputs(db, current_set(db))
+    return materialize(context, db, inputs, compute, lambda _: Report() if readable(out) else None)

@@ -1,7 +1,7 @@
-"""The recipe every per-image result asset shares, written once: take the current embedding
-set, fingerprint the inputs, reuse the stored rows when they were computed from the same ones,
-else compute, write the rows (with the set's model key) in one transaction with their
-fingerprint, and report. An asset says only what it computes (`Scores`)."""
+"""The recipe every per-image result asset shares, written once over `reuse.materialize`: the
+current embedding set's content, the config and any further inputs decide the rows; they are
+reused when those did not change, else computed and written (with the set's model key) in one
+transaction. An asset says only what it computes (`Scores`)."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from typing import Any
 
 import dagster as dg
 
-from embedding_assets.assets.reuse import reused, set_inputs
-from embedding_assets.embedding.sets import EmbeddingSet
+from embedding_assets.assets.reuse import Inputs, Report, materialize
+from embedding_assets.embedding.sets import EmbeddingSet, content_version, current_set
 from resources.storage import StorageResource
 
 
@@ -27,6 +27,13 @@ class Scores:
     metadata: dict[str, Any] = field(default_factory=dict)
     log: str = ""
     more_tables: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+def set_inputs(asset: str, emb_set: EmbeddingSet, config: dg.Config, *more: object) -> Inputs:
+    """The inputs of a result kept per embedding set: its content, the config and `more`."""
+    content = content_version(emb_set.parquet_path, emb_set.model_key)
+    parts = (content, config.model_dump(mode="json"), *more)
+    return Inputs(asset, parts, scope=emb_set.model_key)
 
 
 def score_table(
@@ -47,35 +54,29 @@ def score_table(
     from embedding_assets.common.results import replace_rows
 
     db = storage.paths.catalog_db
-    emb_set, fp, unchanged = set_inputs(db, table, config, *more)
+    emb_set = current_set(db)
     key = emb_set.model_key
 
     def show() -> dict[str, Any]:
         return {"model_key": key, **(shown(emb_set) if shown else {})}
 
-    if unchanged:
-        return reused(context, fp, show())
-    started = time.perf_counter()
-    scores = compute(emb_set)
-    computed = time.perf_counter() - started
-
     def with_key(columns: dict[str, Any]) -> pa.Table:
         rows = pa.table(columns)
         return rows.append_column("model_key", pa.array([key] * rows.num_rows, pa.string()))
 
-    replace_rows(db, table, key, with_key(scores.rows), fp)
-    for other, columns in scores.more_tables.items():
-        replace_rows(db, other, key, with_key(columns))
-    if scores.log:
-        context.log.info(scores.log)
-    return dg.MaterializeResult(
-        metadata={
-            **show(),
-            **scores.metadata,
-            "seconds": dg.MetadataValue.float(round(computed, 3)),
-            "write_seconds": dg.MetadataValue.float(
-                round(time.perf_counter() - started - computed, 3)
-            ),
-        },
-        data_version=dg.DataVersion(fp),
-    )
+    def run() -> Report:
+        started = time.perf_counter()
+        scores = compute(emb_set)
+        computed = time.perf_counter() - started
+        replace_rows(db, table, key, with_key(scores.rows))
+        for other, columns in scores.more_tables.items():
+            replace_rows(db, other, key, with_key(columns))
+        if scores.log:
+            context.log.info(scores.log)
+        written = round(time.perf_counter() - started - computed, 3)
+        return Report(
+            {**show(), **scores.metadata, "write_seconds": dg.MetadataValue.float(written)}
+        )
+
+    inputs = set_inputs(table, emb_set, config, *more)
+    return materialize(context, db, inputs, run, kept=lambda _: Report(show()))

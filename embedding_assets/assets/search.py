@@ -18,11 +18,16 @@ import numpy as np
 from pydantic import Field
 
 from embedding_assets.assets.embedding import BackboneConfig
-from embedding_assets.assets.reuse import previous_metadata, reused
+from embedding_assets.assets.reuse import Inputs, Report, materialize, previous_metadata
 from embedding_assets.assets.score_tables import Scores, score_table
 from embedding_assets.common import markdown, tables
-from embedding_assets.common.fingerprints import REUSED, SKIPPED, fingerprint, labels_version
-from embedding_assets.common.fingerprints import stored as stored_fingerprint
+from embedding_assets.common.fingerprints import (
+    REUSED,
+    SKIPPED,
+    Stored,
+    fingerprint,
+    labels_version,
+)
 from embedding_assets.common.settings import page_url
 from embedding_assets.embedding.sets import (
     EmbeddingSet,
@@ -36,6 +41,7 @@ from resources.storage import StorageResource
 
 if TYPE_CHECKING:
     from embedding_assets.search.builds import BuildReport, BuildSettings, KnnReport
+    from embedding_assets.search.tags import Tagged
     from embedding_assets.search.versions import IndexRecord
 
 GROUP = "search"
@@ -43,6 +49,10 @@ OWNERS = ["team:ml-platform"]
 MIN_RECALL_AT_5 = 0.95
 RECALL_CHECK = "similarity_index_recall"
 KNN_FIELDS = ("knn_k", "knn_max_queries")  # the kNN evaluation, not the index
+INDEX_REUSED = (
+    "index reused (embeddings and settings unchanged); kNN accuracy measured again for the "
+    "current labels"
+)
 TAG_GRAPH = "neighbours-10-pca64"  # image_tags' neighbour graph: a change re-tags
 
 
@@ -145,46 +155,45 @@ def similarity_index(
     key = emb_set.model_key
     settings = config.model_dump(mode="json")
     built_from = {k: v for k, v in settings.items() if k not in KNN_FIELDS}
-    index_fp = fingerprint(
-        "similarity_index", content_version(emb_set.parquet_path, key), built_from
-    )
+    content = content_version(emb_set.parquet_path, key)
+    inputs = Inputs(versions.ASSET, (content, built_from), scope=key, versioned=True)
     # the kNN accuracy in the metadata also depends on the labels
-    version_fp = fingerprint(index_fp, labels_version(db), [settings[k] for k in KNN_FIELDS])
-    found = stored_fingerprint(db, versions.ASSET, key)
-    record = versions.current_build(db, key) if found and found.fingerprint == index_fp else None
-    if record is not None and record.path.is_file():
-        previous = previous_metadata(context, version_fp)
-        if previous and snapshot.exists(record.path):
-            return reused(context, version_fp, previous=previous)
-        ids, vectors = read_parquet(emb_set.parquet_path)
-        if not snapshot.exists(record.path):  # built before search snapshots existed
-            builds.write_snapshot(db, record, ids, vectors, config.build_settings())
-        index, params = faiss.read_index(str(record.path)), record.search_params
-        metadata = {
-            REUSED: "index reused (embeddings and settings unchanged); kNN accuracy measured "
-            "again for the current labels",
-            **_record_metadata(record),
-        }
-    else:
-        ids, vectors = read_parquet(emb_set.parquet_path)
+    version = fingerprint(inputs.fingerprint, labels_version(db), [settings[k] for k in KNN_FIELDS])
+    record = versions.current_build(db, key) if inputs.unchanged(db) else None
+    if record is not None and not record.path.is_file():
+        record = None
 
-        @contextmanager
-        def faiss_gpu():
-            with gpu.acquire(context.log) as choice:
-                yield choice.faiss_gpu_id
+    def kept(_: Stored) -> Report | None:
+        whole = record and snapshot.exists(record.path) and previous_metadata(context, version)
+        return Report(version=version) if whole else None
 
-        index, report = builds.build(
-            paths, key, ids, vectors, config.build_settings(), index_fp, faiss_gpu, context.log.info
+    def compute() -> Report:
+        ids, vectors = read_parquet(emb_set.parquet_path)
+        if record is not None:
+            if not snapshot.exists(record.path):  # built before search snapshots existed
+                builds.write_snapshot(db, record, ids, vectors, config.build_settings())
+            index, built = faiss.read_index(str(record.path)), record
+            metadata = {REUSED: INDEX_REUSED, **_record_metadata(record)}
+        else:
+
+            @contextmanager
+            def faiss_gpu():
+                with gpu.acquire(context.log) as choice:
+                    yield choice.faiss_gpu_id
+
+            settings = config.build_settings()
+            log = context.log.info
+            index, report = builds.build(paths, key, ids, vectors, settings, faiss_gpu, log)
+            built, metadata = report.record, _build_metadata(report)
+        from embedding_assets.catalog.labels import current_labels
+
+        labels = current_labels(db, ids)
+        knn = builds.knn_report(
+            index, built.search_params, vectors, ids, labels, config.knn_k, config.knn_max_queries
         )
-        params = report.record.search_params
-        metadata = _build_metadata(report)
-    from embedding_assets.catalog.labels import current_labels
+        return Report({**metadata, **_knn_metadata(knn)}, version, result=built.version)
 
-    knn = builds.knn_report(
-        index, params, vectors, ids, current_labels(db, ids), config.knn_k, config.knn_max_queries
-    )
-    metadata.update(_knn_metadata(knn))
-    return dg.MaterializeResult(metadata=metadata, data_version=dg.DataVersion(version_fp))
+    return materialize(context, db, inputs, compute, kept)
 
 
 def _record_metadata(record: "IndexRecord") -> dict:
@@ -293,22 +302,30 @@ def published_index(
         raise dg.Failure(f"No similarity index for {key}: materialize `similarity_index` first.")
     live = versions.latest_index(db, key, published_only=True)
     base = {"model_key": key, "version": record.version, "index_type": record.index_type}
-    if live is not None and live.version == record.version:
+
+    def kept(_: Stored) -> Report | None:
+        if live is None or live.version != record.version:
+            return None
         note = f"{SKIPPED}: version {record.version} is already the one search uses"
-        return reused(context, record.version, base, note=note)
-    recall = _checked_recall(context, record)
-    versions.publish(db, key, record.version, recall)
-    context.log.info(f"Search now uses index {record.version} of {key}")
-    return dg.MaterializeResult(
-        metadata={
-            **base,
-            "check_recall_at_5": dg.MetadataValue.float(round(recall, 4)),
-            "replaces": live.version if live else "none",
-            "search_in_browser": dg.MetadataValue.url(page_url("search/page")),
-            "index_path": dg.MetadataValue.path(str(record.path)),
-        },
-        data_version=dg.DataVersion(record.version),
-    )
+        return Report(base, record.version, note=note)
+
+    def compute() -> Report:
+        recall = _checked_recall(context, record)
+        versions.publish(db, key, record.version, recall)
+        context.log.info(f"Search now uses index {record.version} of {key}")
+        return Report(
+            {
+                **base,
+                "check_recall_at_5": dg.MetadataValue.float(round(recall, 4)),
+                "replaces": live.version if live else "none",
+                "search_in_browser": dg.MetadataValue.url(page_url("search/page")),
+                "index_path": dg.MetadataValue.path(str(record.path)),
+            },
+            record.version,
+        )
+
+    inputs = Inputs("published_index", (record.version,), scope=key, versioned=True)
+    return materialize(context, db, inputs, compute, kept)
 
 
 def _checked_recall(context: dg.AssetExecutionContext, record: "IndexRecord") -> float:
@@ -439,73 +456,70 @@ def image_tags(
     text search (`emb search --text`, `/search?text=`). A backbone without an ImageNet-1k head
     (random weights, another label set) is skipped with the reason; a trained head or a
     fine-tune changes the embeddings, not the tags."""
-    from embedding_assets.catalog.images import usable_files
     from embedding_assets.catalog.scan import usable_version
 
-    paths = storage.paths
-    db = paths.catalog_db
-    params = config.backbone()
-    key = params.model_key()
-    fp = fingerprint(
-        "image_tags", key, usable_version(db), config.model_dump(mode="json"), TAG_GRAPH
-    )
-    found = stored_fingerprint(db, tables.IMAGE_TAGS, key)
-    if found is not None and found.fingerprint == fp:
-        return reused(context, fp, {"model_key": key})
-    from embedding_assets.common.results import replace_rows
+    db = storage.paths.catalog_db
+    key = config.backbone().model_key()
+
+    def compute() -> Report:
+        from embedding_assets.search import tags
+
+        tagged = _tag(context, config, storage, gpu)
+        if isinstance(tagged, str):
+            context.log.warning(f"image_tags skipped for {key}: {tagged}")
+            metadata = {"status": "skipped", "reason": tagged, "model_key": key}
+            return Report(metadata, f"skipped:{key}", keep=False)
+        images = len(tagged.image_ids)
+        context.log.info(f"tagged {images} images with their top {config.top_k} classes")
+        mean_top1 = round(float(tagged.probs[:, 0].mean()), 4) if images else 0.0
+        common = markdown.table(["images (top 1)", "class"], tags.most_common(tagged))
+        return Report(
+            {
+                "model_key": key,
+                "images": images,
+                "top_k": config.top_k,
+                "neighbours": tags.NEIGHBOURS,
+                "mean_top1_probability": dg.MetadataValue.float(mean_top1),
+                "most_common_tags": dg.MetadataValue.md(common),
+                "search": 'emb search --text "cat"   ·   emb sql "select path, score from '
+                "image_tags_expanded where term = 'cat' order by score desc\"",
+            }
+        )
+
+    parts = (key, usable_version(db), config.model_dump(mode="json"), TAG_GRAPH)
+    inputs = Inputs(tables.IMAGE_TAGS, parts, scope=key)
+    return materialize(context, db, inputs, compute, lambda _: Report({"model_key": key}))
+
+
+def _tag(
+    context: dg.AssetExecutionContext,
+    config: ImageTagsConfig,
+    storage: StorageResource,
+    gpu: GPUResource,
+) -> "Tagged | str":
+    """Tag every usable image and write the tags (DuckDB and the served copy); why not, for a
+    backbone without an ImageNet-1k head."""
+    from embedding_assets.catalog.images import usable_files
     from embedding_assets.embedding.backbones import imagenet_head
     from embedding_assets.embedding.run import cached_features_and_norms
     from embedding_assets.search import tags
 
+    params = config.backbone()
     head = imagenet_head(params.spec(), config.allow_download)
     if isinstance(head, str):
-        context.log.warning(f"image_tags skipped for {key}: {head}")
-        return dg.MaterializeResult(
-            metadata={"status": "skipped", "reason": head, "model_key": key},
-            data_version=dg.DataVersion(f"skipped:{key}"),
-        )
-    ids, fs_paths, hashes = usable_files(db)
+        return head
+    usable = usable_files(storage.paths.catalog_db)
     with gpu.acquire(context.log) as device:
         X, norms, keep = cached_features_and_norms(
-            paths, params, fs_paths, hashes, config.inference(device.torch_device)
+            storage.paths,
+            params,
+            usable.fs_paths,
+            usable.hashes,
+            config.inference(device.torch_device),
         )
-    tagged = tags.Tagged.of(np.asarray(ids, dtype=np.int64)[keep], X, norms, head, config.top_k)
-    import pyarrow as pa
-
-    replace_rows(db, tables.IMAGENET_TERMS, None, pa.table(tags.terms_rows()))
-    replace_rows(db, tables.IMAGE_TAGS, key, pa.table(tags.table_rows(tagged, key)), fp)
-    tags.write_serving(paths, key, tagged, _paths_of(storage, tagged.image_ids))
-    images = len(tagged.image_ids)
-    context.log.info(f"tagged {images} images with their top {config.top_k} classes")
-    return dg.MaterializeResult(
-        metadata={
-            "model_key": key,
-            "images": images,
-            "top_k": config.top_k,
-            "neighbours": tags.NEIGHBOURS,
-            "mean_top1_probability": dg.MetadataValue.float(
-                round(float(tagged.probs[:, 0].mean()), 4) if images else 0.0
-            ),
-            "most_common_tags": dg.MetadataValue.md(
-                markdown.table(["images (top 1)", "class"], tags.most_common(tagged))
-            ),
-            "search": 'emb search --text "cat"   ·   emb sql "select path, score from '
-            "image_tags_expanded where term = 'cat' order by score desc\"",
-        },
-        data_version=dg.DataVersion(fp),
-    )
-
-
-def _paths_of(storage: StorageResource, ids: np.ndarray) -> list[str]:
-    with storage.connect(read_only=True) as con:
-        found = dict(
-            con.execute(
-                f"SELECT image_id, path FROM {tables.IMAGES} WHERE image_id IN "
-                "(SELECT unnest(?::BIGINT[]))",
-                [ids.tolist()],
-            ).fetchall()
-        )
-    return [found.get(int(i)) for i in ids]
+    tagged = tags.Tagged.of(usable.ids[keep], X, norms, head, config.top_k)
+    tags.write_tags(storage.paths, params.model_key(), tagged, usable.subset(keep).paths)
+    return tagged
 
 
 class ClipEmbeddingsConfig(dg.Config):
@@ -541,38 +555,29 @@ def clip_embeddings(
             metadata={"status": "disabled", "reason": "text_model is not set"},
             data_version=dg.DataVersion("disabled"),
         )
-    import json
-
-    from embedding_assets.catalog.images import usable_files
     from embedding_assets.catalog.scan import usable_version
 
     paths = storage.paths
     try:
         spec = clip.ClipSpec.parse(config.text_model)
-        key = spec.model_key
     except (clip.ClipUnavailable, OSError) as exc:
         raise dg.Failure(str(exc)) from None
-    fp = fingerprint("clip_embeddings", key, usable_version(paths.catalog_db))
-    record = clip.index_dir(paths, key) / "build.json"
-    if record.is_file() and json.loads(record.read_text()).get("fingerprint") == fp:
+    key = spec.model_key
+
+    def compute() -> Report:
+        try:
+            built = clip.build_index(paths, spec, config.text_model)
+        except clip.ClipUnavailable as exc:
+            raise dg.Failure(str(exc)) from None
+        context.log.info(f"CLIP index of {built.images} images ({key})")
+        metadata = {"model_key": key, "images": built.images, "dimension": built.dimension}
+        return Report({**metadata, "search": 'emb search --text "a red truck"'})
+
+    def kept(_: Stored) -> Report | None:
+        if not clip.index_dir(paths, key).is_dir():
+            return None
         clip.point_at(paths, key, config.text_model)
-        return reused(context, fp, {"model_key": key})
-    try:
-        model = clip.load_model(spec)
-    except clip.ClipUnavailable as exc:
-        raise dg.Failure(str(exc)) from None
-    ids, fs_paths, hashes = usable_files(paths.catalog_db)
-    ids = np.asarray(ids, dtype=np.int64)
-    x = clip.embed(paths, model, fs_paths, hashes)
-    clip.write_index(paths, model, config.text_model, ids, _paths_of(storage, ids), x)
-    record.write_text(json.dumps({"fingerprint": fp}))
-    context.log.info(f"CLIP index of {len(ids)} images ({key})")
-    return dg.MaterializeResult(
-        metadata={
-            "model_key": key,
-            "images": len(ids),
-            "dimension": int(x.shape[1]) if len(x) else 0,
-            "search": 'emb search --text "a red truck"',
-        },
-        data_version=dg.DataVersion(fp),
-    )
+        return Report({"model_key": key})
+
+    inputs = Inputs("clip_embeddings", (key, usable_version(paths.catalog_db)), scope=key)
+    return materialize(context, paths.catalog_db, inputs, compute, kept)

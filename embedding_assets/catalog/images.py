@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
@@ -70,10 +71,40 @@ def load_image(path: str | bytes) -> Image.Image:
     return decode(open_source(path))
 
 
-def usable_files(
-    db: Path, shard: Shard | None = None
-) -> tuple[list[int], list[str | bytes], list[str]]:
-    """(image_ids, paths to open, sha256) of the usable images, of one shard when given."""
+@dataclass(frozen=True)
+class UsableImages:
+    """The usable images in image_id order: what embedding them needs (the paths to open,
+    their content hashes) and what showing them needs (the catalog's paths)."""
+
+    ids: np.ndarray  # int64, ascending
+    fs_paths: list[str | bytes]  # to open (raw bytes where the name is not UTF-8)
+    hashes: list[str]  # sha256 of the content
+    paths: list[str]  # as the catalog shows them
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def rows_of(self, image_ids: np.ndarray) -> np.ndarray:
+        """Positions of `image_ids` here; -1 for an id that is not usable."""
+        wanted = np.asarray(image_ids, dtype=np.int64)
+        if len(self.ids) == 0:
+            return np.full(len(wanted), -1, dtype=np.int64)
+        pos = np.clip(np.searchsorted(self.ids, wanted), 0, len(self.ids) - 1)
+        return np.where(self.ids[pos] == wanted, pos, -1)
+
+    def subset(self, rows: np.ndarray | list[int]) -> UsableImages:
+        """These images at `rows`, in that order."""
+        rows = [int(r) for r in rows]
+        return UsableImages(
+            self.ids[rows] if rows else self.ids[:0],
+            [self.fs_paths[r] for r in rows],
+            [self.hashes[r] for r in rows],
+            [self.paths[r] for r in rows],
+        )
+
+
+def usable_files(db: Path, shard: Shard | None = None) -> UsableImages:
+    """The usable images, of one shard when given."""
     with connect(db, read_only=True) as con:
         rows = con.execute(
             f"SELECT image_id, {tables.PATH_BYTES}, sha256, path "
@@ -81,7 +112,12 @@ def usable_files(
         ).fetchall()
     if shard is not None:
         rows = [rows[i] for i in np.flatnonzero(shard.mask([r[3] for r in rows]))]
-    return [r[0] for r in rows], [fs_path(r[1]) for r in rows], [r[2] for r in rows]
+    return UsableImages(
+        np.asarray([r[0] for r in rows], dtype=np.int64),
+        [fs_path(r[1]) for r in rows],
+        [r[2] for r in rows],
+        [r[3] for r in rows],
+    )
 
 
 def usable_count(db: Path, shard: Shard | None = None) -> int:

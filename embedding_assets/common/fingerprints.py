@@ -2,10 +2,10 @@
 result instead of computing it again: a run with nothing new costs little (issue 12).
 
 An asset hashes what decides its result (the embedding set's content, `sets.content_version`;
-the newest label_id where labels matter; its own config) and records the hash next to the
-result in `asset_fingerprints`, in the transaction that writes the result, so a fingerprint
-never describes rows that are not there. Plain code over DuckDB; reporting a reused result to
-Dagster is `embedding_assets.assets.reuse`.
+the newest label_id where labels matter; its own config) and the hash is recorded next to the
+result in `asset_fingerprints`: forgotten before the result is replaced, recorded once it is
+written, so a fingerprint never describes rows that are not there. Plain code over DuckDB; the
+one mechanism that uses it for every asset is `embedding_assets.assets.reuse`.
 """
 
 from __future__ import annotations
@@ -65,16 +65,22 @@ def stored(db_path: Path, asset: str, scope: str = "") -> Stored | None:
     return Stored(*rows[0]) if rows else None
 
 
-def record(
-    con: duckdb.DuckDBPyConnection,
-    asset: str,
-    fp: str,
-    *,
-    scope: str = "",
-    result: str | None = None,
+def forget(db_path: Path, asset: str, scope: str = "") -> None:
+    """Drop `asset`'s fingerprint for `scope`: its stored result is about to be replaced."""
+    with connect(db_path) as con:
+        con.execute(
+            f"DELETE FROM {tables.ASSET_FINGERPRINTS} WHERE asset = ? AND scope = ?",
+            [asset, scope],
+        )
+
+
+def remember(
+    db_path: Path, asset: str, fp: str, *, scope: str = "", result: str | None = None
 ) -> None:
-    """Record `fp` for `asset`'s result; call it inside the transaction that writes the result."""
-    con.execute(
-        f"INSERT OR REPLACE INTO {tables.ASSET_FINGERPRINTS} VALUES (?, ?, ?, ?, ?)",
-        [asset, scope, fp, result, utc_now()],
-    )
+    """Record `fp` as what `asset`'s stored result for `scope` was computed from; call it
+    once the result is written."""
+    with connect(db_path) as con:
+        con.execute(
+            f"INSERT OR REPLACE INTO {tables.ASSET_FINGERPRINTS} VALUES (?, ?, ?, ?, ?)",
+            [asset, scope, fp, result, utc_now()],
+        )

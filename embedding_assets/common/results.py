@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from embedding_assets.common import fingerprints, tables
+from embedding_assets.common import tables
 from resources.duckdb_store import connect
 
 if TYPE_CHECKING:
@@ -37,18 +37,10 @@ def check_table(table: str) -> None:
         raise ValueError(f"{table!r} is not one of {TABLES}")
 
 
-def replace_rows(
-    db_path: Path,
-    table: str,
-    model_key: str | None,
-    rows: pa.Table,
-    fingerprint: str | None = None,
-) -> int:
+def replace_rows(db_path: Path, table: str, model_key: str | None, rows: pa.Table) -> int:
     """Delete `model_key`'s rows of `table` (None: a table not kept per embedding set, all its
-    rows) and insert `rows` (matched to the table's columns by name), atomically, with the
-    `fingerprint` of their inputs (None: rows of unknown inputs, never reused)."""
+    rows) and insert `rows` (matched to the table's columns by name), atomically."""
     check_table(table)
-    scope = model_key or ""
     with connect(db_path) as con:
         con.begin()  # first: it also settles the schema check's pending result (DuckDB 2)
         try:
@@ -58,13 +50,6 @@ def replace_rows(
             else:
                 con.execute(f"DELETE FROM {table} WHERE model_key = ?", [model_key])
             con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM new_rows")
-            if fingerprint is None:
-                con.execute(
-                    f"DELETE FROM {tables.ASSET_FINGERPRINTS} WHERE asset = ? AND scope = ?",
-                    [table, scope],
-                )
-            else:
-                fingerprints.record(con, table, fingerprint, scope=scope)
             con.commit()
         except BaseException:
             con.rollback()

@@ -10,6 +10,8 @@ would always warn and say nothing about how the data was collected.
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
 
 MIN_PER_CLASS = 10  # fewer labels than this: the class can hardly be learned or judged
 RARE_SHARE = 0.2  # a class with under a fifth of the median class's labels is rare
@@ -54,3 +56,38 @@ def _row(check: str, subject: str, value: float, warning: bool, detail: str) -> 
         "warning": warning,
         "detail": detail,
     }
+
+
+@dataclass(frozen=True)
+class LabelChecks:
+    labels: int
+    classes: int
+    rows: list[dict]  # one per check and subject (`dataset_checks`' columns)
+
+
+def check_labels(db: Path) -> LabelChecks:
+    """Check the current labels and replace the `dataset_checks` rows."""
+    import pyarrow as pa
+
+    from embedding_assets.common import tables
+    from embedding_assets.common.results import replace_rows
+    from resources.duckdb_store import connect
+
+    with connect(db, read_only=True) as con:
+        found = con.execute(f"SELECT label FROM {tables.CURRENT_LABELS}").fetchall()
+    labels = [label for (label,) in found]
+    rows = dataset_checks(labels)
+    schema = pa.schema(
+        [
+            ("check_name", pa.string()),
+            ("subject", pa.string()),
+            ("value", pa.float64()),
+            ("p_value", pa.float64()),
+            ("warning", pa.bool_()),
+            ("detail", pa.string()),
+            ("model_key", pa.string()),  # not per embedding set: ''
+        ]
+    )
+    table = pa.Table.from_pylist([{**r, "model_key": ""} for r in rows], schema=schema)
+    replace_rows(db, tables.DATASET_CHECKS, None, table)
+    return LabelChecks(len(labels), len(set(labels)), rows)

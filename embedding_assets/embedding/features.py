@@ -40,17 +40,13 @@ def content_vectors(
 def _plain_vectors(
     paths: DataPaths, params: EmbedParams, ids: np.ndarray, device: str
 ) -> tuple[np.ndarray, np.ndarray]:
-    image_ids, fs_paths, hashes = usable_files(paths.catalog_db)
-    files = {i: (p, h) for i, p, h in zip(image_ids, fs_paths, hashes, strict=True)}
-    present = [int(i) for i in ids.tolist() if int(i) in files]
+    usable = usable_files(paths.catalog_db)
+    rows = usable.rows_of(ids)
+    present = usable.subset(rows[rows >= 0])
     X, keep = cached_features(
-        paths,
-        params,
-        [files[i][0] for i in present],
-        [files[i][1] for i in present],
-        RunOptions(device=device),
+        paths, params, present.fs_paths, present.hashes, RunOptions(device=device)
     )
-    return np.asarray([present[k] for k in keep], dtype=np.int64), X
+    return present.ids[keep], X
 
 
 def classifier_features(

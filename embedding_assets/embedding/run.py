@@ -103,7 +103,8 @@ def run_embeddings(
     spec = params.spec()
     key = params.model_key(spec)
     summary = EmbedSummary(model_key=key)
-    ids, fs_paths, hashes = usable_files(paths.catalog_db, shard)
+    usable = usable_files(paths.catalog_db, shard)
+    ids, fs_paths, hashes = usable.ids.tolist(), usable.fs_paths, usable.hashes
     if not ids and shard is None:
         raise ValueError(
             "No usable images in the catalog: materialize image_catalog on a folder with images "

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from embedding_assets.common import fingerprints, tables
+from embedding_assets.common import tables
 from embedding_assets.common.clock import utc_now
 from embedding_assets.common.fingerprints import hash_fraction
 from embedding_assets.learning.classifiers import Champion, Decision, Training
@@ -132,10 +132,9 @@ def register(
     model_path: Path,
     embedding_key: str,
     max_label_id: int | None,
-    fingerprint: str | None = None,
 ) -> int:
     """Insert the version with a `classifier_candidates` row per candidate and, if promoted,
-    move the champion flag to it, in one transaction (with the `fingerprint` of the inputs)."""
+    move the champion flag to it, in one transaction."""
     payload = {
         "chosen": training.algorithm,
         **training.candidates,
@@ -183,8 +182,6 @@ def register(
                 f"INSERT INTO {tables.CLASSIFIER_TRIALS} VALUES (?, ?, ?, ?, ?, ?, ?)",
                 trial_rows(version_id, training.searches),
             )
-        if fingerprint is not None:
-            fingerprints.record(con, "classifier", fingerprint, result=str(version_id))
         con.commit()
     return int(version_id)
 
@@ -217,10 +214,8 @@ def write_predictions(
     image_ids: np.ndarray,
     classes: np.ndarray,
     p: np.ndarray,
-    fingerprint: str | None = None,
 ) -> dict[str, float]:
-    """Replace the predictions table with this version's predictions for every image, with
-    the `fingerprint` of the inputs (None: of unknown inputs, never reused)."""
+    """Replace the predictions table with this version's predictions for every image."""
     import pyarrow as pa
 
     u = uncertainty(p)
@@ -243,12 +238,6 @@ def write_predictions(
         con.execute(
             f"INSERT INTO {tables.PREDICTIONS} SELECT *, ? FROM new_predictions", [utc_now()]
         )
-        if fingerprint is None:
-            con.execute(
-                f"DELETE FROM {tables.ASSET_FINGERPRINTS} WHERE asset = ?", [tables.PREDICTIONS]
-            )
-        else:
-            fingerprints.record(con, tables.PREDICTIONS, fingerprint)
         con.commit()
     return {k: float(v.mean()) for k, v in u.items()}
 

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from embedding_assets.common import fingerprints, tables
+from embedding_assets.common import tables
 from embedding_assets.common.clock import utc_now
 from embedding_assets.learning import registry, selection
 from embedding_assets.learning.registry import VersionSummary
@@ -213,7 +213,6 @@ def record_round(
     db_path: Path,
     requests: pa.Table,
     point: VersionSummary | None,
-    fingerprint: str | None = None,
 ) -> tuple[int, bool, list[tuple[int, float]]]:
     """Store a round's requests and learning-curve point (the latest classifier version's,
     None before any); return the round number, whether it is a new round, and the whole curve
@@ -222,9 +221,8 @@ def record_round(
     A round stands for a set of labels. When the latest round's classifier version saw the
     same labels (same max label_id) as `point`'s version, that round's requests and point
     are replaced instead of a round being added: reruns without new labels must neither
-    lengthen the curve nor move the plateau stop. `fingerprint`: of the inputs the round was
-    chosen from. Cold-start rounds (no classifier yet, `point` None) replace one another too:
-    the curve starts with the first classifier."""
+    lengthen the curve nor move the plateau stop. Cold-start rounds (no classifier yet,
+    `point` None) replace one another too: the curve starts with the first classifier."""
     max_label_id = point.max_label_id if point else None
     with connect(db_path) as con:
         con.begin()
@@ -247,10 +245,6 @@ def record_round(
                 f"(SELECT coalesce(max(round), 0) FROM {tables.LEARNING_CURVE})) + 1"
             ).fetchall()[0][0]
         _insert_round(con, round_no, requests, point)
-        if fingerprint is None:
-            con.execute(f"DELETE FROM {tables.ASSET_FINGERPRINTS} WHERE asset = ?", [ASSET])
-        else:
-            fingerprints.record(con, ASSET, fingerprint, result=str(round_no))
         con.commit()
         curve = con.execute(
             f"SELECT n_labels, accuracy FROM {tables.LEARNING_CURVE} ORDER BY round"

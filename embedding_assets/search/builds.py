@@ -85,12 +85,11 @@ def build(
     ids: np.ndarray,
     vectors: np.ndarray,
     settings: BuildSettings,
-    fp: str,
     gpu: GpuChoice,
     log: Callable[[str], None],
 ) -> tuple[faiss.Index, BuildReport]:
     """Build (or update the current build in place), tune, measure, save and register an index
-    and its search snapshot, as the current build of `model_key` with fingerprint `fp`."""
+    and its search snapshot (the asset then records it as the current build of `model_key`)."""
     n, d = vectors.shape
     factory = settings.factory_for(n, d)
     previous = versions.current_build(paths.catalog_db, model_key)
@@ -135,7 +134,7 @@ def build(
     nbytes = versions.save_index(built.index, record.path)
     write_snapshot(paths.catalog_db, record, ids, vectors, settings)
     versions.register_index(
-        paths.catalog_db, record, nbytes=nbytes, build_seconds=built.build_seconds, fingerprint=fp
+        paths.catalog_db, record, nbytes=nbytes, build_seconds=built.build_seconds
     )
     log(f"Index {version}: recall@5 {recall:.4f}, p50 {latency.p50_ms:.3f} ms ({factory})")
     report = BuildReport(

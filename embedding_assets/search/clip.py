@@ -203,6 +203,24 @@ def stop_pointing(paths: DataPaths) -> None:
     (paths.root / "clip" / POINTER).unlink(missing_ok=True)
 
 
+@dataclass(frozen=True)
+class ClipBuild:
+    images: int
+    dimension: int
+
+
+def build_index(paths: DataPaths, spec: ClipSpec, text_model: str) -> ClipBuild:
+    """Every usable image through the image tower (cached), the index over them, and the
+    pointer to it; ClipUnavailable when the model cannot be loaded."""
+    from embedding_assets.catalog.images import usable_files
+
+    model = load_model(spec)
+    usable = usable_files(paths.catalog_db)
+    x = embed(paths, model, usable.fs_paths, usable.hashes)
+    write_index(paths, model, text_model, usable.ids, usable.paths, x)
+    return ClipBuild(len(usable), int(x.shape[1]) if len(x) else 0)
+
+
 def point_at(paths: DataPaths, model_key: str, text_model: str) -> None:
     """Make `model_key`'s index the one text search uses (the pointer names `text_model`, so a
     server loads the same text tower)."""

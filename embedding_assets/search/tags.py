@@ -135,6 +135,20 @@ def table_rows(tagged: Tagged, model_key: str) -> dict[str, list | np.ndarray]:
     }
 
 
+def write_tags(paths: DataPaths, model_key: str, tagged: Tagged, file_paths: list[str]) -> None:
+    """The `image_tags` rows of `model_key` (and the `imagenet_terms` table) in DuckDB, and the
+    served copy."""
+    import pyarrow as pa
+
+    from embedding_assets.common import tables
+    from embedding_assets.common.results import replace_rows
+
+    db = paths.catalog_db
+    replace_rows(db, tables.IMAGENET_TERMS, None, pa.table(terms_rows()))
+    replace_rows(db, tables.IMAGE_TAGS, model_key, pa.table(table_rows(tagged, model_key)))
+    write_serving(paths, model_key, tagged, file_paths)
+
+
 def most_common(tagged: Tagged, n: int = 10) -> list[list]:
     """[images, class name] of the `n` classes most often first among the images' tags."""
     classes, counts = np.unique(tagged.classes[:, 0], return_counts=True)

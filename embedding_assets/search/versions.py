@@ -109,10 +109,9 @@ def register_index(
     *,
     nbytes: int,
     build_seconds: float,
-    fingerprint: str,
 ) -> None:
-    """Insert the build unpublished, as the current build of its model key, with the
-    `fingerprint` of the inputs it was built from."""
+    """Insert the build unpublished (`similarity_index` then records it as the current build
+    of its model key)."""
     with connect(db_path) as con:
         con.begin()
         con.execute(
@@ -133,7 +132,6 @@ def register_index(
                 utc_now(),
             ],
         )
-        fingerprints.record(con, ASSET, fingerprint, scope=record.model_key, result=record.version)
         con.commit()
 
 
