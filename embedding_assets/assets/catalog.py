@@ -1,5 +1,8 @@
 """`image_catalog`: the folder of images as rows in DuckDB, refreshed incrementally."""
 
+from pathlib import Path
+from typing import TYPE_CHECKING
+
 import dagster as dg
 from pydantic import Field
 
@@ -9,6 +12,10 @@ from embedding_assets.catalog.probe import DEFAULT_MAX_PIXELS
 from embedding_assets.common import tables
 from embedding_assets.common.settings import default_image_dir
 from resources.storage import StorageResource
+
+if TYPE_CHECKING:
+    from embedding_assets.catalog.scan import ScanSummary
+    from resources.paths import DataPaths
 
 
 class CatalogConfig(dg.Config):
@@ -56,7 +63,6 @@ def image_catalog(
     were.
     """
     from embedding_assets.catalog.labels import looks_unlabeled
-    from embedding_assets.catalog.object_store import is_url
     from embedding_assets.catalog.scan import scan_catalog, usable_version, write_snapshot
 
     paths = storage.paths
@@ -86,31 +92,38 @@ def image_catalog(
             "labeled with the folder name; rename the folder or add it to unlabeled_folders "
             "in the image_catalog config"
         )
-    version = usable_version(paths.catalog_db, shard)
     return dg.MaterializeResult(
-        metadata={
-            "image_dir": dg.MetadataValue.url(summary.root)
-            if is_url(summary.root)
-            else dg.MetadataValue.path(summary.root),
-            "files_found": summary.found,
-            "usable_images": summary.usable,
-            "new": summary.new,
-            "changed": summary.changed,
-            "removed": summary.removed,
-            "unchanged (not rehashed)": summary.unchanged,
-            "labels_added": summary.labels_added,
-            "duplicate_content_groups": summary.duplicate_groups,
-            "by_status": dg.MetadataValue.json(summary.by_status),
-            "by_format": dg.MetadataValue.json(summary.by_format),
-            "label_classes": dg.MetadataValue.json(summary.label_classes),
-            "unlabeled_folders": dg.MetadataValue.json(list(config.unlabeled_folders)),
-            "seconds": dg.MetadataValue.float(round(summary.seconds, 3)),
-            "images_per_second": dg.MetadataValue.float(round(summary.images_per_second, 1)),
-            "catalog_db": dg.MetadataValue.path(str(paths.catalog_db)),
-            "parquet_snapshot": dg.MetadataValue.path(str(snapshot)),
-        },
-        data_version=dg.DataVersion(version),
+        metadata=_scan_metadata(summary, config, paths, snapshot),
+        data_version=dg.DataVersion(usable_version(paths.catalog_db, shard)),
     )
+
+
+def _scan_metadata(
+    summary: "ScanSummary", config: CatalogConfig, paths: "DataPaths", snapshot: Path
+) -> dict:
+    """What a scan reports: what it found and changed, by status, format and label class."""
+    from embedding_assets.catalog.object_store import is_url
+
+    root = summary.root
+    return {
+        "image_dir": dg.MetadataValue.url(root) if is_url(root) else dg.MetadataValue.path(root),
+        "files_found": summary.found,
+        "usable_images": summary.usable,
+        "new": summary.new,
+        "changed": summary.changed,
+        "removed": summary.removed,
+        "unchanged (not rehashed)": summary.unchanged,
+        "labels_added": summary.labels_added,
+        "duplicate_content_groups": summary.duplicate_groups,
+        "by_status": dg.MetadataValue.json(summary.by_status),
+        "by_format": dg.MetadataValue.json(summary.by_format),
+        "label_classes": dg.MetadataValue.json(summary.label_classes),
+        "unlabeled_folders": dg.MetadataValue.json(list(config.unlabeled_folders)),
+        "seconds": dg.MetadataValue.float(round(summary.seconds, 3)),
+        "images_per_second": dg.MetadataValue.float(round(summary.images_per_second, 1)),
+        "catalog_db": dg.MetadataValue.path(str(paths.catalog_db)),
+        "parquet_snapshot": dg.MetadataValue.path(str(snapshot)),
+    }
 
 
 @dg.asset_check(asset=image_catalog, blocking=True, description="At least one usable image.")

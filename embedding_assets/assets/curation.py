@@ -395,74 +395,42 @@ def batch_drift(
     db = storage.paths.catalog_db
 
     def compute(emb_set: EmbeddingSet) -> Scores:
-        import pyarrow as pa
-
-        from embedding_assets.curation.drift import batch_drift as test_batches
-        from embedding_assets.curation.drift import drift_map
+        from embedding_assets.curation import drift
 
         ids, vectors = read_parquet(emb_set.parquet_path)
-        seen = _rows(db, f"SELECT image_id, first_seen FROM {tables.IMAGES}")
-        first = dict(zip(seen["image_id"], seen["first_seen"], strict=True))
-        found = test_batches(
-            ids,
-            vectors,
-            np.array([str(first[int(i)]) for i in ids]),
-            reference=config.reference,
-            alpha=config.alpha,
-            permutations=config.permutations,
-            k=config.k,
-            max_batches=config.max_batches,
-            seed=config.seed,
-            min_effect=config.min_effect,
+        batch_of = drift.first_seen(db, ids)
+        found = drift.batch_drift(
+            ids, vectors, batch_of, drift.DriftSettings(**config.model_dump())
         )
-        verdicts = found.verdicts
-        drifted = sum(v.drifted for v in verdicts)
+        drifted = sum(v.drifted for v in found.verdicts)
+        table = [
+            [
+                v.batch_id,
+                v.images,
+                round(v.p_value, 4),
+                round(v.p_holm, 4),
+                round(v.effect_size, 3),
+                v.drifted,
+            ]
+            for v in found.verdicts
+        ]
+        columns = ["batch", "images", "p_value", "p_holm", "effect", "drifted"]
         metadata = {
-            "batches": len(set(first[int(i)] for i in ids)),
-            "tested": len(verdicts),
+            "batches": len(set(batch_of.tolist())),
+            "tested": len(found.verdicts),
             "drifted": drifted,
-            "verdicts": dg.MetadataValue.md(
-                markdown.table(
-                    ["batch", "images", "p_value", "p_holm", "effect", "drifted"],
-                    [
-                        [
-                            v.batch_id,
-                            v.images,
-                            round(v.p_value, 4),
-                            round(v.p_holm, 4),
-                            round(v.effect_size, 3),
-                            v.drifted,
-                        ]
-                        for v in verdicts
-                    ],
-                )
-            ),
+            "verdicts": dg.MetadataValue.md(markdown.table(columns, table)),
         }
         if found.newest is not None:
-            figure = drift_map(vectors, *found.newest)
-            metadata["newest_batch_map"] = dg.MetadataValue.md(
-                png_markdown(figure, "newest batch vs reference")
+            figure = png_markdown(
+                drift.drift_map(vectors, *found.newest), "newest batch vs reference"
             )
+            metadata["newest_batch_map"] = dg.MetadataValue.md(figure)
         return Scores(
-            rows={
-                "batch_id": pa.array([v.batch_id for v in verdicts], pa.string()),
-                "images": pa.array([v.images for v in verdicts], pa.int32()),
-                "score": pa.array([v.score for v in verdicts], pa.float64()),
-                "p_value": pa.array([v.p_value for v in verdicts], pa.float64()),
-                "p_holm": pa.array([v.p_holm for v in verdicts], pa.float64()),
-                "effect_size": pa.array([v.effect_size for v in verdicts], pa.float64()),
-                "drifted": pa.array([v.drifted for v in verdicts], pa.bool_()),
-                "reference": pa.array([v.reference for v in verdicts], pa.string()),
-            },
-            more_tables={
-                tables.OOD_SCORES: {
-                    "image_id": pa.array(found.ood_ids, pa.int64()),
-                    "batch_id": pa.array(found.ood_batches, pa.string()),
-                    "ood_score": pa.array(found.ood_scores, pa.float64()),
-                }
-            },
+            rows=found.verdict_rows(),
+            more_tables={tables.OOD_SCORES: found.ood_rows()},
             metadata=metadata,
-            log=f"{len(verdicts)} batches tested, {drifted} drifted",
+            log=f"{len(found.verdicts)} batches tested, {drifted} drifted",
         )
 
     return score_table(context, storage, tables.BATCH_DRIFT, config, compute)

@@ -31,8 +31,9 @@ from resources.storage import StorageResource
 
 if TYPE_CHECKING:
     from embedding_assets.embedding.embedder import EmbedParams
-    from embedding_assets.embedding.run import RunOptions
+    from embedding_assets.embedding.run import EmbedSummary, RunOptions
     from embedding_assets.embedding.train_config import TrainConfig
+    from embedding_assets.embedding.training import Outcome
 
 GATE = "challenger_promoted"
 
@@ -279,11 +280,6 @@ def embedding_model(
     features = Progress(
         context.log, "embedding_model features", "img", "backbone features {done}/{total}"
     )
-
-    def progress(row: dict) -> None:
-        val = f", val kNN top-1 {row['val_knn_top1']:.3f}" if "val_knn_top1" in row else ""
-        epochs.update(row["epoch"], row["epochs"], f"loss {row['loss']:.4f}{val}")
-
     with gpu.acquire(context.log) as device, epochs, features:
         out = train_embedding_model(
             storage.paths,
@@ -293,10 +289,34 @@ def embedding_model(
             holdout=config.holdout,
             min_improvement=config.min_improvement,
             options=config.inference(device.torch_device),
-            progress=progress,
+            progress=lambda row: _epoch_done(epochs, row),
             feature_progress=features.update,
         )
     context.log.info(f"embedding_model {out.status}: {out.reason}")
+    metadata = _model_metadata(out, config)
+    gate_metadata = {k: v for k, v in metadata.items() if k.startswith(("held_out_", "current_"))}
+    gate = dg.AssetCheckResult(
+        check_name=GATE,
+        passed=out.status != "trained" or out.promoted,
+        severity=dg.AssetCheckSeverity.WARN,
+        description=out.reason,
+        metadata={"decision": out.reason, **gate_metadata},
+    )
+    return dg.MaterializeResult(
+        metadata=metadata,
+        check_results=[gate],
+        data_version=dg.DataVersion(out.params.model_key() if out.params else "none"),
+    )
+
+
+def _epoch_done(epochs: Progress, row: dict) -> None:
+    val = f", val kNN top-1 {row['val_knn_top1']:.3f}" if "val_knn_top1" in row else ""
+    epochs.update(row["epoch"], row["epochs"], f"loss {row['loss']:.4f}{val}")
+
+
+def _model_metadata(out: "Outcome", config: EmbeddingModelConfig) -> dict:
+    """What a training (or the reason for none) reports: decision, sizes, held-out metrics of
+    the new and the current model, and the loss per epoch."""
     metadata = {
         **({REUSED: f"{SKIPPED}: {out.reason}"} if out.status == "unchanged" else {}),
         "status": out.status,
@@ -319,20 +339,7 @@ def embedding_model(
         metadata[f"current_{name}"] = dg.MetadataValue.float(round(float(value), 4))
     if out.history:
         metadata["loss_by_epoch"] = dg.MetadataValue.md(_history_table(out.history))
-    gate_metadata = {k: v for k, v in metadata.items() if k.startswith(("held_out_", "current_"))}
-    return dg.MaterializeResult(
-        metadata=metadata,
-        check_results=[
-            dg.AssetCheckResult(
-                check_name=GATE,
-                passed=out.status != "trained" or out.promoted,
-                severity=dg.AssetCheckSeverity.WARN,
-                description=out.reason,
-                metadata={"decision": out.reason, **gate_metadata},
-            )
-        ],
-        data_version=dg.DataVersion(out.params.model_key() if out.params else "none"),
-    )
+    return metadata
 
 
 def _history_table(history: list[dict]) -> str:
@@ -401,33 +408,39 @@ def embeddings(
         st = sets.VectorStats(0, summary.dim, 0, np.nan, np.nan)
     else:
         st = sets.stats(summary.parquet_path)
-    reused = summary.embedded == 0 and not summary.parquet_rewritten
     return dg.MaterializeResult(
-        metadata={
-            **({REUSED: "nothing new to embed: every vector from the cache"} if reused else {}),
-            "model_key": summary.model_key,
-            "device": device.describe(),
-            "engine": config.engine,
-            "runtime": summary.runtime or "none (nothing to embed)",
-            "retried_batches": len(summary.retried),
-            "dimension": summary.dim,
-            "usable_images": summary.usable,
-            "embedded_now": summary.embedded,
-            "from_cache": summary.from_cache,
-            "failed_to_decode": len(summary.failed),
-            "embed_seconds": dg.MetadataValue.float(round(summary.embed_seconds, 2)),
-            "images_per_second": dg.MetadataValue.float(round(summary.images_per_second, 1)),
-            "total_seconds": dg.MetadataValue.float(round(summary.seconds, 2)),
-            "peak_rss_mb": dg.MetadataValue.float(round(summary.peak_rss_mb, 1)),
-            "peak_gpu_mb": dg.MetadataValue.float(round(summary.peak_gpu_mb or 0.0, 1)),
-            "parquet": dg.MetadataValue.path(str(summary.parquet_path)),
-            "parquet_rewritten": summary.parquet_rewritten,
-        },
+        metadata=_embed_metadata(summary, device.describe(), config.engine),
         check_results=_checks(st, summary.dim, usable),
         data_version=dg.DataVersion(
             "empty" if empty else sets.content_version(summary.parquet_path, summary.model_key)
         ),
     )
+
+
+def _embed_metadata(summary: "EmbedSummary", device: str, engine: str) -> dict:
+    """What a run of `embeddings` reports: where the vectors are, how many were embedded now
+    and how fast, and peak memory."""
+    reused = summary.embedded == 0 and not summary.parquet_rewritten
+    return {
+        **({REUSED: "nothing new to embed: every vector from the cache"} if reused else {}),
+        "model_key": summary.model_key,
+        "device": device,
+        "engine": engine,
+        "runtime": summary.runtime or "none (nothing to embed)",
+        "retried_batches": len(summary.retried),
+        "dimension": summary.dim,
+        "usable_images": summary.usable,
+        "embedded_now": summary.embedded,
+        "from_cache": summary.from_cache,
+        "failed_to_decode": len(summary.failed),
+        "embed_seconds": dg.MetadataValue.float(round(summary.embed_seconds, 2)),
+        "images_per_second": dg.MetadataValue.float(round(summary.images_per_second, 1)),
+        "total_seconds": dg.MetadataValue.float(round(summary.seconds, 2)),
+        "peak_rss_mb": dg.MetadataValue.float(round(summary.peak_rss_mb, 1)),
+        "peak_gpu_mb": dg.MetadataValue.float(round(summary.peak_gpu_mb or 0.0, 1)),
+        "parquet": dg.MetadataValue.path(str(summary.parquet_path)),
+        "parquet_rewritten": summary.parquet_rewritten,
+    }
 
 
 def _checks(st: sets.VectorStats, dim: int, usable: int) -> list[dg.AssetCheckResult]:

@@ -145,9 +145,8 @@ def similarity_index(
     build writes its search snapshot (ids, vectors, paths, labels) so that serving never opens
     DuckDB. Also reports leave-one-out kNN accuracy on the labeled images.
     """
-    import faiss
 
-    from embedding_assets.search import builds, snapshot, versions
+    from embedding_assets.search import snapshot, versions
 
     paths = storage.paths
     db = paths.catalog_db
@@ -168,32 +167,49 @@ def similarity_index(
         return Report(version=version) if whole else None
 
     def compute() -> Report:
-        ids, vectors = read_parquet(emb_set.parquet_path)
-        if record is not None:
-            if not snapshot.exists(record.path):  # built before search snapshots existed
-                builds.write_snapshot(db, record, ids, vectors, config.build_settings())
-            index, built = faiss.read_index(str(record.path)), record
-            metadata = {REUSED: INDEX_REUSED, **_record_metadata(record)}
-        else:
-
-            @contextmanager
-            def faiss_gpu():
-                with gpu.acquire(context.log) as choice:
-                    yield choice.faiss_gpu_id
-
-            settings = config.build_settings()
-            log = context.log.info
-            index, report = builds.build(paths, key, ids, vectors, settings, faiss_gpu, log)
-            built, metadata = report.record, _build_metadata(report)
-        from embedding_assets.catalog.labels import current_labels
-
-        labels = current_labels(db, ids)
-        knn = builds.knn_report(
-            index, built.search_params, vectors, ids, labels, config.knn_k, config.knn_max_queries
-        )
-        return Report({**metadata, **_knn_metadata(knn)}, version, result=built.version)
+        metadata, built = _index_and_knn(context, config, storage, gpu, record)
+        return Report(metadata, version, result=built.version)
 
     return materialize(context, db, inputs, compute, kept)
+
+
+def _index_and_knn(
+    context: dg.AssetExecutionContext,
+    config: SimilarityIndexConfig,
+    storage: StorageResource,
+    gpu: GPUResource,
+    record: "IndexRecord | None",
+) -> tuple[dict, "IndexRecord"]:
+    """Reuse `record` (the current build, when the embeddings and settings are the same) or
+    build an index, then measure kNN accuracy on the current labels: (metadata, the build)."""
+    import faiss
+
+    from embedding_assets.catalog.labels import current_labels
+    from embedding_assets.search import builds, snapshot
+
+    paths = storage.paths
+    emb_set = current_set(paths.catalog_db)
+    ids, vectors = read_parquet(emb_set.parquet_path)
+    if record is not None:
+        if not snapshot.exists(record.path):  # built before search snapshots existed
+            builds.write_snapshot(paths.catalog_db, record, ids, vectors, config.build_settings())
+        index, built = faiss.read_index(str(record.path)), record
+        metadata = {REUSED: INDEX_REUSED, **_record_metadata(record)}
+    else:
+
+        @contextmanager
+        def faiss_gpu():
+            with gpu.acquire(context.log) as choice:
+                yield choice.faiss_gpu_id
+
+        settings, key, log = config.build_settings(), emb_set.model_key, context.log.info
+        index, report = builds.build(paths, key, ids, vectors, settings, faiss_gpu, log)
+        built, metadata = report.record, _build_metadata(report)
+    labels = current_labels(paths.catalog_db, ids)
+    knn = builds.knn_report(
+        index, built.search_params, vectors, ids, labels, config.knn_k, config.knn_max_queries
+    )
+    return {**metadata, **_knn_metadata(knn)}, built
 
 
 def _record_metadata(record: "IndexRecord") -> dict:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -177,19 +178,59 @@ class BatchDrift:
     ood_scores: np.ndarray
     newest: tuple[np.ndarray, np.ndarray, DriftResult] | None
 
+    def verdict_rows(self) -> dict:
+        """The `batch_drift` table's columns, one row per tested batch."""
+        import pyarrow as pa
+
+        v = self.verdicts
+        return {
+            "batch_id": pa.array([x.batch_id for x in v], pa.string()),
+            "images": pa.array([x.images for x in v], pa.int32()),
+            "score": pa.array([x.score for x in v], pa.float64()),
+            "p_value": pa.array([x.p_value for x in v], pa.float64()),
+            "p_holm": pa.array([x.p_holm for x in v], pa.float64()),
+            "effect_size": pa.array([x.effect_size for x in v], pa.float64()),
+            "drifted": pa.array([x.drifted for x in v], pa.bool_()),
+            "reference": pa.array([x.reference for x in v], pa.string()),
+        }
+
+    def ood_rows(self) -> dict:
+        """The `ood_scores` table's columns, one row per member of a tested batch."""
+        import pyarrow as pa
+
+        return {
+            "image_id": pa.array(self.ood_ids, pa.int64()),
+            "batch_id": pa.array(self.ood_batches, pa.string()),
+            "ood_score": pa.array(self.ood_scores, pa.float64()),
+        }
+
+
+@dataclass(frozen=True)
+class DriftSettings:
+    """How batches are tested (the batch_drift asset's config)."""
+
+    reference: str = "before"  # every earlier image, or "first": the first batch
+    alpha: float = 0.01
+    permutations: int = 1000
+    k: int = 10
+    max_batches: int = 20
+    seed: int = 0
+    min_effect: float = MIN_EFFECT
+
+
+def first_seen(db: Path, ids: np.ndarray) -> np.ndarray:
+    """Each image's batch: when the catalog first saw it (a sortable string)."""
+    from embedding_assets.common import tables
+    from resources.duckdb_store import connect
+
+    with connect(db, read_only=True) as con:
+        rows = con.execute(f"SELECT image_id, first_seen FROM {tables.IMAGES}").fetchall()
+    first = dict(rows)
+    return np.array([str(first[int(i)]) for i in ids])
+
 
 def batch_drift(
-    ids: np.ndarray,
-    vectors: np.ndarray,
-    batch_of: np.ndarray,
-    *,
-    reference: str = "before",
-    alpha: float = 0.01,
-    permutations: int = 1000,
-    k: int = 10,
-    max_batches: int = 20,
-    seed: int = 0,
-    min_effect: float = MIN_EFFECT,
+    ids: np.ndarray, vectors: np.ndarray, batch_of: np.ndarray, settings: DriftSettings
 ) -> BatchDrift:
     """Test each of the newest `max_batches` batches (`batch_of`: each image's batch, sortable
     by time) against every image before it (`reference="before"`) or the first batch
@@ -199,12 +240,14 @@ def batch_drift(
     reference that does not change once later batches arrive, so it is one test per batch over
     the folder's life and alpha is the false-alarm rate per clean batch. `p_holm` (Holm over
     the batches listed together) is reported for whoever reads the table as one family."""
+    reference, k, alpha = settings.reference, settings.k, settings.alpha
+    permutations, seed, min_effect = settings.permutations, settings.seed, settings.min_effect
     batches = sorted(set(batch_of.tolist()))
     tested: list[tuple[str, int, DriftResult, str]] = []
     ood_ids, ood_batches, ood = [], [], []
     newest = None
     what = "first batch" if reference == "first" else "all earlier batches"
-    for b in batches[1:][-max_batches:]:
+    for b in batches[1:][-settings.max_batches :]:
         ref_mask = batch_of == batches[0] if reference == "first" else batch_of < b
         members = batch_of == b
         if ref_mask.sum() < k + 2:
