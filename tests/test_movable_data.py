@@ -125,7 +125,8 @@ def test_migration_makes_the_old_absolute_rows_relative(tmp_path: Path):
     old = "/old/data"
     params = {"model": "resnet18", "head": f"{old}/models/embedding/h-head.pt", "weights": "none"}
     con.execute(
-        "INSERT INTO embedding_sets VALUES ('k', 'resnet18', ?, 512, 3, ?, ?, now())",
+        "INSERT INTO embedding_sets (model_key, model, weights, dim, count, parquet_path, params,"
+        " updated_at) VALUES ('k', 'resnet18', ?, 512, 3, ?, ?, now())",
         ["/home/me/own.pth", f"{old}/parquet/k.parquet", json.dumps(params)],
     )
     con.execute(

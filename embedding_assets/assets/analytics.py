@@ -41,7 +41,7 @@ from embedding_assets.common.fingerprints import (
 )
 from embedding_assets.common.results import replace_rows
 from embedding_assets.common.settings import page_url
-from embedding_assets.embedding.sets import EmbeddingSet, content_version, current_set, read_parquet
+from embedding_assets.embedding.sets import EmbeddingSet, current_set, read_parquet
 from resources.gpu import GPU_POOL, GPUResource
 from resources.storage import StorageResource
 
@@ -249,7 +249,7 @@ def projections(
     key = emb_set.model_key
     settings = config.model_dump(mode="json", exclude={"methods"})  # a default is not an Enum
     computed_from = {k: v for k, v in settings.items() if k not in PLOT_FIELDS}
-    content = content_version(emb_set.parquet_path, key)
+    content = emb_set.content_version()
     inputs = Inputs(tables.PROJECTIONS, (content, methods, computed_from), scope=key)
     drawn_from = [stored(db, table, key) for table in (tables.CLUSTERS, tables.ANOMALY_SCORES)]
     version = fingerprint(

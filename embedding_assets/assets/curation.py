@@ -156,7 +156,8 @@ def label_issues(
         from embedding_assets.curation.label_issues import LabelIssueParams, find_label_issues
         from embedding_assets.embedding.features import classifier_features
 
-        _, _, ids, X = classifier_features(storage.paths)
+        found = classifier_features(storage.paths)
+        ids, X = found.ids, found.matrix
         info = image_info(db, ids)  # path and current label, in the order of ids
         found = find_label_issues(
             ids, X, info["label"].tolist(), LabelIssueParams(**config.model_dump())

@@ -17,7 +17,7 @@ from embedding_assets.assets.reuse import Inputs, Report, materialize, previous_
 from embedding_assets.common import markdown, tables
 from embedding_assets.common.fingerprints import Stored, labels_version, stored
 from embedding_assets.common.settings import page_url
-from embedding_assets.embedding.sets import EmbeddingSet, content_version, current_set
+from embedding_assets.embedding.sets import EmbeddingSet, current_set
 from embedding_assets.learning import classifiers as al
 from embedding_assets.learning import registry, rounds, selection
 from embedding_assets.learning.plots import confusion_png, learning_curve_png
@@ -156,7 +156,8 @@ def _train(
     from embedding_assets.embedding.features import classifier_features
 
     db = paths.catalog_db
-    emb_set, features, ids, vectors = classifier_features(paths)
+    found = classifier_features(paths)
+    emb_set, features, ids, vectors = found.emb_set, found.key, found.ids, found.matrix
     found_labels = registry.labeled(db, ids)
     idx, y, max_label_id = found_labels.positions, found_labels.labels, found_labels.max_label_id
     champ = registry.champion(db)
@@ -284,7 +285,7 @@ def _judged(paths, set_key: str, features: str, ids: np.ndarray, config) -> _Jud
 
 
 def _content(emb_set: EmbeddingSet) -> str:
-    return content_version(emb_set.parquet_path, emb_set.model_key)
+    return emb_set.content_version()
 
 
 def _reused_version(

@@ -9,7 +9,7 @@ from embedding_assets.assets.reuse import Inputs, Report, materialize
 from embedding_assets.common import tables
 from embedding_assets.common.fingerprints import labels_version
 from embedding_assets.common.settings import page_url
-from embedding_assets.embedding.sets import EmbeddingSet, content_version, current_set
+from embedding_assets.embedding.sets import EmbeddingSet, current_set
 from resources.duckdb_store import connect
 from resources.storage import StorageResource
 
@@ -41,7 +41,7 @@ def _inputs(db: Path, emb_set: EmbeddingSet) -> Inputs:
             if tables.exists(con, tables.PREDICTIONS)
             else []
         )
-    content = content_version(emb_set.parquet_path, emb_set.model_key)
+    content = emb_set.content_version()
     return Inputs("map_export", (content, results, shown, labels_version(db)))
 
 

@@ -13,7 +13,7 @@ from typing import Any
 import dagster as dg
 
 from embedding_assets.assets.reuse import Inputs, Report, materialize
-from embedding_assets.embedding.sets import EmbeddingSet, content_version, current_set
+from embedding_assets.embedding.sets import EmbeddingSet, current_set
 from resources.storage import StorageResource
 
 
@@ -31,7 +31,7 @@ class Scores:
 
 def set_inputs(asset: str, emb_set: EmbeddingSet, config: dg.Config, *more: object) -> Inputs:
     """The inputs of a result kept per embedding set: its content, the config and `more`."""
-    content = content_version(emb_set.parquet_path, emb_set.model_key)
+    content = emb_set.content_version()
     parts = (content, config.model_dump(mode="json"), *more)
     return Inputs(asset, parts, scope=emb_set.model_key)
 

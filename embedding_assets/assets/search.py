@@ -31,7 +31,6 @@ from embedding_assets.common.fingerprints import (
 from embedding_assets.common.settings import page_url
 from embedding_assets.embedding.sets import (
     EmbeddingSet,
-    content_version,
     current_set,
     load_current,
     read_parquet,
@@ -154,7 +153,7 @@ def similarity_index(
     key = emb_set.model_key
     settings = config.model_dump(mode="json")
     built_from = {k: v for k, v in settings.items() if k not in KNN_FIELDS}
-    content = content_version(emb_set.parquet_path, key)
+    content = emb_set.content_version()
     inputs = Inputs(versions.ASSET, (content, built_from), scope=key, versioned=True)
     # the kNN accuracy in the metadata also depends on the labels
     version = fingerprint(inputs.fingerprint, labels_version(db), [settings[k] for k in KNN_FIELDS])

@@ -655,3 +655,44 @@ def set_label(db_path: Path, image: str, label: str, source: str = "cli") -> Imp
     except LabelError as exc:
         return ImportResult(rejected=[Rejected(1, str(exc))])
     return write_labels(db_path, [_Row(1, ref, label, _is_id(ref))], source, Path.cwd())
+
+
+@dataclass(frozen=True)
+class LabeledSplit:
+    """Every usable image with a current label, in image_id order, with the key that decides
+    whether it is held out: a number in [0, 1) from its content hash, so an image that is
+    evaluation data stays so as labels grow, and the fine-tune and the classifier hold out the
+    same images."""
+
+    ids: np.ndarray  # int64
+    fs_paths: list[str | bytes]
+    hashes: list[str]
+    labels: np.ndarray  # str
+    keys: np.ndarray  # float in [0, 1)
+    max_label_id: int | None  # the newest label: any new label changes it
+
+    def held_out(self, fraction: float) -> np.ndarray:
+        return self.keys < fraction
+
+
+def labeled_split(db: Path) -> LabeledSplit:
+    """The labeled usable images (one function for every model that holds some out)."""
+    from embedding_assets.catalog.images import fs_path
+    from embedding_assets.common.fingerprints import hash_fraction
+
+    with connect(db, read_only=True) as con:
+        rows = con.execute(
+            f"SELECT i.image_id, {tables.PATH_BYTES}, i.sha256, l.label "
+            f"FROM {tables.USABLE_IMAGES} i JOIN {tables.CURRENT_LABELS} l USING (image_id) "
+            "WHERE l.label IS NOT NULL ORDER BY i.image_id"
+        ).fetchall()
+        newest = con.execute(f"SELECT max(label_id) FROM {tables.LABELS}").fetchone()[0]
+    hashes = [r[2] for r in rows]
+    return LabeledSplit(
+        np.asarray([r[0] for r in rows], dtype=np.int64),
+        [fs_path(r[1]) for r in rows],
+        hashes,
+        np.array([str(r[3]) for r in rows], dtype=str),
+        np.array([hash_fraction(h) for h in hashes], dtype=float),
+        newest,
+    )

@@ -4,7 +4,7 @@ them, both read through the LMDB cache that the embeddings' own backbone pass fi
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -49,17 +49,26 @@ def _plain_vectors(
     return present.ids[keep], X
 
 
-def classifier_features(
-    paths: DataPaths, device: str = "cpu"
-) -> tuple[sets.EmbeddingSet, str, np.ndarray, np.ndarray]:
-    """(current set, feature key, image_ids, vectors) that the classifier learns from: the
-    plain backbone features of the current embedding set. A head trained on the same labels
-    would flatter the classifier's held-out score (the head has seen those labels) and, on
-    real photos, generalized worse to unlabeled images (0.61 vs 0.66 accuracy measured with
-    500 labels of CIFAR-10)."""
-    emb_set, ids, X = sets.load_current(paths.catalog_db)
+@dataclass(frozen=True)
+class Features:
+    """The vectors a classifier learns from, with where they came from."""
+
+    emb_set: sets.EmbeddingSet  # the current set
+    key: str  # the model key of the vectors: the set's, or its plain backbone's
+    ids: np.ndarray  # image ids, in the order of the rows of `matrix`
+    matrix: np.ndarray  # (n, d) float32
+
+
+def classifier_features(paths: DataPaths, device: str = "cpu") -> Features:
+    """The plain backbone features of the current embedding set's images, read once: a head
+    trained on the same labels would flatter the classifier's held-out score (the head has
+    seen those labels) and, on real photos, generalized worse to unlabeled images (0.61 vs 0.66
+    accuracy measured with 500 labels of CIFAR-10). A set made without a head is its own plain
+    features; with one, only its image ids are read from the Parquet."""
+    emb_set = sets.current_set(paths.catalog_db)
     params = plain_params(paths.catalog_db, emb_set.model_key)
     if params is None:
-        return emb_set, emb_set.model_key, ids, X
-    plain_ids, plain = _plain_vectors(paths, params, ids, device)
-    return emb_set, params.model_key(), plain_ids, plain
+        ids, matrix = sets.read_parquet(emb_set.parquet_path)
+        return Features(emb_set, emb_set.model_key, ids, matrix)
+    plain_ids, plain = _plain_vectors(paths, params, sets.read_ids(emb_set.parquet_path), device)
+    return Features(emb_set, params.model_key(), plain_ids, plain)

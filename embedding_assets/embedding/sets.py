@@ -32,6 +32,11 @@ class EmbeddingSet:
     dim: int
     count: int
     parquet_path: Path
+    content: str | None = None  # content_version, as registered (None: not known yet)
+
+    def content_version(self) -> str:
+        """What the vectors are (`content_version`): as registered, else from the Parquet."""
+        return self.content or content_version(self.parquet_path, self.model_key)
 
 
 def hand_off_path(paths: DataPaths, model_key: str, shard: Shard | None) -> Path:
@@ -93,12 +98,22 @@ def read_parquet(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return ids, values.reshape(-1, d).astype(np.float32, copy=False)
 
 
+def read_ids(path: Path) -> np.ndarray:
+    """The image ids of a hand-off (file or shard folder), without its vectors."""
+    import pyarrow.parquet as pq
+
+    return pq.read_table(path, columns=["image_id"]).column("image_id").to_numpy()
+
+
 def register(db_path: Path, emb_set: EmbeddingSet, weights: str | None, params: dict) -> None:
     """Files under the data directory are stored relative to it (see `stored_params`)."""
     root = DataPaths(Path(db_path).parent)
+    content = content_version(emb_set.parquet_path, emb_set.model_key)
     with connect(db_path) as con:
         con.execute(
-            f"INSERT OR REPLACE INTO {tables.EMBEDDING_SETS} VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            f"INSERT OR REPLACE INTO {tables.EMBEDDING_SETS} (model_key, model, weights, dim, "
+            "count, parquet_path, params, updated_at, content_version) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [
                 emb_set.model_key,
                 emb_set.model,
@@ -108,6 +123,7 @@ def register(db_path: Path, emb_set: EmbeddingSet, weights: str | None, params: 
                 root.relative(emb_set.parquet_path),
                 json.dumps(stored_params(root, params)),
                 utc_now(),
+                content,
             ],
         )
 
@@ -133,13 +149,13 @@ def current_set(db_path: Path) -> EmbeddingSet:
     """The most recently written embedding set; a clear error when there is none yet."""
     with connect(db_path, read_only=True) as con:
         row = con.execute(
-            f"SELECT model_key, model, dim, count, parquet_path FROM {tables.EMBEDDING_SETS} "
-            f"WHERE model_key = {tables.CURRENT_MODEL_KEY}"
+            "SELECT model_key, model, dim, count, parquet_path, content_version "
+            f"FROM {tables.EMBEDDING_SETS} WHERE model_key = {tables.CURRENT_MODEL_KEY}"
         ).fetchone()
     if row is None:
         raise LookupError("No embeddings yet: materialize the `embeddings` asset first.")
     path = DataPaths(Path(db_path).parent).resolve(row[4])
-    return EmbeddingSet(row[0], row[1], row[2], row[3], path)
+    return EmbeddingSet(row[0], row[1], row[2], row[3], path, row[5])
 
 
 def stored_set_params(db_path: Path, model_key: str) -> dict:

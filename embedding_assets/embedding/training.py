@@ -22,7 +22,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from embedding_assets.catalog.images import fs_path, load_image
+from embedding_assets.catalog.images import load_image
+from embedding_assets.catalog.labels import labeled_split
 from embedding_assets.common import tables
 from embedding_assets.common.clock import utc_now
 from embedding_assets.common.fingerprints import hash_fraction
@@ -84,19 +85,9 @@ class Outcome:
 
 def labeled_images(db: Path, holdout: float) -> LabeledImages:
     """Usable images with a current label; `holdout` of them (by hash) are evaluation data."""
-    with connect(db, read_only=True) as con:
-        rows = con.execute(
-            f"SELECT i.image_id, {tables.PATH_BYTES}, i.sha256, l.label "
-            f"FROM {tables.USABLE_IMAGES} i JOIN {tables.CURRENT_LABELS} l USING (image_id) "
-            "WHERE l.label IS NOT NULL ORDER BY i.image_id"
-        ).fetchall()
-    hashes = [r[2] for r in rows]
+    found = labeled_split(db)
     return LabeledImages(
-        [r[0] for r in rows],
-        [fs_path(r[1]) for r in rows],
-        hashes,
-        np.array([str(r[3]) for r in rows]),
-        np.array([hash_fraction(h) < holdout for h in hashes], dtype=bool),
+        found.ids.tolist(), found.fs_paths, found.hashes, found.labels, found.held_out(holdout)
     )
 
 

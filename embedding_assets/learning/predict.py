@@ -30,7 +30,8 @@ def predict_all(paths: DataPaths) -> Predicted:
     champ = registry.champion(db)
     if champ is None:
         raise LookupError("The champion's model file is missing: materialize `classifier` again.")
-    _, features, ids, vectors = classifier_features(paths)
+    found = classifier_features(paths)
+    features, ids, vectors = found.key, found.ids, found.matrix
     if champ.embedding_key != features:
         raise LookupError(
             f"The champion v{champ.version_id} was trained on features {champ.embedding_key}, "

@@ -12,7 +12,6 @@ import numpy as np
 
 from embedding_assets.common import tables
 from embedding_assets.common.clock import utc_now
-from embedding_assets.common.fingerprints import hash_fraction
 from embedding_assets.learning.classifiers import Champion, Decision, Training
 from embedding_assets.learning.selection import uncertainty
 from resources.duckdb_store import connect
@@ -43,20 +42,19 @@ class Labeled:
 
 def labeled(db_path: Path, image_ids: np.ndarray) -> Labeled:
     """The labeled usable images of `image_ids`, with the content-hash keys that decide the
-    held-out split (the same as `embedding_model`'s, `embedding.training.hash_fraction`)."""
-    with connect(db_path, read_only=True) as con:
-        rows = con.execute(
-            f"SELECT l.image_id, l.label, i.sha256 FROM {tables.CURRENT_LABELS} l "
-            f"JOIN {tables.USABLE_IMAGES} i USING (image_id)"
-        ).fetchall()
-        max_label_id = con.execute(f"SELECT max(label_id) FROM {tables.LABELS}").fetchone()[0]
+    held-out split (`catalog.labels.labeled_split`, the fine-tune's too)."""
+    from embedding_assets.catalog.labels import labeled_split
+
+    found = labeled_split(db_path)
     pos = {int(i): k for k, i in enumerate(image_ids)}
-    keep = sorted((pos[int(i)], str(lab), sha) for i, lab, sha in rows if int(i) in pos)
+    order = sorted(
+        (k for k, i in enumerate(found.ids.tolist()) if i in pos), key=lambda k: pos[found.ids[k]]
+    )
     return Labeled(
-        np.array([k for k, _, _ in keep], dtype=np.int64),
-        np.array([lab for _, lab, _ in keep], dtype=str),
-        np.array([hash_fraction(sha) for _, _, sha in keep], dtype=float),
-        max_label_id,
+        np.array([pos[int(found.ids[k])] for k in order], dtype=np.int64),
+        found.labels[order],
+        found.keys[order],
+        found.max_label_id,
     )
 
 
