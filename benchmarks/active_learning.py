@@ -151,9 +151,8 @@ def run_loop(
         # what the `classifier` asset trains: held out by stable keys from 200 labels on,
         # calibrated by temperature scaling, refit on every label (no search: 220 trainings)
         ids = np.flatnonzero(labeled)
-        model = al.train(
-            ids, x_pool[labeled], y_pool[labeled], algorithms=(algorithm,), seed=seed
-        ).model
+        settings = al.TrainSettings(algorithms=(algorithm,), seed=seed)
+        model = al.train(ids, x_pool[labeled], y_pool[labeled], settings).model
         accuracy.append(float((model.predict(x_test) == y_test).mean()))
         if r == rounds:
             break
@@ -321,9 +320,8 @@ def run_all(x: np.ndarray, y: np.ndarray, args: argparse.Namespace, strategies: 
             time.perf_counter() - t
         )
         for algorithm in args.algorithms:
-            full = al.train(
-                np.arange(len(y_pool)), x_pool, y_pool, algorithms=(algorithm,), seed=seed
-            ).model
+            settings = al.TrainSettings(algorithms=(algorithm,), seed=seed)
+            full = al.train(np.arange(len(y_pool)), x_pool, y_pool, settings).model
             run.ceiling.setdefault(algorithm, []).append(
                 float((full.predict(x_test) == y_test).mean())
             )

@@ -38,6 +38,7 @@ from embedding_assets.embedding.embedder import EmbedParams, default_workers
 from embedding_assets.embedding.packaged_weights import PACKAGED
 from embedding_assets.embedding.pixel_input import on_pixels
 from embedding_assets.embedding.run import RunOptions, run_embeddings
+from embedding_assets.embedding.run_options import cpu_count
 from resources.storage import DataPaths
 
 RUNTIMES = ("torch", "onnxruntime")
@@ -74,7 +75,7 @@ def measure(model: str, n: int, batch: int, size: int, rounds: int, tmp: Path) -
     pre = backbone.spec.preprocess
     models = {
         "torch": on_pixels(backbone.model, pre.mean, pre.std),
-        "onnxruntime": runtime.OnnxModule(onnx_path, runtime.cpu_count()),
+        "onnxruntime": runtime.OnnxModule(onnx_path, cpu_count()),
     }
     pixels = pre.pixels()
     tensors = torch.from_numpy(np.stack([pixels(load_image(str(f))) for f in files]))
@@ -110,7 +111,7 @@ def thread_split(n: int, batch: int, size: int, rounds: int, tmp: Path) -> list[
     threads) on this machine's cores."""
     folder = cifar_subset(n, tmp / "imgs-split")
     params = EmbedParams(image_size=size)
-    cores = runtime.cpu_count()
+    cores = cpu_count()
     splits = [(w, t) for w in (0, 1, 2) for t in sorted({1, cores})]
     seconds = {s: [] for s in splits}
     for k in range(rounds):
@@ -140,7 +141,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    torch.set_num_threads(runtime.cpu_count())
+    torch.set_num_threads(cpu_count())
     with tempfile.TemporaryDirectory() as tmp:
         rows = [
             measure(m, n, args.batch, args.size, args.rounds, Path(tmp))

@@ -33,7 +33,12 @@ from embedding_assets.embedding.backbones import build_backbone, file_spec, reso
 from embedding_assets.embedding.defaults import DEFAULT_MODEL, DEFAULT_WEIGHTS
 from embedding_assets.embedding.finetune import finetune_classifier
 from embedding_assets.embedding.heads import embed_features
-from embedding_assets.embedding.metric_learning import finetune, float_input, train_head
+from embedding_assets.embedding.metric_learning import (
+    FitSettings,
+    finetune,
+    float_input,
+    train_head,
+)
 from embedding_assets.embedding.train_config import TrainConfig
 from resources.duckdb_store import connect
 from resources.storage import DataPaths
@@ -75,7 +80,7 @@ def _score(vectors: np.ndarray, y: np.ndarray) -> dict:
 def run_head(data: dict, cfg: TrainConfig) -> dict:
     X, y = data["X"], data["y"]
     out = train_head(
-        X[data["fit"]], y[data["fit"]], cfg, X_val=X[data["val"]], y_val=y[data["val"]]
+        X[data["fit"]], y[data["fit"]], FitSettings(cfg), X_val=X[data["val"]], y_val=y[data["val"]]
     )
     scores = _score(embed_features(out.head, X[data["eval"]]), y[data["eval"]])
     return {**scores, "epochs": len(out.history), "minutes": round(out.seconds / 60, 2)}
@@ -107,15 +112,14 @@ def run_cosface(data: dict, cfg: TrainConfig, model: str, weights: str) -> dict:
     px, y, train = data["uncut"], data["y"], ~data["eval"]
     started = time.perf_counter()
     out = finetune_classifier(
-        backbone.model,
-        backbone.dim,
+        backbone,
         px[torch.as_tensor(train)],
         y[train],
-        cfg,
-        mean=pre.mean,
-        std=pre.std,
-        progress=lambda r: print(
-            f"    epoch {r['epoch']}/{r['epochs']}: {r['seconds']:.0f} s", flush=True
+        FitSettings(
+            cfg,
+            progress=lambda r: print(
+                f"    epoch {r['epoch']}/{r['epochs']}: {r['seconds']:.0f} s", flush=True
+            ),
         ),
     )
     train_minutes = (time.perf_counter() - started) / 60
@@ -133,16 +137,15 @@ def run_finetune(data: dict, cfg: TrainConfig, model: str, weights: str, size: i
     pre = spec.preprocess
     px, y = data["pixels"], data["y"]
     out = finetune(
-        backbone.model,
-        backbone.dim,
+        backbone,
         px[torch.as_tensor(data["fit"])],
         None if cfg.loss == "ntxent" else y[data["fit"]],
-        cfg,
-        mean=pre.mean,
-        std=pre.std,
+        FitSettings(
+            cfg,
+            progress=lambda r: print(f"    epoch {r['epoch']}: loss {r['loss']:.3f}", flush=True),
+        ),
         images_val=px[torch.as_tensor(data["val"])],
         y_val=y[data["val"]],
-        progress=lambda r: print(f"    epoch {r['epoch']}: loss {r['loss']:.3f}", flush=True),
     )
     feats = _trunk_features(out.backbone.eval(), px[torch.as_tensor(data["eval"])], pre)
     scores = _score(embed_features(out.head, feats), y[data["eval"]])

@@ -234,11 +234,11 @@ def _forward_rate(model, x, amp, iters: int, sync: Callable[[], None]) -> float:
 
 
 def _pipeline_rate(backbone, files: list[str], dev: str, batch: int) -> dict:
-    from embedding_assets.embedding.embedder import embed_paths
+    from embedding_assets.embedding.embedder import BatchSettings, embed_paths
 
     t = time.perf_counter()
     done = failed = 0
-    for b in embed_paths(backbone, files, device=dev, batch_size=batch):
+    for b in embed_paths(backbone, files, BatchSettings(device=dev, batch_size=batch)):
         done += len(b.indexes)
         failed += len(b.errors)
     return {"img_s": done / (time.perf_counter() - t), "failed": failed}

@@ -98,13 +98,16 @@ def serve(db: Path):
 
     import uvicorn
 
-    from embedding_assets.web.api import create_app
+    from embedding_assets.web.api import ServeOptions, create_app
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     config = uvicorn.Config(
-        create_app(db, reload_seconds=0), host="127.0.0.1", port=port, log_level="warning"
+        create_app(db, ServeOptions(reload_seconds=0)),
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
     )
     server = uvicorn.Server(config)
     threading.Thread(target=server.run, daemon=True).start()

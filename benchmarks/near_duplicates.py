@@ -71,7 +71,7 @@ def main() -> None:
     )
     started = time.perf_counter()
     key = EmbedParams("efficientnet_lite0", "DEFAULT", 0).model_key()  # embedded()'s set
-    found = dup.find_near_duplicates(paths, key, ids, x, threshold=0.98, k=10, memory_budget_gb=4)
+    found = dup.find_near_duplicates(paths, key, ids, x, dup.DuplicateSettings(0.98))
     total_s = time.perf_counter() - started
     both = named(found.a, found.b)
     rows.append({"rule": "near_duplicates (default: both)", **score(both, exact, near)})

@@ -119,7 +119,7 @@ def cost_rows(ray_row: dict) -> list[dict]:
 
 
 def run(images: int, batch: int) -> None:
-    from embedding_assets.embedding.run import Engine
+    from embedding_assets.embedding.run_options import Engine
 
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:

@@ -186,7 +186,9 @@ def main() -> None:
             "CIFAR-10 test", cx, cids, cfactories, train_sample=n, sklearn_single=100
         )
         by_id = dict(zip(cids.tolist(), labels, strict=True))
-        knn = similarity.knn_loo_accuracy(crows[0]["index"], cx, cids, by_id, k=K)
+        knn = similarity.knn_loo_accuracy(
+            crows[0]["index"], cx, cids, by_id, settings=similarity.KnnSettings(k=K)
+        )
         payload["cifar_knn_loo_top1"] = knn.accuracy
         sections.append(("CIFAR-10 test embeddings", n, cauto, crows))
 

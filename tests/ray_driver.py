@@ -44,7 +44,8 @@ def main() -> None:
     import ray
 
     from embedding_assets.embedding.embedder import EmbedParams
-    from embedding_assets.embedding.ray_engine import embed_paths_on_ray
+    from embedding_assets.embedding.ray_engine import RayJob, embed_paths_on_ray
+    from embedding_assets.embedding.run import RunOptions
 
     parser = argparse.ArgumentParser()
     parser.add_argument("file_list", type=Path)
@@ -67,9 +68,8 @@ def main() -> None:
     failed: dict[int, str] = {}
     returned = 0  # indexes that came back, doubles included (the dict would hide them)
     stall = {} if args.stall_seconds is None else {"stall_seconds": args.stall_seconds}
-    for batch in embed_paths_on_ray(
-        EmbedParams(), paths, batch_size=args.batch_size, on_retry=retried.append, **stall
-    ):
+    job = RayJob(EmbedParams(), RunOptions(batch_size=args.batch_size))
+    for batch in embed_paths_on_ray(job, paths, on_retry=retried.append, **stall):
         vectors.update(zip(batch.indexes, batch.vectors, strict=True))
         failed.update(batch.errors)
         returned += len(batch.indexes) + len(batch.errors)

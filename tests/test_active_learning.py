@@ -83,7 +83,7 @@ def test_train_handles_few_and_degenerate_labels():
     rng = np.random.default_rng(0)
     x = np.concatenate([rng.normal(0, 1, (6, 4)), rng.normal(5, 1, (6, 4)), [[9, 9, 9, 9]]])
     y = np.array(["a"] * 6 + ["b"] * 6 + ["lonely"])
-    t = al.train(np.arange(13), x, y, algorithms=("logreg",))
+    t = al.train(np.arange(13), x, y, al.TrainSettings(algorithms=("logreg",)))
     assert t.eval_method == "cv5" and t.dropped_classes == {"lonely": 1}
     assert t.metrics["accuracy"] == 1.0 and t.confusion().sum() == 12
     with pytest.raises(al.NotTrainable, match="at least 2 classes"):
@@ -96,7 +96,7 @@ def test_every_candidate_trains_and_is_timed(per_class: int):
     y = np.repeat(["a", "b", "c"], per_class)
     x = (rng.normal(size=(3, 16)) * 3)[np.repeat([0, 1, 2], per_class)]
     x = (x + rng.normal(size=x.shape)).astype(np.float32)
-    t = al.train(np.arange(len(y)), x, y, algorithms=al.ALGORITHMS)
+    t = al.train(np.arange(len(y)), x, y, al.TrainSettings(algorithms=al.ALGORITHMS))
     assert t.eval_method == ("holdout" if per_class == 100 else "cv5")
     assert set(t.candidates) == set(al.ALGORITHMS)
     assert all(c["fit_seconds"] > 0 and c["accuracy"] > 0.6 for c in t.candidates.values())

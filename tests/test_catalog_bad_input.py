@@ -10,7 +10,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from embedding_assets.catalog.scan import scan_catalog
+from embedding_assets.catalog.scan import ScanSettings, scan_catalog
 from tests.helpers import fs_supports_non_utf8, write_image
 
 
@@ -114,7 +114,7 @@ def test_pixel_limit_is_configurable(tmp_path: Path):
     write_image(root / "big.png", size=(64, 64))
     write_image(root / "small.png", size=(8, 8))
     db = tmp_path / "c.duckdb"
-    scan_catalog(db, root, max_pixels=1000)
+    scan_catalog(db, root, ScanSettings(max_pixels=1000))
     rows = _rows(db)
     assert rows["big.png"][0] == "unsupported" and "4,096 pixels" in rows["big.png"][1]
     assert rows["small.png"][0] == "ok"

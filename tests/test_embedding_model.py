@@ -17,7 +17,7 @@ from embedding_assets.catalog.scan import scan_catalog
 from embedding_assets.embedding import evaluation as ev
 from embedding_assets.embedding.embedder import EmbedParams
 from embedding_assets.embedding.heads import embed_features
-from embedding_assets.embedding.metric_learning import train_head
+from embedding_assets.embedding.metric_learning import FitSettings, train_head
 from embedding_assets.embedding.train_config import TrainConfig
 from embedding_assets.embedding.training import trained_params
 from resources.duckdb_store import connect
@@ -59,8 +59,8 @@ def test_head_training_is_reproducible_and_learns():
     cfg = TrainConfig(
         loss="supcon", embedding_size=16, hidden=64, epochs=30, patience=30, batch_size=64, lr=1e-2
     )
-    a = train_head(X[:240], y[:240], cfg, X_val=X[240:300], y_val=y[240:300])
-    b = train_head(X[:240], y[:240], cfg, X_val=X[240:300], y_val=y[240:300])
+    a = train_head(X[:240], y[:240], FitSettings(cfg), X_val=X[240:300], y_val=y[240:300])
+    b = train_head(X[:240], y[:240], FitSettings(cfg), X_val=X[240:300], y_val=y[240:300])
     for (name, p), q in zip(a.head.state_dict().items(), b.head.state_dict().values(), strict=True):
         assert torch_equal(p, q), name
     raw = ev.knn_top1(X[300:], y[300:])
@@ -77,7 +77,7 @@ def torch_equal(p, q) -> bool:
 def test_every_supervised_loss_trains(loss: str):
     X, y = _blobs(1)
     cfg = TrainConfig(loss=loss, embedding_size=8, hidden=32, epochs=2, batch_size=64)
-    out = train_head(X, y, cfg)
+    out = train_head(X, y, FitSettings(cfg))
     assert len(out.history) == 2 and np.isfinite(out.history[-1]["loss"])
 
 

@@ -13,7 +13,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from embedding_assets.catalog.scan import scan_catalog
-from embedding_assets.web.api import create_app
+from embedding_assets.web.api import ServeOptions, create_app
 from resources.paths import DataPaths
 from tests.al_helpers import query
 from tests.helpers import write_image
@@ -92,7 +92,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> tuple[TestClient, Path, 
     data = tmp / "data"
     scan_catalog(DataPaths(data).catalog_db, tmp / "images")
     (image_id,) = query(data, "SELECT image_id FROM images")[0]
-    app = create_app(DataPaths(data).catalog_db, reload_seconds=0)
+    app = create_app(DataPaths(data).catalog_db, ServeOptions(reload_seconds=0))
     return TestClient(app, base_url="http://127.0.0.1"), data, image_id
 
 

@@ -117,14 +117,14 @@ def test_latin1_csv_names_the_line_and_asks_for_utf8(
 
 
 def test_sql_csv_output_uses_lf_line_endings(data_dir: Path, labeled_folder: Path, tmp_path: Path):
-    from embedding_assets.cli.sql import run_query
+    from embedding_assets.cli.sql import Output, run_query
 
     _catalog(data_dir, labeled_folder)
     db = DataPaths(data_dir).catalog_db
-    text = run_query(db, "SELECT path, status FROM images ORDER BY path LIMIT 3", "csv")
+    text = run_query(db, "SELECT path, status FROM images ORDER BY path LIMIT 3", Output("csv"))
     assert "\r" not in text and text.count("\n") == 4
     out = tmp_path / "out.csv"
-    run_query(db, "SELECT 1 AS a, 2 AS b", "csv", out)
+    run_query(db, "SELECT 1 AS a, 2 AS b", Output("csv", out))
     assert out.read_bytes() == b"a,b\n1,2\n"
 
 

@@ -15,7 +15,7 @@ from embedding_assets import definitions
 from embedding_assets.catalog.labels import set_label
 from embedding_assets.cli.runner import run_everything
 from embedding_assets.cli.runs import Runs
-from embedding_assets.cli.summary import summary_lines
+from embedding_assets.cli.summary import Pointers, summary_lines
 from embedding_assets.common.fingerprints import REUSED, SKIPPED
 from embedding_assets.embedding import sets as vectors
 from resources.duckdb_store import connect
@@ -134,7 +134,7 @@ def test_nothing_new_reuses_everything_and_new_inputs_recompute_what_depends_on_
     checks = {c.check_name: c.passed for c in second.get_asset_check_evaluations()}
     assert checks["promotion_gate"] is cold["classifier"]["promoted"], "the gate as it was"
     assert checks["similarity_index_recall"] and checks["clusters_cover_all_images"]
-    summary = "\n".join(summary_lines(second, 1.0, str(db), "home"))
+    summary = "\n".join(summary_lines(second, 1.0, Pointers(str(db), "home")))
     assert "Reused      " in summary and "(inputs unchanged)" in summary
     assert "Map         emb map" in summary, "the summary says how to open the map"
 

@@ -19,6 +19,7 @@ from embedding_assets.embedding import finetune
 from embedding_assets.embedding.backbones import resolve_spec
 from embedding_assets.embedding.embedder import EmbedParams
 from embedding_assets.embedding.finetune import finetune_classifier
+from embedding_assets.embedding.metric_learning import FitSettings
 from embedding_assets.embedding.train_config import TrainConfig
 from embedding_assets.embedding.trunk_split import split_at_stride
 from embedding_assets.learning import calibration, tuning
@@ -43,12 +44,11 @@ def test_the_time_budget_stops_training_before_an_epoch_that_would_not_fit():
     images = torch.randint(0, 255, (24, 3, 32, 32), dtype=torch.uint8)
     labels = np.array(["a", "b", "c"] * 8)
     trunk = EmbedParams("resnet18", None, 32).build(allow_download=False)
-    stats = {"mean": (0.5,) * 3, "std": (0.5,) * 3}
 
     def train(budget: float):
         backbone = EmbedParams("resnet18", None, 32).build(allow_download=False)
         cfg = TrainConfig(loss="cosface", epochs=3, batch_size=8, time_budget_s=budget)
-        return finetune_classifier(backbone.model, backbone.dim, images, labels, cfg, **stats)
+        return finetune_classifier(backbone, images, labels, FitSettings(cfg))
 
     cut = train(1e-6)
     assert len(cut.history) == 1 and cut.stopped_early and cut.history[0]["epochs"] == 1
@@ -65,8 +65,7 @@ def test_the_backbone_batchnorm_statistics_stay_frozen():
     before = bn.running_mean.clone()
     cfg = TrainConfig(loss="cosface", epochs=1, batch_size=8)
     labels = np.array(["a", "b"] * 8)
-    stats = {"mean": (0.5,) * 3, "std": (0.5,) * 3}
-    out = finetune_classifier(backbone.model, backbone.dim, images, labels, cfg, **stats)
+    out = finetune_classifier(backbone, images, labels, FitSettings(cfg))
     trained = out.backbone.layer4[1].bn2
     assert torch.equal(trained.running_mean, before)
     assert not torch.equal(trained.weight, torch.ones_like(before)), "affine trains"
@@ -104,15 +103,14 @@ def test_the_frozen_stages_stay_pretrained_and_the_rest_trains(stored, monkeypat
     backbone = EmbedParams("resnet18", None, 32).build(allow_download=False)
     before = {k: v.clone() for k, v in backbone.model.state_dict().items()}
     cfg = TrainConfig(loss="cosface", epochs=2, batch_size=8)
-    stats = {"mean": (0.5,) * 3, "std": (0.5,) * 3}
-    out = finetune_classifier(backbone.model, backbone.dim, images, labels, cfg, **stats)
+    out = finetune_classifier(backbone, images, labels, FitSettings(cfg))
     after = out.backbone.state_dict()
     changed = {k.split(".")[0] for k in before if not torch.equal(before[k], after[k])}
     assert out.frozen_stride == 8
     assert changed == {"layer3", "layer4"}, changed
     whole = TrainConfig(loss="cosface", epochs=1, batch_size=8, frozen_stride=0)
     fresh = EmbedParams("resnet18", None, 32).build(allow_download=False)
-    out = finetune_classifier(fresh.model, fresh.dim, images, labels, whole, **stats)
+    out = finetune_classifier(fresh, images, labels, FitSettings(whole))
     assert out.frozen_stride == 0 and not torch.equal(
         out.backbone.conv1.weight, before["conv1.weight"]
     )
@@ -168,13 +166,13 @@ def test_the_search_keeps_its_trials_and_never_ends_below_the_defaults():
         return proba(model, x[test], np.unique(y))
 
     # bounded by trials, not seconds: a loaded machine runs the same six
-    found = tuning.search("logreg", x, y, budget_s=600, scores=scores, max_trials=6)
+    found = tuning.search("logreg", x, y, scores, tuning.SearchSettings(600, max_trials=6))
     assert found is not None and len(found.trials) == 6
     assert found.trials[0].params == {"C": 1.0}  # the default is the first trial
     assert min(t.log_loss for t in found.trials) == next(
         t.log_loss for t in found.trials if t.params == found.best
     )
-    assert tuning.search("cosine_head", x, y, budget_s=1, scores=scores) is None
+    assert tuning.search("cosine_head", x, y, scores, tuning.SearchSettings(1)) is None
 
 
 def _materialize(data_dir: Path, assets, ops: dict):
@@ -238,14 +236,13 @@ def test_the_default_fine_tune_serves_its_trunk_and_the_classifier_weighs_its_he
 
 
 def test_no_search_below_its_minimum_labels():
-    from embedding_assets.learning.classifiers import train
+    from embedding_assets.learning.classifiers import TrainSettings, train
 
     rng = np.random.default_rng(2)
     y = np.repeat(np.array(["a", "b"]), 30)
     x = rng.normal(size=(60, 4)) + (y == "a")[:, None]
-    training = train(
-        np.arange(60), x, y, holdout_min_labels=10, search_budget_s=5, search_min_labels=100
-    )
+    settings = TrainSettings(holdout_min_labels=10, search_budget_s=5, search_min_labels=100)
+    training = train(np.arange(60), x, y, settings)
     assert training.searches == [] and training.eval_method == "holdout"
     assert isinstance(training.model, Calibrated)
 

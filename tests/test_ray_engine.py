@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from embedding_assets.embedding import sets as vectors
-from embedding_assets.embedding.embedder import EmbedParams, embed_paths
+from embedding_assets.embedding.embedder import BatchSettings, EmbedParams, embed_paths
 from embedding_assets.embedding.ray_engine import resolve_address
 from resources.duckdb_store import connect
 from tests.ray_cluster import BATCH, BIN, ENV, S3_PORT, Cluster
@@ -41,7 +41,9 @@ def local(images: list[str]) -> tuple[dict[int, np.ndarray], dict[int, str]]:
     """(vectors, errors) by position from the in-process path."""
     got: dict[int, np.ndarray] = {}
     errors: dict[int, str] = {}
-    for batch in embed_paths(EmbedParams().build(), images, batch_size=BATCH, workers=0):
+    for batch in embed_paths(
+        EmbedParams().build(), images, BatchSettings(batch_size=BATCH, workers=0)
+    ):
         got.update(zip(batch.indexes, batch.vectors, strict=True))
         errors.update(batch.errors)
     return got, errors
@@ -121,7 +123,9 @@ def _ray_set(db: Path, embedded: int) -> tuple[list[str], np.ndarray]:
 
 
 def _in_process(files: list[str]) -> np.ndarray:
-    (batch,) = embed_paths(EmbedParams().build(), files, batch_size=len(files), workers=0)
+    (batch,) = embed_paths(
+        EmbedParams().build(), files, BatchSettings(batch_size=len(files), workers=0)
+    )
     assert not batch.errors, batch.errors
     return batch.vectors
 

@@ -18,7 +18,7 @@ from embedding_assets.catalog.labels import set_label
 from embedding_assets.cli import run_state
 from embedding_assets.cli.runner import INVOCATION_TAG, run_everything
 from embedding_assets.cli.runs import CATALOG, Runs
-from embedding_assets.cli.summary import problem_lines, summary_lines
+from embedding_assets.cli.summary import Pointers, problem_lines, summary_lines
 from resources.duckdb_store import connect
 from resources.paths import DataPaths
 from tests.helpers import write_image
@@ -79,7 +79,7 @@ def test_nothing_new_runs_the_catalog_alone_and_says_so(data_dir: Path, labeled_
     assert CATALOG not in _materialized(cold.results[1])
     _assert_every_asset(cold)
     assert _states(db) == [(rest_run, _states(db)[0][1], rest_run)]
-    lines = summary_lines(cold, 1.0, str(db), "home")
+    lines = summary_lines(cold, 1.0, Pointers(str(db), "home"))
     assert (
         lines[0]
         == f"Runs {catalog_run} (image_catalog) and {rest_run} (the rest) succeeded in 1.0 s."
@@ -102,7 +102,7 @@ def test_nothing_new_runs_the_catalog_alone_and_says_so(data_dir: Path, labeled_
         assert newest[0].tags[INVOCATION_TAG] != newest[1].tags[INVOCATION_TAG]
     assert [(r, n) for r, _, n in _states(db)] == [(rest_run, second.run_ids[0])]
 
-    text = " ".join(" ".join(summary_lines(second, 1.0, str(db), "home")).split())
+    text = " ".join(" ".join(summary_lines(second, 1.0, Pointers(str(db), "home"))).split())
     assert text.startswith(f"Run {second.run_ids[0]} succeeded in 1.0 s.")
     assert f"Up to date nothing changed since run {rest_run} at " in text
     assert (

@@ -17,7 +17,7 @@ from torch import nn
 from embedding_assets.catalog.scan import scan_catalog
 from embedding_assets.embedding import runtime, sets
 from embedding_assets.embedding.backbones import Backbone
-from embedding_assets.embedding.embedder import EmbedParams, embed_paths
+from embedding_assets.embedding.embedder import BatchSettings, EmbedParams, embed_paths
 from embedding_assets.embedding.run import RunOptions, run_embeddings
 from resources.paths import DataPaths
 
@@ -39,7 +39,9 @@ def digits(tmp_path_factory) -> list[str]:
 
 
 def _vectors(backbone: Backbone, files: list[str]) -> np.ndarray:
-    return np.concatenate([b.vectors for b in embed_paths(backbone, files, workers=0)])
+    return np.concatenate(
+        [b.vectors for b in embed_paths(backbone, files, BatchSettings(workers=0))]
+    )
 
 
 @pytest.mark.parametrize(
@@ -50,9 +52,8 @@ def _vectors(backbone: Backbone, files: list[str]) -> np.ndarray:
 def test_onnx_features_equal_torch_features(params: EmbedParams, digits, tmp_path: Path):
     backbone = params.build(allow_download=False)
     key = params.model_key()
-    on_onnx, used = runtime.on_runtime(
-        lambda: backbone, params.spec(), key, "onnxruntime", tmp_path, 2
-    )
+    onnx = RunOptions(runtime="onnxruntime", threads=2, exports=tmp_path)
+    on_onnx, used = runtime.on_runtime(lambda: backbone, params.spec(), key, onnx)
     assert used == "onnxruntime" and isinstance(on_onnx.model, runtime.OnnxModule)
     difference = np.abs(_vectors(backbone, digits) - _vectors(on_onnx, digits)).max()
     assert difference < runtime.MAX_DIFFERENCE
@@ -60,7 +61,7 @@ def test_onnx_features_equal_torch_features(params: EmbedParams, digits, tmp_pat
     def must_not_build():
         raise AssertionError("a valid export serves without building the torch model")
 
-    again, used = runtime.on_runtime(must_not_build, params.spec(), key, "onnxruntime", tmp_path, 2)
+    again, used = runtime.on_runtime(must_not_build, params.spec(), key, onnx)
     assert used == "onnxruntime" and again.dim == backbone.dim
     assert np.abs(_vectors(again, digits) - _vectors(on_onnx, digits)).max() == 0
 
@@ -79,9 +80,8 @@ def test_a_model_that_does_not_export_runs_on_torch(tmp_path: Path):
     spec = EmbedParams("resnet18", None, 32).spec()
     backbone = Backbone(DataDependent(), 3, spec)
     notes: list[str] = []
-    kept, used = runtime.on_runtime(
-        lambda: backbone, spec, "data-dependent", "onnxruntime", tmp_path, 1, notes.append
-    )
+    onnx = RunOptions(runtime="onnxruntime", threads=1, exports=tmp_path)
+    kept, used = runtime.on_runtime(lambda: backbone, spec, "data-dependent", onnx, notes.append)
     assert used == "torch" and kept.model is backbone.model
     assert len(notes) == 1 and "resnet18" in notes[0] and "using torch" in notes[0]
     assert not (tmp_path / "data-dependent.onnx").exists()

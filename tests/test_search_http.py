@@ -15,7 +15,7 @@ import uvicorn
 from fastapi.testclient import TestClient
 
 from embedding_assets.search.searcher import Searcher
-from embedding_assets.web.api import create_app
+from embedding_assets.web.api import ServeOptions, create_app
 from resources.storage import DataPaths
 from tests.dagster_server import free_port
 from tests.search_setup import class_image, searchable
@@ -44,7 +44,9 @@ def db(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def client(db: Path) -> TestClient:
-    return TestClient(create_app(db, max_k=20, max_upload_bytes=200_000), base_url=LOOPBACK)
+    return TestClient(
+        create_app(db, ServeOptions(max_k=20, max_upload_bytes=200_000)), base_url=LOOPBACK
+    )
 
 
 def _upload(client, data: bytes, k: int = 5, name: str = "q.png"):

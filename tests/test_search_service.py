@@ -17,7 +17,7 @@ import uvicorn
 from embedding_assets.catalog.scan import scan_catalog
 from embedding_assets.embedding.run import RunOptions, run_embeddings
 from embedding_assets.search.searcher import Searcher
-from embedding_assets.web.api import create_app
+from embedding_assets.web.api import ServeOptions, create_app
 from resources.duckdb_store import connect
 from resources.storage import DataPaths
 from tests.dagster_server import free_port, wait_for_http
@@ -37,7 +37,7 @@ class Server:
     """A real uvicorn server on loopback in a thread, stopped on exit."""
 
     def __init__(self, db: Path, **options) -> None:
-        self.app = create_app(db, **options)
+        self.app = create_app(db, ServeOptions(**options))
         self.port = free_port()
         config = uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning")
         self.server = uvicorn.Server(config)

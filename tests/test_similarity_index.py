@@ -80,7 +80,9 @@ def test_knn_loo_accuracy_and_near_duplicate_groups():
     centers = np.argmax(x @ clustered(3, 16, 3, seed=2).T, axis=1)  # noisy, not a given
     labels = {i: f"c{centers[i]}" for i in range(0, 600, 2)}  # half labeled
     built = similarity.build_index(x, ids, "Flat")
-    knn = similarity.knn_loo_accuracy(built.index, x, ids, labels, k=5)
+    knn = similarity.knn_loo_accuracy(
+        built.index, x, ids, labels, settings=similarity.KnnSettings(k=5)
+    )
     assert knn.evaluated == 300 and 0.0 <= knn.accuracy <= 1.0
     assert set(knn.per_label) == set(labels.values())
     # three exact copies of row 0 and one of row 1 form two groups

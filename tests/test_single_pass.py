@@ -24,9 +24,9 @@ def test_head_training_embeddings_index_and_duplicates_share_one_backbone_pass(
     embedded: list[int] = []
     real = embedding_run.embed_paths
 
-    def counting(backbone, paths, **kwargs):  # the real embedder, counted
+    def counting(backbone, paths, settings):  # the real embedder, counted
         embedded.append(len(paths))
-        yield from real(backbone, paths, **kwargs)
+        yield from real(backbone, paths, settings)
 
     monkeypatch.setattr(embedding_run, "embed_paths", counting)
     trained = _run(data_dir, {**HEAD, "epochs": 25, "embedding_size": 32, "hidden": 128})

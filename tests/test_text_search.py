@@ -141,10 +141,10 @@ def test_emb_search_text_prints_csv_json_and_refuses_nonsense(tagged: Path):
 def test_serve_answers_text_queries_from_memory_with_4xx_for_bad_ones(tagged: Path, tmp_path: Path):
     from fastapi.testclient import TestClient
 
-    from embedding_assets.web.api import create_app
+    from embedding_assets.web.api import ServeOptions, create_app
 
     db = DataPaths(tagged).catalog_db
-    client = TestClient(create_app(db, max_k=20), base_url="http://127.0.0.1")
+    client = TestClient(create_app(db, ServeOptions(max_k=20)), base_url="http://127.0.0.1")
     found = client.get("/search", params={"text": "a photo of trucks", "k": 8})
     assert found.status_code == 200, found.text
     body = found.json()

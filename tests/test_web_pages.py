@@ -31,7 +31,7 @@ from embedding_assets.assets.map_export import map_export
 from embedding_assets.assets.search import image_tags
 from embedding_assets.catalog.scan import scan_catalog
 from embedding_assets.embedding.run import RunOptions, run_embeddings
-from embedding_assets.web.api import SERVE_CONFIG_ENV, create_app
+from embedding_assets.web.api import SERVE_CONFIG_ENV, ServeOptions, create_app
 from embedding_assets.web.atlas import INSTALL, viewer_dir
 from resources.duckdb_store import connect
 from resources.paths import DataPaths
@@ -151,7 +151,7 @@ def web_labels(world: World) -> list[tuple[int, str]]:
 
 # -- without a browser --------------------------------------------------------------------------
 def test_writes_need_the_token_and_thumbnails_need_a_known_id(world: World):
-    app = create_app(world.db, reload_seconds=0)
+    app = create_app(world.db, ServeOptions(reload_seconds=0))
     token = app.state.pages.token
     (some_id,) = query(world, "SELECT min(image_id) FROM usable_images")[0]
     (broken_id,) = query(world, "SELECT coalesce(max(image_id), 0) + 1000 FROM images")[0]
@@ -188,7 +188,7 @@ def test_atlas_serves_the_map_export_not_the_catalog(world: World, tmp_path: Pat
     """/atlas's data is the Parquet file map_export wrote: every mapped image with its label,
     prediction, cluster, thumbnail URL on this server and 10 nearest neighbours; the cluster
     names sit at each cluster; a projection the export lacks, or no export, says what to run."""
-    app = create_app(world.db, reload_seconds=0)
+    app = create_app(world.db, ServeOptions(reload_seconds=0))
     (mapped,) = query(world, "SELECT count(*) FROM projections")[0]
     labels = dict(query(world, "SELECT image_id, label FROM current_labels"))
     with TestClient(app, base_url=LOOPBACK) as client:
@@ -236,7 +236,9 @@ def test_atlas_serves_the_map_export_not_the_catalog(world: World, tmp_path: Pat
     export = world.data / "map_points.parquet"
     whole = export.read_bytes()
     export.write_bytes(whole[: len(whole) // 2])  # damaged (a full disk, a bad copy)
-    with TestClient(create_app(world.db, reload_seconds=0), base_url=LOOPBACK) as client:
+    with TestClient(
+        create_app(world.db, ServeOptions(reload_seconds=0)), base_url=LOOPBACK
+    ) as client:
         broken = client.get("/atlas/pca/data/metadata.json")
     assert broken.status_code == 503 and "materialize `map_export` again" in broken.text
     rebuilt = dg.materialize([map_export], resources=resources(world.data))
@@ -246,7 +248,9 @@ def test_atlas_serves_the_map_export_not_the_catalog(world: World, tmp_path: Pat
     empty = DataPaths(tmp_path / "none")
     with connect(empty.catalog_db):  # a catalog with its tables and nothing mapped yet
         pass
-    with TestClient(create_app(empty.catalog_db, reload_seconds=0), base_url=LOOPBACK) as client:
+    with TestClient(
+        create_app(empty.catalog_db, ServeOptions(reload_seconds=0)), base_url=LOOPBACK
+    ) as client:
         missing = client.get("/atlas/pca/data/metadata.json")
     assert missing.status_code == 503 and "map_export" in missing.json()["detail"]
 
@@ -347,7 +351,7 @@ time.sleep(float(sys.argv[2]))
 def test_pages_answer_while_a_run_holds_the_catalog(world: World):
     """Page data is a quick 503 (the page retries); thumbnails still come from the cache, or
     from the served index's snapshot."""
-    app = create_app(world.db, reload_seconds=0)
+    app = create_app(world.db, ServeOptions(reload_seconds=0))
     ids = [r[0] for r in query(world, "SELECT image_id FROM usable_images ORDER BY 1")]
     with TestClient(app, base_url=LOOPBACK) as client:
         assert client.get(f"/search?image_id={ids[0]}&k=2").status_code == 200  # index loaded

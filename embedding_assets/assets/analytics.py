@@ -8,6 +8,7 @@ rows when they were computed from the same ones.
 
 import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -28,7 +29,7 @@ from embedding_assets.analytics.clustering import (
 from embedding_assets.analytics.maps import map_figure, plot_sample, thumbnail_uris, write_html_map
 from embedding_assets.analytics.projection import METHODS, Method, ProjectionParams, project
 from embedding_assets.assets.reuse import Inputs, Report, materialize, previous_metadata
-from embedding_assets.assets.score_tables import Scores, score_table
+from embedding_assets.assets.score_tables import Scorer, Scores, score_table
 from embedding_assets.catalog.images import image_info
 from embedding_assets.common import markdown, tables
 from embedding_assets.common.figures import histogram_markdown, png_bytes, png_markdown
@@ -168,9 +169,8 @@ def clusters(
         storage,
         tables.CLUSTERS,
         config,
-        compute,
+        Scorer(compute, lambda emb_set: {"clusters": _cluster_table(db, emb_set.model_key)}),
         more=(n_classes,),
-        shown=lambda emb_set: {"clusters": _cluster_table(db, emb_set.model_key)},
     )
 
 
@@ -216,10 +216,12 @@ def anomaly_scores(
         storage,
         tables.ANOMALY_SCORES,
         config,
-        compute,
-        shown=lambda emb_set: {
-            "flagged_images": _flagged_table(db, emb_set.model_key, config.list_max)
-        },
+        Scorer(
+            compute,
+            lambda emb_set: {
+                "flagged_images": _flagged_table(db, emb_set.model_key, config.list_max)
+            },
+        ),
     )
 
 
@@ -258,13 +260,12 @@ def projections(
         labels_version(db),
         [s.fingerprint if s else None for s in drawn_from],
     )
-    plot_dir = paths.ensure(paths.plots_dir / key)
-    html_path = paths.plots_dir / f"map_{key}.html"
+    files = _MapFiles(paths.ensure(paths.plots_dir / key), paths.plots_dir / f"map_{key}.html", key)
     coords_kept = inputs.unchanged(db) is not None
 
     def kept(_: Stored) -> Report | None:
-        files = [plot_dir / f"{m}.png" for m in methods] + [html_path]
-        drawn = previous_metadata(context, version) and all(f.is_file() for f in files)
+        drawn_files = [files.plot_dir / f"{m}.png" for m in methods] + [files.html_path]
+        drawn = previous_metadata(context, version) and all(f.is_file() for f in drawn_files)
         return Report(version=version) if drawn else None
 
     def compute() -> Report:
@@ -275,7 +276,7 @@ def projections(
             ids, maps, metadata = _compute_maps(context, config, methods, emb_set, gpu, db)
         start = time.perf_counter()
         metadata.update(
-            _draw_maps(ids, maps, db, key, plot_dir, html_path, config),
+            _draw_maps(ids, maps, _Colours.read(db, key, ids), files, config),
             model_key=key,
             images=len(ids),
             plot_seconds=round(time.perf_counter() - start, 3),
@@ -334,43 +335,66 @@ def _compute_maps(
     return ids, {m: r.coords for m, r in results.items()}, metadata
 
 
+@dataclass(frozen=True)
+class _Colours:
+    """What the maps are coloured by, per image, as stored now."""
+
+    info: "pd.DataFrame"  # path and current label
+    clusters: np.ndarray | None  # int or None per image; None: no clusters stored
+    scores: np.ndarray | None  # anomaly scores
+    flagged: np.ndarray | None  # anomaly flags
+
+    @classmethod
+    def read(cls, db: Path, model_key: str, ids: np.ndarray) -> "_Colours":
+        cluster_ids = store.read_column(db, tables.CLUSTERS, "cluster", model_key, ids)
+        scores = store.read_column(db, tables.ANOMALY_SCORES, "score", model_key, ids)
+        flags = store.read_column(db, tables.ANOMALY_SCORES, "flagged", model_key, ids)
+        return cls(
+            image_info(db, ids),
+            None if cluster_ids is None else _ints_or_none(cluster_ids),
+            scores,
+            None if flags is None else flags == 1.0,
+        )
+
+
+@dataclass(frozen=True)
+class _MapFiles:
+    """Where the maps of one embedding set are drawn."""
+
+    plot_dir: Path  # a PNG per method
+    html_path: Path  # the interactive map
+    model_key: str
+
+
 def _draw_maps(
     ids: np.ndarray,
     maps: dict[str, np.ndarray],
-    db: Path,
-    model_key: str,
-    plot_dir: Path,
-    html_path: Path,
+    colours: _Colours,
+    files: _MapFiles,
     config: ProjectionsConfig,
 ) -> dict:
     """A PNG per map and the HTML map, coloured by what is stored now; their metadata."""
-    n = len(ids)
-    info = image_info(db, ids)
-    cluster_ids = store.read_column(db, tables.CLUSTERS, "cluster", model_key, ids)
-    scores = store.read_column(db, tables.ANOMALY_SCORES, "score", model_key, ids)
-    flags = store.read_column(db, tables.ANOMALY_SCORES, "flagged", model_key, ids)
-    clusters_col = None if cluster_ids is None else _ints_or_none(cluster_ids)
-    flagged = None if flags is None else flags == 1.0
+    clusters_col, flagged = colours.clusters, colours.flagged
     metadata: dict = {}
-    drawn = plot_sample(n, config.plot_points, config.seed)
+    drawn = plot_sample(len(ids), config.plot_points, config.seed)
     for method, coords in maps.items():
         fig = map_figure(
             coords[drawn],
-            info["label"].to_numpy(dtype=object)[drawn],
+            colours.info["label"].to_numpy(dtype=object)[drawn],
             None if clusters_col is None else clusters_col[drawn],
             None if flagged is None else flagged[drawn],
             f"{method.upper()} of {len(drawn)} images",
         )
-        (plot_dir / f"{method}.png").write_bytes(png_bytes(fig))
+        (files.plot_dir / f"{method}.png").write_bytes(png_bytes(fig))
         # The UI's metadata dialog is about 900 px wide: a lighter copy fits it uncropped.
         metadata[f"{method}_map"] = dg.MetadataValue.md(png_markdown(fig, f"{method} map", dpi=55))
-    html = _html_map(html_path, maps, info, clusters_col, scores, flagged, config, model_key)
+    html = _html_map(files, maps, colours, config)
     metadata.update(
         {
             "html_map": dg.MetadataValue.path(str(html)),
             "map_in_browser": dg.MetadataValue.url(page_url("map")),
             "atlas_in_browser": dg.MetadataValue.url(page_url("atlas/")),  # after map_export
-            "png_dir": dg.MetadataValue.path(str(plot_dir)),
+            "png_dir": dg.MetadataValue.path(str(files.plot_dir)),
             "coloured_by": ", ".join(
                 ["label"]
                 + (["cluster"] if clusters_col is not None else [])
@@ -382,28 +406,23 @@ def _draw_maps(
 
 
 def _html_map(
-    path: Path,
-    maps: dict[str, np.ndarray],
-    info: "pd.DataFrame",
-    clusters_col: np.ndarray | None,
-    scores: np.ndarray | None,
-    flagged: np.ndarray | None,
-    config: ProjectionsConfig,
-    model_key: str,
+    files: _MapFiles, maps: dict[str, np.ndarray], colours: _Colours, config: ProjectionsConfig
 ) -> Path:
+    info = colours.info
     idx = plot_sample(len(info), config.html_points, config.seed)
     points = {
         "path": info["path"].to_numpy(dtype=object)[idx],
         "label": info["label"].to_numpy(dtype=object)[idx],
     }
-    if clusters_col is not None:
-        points["cluster"] = clusters_col[idx]
-    if scores is not None:
-        points["anomaly score"] = scores[idx]
-        points["anomaly flag"] = flagged[idx]
+    if colours.clusters is not None:
+        points["cluster"] = colours.clusters[idx]
+    if colours.scores is not None:
+        points["anomaly score"] = colours.scores[idx]
+        points["anomaly flag"] = colours.flagged[idx]
     thumbs = thumbnail_uris(points["path"]) if len(idx) <= config.html_thumbnails_max else None
     sampled = {method: coords[idx] for method, coords in maps.items()}
-    return write_html_map(path, sampled, points, f"Embedding maps ({model_key})", thumbs)
+    title = f"Embedding maps ({files.model_key})"
+    return write_html_map(files.html_path, sampled, points, title, thumbs)
 
 
 def _label_classes(db: Path) -> int:

@@ -63,19 +63,22 @@ def image_catalog(
     were.
     """
     from embedding_assets.catalog.labels import looks_unlabeled
-    from embedding_assets.catalog.scan import scan_catalog, usable_version, write_snapshot
+    from embedding_assets.catalog.scan import (
+        ScanSettings,
+        scan_catalog,
+        usable_version,
+        write_snapshot,
+    )
 
     paths = storage.paths
     shard = shard_for(context)
-    summary = scan_catalog(
-        paths.catalog_db,
-        config.image_dir,
-        max_pixels=config.max_image_pixels,
-        labels_from_folders=config.labels_from_folders,
-        workers=config.workers or None,
-        unlabeled_folders=config.unlabeled_folders,
-        shard=shard,
+    settings = ScanSettings(
+        config.max_image_pixels,
+        config.labels_from_folders,
+        config.workers or None,
+        tuple(config.unlabeled_folders),
     )
+    summary = scan_catalog(paths.catalog_db, config.image_dir, settings, shard=shard)
     snapshot = paths.parquet_dir / "images.parquet"
     if summary.new or summary.changed or summary.removed or not snapshot.exists():
         write_snapshot(paths.catalog_db, snapshot)  # else it holds these rows already

@@ -15,7 +15,7 @@ import numpy as np
 from pydantic import Field
 
 from embedding_assets.assets.reuse import Inputs, Report, materialize
-from embedding_assets.assets.score_tables import Scores, score_table
+from embedding_assets.assets.score_tables import Scorer, Scores, score_table
 from embedding_assets.common import markdown, tables
 from embedding_assets.common.figures import histogram_markdown, png_markdown
 from embedding_assets.common.fingerprints import labels_version
@@ -186,7 +186,7 @@ def label_issues(
         )
 
     return score_table(
-        context, storage, tables.LABEL_ISSUES, config, compute, more=(labels_version(db),)
+        context, storage, tables.LABEL_ISSUES, config, Scorer(compute), (labels_version(db),)
     )
 
 
@@ -231,7 +231,7 @@ def uniqueness(
             "most_unique": _top_table(top, ["image_id", "uniqueness", "representativeness", "path"])
         }
 
-    return score_table(context, storage, tables.UNIQUENESS, config, compute, shown=most_unique)
+    return score_table(context, storage, tables.UNIQUENESS, config, Scorer(compute, most_unique))
 
 
 @dg.asset(deps=["embeddings"], group_name=GROUP, kinds={"faiss", "duckdb"}, owners=OWNERS)
@@ -288,7 +288,7 @@ def outliers(
         columns = ["thumbnail (emb serve)", "image_id", "distance", "flagged", "path"]
         return {"furthest": dg.MetadataValue.md(markdown.table(columns, rows))}
 
-    return score_table(context, storage, tables.OUTLIERS, config, compute, shown=furthest)
+    return score_table(context, storage, tables.OUTLIERS, config, Scorer(compute, furthest))
 
 
 @dg.asset(deps=["image_catalog", "labels"], group_name=GROUP, kinds={"duckdb"}, owners=OWNERS)
@@ -434,4 +434,4 @@ def batch_drift(
             log=f"{len(found.verdicts)} batches tested, {drifted} drifted",
         )
 
-    return score_table(context, storage, tables.BATCH_DRIFT, config, compute)
+    return score_table(context, storage, tables.BATCH_DRIFT, config, Scorer(compute))

@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from embedding_assets.embedding.embedder import EmbedParams
     from embedding_assets.embedding.run import EmbedSummary, RunOptions
     from embedding_assets.embedding.train_config import TrainConfig
-    from embedding_assets.embedding.training import Outcome
+    from embedding_assets.embedding.training import ModelSettings, Outcome
 
 GATE = "challenger_promoted"
 
@@ -129,7 +129,7 @@ class EmbeddingConfig(BackboneConfig):
         return replace(base, head=None if self.head == "none" else self.head)
 
     def run_options(self, device: str) -> "RunOptions":
-        from embedding_assets.embedding.run import Engine
+        from embedding_assets.embedding.run_options import Engine
 
         return replace(
             self.inference(device),
@@ -233,6 +233,14 @@ class EmbeddingModelConfig(BackboneConfig):
             time_budget_s=self.time_budget_s if finetune else 0.0,
         )
 
+    def model_settings(self) -> "ModelSettings":
+        """What this config decides of a training (embedding.training)."""
+        from embedding_assets.embedding.training import ModelSettings
+
+        return ModelSettings(
+            self.backbone(), self.mode, self.train_config(), self.holdout, self.min_improvement
+        )
+
 
 @dg.asset(
     deps=["image_catalog"],
@@ -283,11 +291,7 @@ def embedding_model(
     with gpu.acquire(context.log) as device, epochs, features:
         out = train_embedding_model(
             storage.paths,
-            config.backbone(),
-            config.mode,
-            config.train_config(),
-            holdout=config.holdout,
-            min_improvement=config.min_improvement,
+            config.model_settings(),
             options=config.inference(device.torch_device),
             progress=lambda row: _epoch_done(epochs, row),
             feature_progress=features.update,

@@ -6,7 +6,6 @@ embeddings.
 are eager, so each report (or new embeddings) re-runs them once.
 """
 
-from dataclasses import dataclass, field
 from typing import Literal
 
 import dagster as dg
@@ -170,21 +169,22 @@ def _train(
     )
     try:
         with gpu.acquire(context.log) as choice:
-            training = al.train(
-                ids[idx],
-                vectors[idx],
-                y,
+            settings = al.TrainSettings(
                 algorithms=config.candidates,
                 device=choice.lightgbm_device,
                 holdout_min_labels=config.holdout_min_labels,
                 test_fraction=config.test_fraction,
                 seed=config.seed,
-                split_keys=found_labels.split_keys,
                 search_budget_s=config.search_budget_s,
                 search_min_labels=config.search_min_labels,
-                select_x=judged.select_x,
-                prefit=judged.prefit,
-                prefit_final=judged.prefit_final,
+            )
+            training = al.train(
+                ids[idx],
+                vectors[idx],
+                y,
+                settings,
+                split_keys=found_labels.split_keys,
+                judged=judged,
             )
     except al.NotTrainable as exc:
         return _not_trained(context, base, exc, champ.version_id if champ else None)
@@ -247,30 +247,22 @@ def _not_trained(
     return Report({**base, "status": status, "reason": reason}, checks=[gate], keep=False)
 
 
-@dataclass
-class _Judged:
+def _judged(paths, set_key: str, features: str, ids: np.ndarray, config) -> al.Judged:
     """What the candidates are compared on when the embeddings come from a fine-tune trained
     on every label: the features of the model the gate judged (blind to the held-out images),
     and the cosine heads, judged and final."""
-
-    select_x: np.ndarray | None = None
-    prefit: dict = field(default_factory=dict)
-    prefit_final: dict = field(default_factory=dict)
-
-
-def _judged(paths, set_key: str, features: str, ids: np.ndarray, config) -> _Judged:
     from embedding_assets.catalog.images import usable_files
     from embedding_assets.embedding.run import RunOptions, cached_features
     from embedding_assets.embedding.training import trained_model
 
     model = trained_model(paths.catalog_db, set_key) if features == set_key else None
     if model is None:
-        return _Judged()
-    out = _Judged()
+        return al.Judged()
+    select_x, prefit, prefit_final = None, {}, {}
     if model.classifier is not None and config.algorithm == "auto":
         judged = model.gate_classifier or model.classifier
-        out.prefit = {al.COSINE_HEAD: al.CosineHead.load(judged)}
-        out.prefit_final = {al.COSINE_HEAD: al.CosineHead.load(model.classifier)}
+        prefit = {al.COSINE_HEAD: al.CosineHead.load(judged)}
+        prefit_final = {al.COSINE_HEAD: al.CosineHead.load(model.classifier)}
     if model.gate_params is not None:
         usable = usable_files(paths.catalog_db)
         rows = usable.rows_of(ids)
@@ -280,8 +272,8 @@ def _judged(paths, set_key: str, features: str, ids: np.ndarray, config) -> _Jud
                 paths, model.gate_params, wanted.fs_paths, wanted.hashes, RunOptions()
             )
             if len(kept) == len(rows):
-                out.select_x = found
-    return out
+                select_x = found
+    return al.Judged(select_x, prefit, prefit_final)
 
 
 def _content(emb_set: EmbeddingSet) -> str:

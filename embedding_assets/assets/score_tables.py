@@ -36,19 +36,27 @@ def set_inputs(asset: str, emb_set: EmbeddingSet, config: dg.Config, *more: obje
     return Inputs(asset, parts, scope=emb_set.model_key)
 
 
+@dataclass(frozen=True)
+class Scorer:
+    """What a score-table asset does: compute its rows for an embedding set, and (`shown`)
+    read metadata back from the stored rows (e.g. the top rows with their paths), reported
+    whether the rows were reused or computed."""
+
+    compute: Callable[[EmbeddingSet], Scores]
+    shown: Callable[[EmbeddingSet], dict[str, Any]] | None = None
+
+
 def score_table(
     context: dg.AssetExecutionContext,
     storage: StorageResource,
     table: str,
     config: dg.Config,
-    compute: Callable[[EmbeddingSet], Scores],
-    *,
+    scorer: Scorer,
     more: tuple = (),
-    shown: Callable[[EmbeddingSet], dict[str, Any]] | None = None,
 ) -> dg.MaterializeResult:
     """Materialize `table` for the current embedding set. `more`: further inputs of the
-    fingerprint (e.g. the labels version); `shown`: metadata read back from the stored rows
-    (e.g. the top rows with their paths), reported whether the rows were reused or computed."""
+    fingerprint besides the set's content and the config (e.g. the labels version)."""
+    compute, shown = scorer.compute, scorer.shown
     import pyarrow as pa
 
     from embedding_assets.common.results import replace_rows

@@ -19,7 +19,7 @@ from pydantic import Field
 
 from embedding_assets.assets.embedding import BackboneConfig
 from embedding_assets.assets.reuse import Inputs, Report, materialize, previous_metadata
-from embedding_assets.assets.score_tables import Scores, score_table
+from embedding_assets.assets.score_tables import Scorer, Scores, score_table
 from embedding_assets.common import markdown, tables
 from embedding_assets.common.fingerprints import (
     REUSED,
@@ -185,6 +185,7 @@ def _index_and_knn(
 
     from embedding_assets.catalog.labels import current_labels
     from embedding_assets.search import builds, snapshot
+    from embedding_assets.search.faiss_index import KnnSettings
 
     paths = storage.paths
     emb_set = current_set(paths.catalog_db)
@@ -201,13 +202,13 @@ def _index_and_knn(
             with gpu.acquire(context.log) as choice:
                 yield choice.faiss_gpu_id
 
-        settings, key, log = config.build_settings(), emb_set.model_key, context.log.info
-        index, report = builds.build(paths, key, ids, vectors, settings, faiss_gpu, log)
+        run = builds.BuildRun(faiss_gpu, context.log.info)
+        key = emb_set.model_key
+        index, report = builds.build(paths, key, ids, vectors, config.build_settings(), run)
         built, metadata = report.record, _build_metadata(report)
     labels = current_labels(paths.catalog_db, ids)
-    knn = builds.knn_report(
-        index, built.search_params, vectors, ids, labels, config.knn_k, config.knn_max_queries
-    )
+    knn_settings = KnnSettings(config.knn_k, config.knn_max_queries)
+    knn = builds.knn_report(index, built.search_params, vectors, ids, labels, knn_settings)
     return {**metadata, **_knn_metadata(knn)}, built
 
 
@@ -378,19 +379,18 @@ def near_duplicates(
     whole class together, which says nothing about duplicated content."""
 
     def compute(emb_set: EmbeddingSet) -> Scores:
-        from embedding_assets.curation.duplicates import REASONS, find_near_duplicates
+        from embedding_assets.curation import duplicates
 
         ids, vectors = read_parquet(emb_set.parquet_path)
-        found = find_near_duplicates(
-            storage.paths,
-            emb_set.model_key,
-            ids,
-            vectors,
-            threshold=config.threshold,
-            k=config.k,
-            memory_budget_gb=config.memory_budget_gb,
-            max_phash=config.max_phash_bits,
-            max_dhash=config.max_dhash_bits,
+        settings = duplicates.DuplicateSettings(
+            config.threshold,
+            config.k,
+            config.memory_budget_gb,
+            config.max_phash_bits,
+            config.max_dhash_bits,
+        )
+        found = duplicates.find_near_duplicates(
+            storage.paths, emb_set.model_key, ids, vectors, settings
         )
         return Scores(
             rows={
@@ -408,7 +408,11 @@ def near_duplicates(
                 "pairs_by_reason": dg.MetadataValue.md(
                     markdown.table(
                         ["reason", "pairs"],
-                        [[r, found.reason.count(r)] for r in REASONS if r in found.reason],
+                        [
+                            [r, found.reason.count(r)]
+                            for r in duplicates.REASONS
+                            if r in found.reason
+                        ],
                     )
                 ),
             },
@@ -420,8 +424,7 @@ def near_duplicates(
         storage,
         tables.NEAR_DUPLICATES,
         config,
-        compute,
-        shown=lambda emb_set: _duplicate_counts(storage, emb_set.model_key),
+        Scorer(compute, lambda emb_set: _duplicate_counts(storage, emb_set.model_key)),
     )
 
 

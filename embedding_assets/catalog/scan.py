@@ -82,14 +82,21 @@ class ScanSummary:
         return self.found / self.seconds if self.seconds else 0.0
 
 
+@dataclass(frozen=True)
+class ScanSettings:
+    """How a scan reads the folder (the image_catalog config)."""
+
+    max_pixels: int = probe.DEFAULT_MAX_PIXELS  # larger images are refused (decompression bombs)
+    labels_from_folders: bool = True  # a file's folder names its label
+    workers: int | None = None  # probe threads (None: automatic)
+    unlabeled_folders: tuple[str, ...] = labels.UNLABELED_FOLDERS  # folders that name no label
+
+
 def scan_catalog(
     db_path: Path,
     root: str | Path,
+    settings: ScanSettings = ScanSettings(),
     *,
-    max_pixels: int = probe.DEFAULT_MAX_PIXELS,
-    labels_from_folders: bool = True,
-    workers: int | None = None,
-    unlabeled_folders: tuple[str, ...] | list[str] = labels.UNLABELED_FOLDERS,
     shard: Shard | None = None,
 ) -> ScanSummary:
     """Scan `root` (a folder or an fsspec URL) into the catalog at `db_path` incrementally and
@@ -131,7 +138,7 @@ def scan_catalog(
             summary.unchanged += 1
 
     t0 = time.perf_counter()
-    probes = probe.probe_many(to_probe, max_pixels, workers)
+    probes = probe.probe_many(to_probe, settings.max_pixels, settings.workers)
     summary.probe_seconds = time.perf_counter() - t0
     summary.probed = len(probes)
 
@@ -154,9 +161,7 @@ def scan_catalog(
         ).fetchone()[0]
         if to_probe:
             _write_quality(con, to_probe, probes)
-            summary.labels_added = _write_folder_labels(
-                con, to_probe, root_str, labels_from_folders, unlabeled_folders
-            )
+            summary.labels_added = _write_folder_labels(con, to_probe, root_str, settings)
         con.commit()
         _fill_counts(con, summary)
     summary.seconds = time.perf_counter() - started
@@ -189,11 +194,7 @@ def _write_probed(
 
 
 def _write_folder_labels(
-    con,
-    found: list[files.FoundFile],
-    root: str,
-    labels_from_folders: bool,
-    unlabeled_folders: tuple[str, ...] | list[str],
+    con, found: list[files.FoundFile], root: str, settings: ScanSettings
 ) -> int:
     """Each probed file's folder label, where it differs from its latest folder label; how many
     were added."""
@@ -202,8 +203,8 @@ def _write_folder_labels(
             "path": pa.array([f.path for f in found], pa.string()),
             "label": pa.array(
                 [
-                    labels.folder_label(f.path, root, unlabeled_folders)
-                    if labels_from_folders
+                    labels.folder_label(f.path, root, settings.unlabeled_folders)
+                    if settings.labels_from_folders
                     else None
                     for f in found
                 ],

@@ -59,7 +59,7 @@ def _run(
     changed, or everything with `full`): progress bars on a terminal and a closing summary, or
     Dagster's own log lines with --verbose; exit 1 when a step or check failed."""
     from embedding_assets.cli.runner import run_everything
-    from embedding_assets.cli.summary import problem_lines, summary_lines
+    from embedding_assets.cli.summary import Pointers, problem_lines, summary_lines
     from embedding_assets.common import progress
 
     def warn(line: str) -> None:  # a run left STARTED by a killed `emb run`, now failed
@@ -72,9 +72,8 @@ def _run(
     seconds = time.perf_counter() - start
     home = str(default_dagster_home().resolve())
     map_ready = paths().map_points.is_file()
-    lines = summary_lines(
-        result, seconds, str(paths().catalog_db), home, command, emb_command(), map_ready
-    )
+    pointers = Pointers(str(paths().catalog_db), home, command, emb_command(), map_ready)
+    lines = summary_lines(result, seconds, pointers)
     typer.echo("\n".join(lines))
     for line in problem_lines(result):
         typer.secho(line, fg=typer.colors.YELLOW if result.success else typer.colors.RED, err=True)

@@ -14,6 +14,7 @@ import json
 import os
 import threading
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
@@ -56,14 +57,22 @@ def _warn(line: str) -> None:
     typer.secho(line, fg=typer.colors.YELLOW, err=True)
 
 
+@dataclass(frozen=True)
+class Output:
+    """Where a query's rows go: the terminal (at most `limit` rows, 0: all) in `fmt`, or every
+    row to the file `path` (replaced only with `force`)."""
+
+    fmt: str = "table"
+    path: Path | None = None
+    force: bool = False
+    limit: int = DEFAULT_LIMIT
+
+
 def run_query(
     db_path: Path,
     query: str,
-    fmt: str = "table",
-    output: Path | None = None,
+    out: Output = Output(),
     *,
-    force: bool = False,
-    limit: int = DEFAULT_LIMIT,
     timeout_s: float | None = None,
     note: Callable[[str], None] = _warn,
 ) -> str:
@@ -75,6 +84,7 @@ def run_query(
     data. `output` gets every row; an existing one is refused (OutputExists) unless `force`.
     Past `timeout_s` (default: default_timeout_s(); 0: none) the query is interrupted
     (QueryTimeout)."""
+    fmt, output, force, limit = out.fmt, out.path, out.force, out.limit
     if fmt not in FORMATS:
         raise ValueError(f"--format {fmt!r}: choose one of {', '.join(FORMATS)}")
     if fmt == "parquet" and output is None:
@@ -293,13 +303,7 @@ def sql_command(
     replacing = output is not None and output.exists() and force
     try:
         text = run_query(
-            paths().catalog_db,
-            query,
-            format,
-            output,
-            force=force,
-            limit=limit,
-            timeout_s=timeout,
+            paths().catalog_db, query, Output(format, output, force, limit), timeout_s=timeout
         )
     except CatalogLockedError as exc:
         fail(exc.one_line())

@@ -4,6 +4,7 @@ knowing, seconds per asset, one line per failure, and where to look next."""
 from __future__ import annotations
 
 import textwrap
+from dataclasses import dataclass
 from typing import Any
 
 import dagster as dg
@@ -18,18 +19,22 @@ WIDTH = 100
 STATE_WORDS = ("catalog", "labels", "settings", "code", "outputs")  # what run_state compares
 
 
-def summary_lines(
-    result: Runs,
-    seconds: float,
-    catalog_db: str,
-    dagster_home: str,
-    command: str = "run",
-    emb: str = "emb",
-    map_ready: bool = False,
-) -> list[str]:
-    """The closing summary, one labelled field per line; `command`: the `emb` command that ran
-    (`run`, `demo`), `emb`: how the user calls `emb`, `map_ready`: whether a map export exists
-    (written by this run or an earlier one)."""
+@dataclass(frozen=True)
+class Pointers:
+    """What the closing summary points the user at: where the results are and how to call
+    `emb` (as the shell finds it) for the next steps."""
+
+    catalog_db: str
+    dagster_home: str
+    command: str = "run"  # the `emb` command that ran (`run`, `demo`)
+    emb: str = "emb"
+    map_ready: bool = False  # a map export exists (written by this run or an earlier one)
+
+
+def summary_lines(result: Runs, seconds: float, pointers: Pointers) -> list[str]:
+    """The closing summary, one labelled field per line."""
+    catalog_db, dagster_home = pointers.catalog_db, pointers.dagster_home
+    command, emb, map_ready = pointers.command, pointers.emb, pointers.map_ready
     state = "succeeded" if result.success else "FAILED"
     lines = [f"{result.title} {state} in {seconds:.1f} s."]
     catalog = _materialization_metadata(result, "image_catalog")

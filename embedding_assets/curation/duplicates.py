@@ -25,6 +25,7 @@ from resources.paths import DataPaths
 # own near-duplicates (the same photo with its colours shifted).
 MAX_PHASH_BITS = 2
 MAX_DHASH_BITS = 3
+SEARCH_BATCH = 8192  # queries per FAISS search call
 REASONS = ("same_bytes", "same_hash", "embedding")  # strongest first
 
 
@@ -45,7 +46,6 @@ def near_duplicate_pairs(
     params: dict[str, int] | None = None,
     *,
     k: int = 10,
-    batch: int = 8192,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(id_a, id_b, similarity) with id_a < id_b for neighbours at cosine >= threshold.
 
@@ -54,9 +54,9 @@ def near_duplicate_pairs(
     """
     a_parts, b_parts, s_parts = [], [], []
     ids = np.asarray(ids, dtype=np.int64)
-    for start in range(0, len(vectors), batch):
-        sims, found = search(index, vectors[start : start + batch], k + 1, params)
-        own = ids[start : start + batch, None]
+    for start in range(0, len(vectors), SEARCH_BATCH):
+        sims, found = search(index, vectors[start : start + SEARCH_BATCH], k + 1, params)
+        own = ids[start : start + SEARCH_BATCH, None]
         keep = (found >= 0) & (found != own) & (sims >= threshold)
         src = np.broadcast_to(own, found.shape)[keep]
         dst = found[keep]
@@ -167,17 +167,23 @@ class NearDuplicates:
     judged_on: str
 
 
+@dataclass(frozen=True)
+class DuplicateSettings:
+    """What counts as a near-duplicate (the near_duplicates asset's config)."""
+
+    threshold: float  # cosine at or above which two images are near-duplicates
+    k: int = 10  # neighbours searched per image
+    memory_budget_gb: float = 4.0  # of the index the search builds
+    max_phash: int = MAX_PHASH_BITS  # perceptual-hash distance of a resized or recompressed copy
+    max_dhash: int = MAX_DHASH_BITS
+
+
 def find_near_duplicates(
     paths: DataPaths,
     model_key: str,
     ids: np.ndarray,
     vectors: np.ndarray,
-    *,
-    threshold: float,
-    k: int,
-    memory_budget_gb: float,
-    max_phash: int = MAX_PHASH_BITS,
-    max_dhash: int = MAX_DHASH_BITS,
+    settings: DuplicateSettings,
 ) -> NearDuplicates:
     """Near-duplicates of an embedding set, judged on its mean-centred vectors, or on those of
     the plain backbone when the set was made with a trained head (a metric-learning head pulls a
@@ -186,10 +192,12 @@ def find_near_duplicates(
     dup_ids, dup_vectors = content if content is not None else (ids, vectors)
     judged_on = "plain backbone features" if content is not None else "the embeddings"
     dup_vectors = centred(dup_vectors)
-    factory = choose_factory(len(dup_ids), dup_vectors.shape[1], int(memory_budget_gb * 2**30))
+    threshold, max_phash, max_dhash = settings.threshold, settings.max_phash, settings.max_dhash
+    budget = int(settings.memory_budget_gb * 2**30)
+    factory = choose_factory(len(dup_ids), dup_vectors.shape[1], budget)
     built = build_index(dup_vectors, dup_ids, factory)
     a, b, _ = near_duplicate_pairs(
-        built.index, dup_vectors, dup_ids, threshold, built.search_params, k=k
+        built.index, dup_vectors, dup_ids, threshold, built.search_params, k=settings.k
     )
     prints = fingerprints_of(paths.catalog_db, dup_ids)
     ha, hb = hash_pairs(dup_ids, prints, max_phash, max_dhash)

@@ -155,33 +155,39 @@ def prepare(backbone: Backbone, device: str) -> torch.nn.Module:
     return model
 
 
+@dataclass(frozen=True)
+class BatchSettings:
+    """How `embed_paths` runs a model over files: the step fills it from its RunOptions, a Ray
+    actor with one batch per call and no decode workers."""
+
+    device: str = "cpu"
+    batch_size: int = 64
+    workers: int | None = None  # DataLoader decode workers; None: default_workers()
+    precision: Precision = "auto"  # autocast on CUDA
+    store_dtype: StoreDtype = "float32"  # of the vectors yielded
+
+
 def embed_paths(
-    backbone: Backbone,
-    paths: Sequence[str | bytes],
-    *,
-    device: str = "cpu",
-    batch_size: int = 64,
-    workers: int | None = None,
-    precision: Precision = "auto",
-    store_dtype: StoreDtype = "float32",
+    backbone: Backbone, paths: Sequence[str | bytes], settings: BatchSettings = BatchSettings()
 ) -> Iterator[Batch]:
     """Yield one Batch per DataLoader batch, in input order."""
     import torch
     from torch.utils.data import DataLoader
 
+    device, store_dtype = settings.device, settings.store_dtype
     dev = torch.device(device)
     model = prepare(backbone, device)
-    workers = default_workers() if workers is None else workers
+    workers = default_workers() if settings.workers is None else settings.workers
     loader = DataLoader(
         ImageFiles(paths, backbone.spec.preprocess.pixels()),
-        batch_size=batch_size,
+        batch_size=settings.batch_size,
         num_workers=workers,
         collate_fn=_collate,
         pin_memory=dev.type == "cuda",
         persistent_workers=False,
         prefetch_factor=4 if workers else None,
     )
-    amp = _autocast_dtype(dev, precision)
+    amp = _autocast_dtype(dev, settings.precision)
     with torch.inference_mode():
         for pixels, indexes, errors in loader:
             if pixels is None:
@@ -220,7 +226,7 @@ def embed_files(paths: Sequence[str | bytes], params: dict | EmbedParams) -> np.
     stored params), for queries. Raises ValueError naming the file that cannot be decoded."""
     backbone, p = _cached_backbone(_params_json(params))
     out = np.empty((len(paths), backbone.dim), dtype=p.store_dtype)
-    for batch in embed_paths(backbone, paths, workers=0, store_dtype=p.store_dtype):
+    for batch in embed_paths(backbone, paths, BatchSettings(workers=0, store_dtype=p.store_dtype)):
         if batch.errors:
             i, err = batch.errors[0]
             raise ValueError(f"{paths[i]!r}: {err}")

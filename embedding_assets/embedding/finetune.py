@@ -27,17 +27,17 @@ import torch
 from torch import nn
 from torchvision.transforms import v2
 
+from embedding_assets.embedding.backbones import Backbone
 from embedding_assets.embedding.heads import CosineClassifier
 from embedding_assets.embedding.metric_learning import (
+    FitSettings,
     TrainResult,
     float_input,
     freeze_batchnorm,
     seed_everything,
 )
-from embedding_assets.embedding.train_config import TrainConfig
 from embedding_assets.embedding.trunk_split import Split, split_at_stride
 
-Progress = Callable[[dict], None]
 FROZEN_CACHE_BYTES = 2 * 2**30  # frozen-stage outputs kept in memory (fp16, two per image)
 PREFIX_BATCH = 64
 
@@ -91,35 +91,32 @@ def frozen_outputs(
 
 
 def finetune_classifier(
-    trunk: nn.Module,
-    feature_dim: int,
+    backbone: Backbone,
     images: torch.Tensor,
     labels: np.ndarray,
-    cfg: TrainConfig,
+    fit: FitSettings,
     *,
-    mean: tuple[float, ...],
-    std: tuple[float, ...],
-    device: str = "cpu",
-    progress: Progress | None = None,
     frozen: FrozenOutputs | None = None,
 ) -> TrainResult:
-    """Train `trunk` (its stages past `cfg.frozen_stride`) and a cosine classifier on uint8
-    images (n, 3, S, S), already resized as at inference, for `cfg.epochs` epochs or as many as
-    `cfg.time_budget_s` allows (measured on the first epoch, which always runs). `frozen`: the
+    """Train the backbone's trunk (its stages past `cfg.frozen_stride`) and a cosine classifier
+    on uint8 images (n, 3, S, S), already resized as at inference, for `cfg.epochs` epochs or as
+    many as `cfg.time_budget_s` allows (measured on the first epoch, which always runs), with
+    the normalization of `backbone.spec`, the spec the trunk is served with. `frozen`: the
     frozen stages' outputs of these images, when the caller computed them already (they are
     the same for every training from the same pretrained weights). The trunk's pooled features
     are the embeddings; the result's `classifier` is the trained head."""
+    cfg, progress = fit.cfg, fit.progress
     started = time.perf_counter()
     seed_everything(cfg.seed)
     classes, codes = np.unique(np.asarray(labels).astype(str), return_inverse=True)
-    dev = torch.device(device)
-    head = CosineClassifier(feature_dim, len(classes), cfg.scale, cfg.margin).to(dev)
-    trunk = trunk.to(dev).to(memory_format=torch.channels_last)
+    dev = torch.device(fit.device)
+    head = CosineClassifier(backbone.dim, len(classes), cfg.scale, cfg.margin).to(dev)
+    trunk = backbone.model.to(dev).to(memory_format=torch.channels_last)
     split = split_at_stride(trunk, cfg.frozen_stride)
     trained = trunk if split is None else split.tail
     if split is not None:
         split.prefix.requires_grad_(False)
-    to_float = float_input(mean, std)
+    to_float = float_input(backbone.spec.preprocess.mean, backbone.spec.preprocess.std)
     if split is not None and frozen is None:
         frozen = frozen_outputs(split.prefix, images, to_float, dev)
     opt = torch.optim.AdamW(

@@ -22,11 +22,23 @@ from torch import nn
 from torchvision.transforms import v2
 
 from embedding_assets.common.choices import LOSSES
+from embedding_assets.embedding.backbones import Backbone
 from embedding_assets.embedding.evaluation import knn_top1
 from embedding_assets.embedding.heads import CosineClassifier, L2Normalize, ProjectionHead
 from embedding_assets.embedding.train_config import TrainConfig
 
 Progress = Callable[[dict], None]
+
+
+@dataclass(frozen=True)
+class FitSettings:
+    """How one training runs, apart from its data: the TrainConfig that decides the model, the
+    device, and who hears of each epoch (one row of the history); `embedding.training` makes
+    one per training from the `embedding_model` config and the step's device."""
+
+    cfg: TrainConfig
+    device: str = "cpu"
+    progress: Progress | None = None
 
 
 @dataclass
@@ -105,12 +117,12 @@ def augmenter(name: str) -> v2.Transform | None:
 class _Trainer:
     """The loop both modes share: batches, loss (+ miner), early stopping, best weights."""
 
-    def __init__(self, cfg: TrainConfig, n_classes: int, device: str, progress: Progress | None):
-        self.cfg = cfg
-        self.device = torch.device(device)
+    def __init__(self, fit: FitSettings, n_classes: int):
+        cfg = self.cfg = fit.cfg
+        self.device = torch.device(fit.device)
         self.loss_fn, self.miner = make_loss(cfg.loss, max(n_classes, 2), cfg.embedding_size)
         self.loss_fn.to(self.device)
-        self.progress = progress
+        self.progress = fit.progress
 
     def run(
         self,
@@ -190,24 +202,23 @@ def _val_ok(y_val: np.ndarray | None) -> bool:
 def train_head(
     X: np.ndarray,
     y: np.ndarray,
-    cfg: TrainConfig,
+    fit: FitSettings,
     *,
     X_val: np.ndarray | None = None,
     y_val: np.ndarray | None = None,
-    device: str = "cpu",
-    progress: Progress | None = None,
 ) -> TrainResult:
     """A ProjectionHead on L2-normalized features X (n, d) with labels y."""
+    cfg = fit.cfg
     cfg.check("head")
     started = time.perf_counter()
     seed_everything(cfg.seed)
     codes, n_classes = _encode(y)
-    dev = torch.device(device)
+    dev = torch.device(fit.device)
     norm = L2Normalize()
     Xt = norm(torch.as_tensor(np.asarray(X, np.float32))).to(dev)
     labels = torch.as_tensor(codes, device=dev)
     head = ProjectionHead(Xt.shape[1], cfg.hidden, cfg.embedding_size, cfg.dropout).to(dev)
-    trainer = _Trainer(cfg, n_classes, device, progress)
+    trainer = _Trainer(fit, n_classes)
 
     def step(batch: np.ndarray) -> torch.Tensor:
         b = torch.as_tensor(batch, device=dev)
@@ -239,21 +250,18 @@ class _Embedder(nn.Module):
 
 
 def finetune(
-    trunk: nn.Module,
-    feature_dim: int,
+    backbone: Backbone,
     images: torch.Tensor,
     y: np.ndarray | None,
-    cfg: TrainConfig,
+    fit: FitSettings,
     *,
-    mean: tuple[float, ...],
-    std: tuple[float, ...],
     images_val: torch.Tensor | None = None,
     y_val: np.ndarray | None = None,
-    device: str = "cpu",
-    progress: Progress | None = None,
 ) -> TrainResult:
     """The whole backbone plus a head on uint8 images (n, 3, H, W), already resized and
-    cropped as at inference; `y` may be None for NTXent (self-supervised)."""
+    cropped as at inference; `y` may be None for NTXent (self-supervised). `backbone.spec`: the
+    spec the trained trunk is served with, whose normalization training uses too."""
+    cfg = fit.cfg
     cfg.check("finetune")
     started = time.perf_counter()
     seed_everything(cfg.seed)
@@ -263,12 +271,12 @@ def finetune(
         codes, n_classes = np.zeros(len(images), np.int64), 1
     else:
         codes, n_classes = _encode(y)
-    dev = torch.device(device)
-    head = ProjectionHead(feature_dim, cfg.hidden, cfg.embedding_size, cfg.dropout)
-    model = _Embedder(trunk, head).to(dev)
+    dev = torch.device(fit.device)
+    head = ProjectionHead(backbone.dim, cfg.hidden, cfg.embedding_size, cfg.dropout)
+    model = _Embedder(backbone.model, head).to(dev)
     aug = augmenter(cfg.augmentation)
-    to_float = float_input(mean, std)
-    trainer = _Trainer(cfg, n_classes, device, progress)
+    to_float = float_input(backbone.spec.preprocess.mean, backbone.spec.preprocess.std)
+    trainer = _Trainer(fit, n_classes)
 
     def view(batch: np.ndarray) -> torch.Tensor:
         x = images[torch.as_tensor(batch)]

@@ -19,10 +19,13 @@ from __future__ import annotations
 import os
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
 
-from embedding_assets.common.choices import Precision, StoreDtype
-from embedding_assets.embedding.embedder import Batch, EmbedParams
+from embedding_assets.embedding.embedder import Batch, BatchSettings, EmbedParams
+
+if TYPE_CHECKING:
+    from embedding_assets.embedding.run_options import RunOptions
 
 MAX_ATTEMPTS = 3  # a batch that kills its worker this often is not a chance failure
 # No batch back for this long: the cluster has no room for a replacement actor (a lost node) or
@@ -42,6 +45,18 @@ def resolve_address(address: str) -> str:
     return resolved
 
 
+@dataclass(frozen=True)
+class RayJob:
+    """One run's model on the cluster, made once by the step: what every actor builds
+    (`params`; `exported`, the model as ONNX from embedding.runtime, which the actors run on
+    ONNX Runtime instead of torch) and how (`options`: the device, batch size, precision,
+    downloads and, in its engine, the cluster's address)."""
+
+    params: EmbedParams
+    options: RunOptions
+    exported: bytes | None = None
+
+
 class EmbedActor:
     """Holds the model on one worker; built once, then embeds one batch of paths per call."""
 
@@ -49,64 +64,49 @@ class EmbedActor:
         self,
         params: EmbedParams,
         allow_download: bool,
-        device: str,
-        precision: Precision,
-        store_dtype: StoreDtype,
+        settings: BatchSettings,
         exported: bytes | None = None,
     ) -> None:
         import torch
 
         from embedding_assets.embedding.runtime import OnnxModule
 
-        if device == "cpu":
+        if settings.device == "cpu":
             torch.set_num_threads(1)  # one CPU slot per actor: more threads would oversubscribe
         self.backbone = params.build(allow_download=allow_download)
         if exported is not None:  # the driver's export: the same graph on every worker
             self.backbone.model = OnnxModule(exported, threads=1)
-        self.options = {"device": device, "precision": precision, "store_dtype": store_dtype}
+        self.settings = settings
 
     def embed(self, paths: Sequence[str | bytes]) -> Batch:
         from embedding_assets.embedding.embedder import embed_paths
 
-        # workers=0: the actor decodes in its own process; parallelism is the number of actors
-        (batch,) = embed_paths(
-            self.backbone, paths, batch_size=len(paths), workers=0, **self.options
-        )
+        (batch,) = embed_paths(self.backbone, paths, replace(self.settings, batch_size=len(paths)))
         return batch
 
 
 def embed_paths_on_ray(
-    params: EmbedParams,
+    job: RayJob,
     paths: Sequence[str | bytes],
     *,
-    address: str = "",
-    batch_size: int = 64,
-    device: str = "cpu",
-    precision: Precision = "auto",
-    store_dtype: StoreDtype = "float32",
-    allow_download: bool = True,
     on_retry: Callable[[str], None] | None = None,
     stall_seconds: float = STALL_SECONDS,
-    exported: bytes | None = None,
 ) -> Iterator[Batch]:
-    """Yield one Batch per `batch_size` paths (indexes are positions in `paths`), in the order
-    they finish. A batch lost with its worker is resubmitted (to a new actor in its place) and
-    reported to `on_retry`; after MAX_ATTEMPTS losses of one batch the run stops. `exported`:
-    the model as ONNX (embedding.runtime), which the actors run on ONNX Runtime instead of
-    torch."""
+    """Yield one Batch per `job.options.batch_size` paths (indexes are positions in `paths`),
+    in the order they finish. A batch lost with its worker is resubmitted (to a new actor in its
+    place) and reported to `on_retry`; after MAX_ATTEMPTS losses of one batch the run stops."""
     import ray
 
-    address = resolve_address(address)
+    address = resolve_address(job.options.engine.ray_address)
+    batch_size = job.options.batch_size
     chunks = [range(s, min(s + batch_size, len(paths))) for s in range(0, len(paths), batch_size)]
     owns_connection = not ray.is_initialized()
     if owns_connection:
         ray.init(address=address, logging_level="WARNING", log_to_driver=False)
     actors: list = []
     try:
-        shared = ray.put(exported) if exported is not None else None
-        count, new_actor = _actor_factory(
-            ray, params, allow_download, device, precision, store_dtype, shared
-        )
+        shared = ray.put(job.exported) if job.exported is not None else None
+        count, new_actor = _actor_factory(ray, job, shared)
         actors = [new_actor() for _ in range(min(count, len(chunks)))]
         todo = deque((n, 1) for n in range(len(chunks)))  # (chunk number, attempt)
         running: dict = {}  # ObjectRef -> (actor, chunk number, attempt)
@@ -157,12 +157,12 @@ def embed_paths_on_ray(
             ray.shutdown()
 
 
-def _actor_factory(
-    ray, params, allow_download, device, precision, store_dtype, exported
-) -> tuple[int, Callable[[], Any]]:
+def _actor_factory(ray, job: RayJob, exported) -> tuple[int, Callable[[], Any]]:
     """(how many actors fit: one per GPU for device cuda, one per CPU slot for device cpu; a
     function that starts one). Not restarted by Ray: an actor restarting refuses calls, while
-    a new one queues them, so the step replaces a dead actor itself."""
+    a new one queues them, so the step replaces a dead actor itself. `exported`: the job's
+    export in Ray's object store, shared by the actors rather than copied to each."""
+    device = job.options.device
     resource = "CPU" if device == "cpu" else "GPU"
     slots = int(ray.cluster_resources().get(resource, 0))
     if slots == 0:
@@ -176,9 +176,15 @@ def _actor_factory(
         max_restarts=0,
         max_task_retries=0,
     )
-    # a worker's GPU is its only visible one: "cuda", not the step's cuda:N
-    actor_device = "cpu" if device == "cpu" else "cuda"
-    args = (params, allow_download, actor_device, precision, store_dtype, exported)
+    settings = BatchSettings(
+        # a worker's GPU is its only visible one: "cuda", not the step's cuda:N
+        device="cpu" if device == "cpu" else "cuda",
+        # the actor decodes in its own process; parallelism is the number of actors
+        workers=0,
+        precision=job.options.precision,
+        store_dtype=job.params.store_dtype,
+    )
+    args = (job.params, job.options.allow_download, settings, exported)
     return slots, lambda: remote.remote(*args)
 
 

@@ -19,51 +19,44 @@ import pyarrow.parquet as pq
 from embedding_assets.catalog.images import usable_files
 from embedding_assets.catalog.shards import Shard
 from embedding_assets.common import tables
-from embedding_assets.common.choices import EngineKind, Precision, Runtime
 from embedding_assets.embedding import sets
-from embedding_assets.embedding.backbones import BackboneSpec
 from embedding_assets.embedding.cache import EmbeddingCache
 from embedding_assets.embedding.embedder import (
     READ_ERROR,
     Batch,
+    BatchSettings,
     EmbedParams,
-    default_workers,
     embed_paths,
 )
+from embedding_assets.embedding.run_options import RunOptions
 from resources.duckdb_store import connect
 from resources.paths import DataPaths
 
 HEAD_BATCH = 4096  # cached features per head forward pass
+Progress = Callable[[int, int], None]  # (files done, files to embed)
 
 
 @dataclass(frozen=True)
-class Engine:
-    """Where the model runs: `local` (this process) or `ray` (actors on the cluster at
-    `ray_address`, empty = $RAY_ADDRESS; embedding.ray_engine)."""
+class _Files:
+    """Files to embed and their content hashes, position by position."""
 
-    kind: EngineKind = "local"
-    ray_address: str = ""
+    fs_paths: list[str | bytes]
+    hashes: list[str]
 
 
-@dataclass(frozen=True)
-class RunOptions:
-    """How the model runs, passed whole through the cache-filling steps."""
+@dataclass
+class CacheFill:
+    """What filling the cache for one model key found, returned for the caller to combine
+    (EmbedSummary.add); `_fill_cache` builds it up as the model's batches come back."""
 
-    device: str = "cpu"
-    batch_size: int = 64
-    workers: int | None = None  # DataLoader decode workers (local engine only)
-    precision: Precision = "auto"
-    allow_download: bool = True
-    engine: Engine = Engine()
-    runtime: Runtime = "auto"  # the forward pass: torch, or ONNX Runtime (embedding.runtime)
-    threads: int = 0  # of the forward pass on the CPU; 0: automatic
-    exports: Path | None = None  # where exported models are cached (the data folder's)
-
-    def forward_threads(self) -> int:
-        from embedding_assets.embedding import runtime
-
-        workers = default_workers() if self.workers is None else self.workers
-        return self.threads or runtime.default_threads(workers)
+    from_cache: int = 0
+    embedded: int = 0
+    dim: int = 0  # of the vectors embedded now; 0: none were
+    failed: dict[str, tuple[str, str]] = field(default_factory=dict)  # hash -> (path, error)
+    embed_seconds: float = 0.0
+    runtime: str = ""  # what ran the forward pass ("" when nothing needed embedding)
+    retried: list[str] = field(default_factory=list)  # batches lost with a Ray worker, redone
+    notes: list[str] = field(default_factory=list)  # e.g. a model that fell back to torch
 
 
 @dataclass
@@ -88,6 +81,17 @@ class EmbedSummary:
     def images_per_second(self) -> float:
         return self.embedded / self.embed_seconds if self.embed_seconds else 0.0
 
+    def add(self, fill: CacheFill) -> None:
+        """Count what filling the cache found."""
+        self.from_cache += fill.from_cache
+        self.embedded += fill.embedded
+        self.dim = fill.dim or self.dim
+        self.failed += fill.failed.values()
+        self.embed_seconds += fill.embed_seconds
+        self.runtime = fill.runtime or self.runtime
+        self.retried += fill.retried
+        self.notes += fill.notes
+
 
 def run_embeddings(
     paths: DataPaths,
@@ -95,7 +99,7 @@ def run_embeddings(
     options: RunOptions = RunOptions(),
     *,
     shard: Shard | None = None,
-    progress: Callable[[int, int], None] | None = None,
+    progress: Progress | None = None,
 ) -> EmbedSummary:
     """Embed the usable images (of one shard) and write their hand-off; with a shard, the set is
     the folder of every shard's file, which downstream reads whole."""
@@ -113,12 +117,11 @@ def run_embeddings(
     summary.usable = len(ids)
     options = _with_exports(options, paths)
     with EmbeddingCache(paths.embeddings_lmdb) as cache:
-        failed_hashes = _fill_cache(
-            cache, params, spec, fs_paths, hashes, summary, options, progress
-        )
-        if failed_hashes:
+        fill = _fill_cache(cache, params, key, _Files(fs_paths, hashes), options, progress)
+        summary.add(fill)
+        if fill.failed:
             _mark_failed(paths.catalog_db, summary.failed)
-            keep = [i for i, h in enumerate(hashes) if h not in failed_hashes]
+            keep = [i for i, h in enumerate(hashes) if h not in fill.failed]
             ids = [ids[i] for i in keep]
             hashes = [hashes[i] for i in keep]
             if not ids and shard is None:
@@ -161,22 +164,20 @@ def cached_features(
     fs_paths: list[str | bytes],
     hashes: list[str],
     options: RunOptions = RunOptions(),
-    progress: Callable[[int, int], None] | None = None,
+    progress: Progress | None = None,
 ) -> tuple[np.ndarray, list[int]]:
     """Vectors of these files for `params`, from the LMDB cache after embedding what is missing
     there: (matrix, positions of the files that decoded). Training and evaluation read features
     through here, so they share the cache with the `embeddings` asset."""
-    spec = params.spec()
-    key = params.model_key(spec)
-    summary = EmbedSummary(model_key=key)
+    key = params.model_key()
     options = _with_exports(options, paths)
     with EmbeddingCache(paths.embeddings_lmdb) as cache:
-        failed = _fill_cache(cache, params, spec, fs_paths, hashes, summary, options, progress)
-        keep = [i for i, h in enumerate(hashes) if h not in failed]
+        fill = _fill_cache(cache, params, key, _Files(fs_paths, hashes), options, progress)
+        keep = [i for i, h in enumerate(hashes) if h not in fill.failed]
         if not keep:
             raise ValueError(f"none of the {len(hashes)} images could be decoded for {key}")
         kept = [hashes[i] for i in keep]
-        dim = summary.dim or cache.dim(key, kept[0], params.store_dtype)
+        dim = fill.dim or cache.dim(key, kept[0], params.store_dtype)
         return cache.get_matrix(key, kept, dim, params.store_dtype).astype(np.float32), keep
 
 
@@ -186,7 +187,7 @@ def cached_features_and_norms(
     fs_paths: list[str | bytes],
     hashes: list[str],
     options: RunOptions = RunOptions(),
-    progress: Callable[[int, int], None] | None = None,
+    progress: Progress | None = None,
 ) -> tuple[np.ndarray, np.ndarray, list[int]]:
     """`cached_features` with each vector's norm before normalizing (what a class head needs:
     logits = norm * (vector @ W.T) + b), embedding again the images whose vectors were cached
@@ -198,9 +199,8 @@ def cached_features_and_norms(
         norms = cache.get_norms(key, kept)
         lacking = np.flatnonzero(np.isnan(norms))
         if len(lacking):
-            summary = EmbedSummary(model_key=key)
             todo = [fs_paths[keep[i]] for i in lacking]
-            for batch in _batches(_with_exports(options, paths), params, todo, summary):
+            for batch in _batches(_with_exports(options, paths), params, key, todo, CacheFill()):
                 rows = [kept[lacking[i]] for i in batch.indexes]
                 cache.put_batch(key, rows, batch.vectors, batch.norms)
             norms = cache.get_norms(key, kept)
@@ -215,95 +215,72 @@ def _with_exports(options: RunOptions, paths: DataPaths) -> RunOptions:
 def _fill_cache(
     cache: EmbeddingCache,
     params: EmbedParams,
-    spec: BackboneSpec,
-    fs_paths: list[str | bytes],
-    hashes: list[str],
-    summary: EmbedSummary,
+    key: str,
+    files: _Files,
     options: RunOptions,
-    progress: Callable[[int, int], None] | None,
-) -> set[str]:
-    """Embed one file per hash missing from the cache under the model key; return the hashes
-    whose file failed to decode."""
-    key = summary.model_key
-    missing = set(cache.missing(key, hashes))
-    summary.from_cache = sum(h not in missing for h in hashes)
+    progress: Progress | None,
+) -> CacheFill:
+    """Embed one file per hash missing from the cache under `key` (the model key of `params`);
+    return what that found, the hashes whose file failed to decode among it."""
+    missing = set(cache.missing(key, files.hashes))
+    from_cache = sum(h not in missing for h in files.hashes)
     if not missing:
-        return set()
+        return CacheFill(from_cache=from_cache)
     if params.head:
-        pick = [i for i, h in enumerate(hashes) if h in missing]
-        pick_paths, pick_hashes = [fs_paths[i] for i in pick], [hashes[i] for i in pick]
-        return _fill_from_base(cache, params, pick_paths, pick_hashes, summary, options, progress)
+        pick = [i for i, h in enumerate(files.hashes) if h in missing]
+        picked = _Files([files.fs_paths[i] for i in pick], [files.hashes[i] for i in pick])
+        fill = _fill_from_base(cache, params, key, picked, options, progress)
+        return replace(fill, from_cache=from_cache)
     todo: dict[str, int] = {}
-    for i, h in enumerate(hashes):
+    for i, h in enumerate(files.hashes):
         if h in missing and h not in todo:
             todo[h] = i
     todo_hashes = list(todo)
-    todo_paths = [fs_paths[i] for i in todo.values()]
-    failed: set[str] = set()
+    todo_paths = [files.fs_paths[i] for i in todo.values()]
+    fill = CacheFill(from_cache=from_cache)
     t0 = time.perf_counter()
     done = 0
-    for batch in _batches(options, params, todo_paths, summary):
-        summary.dim = batch.vectors.shape[1]
+    for batch in _batches(options, params, key, todo_paths, fill):
+        fill.dim = batch.vectors.shape[1]
         cache.put_batch(key, [todo_hashes[i] for i in batch.indexes], batch.vectors, batch.norms)
         for i, err in batch.errors:
-            failed.add(todo_hashes[i])
-            summary.failed.append((_display(todo_paths[i]), err))
+            fill.failed[todo_hashes[i]] = (_display(todo_paths[i]), err)
         done += len(batch.indexes) + len(batch.errors)
-        summary.embedded += len(batch.indexes)
+        fill.embedded += len(batch.indexes)
         if progress:
             progress(done, len(todo_paths))
-    summary.embed_seconds = time.perf_counter() - t0
-    return failed
+    fill.embed_seconds = time.perf_counter() - t0
+    return fill
 
 
 def _batches(
-    options: RunOptions, params: EmbedParams, paths: list[str | bytes], summary: EmbedSummary
+    options: RunOptions, params: EmbedParams, key: str, paths: list[str | bytes], fill: CacheFill
 ) -> Iterator[Batch]:
     """The model's batches from this process or from actors on a Ray cluster (which decode in
-    their own processes, so `workers` applies only here)."""
+    their own processes, so `workers` applies only here); how the model runs goes to `fill`."""
     from embedding_assets.embedding import runtime
 
     o = options
-    wanted = runtime.resolve(o.runtime, o.device)
     if o.engine.kind == "ray":
-        from embedding_assets.embedding.ray_engine import embed_paths_on_ray
+        from embedding_assets.embedding.ray_engine import RayJob, embed_paths_on_ray
 
-        exported = _exported_bytes(params, summary, wanted, o) if wanted != "torch" else None
-        summary.runtime = "onnxruntime" if exported else "torch"
-        return embed_paths_on_ray(
-            params,
-            paths,
-            address=o.engine.ray_address,
-            batch_size=o.batch_size,
-            device=o.device,
-            precision=o.precision,
-            store_dtype=params.store_dtype,
-            allow_download=o.allow_download,
-            on_retry=summary.retried.append,
-            exported=exported,
-        )
-    backbone, summary.runtime = runtime.on_runtime(
+        wanted = runtime.resolve(o.runtime, o.device)
+        exported = _exported_bytes(params, key, o, fill.notes.append) if wanted != "torch" else None
+        fill.runtime = "onnxruntime" if exported else "torch"
+        return embed_paths_on_ray(RayJob(params, o, exported), paths, on_retry=fill.retried.append)
+    backbone, fill.runtime = runtime.on_runtime(
         lambda: params.build(allow_download=o.allow_download),
         params.spec(),
-        summary.model_key,
-        wanted,
-        o.exports,
-        o.forward_threads(),
-        summary.notes.append,
+        key,
+        o,
+        fill.notes.append,
     )
-    return embed_paths(
-        backbone,
-        paths,
-        device=o.device,
-        batch_size=o.batch_size,
-        workers=o.workers,
-        precision=o.precision,
-        store_dtype=params.store_dtype,
-    )
+    settings = BatchSettings(o.device, o.batch_size, o.workers, o.precision, params.store_dtype)
+    return embed_paths(backbone, paths, settings)
 
 
 def _exported_bytes(
-    params: EmbedParams, summary: EmbedSummary, wanted: str, options: RunOptions
+    params: EmbedParams, key: str, options: RunOptions, note: Callable[[str], None]
 ) -> bytes | None:
     """The exported model for Ray's actors, made here once (None: they run torch)."""
     from embedding_assets.embedding import runtime
@@ -311,47 +288,43 @@ def _exported_bytes(
     if options.exports is None:
         return None
     backbone = params.build(allow_download=options.allow_download)
-    path = runtime.try_export(backbone, summary.model_key, options.exports, summary.notes.append)
+    path = runtime.try_export(backbone, key, options.exports, note)
     return path.read_bytes() if path else None
 
 
 def _fill_from_base(
     cache: EmbeddingCache,
     params: EmbedParams,
-    fs_paths: list[str | bytes],
-    hashes: list[str],
-    summary: EmbedSummary,
+    key: str,
+    files: _Files,
     options: RunOptions,
-    progress: Callable[[int, int], None] | None,
-) -> set[str]:
+    progress: Progress | None,
+) -> CacheFill:
     """A trained head over the backbone: run the backbone once into the plain-feature cache
     (which training, evaluation and near-duplicates read too), then apply the head to the
     cached features. One backbone pass per content, however many heads follow."""
     from embedding_assets.embedding.heads import check_fits, embed_features, load_head
 
     base = replace(params, head=None, store_dtype="float32")
-    base_spec = base.spec()
-    base_summary = EmbedSummary(model_key=base.model_key(base_spec))
-    failed = _fill_cache(cache, base, base_spec, fs_paths, hashes, base_summary, options, progress)
-    summary.failed += base_summary.failed
-    summary.retried += base_summary.retried
-    summary.runtime = base_summary.runtime
-    summary.notes += base_summary.notes
+    base_key = base.model_key()
+    fill = _fill_cache(cache, base, base_key, files, options, progress)
     t0 = time.perf_counter()
-    todo = [h for h in dict.fromkeys(hashes) if h not in failed]
+    todo = [h for h in dict.fromkeys(files.hashes) if h not in fill.failed]
     head = load_head(params.head)
-    summary.dim = head.dims[2]
     if todo:
-        dim = base_summary.dim or cache.dim(base_summary.model_key, todo[0], "float32")
+        dim = fill.dim or cache.dim(base_key, todo[0], "float32")
         check_fits(head, params.head, params.model, dim)
     for start in range(0, len(todo), HEAD_BATCH):
         chunk = todo[start : start + HEAD_BATCH]
-        x = cache.get_matrix(base_summary.model_key, chunk, dim, "float32")
+        x = cache.get_matrix(base_key, chunk, dim, "float32")
         y = embed_features(head, x)
-        cache.put_batch(summary.model_key, chunk, y.astype(params.store_dtype))
-    summary.embedded = len(todo)
-    summary.embed_seconds = base_summary.embed_seconds + time.perf_counter() - t0
-    return failed
+        cache.put_batch(key, chunk, y.astype(params.store_dtype))
+    return replace(
+        fill,
+        embedded=len(todo),
+        dim=head.dims[2],
+        embed_seconds=fill.embed_seconds + time.perf_counter() - t0,
+    )
 
 
 def _display(path: str | bytes) -> str:

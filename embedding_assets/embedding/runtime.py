@@ -20,6 +20,7 @@ import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -28,6 +29,9 @@ from torch import nn
 from embedding_assets.common.choices import Runtime
 from embedding_assets.embedding.backbones import Backbone, BackboneSpec
 from embedding_assets.embedding.pixel_input import on_pixels
+
+if TYPE_CHECKING:
+    from embedding_assets.embedding.run_options import RunOptions
 
 log = logging.getLogger(__name__)
 MAX_DIFFERENCE = 1e-4  # of L2-normalized features, torch vs the exported graph
@@ -59,21 +63,6 @@ def resolve(choice: Runtime, device: str) -> str:
             raise ImportError("runtime 'onnxruntime' needs the package: pip install onnxruntime")
         return "onnxruntime"
     return "onnxruntime" if on_cpu and available() else "torch"
-
-
-def cpu_count() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
-
-
-def default_threads(workers: int) -> int:
-    """Threads of the forward pass beside `workers` decoding processes: every core. Decoding
-    a batch costs a fraction of its forward pass, and measured on 2 cores the forward with both
-    threads next to one decoding worker beat one thread (benchmarks/embed_throughput.py)."""
-    del workers  # the measurement found no gain in leaving cores to the decoders
-    return cpu_count()
 
 
 class OnnxModule(nn.Module):
@@ -211,15 +200,16 @@ def on_runtime(
     build: Callable[[], Backbone],
     spec: BackboneSpec,
     model_key: str,
-    runtime: str,
-    folder: Path | None,
-    threads: int,
+    options: RunOptions,
     note: Callable[[str], None] = log.info,
 ) -> tuple[Backbone, str]:
-    """(the backbone to run, the runtime it runs on): `runtime` as resolved, or torch when the
-    model cannot be exported. `build` makes the torch backbone; with a valid export of
-    `model_key` in `folder` it is not called (building Lite0 costs more than a second)."""
-    if runtime == "onnxruntime" and folder is not None:
+    """(the backbone to run, the runtime it runs on): the options' runtime as resolved for their
+    device, or torch when the model cannot be exported. `build` makes the torch backbone; with a
+    valid export of `model_key` in `options.exports` it is not called (building Lite0 costs more
+    than a second)."""
+    folder = options.exports
+    if resolve(options.runtime, options.device) == "onnxruntime" and folder is not None:
+        threads = options.forward_threads()
         target = folder / f"{model_key}.onnx"
         record = valid_record(target, model_key)
         if record is not None:

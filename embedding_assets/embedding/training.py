@@ -25,6 +25,7 @@ import numpy as np
 from embedding_assets.catalog.images import load_image
 from embedding_assets.catalog.labels import labeled_split
 from embedding_assets.common import tables
+from embedding_assets.common.choices import Mode
 from embedding_assets.common.clock import utc_now
 from embedding_assets.common.fingerprints import hash_fraction
 from embedding_assets.common.promotion import decide
@@ -41,7 +42,7 @@ if TYPE_CHECKING:
 
     from embedding_assets.embedding.finetune import FrozenOutputs
     from embedding_assets.embedding.metric_learning import TrainResult
-    from embedding_assets.embedding.run import RunOptions
+    from embedding_assets.embedding.run_options import RunOptions
 
 PRIMARY = "knn_top1"  # the number that decides promotion
 # What a trained model changes of the backbone settings it was trained on.
@@ -61,6 +62,19 @@ class LabeledImages:
     def subset(self, mask: np.ndarray) -> tuple[list, list, np.ndarray]:
         idx = np.flatnonzero(mask)
         return [self.fs_paths[i] for i in idx], [self.hashes[i] for i in idx], self.labels[idx]
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    """What the `embedding_model` asset's config decides of a training, built once from it:
+    the backbone it starts from, the mode and the TrainConfig, the share of labeled images held
+    out, and the held-out kNN top-1 gain a new model needs to be promoted."""
+
+    base: EmbedParams
+    mode: Mode
+    cfg: TrainConfig
+    holdout: float = 0.2
+    min_improvement: float = 0.0
 
 
 @dataclass
@@ -205,18 +219,18 @@ def _uint8_images(fs_paths: list, pre: Preprocess) -> torch.Tensor:
 
 
 @dataclass
-class _LabeledPixels:
-    """Every labeled image as the fine-tuned trunk sees it, and the frozen stages' outputs of
-    them (finetune.FrozenOutputs): made once for the judged training and the final one on
-    every label, which start from the same pretrained weights."""
+class _Labeled:
+    """The labeled images and, for a fine-tune, every one of them as the fine-tuned trunk sees
+    it with the frozen stages' outputs of them (finetune.FrozenOutputs): made once for the
+    judged training and the final one on every label, which start from the same pretrained
+    weights."""
 
+    data: LabeledImages
     images: torch.Tensor | None = None
     frozen: FrozenOutputs | None = None
     seconds: float = 0.0
 
-    def prepare(
-        self, data: LabeledImages, pre: Preprocess, trunk: nn.Module, cfg: TrainConfig, device: str
-    ) -> None:
+    def prepare(self, pre: Preprocess, trunk: nn.Module, cfg: TrainConfig, device: str) -> None:
         if self.images is not None:
             return
         from embedding_assets.embedding.finetune import frozen_outputs
@@ -224,7 +238,7 @@ class _LabeledPixels:
         from embedding_assets.embedding.trunk_split import split_at_stride
 
         started = time.perf_counter()
-        self.images = _uint8_images(data.fs_paths, pre)
+        self.images = _uint8_images(self.data.fs_paths, pre)
         split = split_at_stride(trunk, cfg.frozen_stride)
         if split is not None:
             to_float = float_input(pre.mean, pre.std)
@@ -234,29 +248,27 @@ class _LabeledPixels:
 
 def _train(
     paths: DataPaths,
-    base: EmbedParams,
-    mode: str,
-    cfg: TrainConfig,
-    data: LabeledImages,
+    settings: ModelSettings,
+    labeled: _Labeled,
     options: RunOptions,
     progress: Callable[[dict], None] | None,
-    pixels: _LabeledPixels,
     every_label: bool = False,
 ) -> TrainResult:
     """Train on the training split (`every_label`: on every labeled image, the held-out ones
     too: the final fit of a model the gate has already judged)."""
     from embedding_assets.embedding.backbones import build_backbone
     from embedding_assets.embedding.finetune import finetune_classifier
-    from embedding_assets.embedding.metric_learning import finetune, train_head
+    from embedding_assets.embedding.metric_learning import FitSettings, finetune, train_head
     from embedding_assets.embedding.run import cached_features
 
-    device = options.device
+    base, cfg, data = settings.base, settings.cfg, labeled.data
+    fit_settings = FitSettings(cfg, options.device, progress)
     train_mask = np.ones_like(data.is_eval) if every_label else ~data.is_eval
     is_val = np.array([hash_fraction(h[8:]) < VAL_FRACTION for h in data.hashes]) & train_mask
     fit = train_mask & ~is_val
     fit_paths, fit_hashes, y_fit = data.subset(fit)
     val_paths, val_hashes, y_val = data.subset(is_val)
-    if mode == "head":
+    if settings.mode == "head":
         X_fit, keep = cached_features(paths, base, fit_paths, fit_hashes, options)
         X_val, keep_val = (
             cached_features(paths, base, val_paths, val_hashes, options)
@@ -266,42 +278,30 @@ def _train(
         return train_head(
             X_fit,
             y_fit[keep],
-            cfg,
+            fit_settings,
             X_val=X_val,
             y_val=y_val[keep_val] if val_paths else None,
-            device=device,
-            progress=progress,
         )
-    backbone = build_backbone(base.spec())
     # The fine-tuned trunk is served as a local .pth file: train with that file's preprocessing.
-    pre = trunk_spec(base, cfg).preprocess
+    trunk = replace(build_backbone(base.spec()), spec=trunk_spec(base, cfg))
+    pre = trunk.spec.preprocess
     if cfg.loss == "cosface":  # every training image: no early stopping, the epochs are fixed
-        pixels.prepare(data, pre, backbone.model, cfg, device)
+        labeled.prepare(pre, trunk.model, cfg, options.device)
         rows = np.flatnonzero(train_mask)
         return finetune_classifier(
-            backbone.model,
-            backbone.dim,
-            pixels.images[rows],
+            trunk,
+            labeled.images[rows],
             data.labels[rows],
-            cfg,
-            mean=pre.mean,
-            std=pre.std,
-            device=device,
-            progress=progress,
-            frozen=pixels.frozen.subset(rows) if pixels.frozen is not None else None,
+            fit_settings,
+            frozen=labeled.frozen.subset(rows) if labeled.frozen is not None else None,
         )
     return finetune(
-        backbone.model,
-        backbone.dim,
+        trunk,
         _uint8_images(fit_paths, pre),
         None if cfg.loss == "ntxent" else y_fit,
-        cfg,
-        mean=pre.mean,
-        std=pre.std,
+        fit_settings,
         images_val=_uint8_images(val_paths, pre) if val_paths else None,
         y_val=y_val if val_paths else None,
-        device=device,
-        progress=progress,
     )
 
 
@@ -356,24 +356,22 @@ def _served(base: EmbedParams, cfg: TrainConfig, saved: SavedModel) -> EmbedPara
 
 def train_embedding_model(
     paths: DataPaths,
-    base: EmbedParams,
-    mode: str,
-    cfg: TrainConfig,
+    settings: ModelSettings,
     *,
-    holdout: float = 0.2,
-    min_improvement: float = 0.0,
     options: RunOptions | None = None,
     progress: Callable[[dict], None] | None = None,
     feature_progress: Callable[[int, int], None] | None = None,
 ) -> Outcome:
     """Train (or reuse) a model on the labeled images and promote it only if it scores at least
-    `min_improvement` better kNN top-1 on the held-out split than the current embeddings (the
-    champion, or the plain backbone when there is none)."""
+    `settings.min_improvement` better kNN top-1 on the held-out split than the current
+    embeddings (the champion, or the plain backbone when there is none)."""
     started = utc_now()
+    mode, cfg, holdout = settings.mode, settings.cfg, settings.holdout
     cfg.check(mode)
     if not 0 < holdout < 1:
         raise ValueError(f"holdout={holdout}: use a fraction between 0 and 1, e.g. 0.2")
-    base = replace(base, head=None, store_dtype="float32")
+    base = replace(settings.base, head=None, store_dtype="float32")
+    settings = replace(settings, base=base)  # what the trainings start from
     data = labeled_images(paths.catalog_db, holdout)
     reason = why_not_trainable(data, needs_labels=cfg.loss != "ntxent")
     if reason:
@@ -406,25 +404,25 @@ def train_embedding_model(
     current_name = f"model {current_id}" if current_id else "the plain backbone"
     current_metrics, current_hits = _evaluate_params(paths, current, data, options)
 
-    pixels = _LabeledPixels()
-    result = _train(paths, base, mode, cfg, data, options, progress, pixels)
+    labeled = _Labeled(data)
+    result = _train(paths, settings, labeled, options, progress)
     meta = {"mode": mode, "config": asdict(cfg), "base_key": base_key}
     gate_saved = saved = _save(paths.models_dir, fp[:16], result, meta)
     candidate = served = _served(base, cfg, saved)
     metrics, hits = _evaluate_params(paths, candidate, data, options)
 
-    verdict = decide(hits, current_hits, min_improvement=min_improvement)
+    verdict = decide(hits, current_hits, min_improvement=settings.min_improvement)
     promoted = verdict.promoted
     decision = (
         f"{'promoted' if promoted else 'not promoted, keeping ' + current_name}: held-out kNN "
         f"top-1 {metrics[PRIMARY]:.3f} vs {current_metrics[PRIMARY]:.3f} for {current_name}; "
         f"{verdict.reason}"
     )
-    seconds = pixels.seconds + result.seconds
+    seconds = labeled.seconds + result.seconds
     if promoted and cfg.loss == "cosface":
         # Judged, the recipe now learns from every label: on 500 photos, training on all of
         # them rather than the 400 outside the held-out split gave +3 points of accuracy.
-        final = _train(paths, base, mode, cfg, data, options, progress, pixels, every_label=True)
+        final = _train(paths, settings, labeled, options, progress, every_label=True)
         saved = _save(paths.models_dir, f"{fp[:16]}-all", final, meta)
         served = _served(base, cfg, saved)
         seconds += final.seconds

@@ -249,6 +249,49 @@ class Training:
         return confusion_matrix(self.eval_y, pred, labels=self.classes)
 
 
+@dataclass(frozen=True)
+class TrainSettings:
+    """How `train` compares and fits its candidates, as one record: the asset builds it once
+    from its config (and the GPU it got), the benchmarks from their arguments.
+
+    `search_budget_s`: seconds for a hyper-parameter search of the candidates on the training
+    split (`tuning`), shared among them; none below `search_min_labels` labels or under
+    cross-validation (fewer than `holdout_min_labels` labels)."""
+
+    algorithms: tuple[str, ...] = DEFAULT_CANDIDATES
+    device: str = "cpu"
+    holdout_min_labels: int = 200
+    test_fraction: float = 0.2
+    seed: int = 0
+    search_budget_s: float = 0.0
+    search_min_labels: int = 200
+
+
+@dataclass(frozen=True)
+class Judged:
+    """What the candidates are judged on where it is not what the champion learns from: they
+    come together from a fine-tuned backbone trained on every label, so they travel together.
+
+    `select_x`: the features of the model the gate judged, trained without the held-out images.
+    `prefit`: candidates already trained on the training split (the fine-tune's own cosine
+    head), evaluated beside the others on the held-out split only; `prefit_final`: their
+    final versions, kept when one of them wins."""
+
+    select_x: np.ndarray | None = None
+    prefit: dict[str, object] = field(default_factory=dict)
+    prefit_final: dict[str, object] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class _Candidate:
+    """One candidate of the held-out comparison: fitted with the search's `params`, or a
+    `prefit` model that is only evaluated."""
+
+    algorithm: str
+    params: dict = field(default_factory=dict)
+    prefit: object | None = None
+
+
 def _record(
     y: np.ndarray, p: np.ndarray, classes: np.ndarray, seconds: float, seed: int
 ) -> tuple[np.ndarray, dict[str, float]]:
@@ -270,25 +313,30 @@ def _record(
 
 
 def _holdout_candidate(
-    algo: str,
+    candidate: _Candidate,
     x: np.ndarray,
     y: np.ndarray,
     classes: np.ndarray,
     split: tuple[np.ndarray, np.ndarray],
-    device: str,
-    seed: int,
-    prefit: object | None = None,
-    params: dict | None = None,
+    settings: TrainSettings,
 ) -> tuple[object, np.ndarray, dict[str, float]]:
     """(model, calibrated held-out probabilities, record) of one candidate on the (train, eval)
-    split, with `params` (from the search); a `prefit` model is only evaluated."""
+    split."""
     train_idx, eval_idx = split
-    if prefit is None:
-        model, seconds = timed_fit(algo, x[train_idx], y[train_idx], device, seed, **(params or {}))
+    if candidate.prefit is None:
+        model, seconds = timed_fit(
+            candidate.algorithm,
+            x[train_idx],
+            y[train_idx],
+            settings.device,
+            settings.seed,
+            **candidate.params,
+        )
     else:
-        model, seconds = prefit, 0.0
-    p, record = _record(y[eval_idx], proba(model, x[eval_idx], classes), classes, seconds, seed)
-    return model, p, record
+        model, seconds = candidate.prefit, 0.0
+    p = proba(model, x[eval_idx], classes)
+    calibrated, record = _record(y[eval_idx], p, classes, seconds, settings.seed)
+    return model, calibrated, record
 
 
 def _cv_candidate(
@@ -297,36 +345,27 @@ def _cv_candidate(
     y: np.ndarray,
     classes: np.ndarray,
     folds: list[tuple[np.ndarray, np.ndarray]],
-    device: str,
-    seed: int,
+    settings: TrainSettings,
 ) -> tuple[np.ndarray, dict[str, float]]:
     """(calibrated out-of-fold probabilities in fold order, record) of one candidate; its
     fit_seconds is the mean over folds, so it reads like the held-out one."""
     parts, seconds = [], []
     for tr, te in folds:
-        model, s = timed_fit(algo, x[tr], y[tr], device, seed)
+        model, s = timed_fit(algo, x[tr], y[tr], settings.device, settings.seed)
         parts.append(proba(model, x[te], classes))
         seconds.append(s)
     eval_y = y[np.concatenate([te for _, te in folds])]
-    return _record(eval_y, np.concatenate(parts), classes, float(np.mean(seconds)), seed)
+    return _record(eval_y, np.concatenate(parts), classes, float(np.mean(seconds)), settings.seed)
 
 
 def train(
     image_ids: np.ndarray,
     x: np.ndarray,
     y: np.ndarray,
+    settings: TrainSettings = TrainSettings(),
     *,
-    algorithms: tuple[str, ...] = DEFAULT_CANDIDATES,
-    device: str = "cpu",
-    holdout_min_labels: int = 200,
-    test_fraction: float = 0.2,
-    seed: int = 0,
     split_keys: np.ndarray | None = None,
-    prefit: dict[str, object] | None = None,
-    search_budget_s: float = 0.0,
-    search_min_labels: int = 200,
-    select_x: np.ndarray | None = None,
-    prefit_final: dict[str, object] | None = None,
+    judged: Judged = Judged(),
 ) -> Training:
     """Train every candidate, evaluate all on the same held-out split (or stratified k-fold
     cross-validation when labels are few), calibrate each by temperature scaling on its
@@ -336,14 +375,8 @@ def train(
 
     `split_keys`: a stable number in [0, 1) per image that decides the held-out split (the
     platform's are content hashes, as `embedding_model`'s split; default: a hash of the id).
-    `prefit`: candidates already trained on the training split (a fine-tuned backbone's own
-    classifier), evaluated beside the others on the held-out split only.
-    `select_x`: the features candidates are compared on, when `x` (what the champion learns
-    from) came from a model that saw the held-out images: those of the model the gate judged,
-    trained without them; `prefit_final` then holds the final versions of `prefit`.
-    `search_budget_s`: seconds for a hyper-parameter search of the candidates on the training
-    split (`tuning`), shared among them; none below `search_min_labels` labels or under
-    cross-validation.
+    `judged`: what the candidates are compared on when `x` (what the champion learns from)
+    came from a model that saw the held-out images (see Judged).
 
     Classes with a single labeled image cannot be both trained and evaluated; they are left
     out and reported in `dropped_classes`. Fewer than two classes raises NotTrainable.
@@ -356,7 +389,9 @@ def train(
     dropped = {str(c): int(n) for c, n in zip(names, counts, strict=True) if n < 2}
     keep = ~np.isin(y, list(dropped))
     image_ids, x, y, keys = image_ids[keep], x[keep], y[keep], keys[keep]
-    fx = x if select_x is None else np.asarray(select_x)[keep]  # what candidates are judged on
+    fx = (
+        x if judged.select_x is None else np.asarray(judged.select_x)[keep]
+    )  # what candidates are judged on
     classes = np.unique(y)
     if len(classes) < 2:
         have = ", ".join(f"{str(c)!r}: {n}" for c, n in zip(names, counts, strict=True)) or "none"
@@ -365,43 +400,32 @@ def train(
             "label more images (emb label import FILE.csv / emb label set IMAGE LABEL)"
         )
     min_count = int(np.unique(y, return_counts=True)[1].min())
-    use_holdout = len(y) >= holdout_min_labels and min_count * test_fraction >= 2
+    use_holdout = len(y) >= settings.holdout_min_labels and min_count * settings.test_fraction >= 2
     models: dict[str, object] = {}
     probas: dict[str, np.ndarray] = {}
     candidates: dict[str, dict[str, float]] = {}
     searches: list = []
     if use_holdout:
-        test = holdout_mask(keys, y, test_fraction)
+        test = holdout_mask(keys, y, settings.test_fraction)
         train_idx, eval_idx = np.flatnonzero(~test), np.flatnonzero(test)
-        fixed = {name: m for name, m in (prefit or {}).items() if set(classes) <= set(m.classes_)}
-        if search_budget_s > 0 and len(y) >= search_min_labels:
-            searches = _search(
-                algorithms, fx[train_idx], y[train_idx], search_budget_s, device, seed
-            )
+        fixed = {name: m for name, m in judged.prefit.items() if set(classes) <= set(m.classes_)}
+        if settings.search_budget_s > 0 and len(y) >= settings.search_min_labels:
+            searches = _search(fx[train_idx], y[train_idx], settings)
         chosen = {s.algorithm: s.best for s in searches}
-        for algo in (*algorithms, *fixed):
+        for algo in (*settings.algorithms, *fixed):
+            candidate = _Candidate(algo, chosen.get(algo, {}), fixed.get(algo))
             models[algo], probas[algo], candidates[algo] = _holdout_candidate(
-                algo,
-                fx,
-                y,
-                classes,
-                (train_idx, eval_idx),
-                device,
-                seed,
-                fixed.get(algo),
-                chosen.get(algo),
+                candidate, fx, y, classes, (train_idx, eval_idx), settings
             )
     else:
         from sklearn.model_selection import StratifiedKFold
 
         k = min(5, min_count)
-        folds = list(StratifiedKFold(k, shuffle=True, random_state=seed).split(x, y))
+        folds = list(StratifiedKFold(k, shuffle=True, random_state=settings.seed).split(x, y))
         eval_idx = np.concatenate([te for _, te in folds])
         fixed = {}
-        for algo in algorithms:
-            probas[algo], candidates[algo] = _cv_candidate(
-                algo, fx, y, classes, folds, device, seed
-            )
+        for algo in settings.algorithms:
+            probas[algo], candidates[algo] = _cv_candidate(algo, fx, y, classes, folds, settings)
         train_idx = np.arange(len(y))
     names_tried = tuple(candidates)
     best = pick_candidate(names_tried, candidates, probas, classes, y[eval_idx])
@@ -410,9 +434,9 @@ def train(
     # same recipe, carries over.
     params = {s.algorithm: s.best for s in searches}
     if best in fixed:  # a prefit head: its final version where there is one
-        model = (prefit_final or {}).get(best, models[best])
+        model = judged.prefit_final.get(best, models[best])
     else:
-        model = fit(best, x, y, device, seed, **params.get(best, {}))
+        model = fit(best, x, y, settings.device, settings.seed, **params.get(best, {}))
     train_idx = np.arange(len(y)) if best not in fixed else train_idx
     return Training(
         algorithm=best,
@@ -431,31 +455,26 @@ def train(
     )
 
 
-def _search(
-    algorithms: tuple[str, ...],
-    x: np.ndarray,
-    y: np.ndarray,
-    budget_s: float,
-    device: str,
-    seed: int,
-) -> list:
+def _search(x: np.ndarray, y: np.ndarray, settings: TrainSettings) -> list:
     """The hyper-parameter search of every candidate that has a space, the budget shared."""
-    from embedding_assets.learning.tuning import SPACES, search
+    from embedding_assets.learning.tuning import SPACES, SearchSettings, search
 
-    searched = [a for a in algorithms if a in SPACES]
+    searched = [a for a in settings.algorithms if a in SPACES]
+    if not searched:
+        return []
+    bounds = SearchSettings(settings.search_budget_s / len(searched), seed=settings.seed)
     classes = np.unique(y)
 
     def scorer(algo: str):
         def scores(params: dict, train_rows: np.ndarray, test_rows: np.ndarray) -> np.ndarray:
-            model, _ = timed_fit(algo, x[train_rows], y[train_rows], device, seed, **params)
+            model, _ = timed_fit(
+                algo, x[train_rows], y[train_rows], settings.device, settings.seed, **params
+            )
             return proba(model, x[test_rows], classes)
 
         return scores
 
-    found = [
-        search(a, x, y, budget_s=budget_s / len(searched), scores=scorer(a), seed=seed)
-        for a in searched
-    ]
+    found = [search(a, x, y, scorer(a), bounds) for a in searched]
     return [s for s in found if s is not None]
 
 

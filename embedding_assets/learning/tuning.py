@@ -44,20 +44,29 @@ class Search:
     trials: list[Trial]
 
 
+@dataclass(frozen=True)
+class SearchSettings:
+    """The bounds of one search, one record so a caller sets them once for all its candidates:
+    seconds, trials (a test bounds by trials, so a loaded machine runs the same ones) and the
+    seed of the folds and the sampler."""
+
+    budget_s: float
+    max_trials: int = 50
+    seed: int = 0
+
+
 def search(
     algorithm: str,
     x: np.ndarray,
     y: np.ndarray,
-    *,
-    budget_s: float,
     scores: Callable[[dict, np.ndarray, np.ndarray], np.ndarray],
-    seed: int = 0,
-    max_trials: int = 50,
+    settings: SearchSettings,
 ) -> Search | None:
-    """The best parameters of `algorithm` on (x, y) found within `budget_s` (the defaults are
-    the first trial, so the search never settles below them); None for a candidate without a
-    search space. `scores(params, train_rows, test_rows)` fits the candidate with `params` on
-    the first rows and returns its probabilities on the others (columns: sorted classes)."""
+    """The best parameters of `algorithm` on (x, y) found within `settings`' bounds (the
+    defaults are the first trial, so the search never settles below them); None for a
+    candidate without a search space. `scores(params, train_rows, test_rows)` fits the
+    candidate with `params` on the first rows and returns its probabilities on the others
+    (columns: sorted classes)."""
     if algorithm not in SPACES:
         return None
     import optuna
@@ -66,7 +75,7 @@ def search(
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     classes = np.unique(y)
     folds = min(FOLDS, int(np.unique(y, return_counts=True)[1].min()))
-    splits = list(StratifiedKFold(folds, shuffle=True, random_state=seed).split(x, y))
+    splits = list(StratifiedKFold(folds, shuffle=True, random_state=settings.seed).split(x, y))
     trials: list[Trial] = []
 
     def objective(trial) -> float:
@@ -80,9 +89,9 @@ def search(
         trials.append(Trial(trial.number, params, loss, accuracy, seconds))
         return loss
 
-    study = optuna.create_study(sampler=optuna.samplers.TPESampler(seed=seed))
+    study = optuna.create_study(sampler=optuna.samplers.TPESampler(seed=settings.seed))
     study.enqueue_trial(_defaults(algorithm))
-    study.optimize(objective, n_trials=max_trials, timeout=budget_s)
+    study.optimize(objective, n_trials=settings.max_trials, timeout=settings.budget_s)
     best = min(trials, key=lambda t: t.log_loss)
     return Search(algorithm, best.params, trials)
 

@@ -79,24 +79,33 @@ class BuildReport:
 GpuChoice = Callable[[], AbstractContextManager[int | None]]  # yields FAISS's GPU id or None
 
 
+@dataclass(frozen=True)
+class BuildRun:
+    """What a build may use of the run that asked for it: a GPU (taken only for the FAISS
+    build itself) and the run's log."""
+
+    gpu: GpuChoice
+    log: Callable[[str], None]
+
+
 def build(
     paths: DataPaths,
     model_key: str,
     ids: np.ndarray,
     vectors: np.ndarray,
     settings: BuildSettings,
-    gpu: GpuChoice,
-    log: Callable[[str], None],
+    run: BuildRun,
 ) -> tuple[faiss.Index, BuildReport]:
     """Build (or update the current build in place), tune, measure, save and register an index
     and its search snapshot (the asset then records it as the current build of `model_key`)."""
     n, d = vectors.shape
+    log = run.log
     factory = settings.factory_for(n, d)
     previous = versions.current_build(paths.catalog_db, model_key)
     built, how = updated(previous, factory, settings, ids, vectors)
     if built is None:
         log(f"Indexing {n} x {d} vectors of {model_key} as {factory!r}")
-        with gpu() as gpu_id:
+        with run.gpu() as gpu_id:
             built = faiss_index.build_index(
                 vectors, ids, factory, train_sample=settings.train_sample, gpu_id=gpu_id
             )
@@ -244,12 +253,9 @@ def knn_report(
     vectors: np.ndarray,
     ids: np.ndarray,
     labels: dict[int, str],
-    k: int,
-    max_queries: int,
+    knn_settings: faiss_index.KnnSettings,
 ) -> KnnReport:
     """Leave-one-out kNN accuracy of the labeled images through the index, timed."""
     t0 = time.perf_counter()
-    knn = faiss_index.knn_loo_accuracy(
-        index, vectors, ids, labels, params, k=k, max_queries=max_queries
-    )
+    knn = faiss_index.knn_loo_accuracy(index, vectors, ids, labels, params, settings=knn_settings)
     return KnnReport(knn, time.perf_counter() - t0)

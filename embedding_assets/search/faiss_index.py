@@ -335,22 +335,29 @@ def measure_latency(
     )
 
 
+@dataclass(frozen=True)
+class KnnSettings:
+    """How the leave-one-out kNN accuracy is measured."""
+
+    k: int = 5  # neighbours that vote
+    max_queries: int = 20_000  # labeled images asked (a sample beyond it)
+    seed: int = 0  # of that sample
+
+
 def knn_loo_accuracy(
     index: faiss.Index,
     vectors: np.ndarray,
     ids: np.ndarray,
     labels: dict[int, str],
     params: dict[str, int] | None = None,
-    *,
-    k: int = 5,
-    max_queries: int = 20_000,
-    seed: int = 0,
+    settings: KnnSettings = KnnSettings(),
 ) -> KnnAccuracy:
     """Leave-one-out top-1 accuracy of a k-nearest-neighbour vote among labeled images.
 
     Every labeled image asks the index for its k+1 nearest labeled neighbours (an id filter keeps
     unlabeled ones out), drops itself, and predicts the similarity-weighted majority label.
     """
+    k, max_queries, seed = settings.k, settings.max_queries, settings.seed
     labeled = np.array(sorted(labels), dtype=np.int64)
     if len(labeled) < 2 or len(set(labels.values())) < 2:
         return KnnAccuracy(None, 0, k)

@@ -15,6 +15,7 @@ import io
 import json
 import os
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
@@ -159,27 +160,33 @@ def _status(exc: QueryError) -> int:
     return 404 if isinstance(exc, UnknownImageError) else 422
 
 
-def create_app(
-    db_path: Path,
-    model_key: str | None = None,
-    *,
-    max_k: int = DEFAULT_MAX_K,
-    max_batch: int = DEFAULT_MAX_BATCH,
-    max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
-    max_pixels: int = DEFAULT_MAX_PIXELS,
-    reload_seconds: float = 1.0,
-    host: str = "127.0.0.1",
-    allowed_hosts: list[str] | tuple[str, ...] = (),
-) -> FastAPI:
-    """The app over the newest published index of `model_key` (default: the newest published).
+@dataclass(frozen=True)
+class ServeOptions:
+    """How a server answers: which set, its limits, how often it looks for a newer index, and
+    the names requests may use for it (`emb serve` passes these to each worker as JSON)."""
+
+    model_key: str | None = None  # None: the newest published
+    max_k: int = DEFAULT_MAX_K
+    max_batch: int = DEFAULT_MAX_BATCH
+    max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    reload_seconds: float = 1.0
+    host: str = "127.0.0.1"  # the address it is bound to
+    allowed_hosts: tuple[str, ...] = ()
+
+
+def create_app(db_path: Path, options: ServeOptions = ServeOptions()) -> FastAPI:
+    """The app over the newest published index of `options.model_key`.
 
     The index is loaded on the first request that needs it, so the server starts (and /health
     says why) even before an index is published; after that a background thread switches to
     newer published versions and refreshes labels (see LiveIndex). Answers come from memory.
-    Requests must name the server in their Host header: 127.0.0.1, localhost, ::1, `host` (the
-    address it is bound to) or one of `allowed_hosts` (see guards.HostGuard).
+    Requests must name the server in their Host header: 127.0.0.1, localhost, ::1, the host it
+    is bound to or one of `allowed_hosts` (see guards.HostGuard).
     """
-    live = LiveIndex(Path(db_path), model_key, reload_seconds=reload_seconds)
+    max_k, max_batch, max_pixels = options.max_k, options.max_batch, options.max_pixels
+    max_upload_bytes, reload_seconds = options.max_upload_bytes, options.reload_seconds
+    live = LiveIndex(Path(db_path), options.model_key, reload_seconds=reload_seconds)
     live_text = LiveText(DataPaths(Path(db_path).parent), reload_seconds or float("inf"))
 
     @asynccontextmanager
@@ -343,7 +350,7 @@ def create_app(
         return batch(s, [{"upload": f.filename} for f in files], found)
 
     app.add_middleware(BodyLimit, max_bytes=max_upload_bytes)
-    app.add_middleware(HostGuard, bind_host=host, allowed=allowed_hosts)  # outermost: first
+    app.add_middleware(HostGuard, bind_host=options.host, allowed=options.allowed_hosts)
     mount_atlas(app, mount_pages(app, live, Path(db_path)))
     return app
 
@@ -359,7 +366,8 @@ def app_from_env() -> FastAPI:
     supervisor = os.environ.get(SUPERVISOR_ENV, "")
     if supervisor.isdigit() and int(supervisor) != os.getpid():
         exit_with(int(supervisor))
-    return create_app(Path(options.pop("db_path")), **options)
+    hosts = tuple(options.pop("allowed_hosts", ()))
+    return create_app(Path(options.pop("db_path")), ServeOptions(**options, allowed_hosts=hosts))
 
 
 def exit_with(supervisor: int, every_s: float = 0.5) -> None:
