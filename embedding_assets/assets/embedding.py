@@ -282,7 +282,7 @@ def embedding_model(
             data_version=dg.DataVersion("disabled"),
         )
 
-    from embedding_assets.embedding.training import train_embedding_model
+    from embedding_assets.embedding.training import ModelStatus, train_embedding_model
 
     epochs = Progress(context.log, "embedding_model", "epoch", "epoch {done}/{total}", 0)
     features = Progress(
@@ -301,7 +301,7 @@ def embedding_model(
     gate_metadata = {k: v for k, v in metadata.items() if k.startswith(("held_out_", "current_"))}
     gate = dg.AssetCheckResult(
         check_name=GATE,
-        passed=out.status != "trained" or out.promoted,
+        passed=out.status != ModelStatus.TRAINED or out.promoted,
         severity=dg.AssetCheckSeverity.WARN,
         description=out.reason,
         metadata={"decision": out.reason, **gate_metadata},
@@ -321,9 +321,11 @@ def _epoch_done(epochs: Progress, row: dict) -> None:
 def _model_metadata(out: "Outcome", config: EmbeddingModelConfig) -> dict:
     """What a training (or the reason for none) reports: decision, sizes, held-out metrics of
     the new and the current model, and the loss per epoch."""
+    from embedding_assets.embedding.training import ModelStatus
+
     metadata = {
-        **({REUSED: f"{SKIPPED}: {out.reason}"} if out.status == "unchanged" else {}),
-        "status": out.status,
+        **({REUSED: f"{SKIPPED}: {out.reason}"} if out.status == ModelStatus.UNCHANGED else {}),
+        "status": out.status.value,
         "decision": out.reason,
         "model_id": out.model_id or 0,
         "embeddings_use": out.params.model_key() if out.params else "",
@@ -332,7 +334,7 @@ def _model_metadata(out: "Outcome", config: EmbeddingModelConfig) -> dict:
         "epochs_run": len(out.history),
         "train_seconds": dg.MetadataValue.float(round(out.seconds, 2)),
     }
-    if config.mode == "finetune" and out.status == "trained":
+    if config.mode == "finetune" and out.status == ModelStatus.TRAINED:
         metadata["frozen_stride"] = out.frozen_stride  # 0: every layer trained
     if config.mode == "finetune" and config.time_budget_s:
         metadata["time_budget_s"] = config.time_budget_s

@@ -143,7 +143,7 @@ def classifier(
 
     def kept(found: Stored) -> Report | None:
         outcome = registry.outcome(db, int(found.result))
-        return None if outcome is None else _reused_version(context, int(found.result), *outcome)
+        return None if outcome is None else _reused_version(context, outcome)
 
     return materialize(context, db, inputs, lambda: _train(context, config, paths, gpu), kept)
 
@@ -280,23 +280,18 @@ def _content(emb_set: EmbeddingSet) -> str:
     return emb_set.content_version()
 
 
-def _reused_version(
-    context: dg.AssetExecutionContext,
-    version_id: int,
-    promoted: bool,
-    decision: str,
-    champion_id: int | None,
-) -> Report:
+def _reused_version(context: dg.AssetExecutionContext, outcome: registry.Outcome) -> Report:
     """The version trained on these very inputs again, and its promotion gate as it was."""
+    version_id, champion_id = outcome.version_id, outcome.champion_id
     version = f"v{champion_id}"
     previous = previous_metadata(context, version)
     if "version_id" in previous and previous["version_id"].value != version_id:
         previous = {}  # the latest materialization reported another version
     gate = dg.AssetCheckResult(
         check_name=GATE,
-        passed=promoted,
+        passed=outcome.promoted,
         severity=dg.AssetCheckSeverity.WARN,
-        description=f"v{version_id}, trained on the same inputs: {decision}",
+        description=f"v{version_id}, trained on the same inputs: {outcome.decision}",
         metadata={"version_id": version_id, "champion_version": champion_id},
     )
     metadata = {"version_id": version_id, "champion_version": champion_id}

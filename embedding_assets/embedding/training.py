@@ -17,6 +17,7 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
+from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -64,6 +65,14 @@ class LabeledImages:
         return [self.fs_paths[i] for i in idx], [self.hashes[i] for i in idx], self.labels[idx]
 
 
+class ModelStatus(StrEnum):
+    """What a materialization of `embedding_model` did."""
+
+    TRAINED = "trained"  # a new model, promoted or not
+    UNCHANGED = "unchanged"  # the model trained on the same labels and settings stands
+    SKIPPED = "skipped"  # too few labels (the reason says what to label)
+
+
 @dataclass(frozen=True)
 class ModelSettings:
     """What the `embedding_model` asset's config decides of a training, built once from it:
@@ -81,7 +90,7 @@ class ModelSettings:
 class Outcome:
     """What one materialization did; `trained` is False when it skipped or reused a model."""
 
-    status: str  # trained | unchanged | skipped
+    status: ModelStatus
     reason: str
     promoted: bool = True
     model_id: int | None = None
@@ -375,7 +384,7 @@ def train_embedding_model(
     data = labeled_images(paths.catalog_db, holdout)
     reason = why_not_trainable(data, needs_labels=cfg.loss != "ntxent")
     if reason:
-        return Outcome("skipped", reason, params=trained_params(paths.catalog_db, base))
+        return Outcome(ModelStatus.SKIPPED, reason, params=trained_params(paths.catalog_db, base))
     base_key = base.model_key()
     fp = fingerprint(base_key, mode, cfg, data)
     with connect(paths.catalog_db, read_only=True) as con:
@@ -387,7 +396,7 @@ def train_embedding_model(
     if seen:
         model_id, promoted, metrics, decision = seen[0]
         return Outcome(
-            "unchanged",
+            ModelStatus.UNCHANGED,
             f"same backbone, settings and labels as model {model_id}: {decision}",
             promoted=promoted,
             model_id=model_id,
@@ -464,7 +473,7 @@ def train_embedding_model(
             ],
         )
     return Outcome(
-        "trained",
+        ModelStatus.TRAINED,
         decision,
         promoted=promoted,
         model_id=model_id,

@@ -92,8 +92,18 @@ def champion_version(db_path: Path) -> int | None:
     return int(rows[0][0]) if rows else None
 
 
-def outcome(db_path: Path, version_id: int) -> tuple[bool, str, int | None] | None:
-    """(promoted, decision, the champion's version_id now) of a version; None if it is gone."""
+@dataclass(frozen=True)
+class Outcome:
+    """How a version's promotion went, and which version is the champion now."""
+
+    version_id: int
+    promoted: bool
+    decision: str  # the gate's reason, in words
+    champion_id: int | None
+
+
+def outcome(db_path: Path, version_id: int) -> Outcome | None:
+    """The outcome of a version; None if it is gone."""
     with connect(db_path, read_only=True) as con:
         rows = con.execute(
             "SELECT promoted, decision, "
@@ -101,7 +111,7 @@ def outcome(db_path: Path, version_id: int) -> tuple[bool, str, int | None] | No
             f"FROM {tables.MODEL_VERSIONS} WHERE version_id = ?",
             [version_id],
         ).fetchall()
-    return (bool(rows[0][0]), rows[0][1], rows[0][2]) if rows else None
+    return Outcome(version_id, bool(rows[0][0]), rows[0][1], rows[0][2]) if rows else None
 
 
 def save_model(models_dir: Path, training: Training, embedding_key: str) -> Path:
