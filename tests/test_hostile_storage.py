@@ -13,7 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from embedding_assets.catalog import object_store
-from embedding_assets.catalog.scan import scan_catalog
+from embedding_assets.catalog.scan import ScanSettings, scan_catalog
 from embedding_assets.cli.app import app
 from resources.duckdb_store import connect
 from tests.helpers import use_s3, write_image
@@ -113,13 +113,13 @@ def test_a_store_fault_is_one_line_or_a_bad_object_never_a_corrupt_image(
     db = tmp_path / "catalog.duckdb"
     if fault.raises is not None:
         with pytest.raises(OSError, match=fault.raises) as exc:
-            scan_catalog(db, s3.prefix, max_pixels=MAX_PIXELS)
+            scan_catalog(db, s3.prefix, ScanSettings(max_pixels=MAX_PIXELS))
         assert "\n" not in str(exc.value)
         out = CliRunner().invoke(app, ["run", "--image-dir", s3.prefix])
         assert out.exit_code == 2 and len(out.output.strip().splitlines()) == 1, out.output
         assert out.output.startswith(f"cannot list {s3.prefix}: ")
         return
-    scan_catalog(db, s3.prefix, max_pixels=MAX_PIXELS)
+    scan_catalog(db, s3.prefix, ScanSettings(max_pixels=MAX_PIXELS))
     rows = {Path(p).name: (status, error or "") for p, status, error in _rows(db)}
     assert {name: status for name, (status, _) in rows.items()} == fault.statuses, rows
     for name, text in fault.errors.items():
