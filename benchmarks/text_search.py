@@ -276,6 +276,9 @@ def main() -> None:
     results.update(summary(results["rows"]))
     results["tag_rows"] = len(load_index(data_dir).class_rows)
     results["draws"] = small_draws(data_dir, args.top_k)
+    results["draws_by_top_k"] = {
+        top_k: _means(small_draws(data_dir, top_k)) for top_k in args.compare_top_k
+    } | {args.top_k: _means(results["draws"])}
     for d in results["draws"]:
         print(d["draw"], d["spread"], round(d["mean_p_at_10"], 3), round(d["map"], 3), flush=True)
     results["blood_cells"] = blood_cells(args.top_k) if BLOOD_CELLS.is_dir() else []
@@ -287,6 +290,19 @@ def main() -> None:
 
 def _met(ok: bool) -> str:
     return "**met**" if ok else "**not met**"
+
+
+def _means(draws: list[dict]) -> dict:
+    """Mean P@10 and mAP over the draws, per ranking."""
+    out = {}
+    for spread in (False, True):
+        chosen = [d for d in draws if d["spread"] == spread]
+        name = "spread" if spread else "own tags"
+        out[name] = {
+            "mean_p_at_10": float(np.mean([d["mean_p_at_10"] for d in chosen])),
+            "map": float(np.mean([d["map"] for d in chosen])),
+        }
+    return out
 
 
 def markdown(r: dict) -> str:
@@ -366,6 +382,15 @@ def markdown(r: dict) -> str:
             f"{d['mean_p_at_10']:.3f} | {d['mean_p_at_100']:.3f} | {d['map']:.3f} | {per} |"
         )
     lines += [
+        "",
+        "The same draws by top_k (means over the draws): "
+        + "; ".join(
+            f"top_k {k}: own tags P@10 {m['own tags']['mean_p_at_10']:.3f}, mAP "
+            f"{m['own tags']['map']:.3f}; spread P@10 {m['spread']['mean_p_at_10']:.3f}, mAP "
+            f"{m['spread']['map']:.3f}"
+            for k, m in sorted(r["draws_by_top_k"].items(), key=lambda kv: int(kv[0]))
+        )
+        + ".",
         "",
         "Why the 200-photo goal is out of reach offline: on these draws a photo's nearest "
         f"neighbour in the backbone's features (the graph's first) has its class in {nn1:.0%} "
