@@ -88,12 +88,15 @@ def test_text_query_ranks_the_named_class_first(tagged: Path, query: str, folder
     found = search_text(DataPaths(tagged), query, k=10)
     hits = found.hits
     assert found.via == "tags" and query.split()[-1].rstrip("s") in found.understood
-    # Only images with a matching class among their top 5 tags are hits: at 32 px few are.
-    assert len(hits) >= 2 and [h.score for h in hits] == sorted(
+    assert len(hits) == 10 and [h.score for h in hits] == sorted(
         (h.score for h in hits), reverse=True
     )
     right = sum(_folder(h.path) == folder for h in hits)
     assert right >= 0.7 * len(hits), [h.path for h in hits]
+    # Most photos of the class lack its tag: they are found by resembling the tagged ones.
+    alike = [h for h in hits if h.matched_by == "resemblance"]
+    assert len(alike) >= 3 and all(h.like for h in alike), hits
+    assert sum(_folder(h.path) == folder for h in alike) >= 0.7 * len(alike), hits
 
 
 def test_a_second_run_reuses_and_a_headless_backbone_says_why(tagged: Path, tmp_path: Path):
