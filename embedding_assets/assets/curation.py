@@ -133,8 +133,9 @@ def image_quality(
             }
         )
 
-    version = quality_table.catalog_version(db)
-    inputs = Inputs(tables.IMAGE_QUALITY, (version, config.model_dump(mode="json")))
+    from embedding_assets.catalog.scan import usable_version
+
+    inputs = Inputs(tables.IMAGE_QUALITY, (usable_version(db), config.model_dump(mode="json")))
     return materialize(context, db, inputs, compute)
 
 

@@ -417,9 +417,7 @@ def embeddings(
     return dg.MaterializeResult(
         metadata=_embed_metadata(summary, device.describe(), config.engine),
         check_results=_checks(st, summary.dim, usable),
-        data_version=dg.DataVersion(
-            "empty" if empty else sets.content_version(summary.parquet_path, summary.model_key)
-        ),
+        data_version=dg.DataVersion("empty" if empty else summary.content),
     )
 
 

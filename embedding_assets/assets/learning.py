@@ -16,7 +16,7 @@ from embedding_assets.assets.reuse import Inputs, Report, materialize, previous_
 from embedding_assets.common import markdown, tables
 from embedding_assets.common.fingerprints import Stored, labels_version, stored
 from embedding_assets.common.settings import page_url
-from embedding_assets.embedding.sets import EmbeddingSet, current_set
+from embedding_assets.embedding.sets import current_set
 from embedding_assets.learning import classifiers as al
 from embedding_assets.learning import registry, rounds, selection
 from embedding_assets.learning.plots import confusion_png, learning_curve_png
@@ -138,7 +138,7 @@ def classifier(
     db = paths.catalog_db
     emb_set = current_set(db)
     inputs = Inputs(
-        CLASSIFIER, (_content(emb_set), labels_version(db), config.model_dump(mode="json"))
+        CLASSIFIER, (emb_set.content_version(), labels_version(db), config.model_dump(mode="json"))
     )
 
     def kept(found: Stored) -> Report | None:
@@ -276,10 +276,6 @@ def _judged(paths, set_key: str, features: str, ids: np.ndarray, config) -> al.J
     return al.Judged(select_x, prefit, prefit_final)
 
 
-def _content(emb_set: EmbeddingSet) -> str:
-    return emb_set.content_version()
-
-
 def _reused_version(context: dg.AssetExecutionContext, outcome: registry.Outcome) -> Report:
     """The version trained on these very inputs again, and its promotion gate as it was."""
     version_id, champion_id = outcome.version_id, outcome.champion_id
@@ -340,7 +336,7 @@ def predictions(
         }
         return Report(metadata)
 
-    inputs = Inputs(tables.PREDICTIONS, (champion_id, _content(emb_set)))
+    inputs = Inputs(tables.PREDICTIONS, (champion_id, emb_set.content_version()))
     kept = Report({"images": emb_set.count, "version_id": champion_id})
     return materialize(context, db, inputs, compute, lambda _: kept)
 

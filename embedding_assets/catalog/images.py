@@ -16,6 +16,7 @@ from PIL import Image, ImageOps
 
 from embedding_assets.catalog import object_store
 from embedding_assets.common import tables
+from embedding_assets.common.ids import positions
 from resources.duckdb_store import connect
 
 if TYPE_CHECKING:
@@ -86,11 +87,7 @@ class UsableImages:
 
     def rows_of(self, image_ids: np.ndarray) -> np.ndarray:
         """Positions of `image_ids` here; -1 for an id that is not usable."""
-        wanted = np.asarray(image_ids, dtype=np.int64)
-        if len(self.ids) == 0:
-            return np.full(len(wanted), -1, dtype=np.int64)
-        pos = np.clip(np.searchsorted(self.ids, wanted), 0, len(self.ids) - 1)
-        return np.where(self.ids[pos] == wanted, pos, -1)
+        return positions(self.ids, image_ids)
 
     def subset(self, rows: np.ndarray | list[int]) -> UsableImages:
         """These images at `rows`, in that order."""

@@ -33,16 +33,6 @@ class FlaggedImages:
         return self.images[self.images["flags"] != ""].sort_values("sharpness")
 
 
-def catalog_version(db: Path) -> str:
-    """Which usable images, with which content: the quality measures follow from these."""
-    with connect(db, read_only=True) as con:
-        found = con.execute(
-            "SELECT md5(coalesce(string_agg(image_id || ':' || sha256, ',' ORDER BY image_id), "
-            f"'')) FROM {tables.USABLE_IMAGES}"
-        ).fetchall()
-    return str(found[0][0])
-
-
 def measure_missing(db: Path) -> int:
     """Decode once the images catalogued before quality measures existed; how many."""
     import pyarrow as pa

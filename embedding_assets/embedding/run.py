@@ -71,6 +71,7 @@ class EmbedSummary:
     seconds: float = 0.0
     parquet_rewritten: bool = False
     parquet_path: Path | None = None
+    content: str = ""  # content_version of parquet_path ("": none written)
     peak_rss_mb: float = 0.0
     peak_gpu_mb: float | None = None
     retried: list[str] = field(default_factory=list)  # batches lost with a Ray worker, redone
@@ -142,12 +143,16 @@ def run_embeddings(
     summary.parquet_path = target
     emb_set = target if shard is None else target.parent
     count, summary.dim = sets.shape(emb_set)
-    sets.register(
+    content = sets.register(
         paths.catalog_db,
         sets.EmbeddingSet(key, params.model, summary.dim, count, emb_set),
         spec.weights_id,
         params.as_dict(),
     )
+    if shard is None:
+        summary.content = content
+    elif target.exists():  # a shard's own content: its partition's data version
+        summary.content = sets.content_version(target, key)
     summary.peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     if options.device.startswith("cuda"):  # torch is loaded: the model ran on the GPU
         import torch

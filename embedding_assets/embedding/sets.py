@@ -105,8 +105,9 @@ def read_ids(path: Path) -> np.ndarray:
     return pq.read_table(path, columns=["image_id"]).column("image_id").to_numpy()
 
 
-def register(db_path: Path, emb_set: EmbeddingSet, weights: str | None, params: dict) -> None:
-    """Files under the data directory are stored relative to it (see `stored_params`)."""
+def register(db_path: Path, emb_set: EmbeddingSet, weights: str | None, params: dict) -> str:
+    """Record the set with its content version, which it returns. Files under the data
+    directory are stored relative to it (see `stored_params`)."""
     root = DataPaths(Path(db_path).parent)
     content = content_version(emb_set.parquet_path, emb_set.model_key)
     with connect(db_path) as con:
@@ -126,6 +127,7 @@ def register(db_path: Path, emb_set: EmbeddingSet, weights: str | None, params: 
                 content,
             ],
         )
+    return content
 
 
 def content_version(parquet_path: Path, model_key: str) -> str:

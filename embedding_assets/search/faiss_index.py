@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 import faiss
 import numpy as np
 
+from embedding_assets.common.ids import positions
+
 METRIC = faiss.METRIC_INNER_PRODUCT
 NPROBE_STEPS = (1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 1024)
 EXACT_SCAN_FLOATS = 4_000_000  # the most an exact index scans per query (n x d)
@@ -180,9 +182,8 @@ def changes(
     once."""
     order = np.argsort(old_ids, kind="stable")
     sorted_old = old_ids[order]
-    pos = np.clip(np.searchsorted(sorted_old, new_ids), 0, max(len(sorted_old) - 1, 0))
-    present = (sorted_old[pos] == new_ids) if len(sorted_old) else np.zeros(len(new_ids), bool)
-    old_rows = np.where(present, order[pos] if len(order) else 0, -1)
+    old_rows = positions(sorted_old, new_ids, order)
+    present = old_rows >= 0
     changed = np.zeros(len(new_ids), dtype=bool)
     both = np.flatnonzero(present)
     for start in range(0, len(both), 65536):

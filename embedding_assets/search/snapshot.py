@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from embedding_assets.common import tables
+from embedding_assets.common.ids import positions
 from resources.paths import DataPaths
 
 POINTER = "published.json"
@@ -169,12 +170,7 @@ class Lookup:
 
     def rows(self, image_ids: np.ndarray) -> np.ndarray:
         """Row of each id, -1 where the snapshot does not have it."""
-        wanted = np.asarray(image_ids, dtype=np.int64).reshape(-1)
-        if len(self._sorted) == 0:
-            return np.full(len(wanted), -1, dtype=np.int64)
-        pos = np.clip(np.searchsorted(self._sorted, wanted), 0, len(self._sorted) - 1)
-        found = self._sorted[pos] == wanted
-        return np.where(found, self._order[pos], -1)
+        return positions(self._sorted, image_ids, self._order)
 
 
 def prune(folder: Path, keep: set[str]) -> list[str]:

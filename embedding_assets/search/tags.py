@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from embedding_assets.common.ids import positions
 from embedding_assets.search.text_answers import RESEMBLANCE, NoMatch, TextAnswer, TextHit
 from embedding_assets.search.words import Resolution, vocabulary
 from resources.paths import DataPaths
@@ -327,8 +328,8 @@ def _spread_matrix(graph: Path, image_ids: np.ndarray):
     from scipy import sparse
 
     found = np.load(graph)
-    rows = _rows_of(image_ids, found["image_id"])
-    nbrs = _rows_of(image_ids, found["neighbours"].reshape(-1)).reshape(found["neighbours"].shape)
+    rows = positions(image_ids, found["image_id"])
+    nbrs = positions(image_ids, found["neighbours"].reshape(-1)).reshape(found["neighbours"].shape)
     valid = (rows[:, None] >= 0) & (nbrs >= 0)
     weight = 1.0 / np.maximum(valid.sum(axis=1, keepdims=True), 1)
     source = np.broadcast_to(rows[:, None], nbrs.shape)[valid]
@@ -337,11 +338,3 @@ def _spread_matrix(graph: Path, image_ids: np.ndarray):
     return sparse.csr_matrix(
         (weights.astype(np.float32), (source, nbrs[valid])), shape=(n, n), dtype=np.float32
     )
-
-
-def _rows_of(sorted_ids: np.ndarray, ids: np.ndarray) -> np.ndarray:
-    """Positions of `ids` in `sorted_ids`, -1 for those absent."""
-    if len(sorted_ids) == 0:
-        return np.full(len(ids), -1, dtype=np.int64)
-    pos = np.clip(np.searchsorted(sorted_ids, ids), 0, len(sorted_ids) - 1)
-    return np.where(sorted_ids[pos] == ids, pos, -1)
