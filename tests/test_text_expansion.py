@@ -86,6 +86,19 @@ def test_tags_written_before_the_neighbour_graph_answer_from_own_tags(data_dir: 
     assert {h.matched_by for h in found.hits} == {OWN_TAGS}
 
 
+def test_a_damaged_neighbours_file_is_one_line_saying_what_to_run(data_dir: Path):
+    import pytest
+
+    from embedding_assets.search.tags import readable
+
+    _serve(data_dir, _two_kinds(np.array([0.9, 0.01, 0.0, 0.0, 0.0, 0.0])))
+    assert readable(DataPaths(data_dir), "backbone-224px")
+    next((data_dir / "tags").glob("*.neighbours.npz")).write_text("garbage")
+    assert not readable(DataPaths(data_dir), "backbone-224px")  # image_tags writes it again
+    with pytest.raises(LookupError, match=r"neighbours\.npz is not a neighbours file.*emb run"):
+        search_text(DataPaths(data_dir), "digital clock", k=3)
+
+
 def test_neighbours_are_other_images_of_the_same_kind():
     rng = np.random.default_rng(0)
     centres = rng.normal(size=(3, 200))

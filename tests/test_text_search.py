@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 import dagster as dg
+import numpy as np
 import pytest
 
 from embedding_assets.assets.search import image_tags
@@ -104,6 +105,15 @@ def test_a_second_run_reuses_and_a_headless_backbone_says_why(tagged: Path, tmp_
     assert again.success
     meta = again.asset_materializations_for_node("image_tags")[0].metadata
     assert "reused" in meta  # nothing tagged again
+    graph = next((tagged / "tags").glob("*.neighbours.npz"))
+    with np.load(graph) as found:
+        neighbours = found["neighbours"]
+    graph.write_bytes(graph.read_bytes()[:100])  # damaged: not reused but written again
+    again = _materialize(tagged, tmp_path)
+    meta = again.asset_materializations_for_node("image_tags")[0].metadata
+    assert "reused" not in meta
+    with np.load(graph) as found:
+        assert (found["neighbours"] == neighbours).all()
     random = _materialize(tagged, tmp_path, {"model": "resnet18", "weights": "none"})
     assert random.success
     meta = random.asset_materializations_for_node("image_tags")[0].metadata

@@ -507,7 +507,13 @@ def image_tags(
 
     parts = (key, usable_version(db), config.model_dump(mode="json"), TAG_GRAPH)
     inputs = Inputs(tables.IMAGE_TAGS, parts, scope=key)
-    return materialize(context, db, inputs, compute, lambda _: Report({"model_key": key}))
+
+    def kept(_: Stored) -> Report | None:
+        from embedding_assets.search import tags
+
+        return Report({"model_key": key}) if tags.readable(storage.paths, key) else None
+
+    return materialize(context, db, inputs, compute, kept)
 
 
 def _tag(

@@ -150,6 +150,21 @@ def write_tags(paths: DataPaths, model_key: str, tagged: Tagged, file_paths: lis
     write_serving(paths, model_key, tagged, file_paths)
 
 
+def readable(paths: DataPaths, model_key: str) -> bool:
+    """Whether the served tags of `model_key` and their neighbours are whole files (their
+    footer and directory read, not their rows): a kept result that is not is written again."""
+    import zipfile
+
+    import pyarrow.parquet as pq
+
+    target = serving_path(paths, model_key)
+    try:
+        pq.read_metadata(target)
+    except (OSError, ValueError):
+        return False
+    return zipfile.is_zipfile(neighbours_path(target))
+
+
 def most_common(tagged: Tagged, n: int = 10) -> list[list]:
     """[images, class name] of the `n` classes most often first among the images' tags."""
     classes, counts = np.unique(tagged.classes[:, 0], return_counts=True)
@@ -234,7 +249,14 @@ class TagIndex:
             raise LookupError(
                 "No image tags yet: materialize `image_tags` (emb run does) to search by text."
             ) from None
-        return cls(paths.root / "tags" / found["file"])
+        served = paths.root / "tags" / found["file"]
+        try:
+            return cls(served)
+        except (OSError, ValueError) as exc:  # pyarrow's and NumPy's errors on a damaged file
+            raise LookupError(
+                f"the served tags in {served.parent} cannot be read ({exc}); run `emb run`: "
+                "image_tags writes them again"
+            ) from None
 
     def answer(self, text: str, k: int) -> TextAnswer:
         """The top `k` images for `text`; NoMatch when no word of it names a class."""
@@ -325,11 +347,17 @@ class TagIndex:
 def _spread_matrix(graph: Path, image_ids: np.ndarray):
     """The neighbour graph over the index's rows as a row-normalized sparse matrix (scipy
     CSR): one product turns every image's score into the mean of its neighbours' scores."""
+    import zipfile
+
     from scipy import sparse
 
-    found = np.load(graph)
-    rows = positions(image_ids, found["image_id"])
-    nbrs = positions(image_ids, found["neighbours"].reshape(-1)).reshape(found["neighbours"].shape)
+    try:
+        with np.load(graph) as found:
+            ids, neighbours = found["image_id"], found["neighbours"]
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
+        raise ValueError(f"{graph.name} is not a neighbours file") from exc
+    rows = positions(image_ids, ids)
+    nbrs = positions(image_ids, neighbours.reshape(-1)).reshape(neighbours.shape)
     valid = (rows[:, None] >= 0) & (nbrs >= 0)
     weight = 1.0 / np.maximum(valid.sum(axis=1, keepdims=True), 1)
     source = np.broadcast_to(rows[:, None], nbrs.shape)[valid]
