@@ -225,14 +225,15 @@ def test_import_and_sensor_while_a_materialization_holds_the_writer(
         [
             sys.executable,
             "-c",
-            "import sys, time\n"
+            "import sys\n"
             "from resources.duckdb_store import connect\n"
             f"with connect({str(db)!r}) as con:\n"
             "    con.execute('SELECT count(*) FROM images').fetchall()\n"
             "    print('locked', flush=True)\n"
-            "    time.sleep(4)\n",
+            "    sys.stdin.readline()  # held until the test has seen the lock\n",
         ],
         cwd=REPO,
+        stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -244,6 +245,7 @@ def test_import_and_sensor_while_a_materialization_holds_the_writer(
         skipped, cursor = _tick(instance, data_dir, "24")
         assert isinstance(skipped, dg.SkipReason) and "locked" in skipped.skip_message
         assert cursor == "24", "a skipped tick must not move the cursor"
+        holder.stdin.close()  # the materialization ends: the writer is free
         assert holder.wait(30) == 0
         output = proc.communicate(timeout=120)[0]
         assert proc.returncode == 0, output
