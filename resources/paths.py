@@ -56,6 +56,10 @@ class DataPaths:
     def indexes_dir(self) -> Path:
         return self.root / "indexes"
 
+    def neighbor_graph(self, model_key: str) -> Path:
+        """The embedding set's neighbour graph (common/neighbor_graph.py)."""
+        return self.root / "graphs" / f"{model_key}.npz"
+
     @property
     def plots_dir(self) -> Path:
         return self.root / "plots"

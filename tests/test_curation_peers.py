@@ -100,16 +100,17 @@ def test_hash_pairs_are_exact_within_the_bit_limits():
 
 
 def test_a_lone_image_among_dense_ones_is_an_outlier():
+    from embedding_assets.common.neighbors import knn
     from embedding_assets.curation.outliers import find_outliers
 
     rng = np.random.default_rng(0)
     centres = rng.normal(size=(4, 16))
     dense = np.concatenate([c + 0.05 * rng.normal(size=(50, 16)) for c in centres])
     lone = rng.normal(size=(1, 16)) * 3
-    found = find_outliers(np.concatenate([dense, lone]), k=10, z=3.5)
+    found = find_outliers(knn(np.concatenate([dense, lone]), None, 10)[0], z=3.5)
     assert found.flagged[-1] and found.flagged[:-1].mean() <= 0.05  # a Gaussian tail, not more
     assert found.distance[-1] == found.distance.max() > found.threshold
-    assert not find_outliers(dense[:2]).flagged.any()  # too few to tell apart
+    assert not find_outliers(knn(dense[:2], None, 10)[0]).flagged.any()  # too few to tell apart
 
 
 def test_outliers_asset_flags_the_odd_image(data_dir: Path, tmp_path: Path):

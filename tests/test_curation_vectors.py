@@ -36,7 +36,7 @@ def test_uniqueness_duplicates_low_outlier_high():
     x = gaussian(200)
     x[1] = x[0]
     x[2] = -x[3]  # opposite of everything: an outlier
-    u, rep = uniqueness_scores(x, k=10)
+    u, rep = uniqueness_scores(knn(x, None, 10)[0])
     assert u[0] < 1e-5 and u[1] < 1e-5
     assert u.argmax() == 2 and rep.argmin() == 2
 

@@ -1,5 +1,5 @@
-"""The map export's nearest neighbours: exact inner product over unit vectors, never the image
-itself, exact copies first at distance 0."""
+"""The map export's nearest neighbours, from the neighbour graph: exact inner product over unit
+vectors, never the image itself, exact copies first at distance 0."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from embedding_assets.analytics.map_export import nearest_neighbors
+from embedding_assets.common.neighbor_graph import build_graph
 
 
 def test_neighbors_leave_the_image_out_and_put_its_copy_first():
@@ -15,7 +16,7 @@ def test_neighbors_leave_the_image_out_and_put_its_copy_first():
     vectors = rng.normal(size=(50, 16)).astype(np.float32)
     vectors[7] = vectors[3] * 2.0  # a copy (cosine 1): FAISS may rank it before image 3 itself
     ids = np.arange(100, 150, dtype=np.int64)
-    near, dist = nearest_neighbors(ids, vectors, k=5)
+    near, dist = nearest_neighbors(build_graph(ids, vectors, "content"), k=5)
     assert near.shape == dist.shape == (50, 5)
     assert not (near == ids[:, None]).any(), "an image is not its own neighbour"
     assert near[3, 0] == 107 and near[7, 0] == 103 and dist[3, 0] < 1e-5

@@ -13,16 +13,15 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from embedding_assets.common import tables
-from embedding_assets.common.neighbors import knn
 from resources.duckdb_store import connect
 
 if TYPE_CHECKING:
     import duckdb
     import pyarrow as pa
 
+    from embedding_assets.common.neighbor_graph import NeighborGraph
+
 NEIGHBORS_K = 10
-# Exact neighbours cost n^2 d: about 2 s for 10,000 x 1280-d on 2 cores, minutes past 50,000.
-NEIGHBORS_MAX = 50_000
 METHODS = ("umap", "tsne", "pca")  # the projections a map shows, the viewer's default first
 
 
@@ -122,25 +121,27 @@ def read_points(db: Path) -> tuple[str, pa.Table]:
     return key_row[0], points
 
 
-def nearest_neighbors(
-    ids: np.ndarray, vectors: np.ndarray, k: int = NEIGHBORS_K
-) -> tuple[np.ndarray, np.ndarray]:
-    """(neighbour image ids (n, k), cosine distances (n, k)), the image itself left out; k is
-    at most n - 1, so every row is full."""
-    sims, idx = knn(vectors, k=min(k, len(ids) - 1))
-    return ids[idx], np.clip(1.0 - sims, 0.0, 2.0).astype(np.float32)
+def nearest_neighbors(graph: NeighborGraph, k: int = NEIGHBORS_K) -> tuple[np.ndarray, np.ndarray]:
+    """(neighbour image ids (n, k), cosine distances (n, k)) of each row of `graph`, the image
+    itself left out; k is at most the graph's, so every row is full."""
+    sims, rows = graph.first(min(k, graph.neighbors.shape[1]))
+    return graph.ids[rows], np.clip(1.0 - sims, 0.0, 2.0).astype(np.float32)
 
 
-def with_neighbors(points: pa.Table, ids: np.ndarray, vectors: np.ndarray) -> pa.Table:
-    """`points` plus a `neighbors` column {ids, distances} (Embedding Atlas's format), where
-    the set is small enough for an exact search (NEIGHBORS_MAX)."""
+def with_neighbors(points: pa.Table, graph: NeighborGraph) -> pa.Table:
+    """`points` plus a `neighbors` column {ids, distances} (Embedding Atlas's format) from the
+    embedding set's neighbour graph (neighbours are images of the set)."""
     import pyarrow as pa
 
-    if len(ids) < 2 or len(ids) > NEIGHBORS_MAX:
+    from embedding_assets.common.ids import positions
+
+    if len(graph.ids) < 2:
         return points
-    nn_ids, nn_dist = nearest_neighbors(ids, vectors)
-    row = {int(i): r for r, i in enumerate(ids.tolist())}
-    order = np.array([row[int(i)] for i in points.column("image_id").to_pylist()], dtype=np.int64)
+    by_id = np.argsort(graph.ids)
+    order = positions(graph.ids[by_id], points.column("image_id").to_numpy(), by_id)
+    if (order < 0).any():  # a point the set lacks: the graph is of other embeddings
+        return points
+    nn_ids, nn_dist = nearest_neighbors(graph)
     k = nn_ids.shape[1]
     column = pa.StructArray.from_arrays(
         [
@@ -164,17 +165,13 @@ def readable(path: Path) -> bool:
     return True
 
 
-def write_map_export(db: Path, parquet_path: Path, out: Path) -> dict:
-    """Write the map's Parquet file to `out` from the catalog and the embedding set's vectors
-    at `parquet_path`; returns counts for the asset's metadata."""
+def write_map_export(db: Path, graph: NeighborGraph, out: Path) -> dict:
+    """Write the map's Parquet file to `out` from the catalog and the embedding set's
+    neighbour graph; returns counts for the asset's metadata."""
     import pyarrow.parquet as pq
 
-    from embedding_assets.embedding.sets import read_parquet
-
     key, points = read_points(db)
-    ids, vectors = read_parquet(parquet_path)
-    wanted = np.isin(ids, points.column("image_id").to_numpy())
-    points = with_neighbors(points, ids[wanted], vectors[wanted])
+    points = with_neighbors(points, graph)
     out.parent.mkdir(parents=True, exist_ok=True)
     partial = out.with_name(f".{out.name}.{os.getpid()}.partial")
     pq.write_table(points, partial, compression="zstd")

@@ -14,6 +14,7 @@ import dagster as dg
 import numpy as np
 from pydantic import Field
 
+from embedding_assets.assets.neighbors import read_graph
 from embedding_assets.assets.reuse import Inputs, Report, materialize
 from embedding_assets.assets.score_tables import Scorer, Scores, score_table
 from embedding_assets.common import markdown, tables
@@ -69,11 +70,13 @@ class LabelIssuesConfig(dg.Config):
 
 
 class UniquenessConfig(dg.Config):
-    k: int = Field(default=10, description="Neighbours behind representativeness.")
+    k: int = Field(default=10, ge=1, le=20, description="Neighbours behind representativeness.")
 
 
 class OutliersConfig(dg.Config):
-    k: int = Field(default=10, ge=1, description="Neighbours an image's distance is taken to.")
+    k: int = Field(
+        default=10, ge=1, le=20, description="Neighbours an image's distance is taken to."
+    )
     z: float = Field(
         default=3.5,
         gt=0,
@@ -191,7 +194,7 @@ def label_issues(
     )
 
 
-@dg.asset(deps=["embeddings"], group_name=GROUP, kinds={"faiss", "duckdb"}, owners=OWNERS)
+@dg.asset(deps=["neighbor_graph"], group_name=GROUP, kinds={"duckdb"}, owners=OWNERS)
 def uniqueness(
     context: dg.AssetExecutionContext, config: UniquenessConfig, storage: StorageResource
 ) -> dg.MaterializeResult:
@@ -204,16 +207,16 @@ def uniqueness(
     def compute(emb_set: EmbeddingSet) -> Scores:
         from embedding_assets.curation.uniqueness import uniqueness_scores
 
-        ids, vectors = read_parquet(emb_set.parquet_path)
-        unique, typical = uniqueness_scores(vectors, config.k)
+        graph = read_graph(storage.paths, emb_set)
+        unique, typical = uniqueness_scores(graph.first(config.k)[0])
         return Scores(
             rows={
-                "image_id": ids,
+                "image_id": graph.ids,
                 "uniqueness": unique.astype(np.float64),
                 "representativeness": typical.astype(np.float64),
             },
             metadata={
-                "images": len(ids),
+                "images": len(graph.ids),
                 "uniqueness_histogram": dg.MetadataValue.md(
                     histogram_markdown(unique, "uniqueness")
                 ),
@@ -235,7 +238,7 @@ def uniqueness(
     return score_table(context, storage, tables.UNIQUENESS, config, Scorer(compute, most_unique))
 
 
-@dg.asset(deps=["embeddings"], group_name=GROUP, kinds={"faiss", "duckdb"}, owners=OWNERS)
+@dg.asset(deps=["neighbor_graph"], group_name=GROUP, kinds={"duckdb"}, owners=OWNERS)
 def outliers(
     context: dg.AssetExecutionContext, config: OutliersConfig, storage: StorageResource
 ) -> dg.MaterializeResult:
@@ -248,8 +251,9 @@ def outliers(
     def compute(emb_set: EmbeddingSet) -> Scores:
         from embedding_assets.curation.outliers import find_outliers
 
-        ids, vectors = read_parquet(emb_set.parquet_path)
-        found = find_outliers(vectors, config.k, config.z)
+        graph = read_graph(storage.paths, emb_set)
+        ids = graph.ids
+        found = find_outliers(graph.first(config.k)[0], config.z)
         return Scores(
             rows={
                 "image_id": ids,

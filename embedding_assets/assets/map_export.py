@@ -5,6 +5,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from embedding_assets.assets.neighbors import read_graph
 from embedding_assets.assets.reuse import Inputs, Report, materialize
 from embedding_assets.common import tables
 from embedding_assets.common.fingerprints import labels_version
@@ -14,6 +15,7 @@ from resources.duckdb_store import connect
 from resources.storage import StorageResource
 
 SHOWN = [
+    "neighbor_graph",
     "projections",
     "predictions",
     "label_issues",
@@ -58,7 +60,7 @@ def map_export(context: dg.AssetExecutionContext, storage: StorageResource) -> d
     out = paths.map_points
 
     def compute() -> Report:
-        written = write_map_export(db, current_set(db).parquet_path, out)
+        written = write_map_export(db, read_graph(paths, emb_set), out)
         context.log.info(f"map_export: {written['points']} points in {out}")
         return Report(
             {
@@ -69,5 +71,6 @@ def map_export(context: dg.AssetExecutionContext, storage: StorageResource) -> d
             }
         )
 
-    inputs = _inputs(db, current_set(db))
+    emb_set = current_set(db)
+    inputs = _inputs(db, emb_set)
     return materialize(context, db, inputs, compute, lambda _: Report() if readable(out) else None)

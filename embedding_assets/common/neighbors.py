@@ -42,23 +42,28 @@ def knn(
     r = np.ascontiguousarray(r, dtype=np.float32)
     if k < 1:
         raise ValueError(f"k={k} must be at least 1")
-    n_ref = len(r)
-    want = min(k + 1 if self_search else k, n_ref)
-    sims = np.full((len(q), k), np.nan, dtype=np.float32)
-    idx = np.full((len(q), k), -1, dtype=np.int64)
-    if want == 0 or len(q) == 0:
-        return sims, idx
     index = faiss.IndexFlatIP(r.shape[1])
     index.add(r)
-    d, i = index.search(q, want)
+    return search(index, q, k, self_search)
+
+
+def search(index, queries: np.ndarray, k: int, self_search: bool) -> tuple[np.ndarray, np.ndarray]:
+    """`knn`'s answer from a built FAISS `index` (exact or approximate): with `self_search` the
+    queries are the indexed rows, in order, and each row's own match is dropped."""
+    want = min(k + 1 if self_search else k, index.ntotal)
+    sims = np.full((len(queries), k), np.nan, dtype=np.float32)
+    idx = np.full((len(queries), k), -1, dtype=np.int64)
+    if want == 0 or len(queries) == 0:
+        return sims, idx
+    d, i = index.search(queries, want)
     if self_search:
         # Drop each row's own entry (usually first, but exact duplicates may tie with it).
-        own = i == np.arange(len(q))[:, None]
+        own = i == np.arange(len(queries))[:, None]
         missing = ~own.any(axis=1)
         own[missing, -1] = True  # self not returned: drop the last (furthest) instead
         keep = ~own
-        d = d[keep].reshape(len(q), want - 1)
-        i = i[keep].reshape(len(q), want - 1)
+        d = d[keep].reshape(len(queries), want - 1)
+        i = i[keep].reshape(len(queries), want - 1)
     m = min(k, d.shape[1])
     sims[:, :m] = d[:, :m]
     idx[:, :m] = i[:, :m]

@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 MIN_EFFECT = 0.05  # smallest mean shift called drift, as a fraction of the reference's spread
+CALIBRATION_SAMPLE = 5_000  # reference images whose k-th neighbour distance calibrates ood_score
 
 
 @dataclass(frozen=True)
@@ -60,7 +61,8 @@ class DriftResult:
 
 def fit_reference(reference: np.ndarray, k: int = 10, dims: int = 128) -> DriftReference:
     """Everything the batch tests need from the reference, computed once (for 10k x 1280-d
-    reference vectors: an SVD and one exact kNN self-search, a few seconds)."""
+    reference vectors: a covariance eigendecomposition and an exact kNN search of at most
+    CALIBRATION_SAMPLE images against the reference, a few seconds; linear in n)."""
     x = normalize(reference)
     if len(x) < k + 2:
         raise ValueError(f"the reference needs more than {k + 1} images, got {len(x)}")
@@ -71,11 +73,23 @@ def fit_reference(reference: np.ndarray, k: int = 10, dims: int = 128) -> DriftR
     cov = centred.T.astype(np.float64) @ centred / len(x)
     _, vecs = np.linalg.eigh(cov)
     components = np.ascontiguousarray(vecs[:, ::-1][:, :p], dtype=np.float32)
-    sims, _ = knn(x, None, k, normalized=True)
-    distances = np.sort(1.0 - sims[:, -1]).astype(np.float64)
+    distances = np.sort(1.0 - _kth_similarity(x, k)).astype(np.float64)
     projected = centred @ components
     spread = float((projected.astype(np.float64) ** 2).sum(axis=1).mean())
     return DriftReference(x, mean, components, projected, spread, distances, k)
+
+
+def _kth_similarity(x: np.ndarray, k: int, seed: int = 0) -> np.ndarray:
+    """Each reference image's similarity to its k-th nearest other, for every image up to
+    CALIBRATION_SAMPLE of them, else for a sample of that many (searched against all): the
+    quantiles need no more, and the cost stays linear in the reference's size."""
+    if len(x) <= CALIBRATION_SAMPLE:
+        return knn(x, None, k, normalized=True)[0][:, -1]
+    rng = np.random.default_rng(seed)
+    sample = np.sort(rng.choice(len(x), size=CALIBRATION_SAMPLE, replace=False))
+    sims, rows = knn(x[sample], x, k + 1, normalized=True)
+    others = rows != sample[:, None]
+    return np.array([row[keep][k - 1] for row, keep in zip(sims, others, strict=True)])
 
 
 def ood_scores(ref: DriftReference, vectors: np.ndarray) -> np.ndarray:

@@ -6,20 +6,18 @@
 - representativeness = mean cosine similarity to the k nearest neighbours (a local density):
   high in dense regions, i.e. typical images; low for outliers.
 
-Both come from one exact kNN search (faiss IndexFlatIP on L2-normalised vectors).
+Both come from the embedding set's neighbour graph (common/neighbor_graph.py).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from embedding_assets.common.neighbors import knn
 
-
-def uniqueness_scores(vectors: np.ndarray, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
-    """(uniqueness (n,), representativeness (n,)), float32. A lone image (n = 1) gets
-    uniqueness 1 and representativeness 0."""
-    sims, _ = knn(vectors, None, k)
+def uniqueness_scores(sims: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(uniqueness (n,), representativeness (n,)), float32, from each image's similarities to
+    its k nearest others ((n, k), descending, nan where missing: `neighbor_graph`). A lone
+    image (n = 1) gets uniqueness 1 and representativeness 0."""
     n = len(sims)
     if n == 0:
         return np.zeros(0, np.float32), np.zeros(0, np.float32)

@@ -1,0 +1,61 @@
+"""The neighbour graph: exact when small, an IVF search with its recall measured when large,
+stored per embedding set and refused when it is of other embeddings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from embedding_assets.common.neighbor_graph import NeighborGraph, build_graph, sampled_recall
+from embedding_assets.common.neighbors import knn, normalize
+
+
+def clustered(n: int, d: int = 32, centres: int = 40, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    middle = rng.normal(size=(centres, d))
+    return (middle[rng.integers(0, centres, n)] + 0.3 * rng.normal(size=(n, d))).astype(np.float32)
+
+
+def test_small_sets_are_exact_and_never_list_the_image_itself():
+    x = clustered(300)
+    graph = build_graph(np.arange(1000, 1300), x, "v1")
+    sims, rows = knn(x, None, 20)
+    assert graph.method == "exact" and graph.recall == 1.0
+    np.testing.assert_array_equal(graph.neighbors, rows)
+    np.testing.assert_allclose(graph.similarities, sims, atol=1e-6)
+    assert not (graph.neighbors == np.arange(300)[:, None]).any()
+    s10, r10 = graph.first(10)
+    assert s10.shape == r10.shape == (300, 10)
+    with pytest.raises(ValueError, match="more than the graph's 20"):
+        graph.first(21)
+
+
+def test_large_sets_are_approximate_with_their_recall_measured():
+    x = clustered(3000)
+    graph = build_graph(np.arange(3000), x, "v1", exact_max=1000)
+    assert graph.method == "ivf"
+    truth = sampled_recall(normalize(x), graph.neighbors, 10)
+    assert graph.recall == pytest.approx(truth)
+    assert 0.8 <= graph.recall < 1.0 or graph.recall == 1.0
+    # an IVF list search finds neighbours that really are near: similarities as exact ones
+    exact_sims, _ = knn(x, None, 20)
+    assert np.nanmean(graph.similarities[:, 0]) >= np.nanmean(exact_sims[:, 0]) - 0.02
+    assert not (graph.neighbors == np.arange(3000)[:, None]).any()
+    broken = sampled_recall(normalize(x), np.roll(graph.neighbors, 1, axis=0), 10)
+    assert broken < 0.2, "the recall measure tells a wrong graph apart"
+
+
+def test_stored_graph_is_read_back_only_for_its_own_embeddings(tmp_path: Path):
+    graph = build_graph(np.arange(50), clustered(50), "v1")
+    path = tmp_path / "graphs" / "key.npz"
+    graph.save(path)
+    back = NeighborGraph.load(path, "v1")
+    np.testing.assert_array_equal(back.neighbors, graph.neighbors)
+    assert (back.method, back.recall, back.content) == ("exact", 1.0, "v1")
+    with pytest.raises(LookupError, match="of other embeddings.*neighbor_graph"):
+        NeighborGraph.load(path, "v2")
+    path.write_bytes(b"not a graph")
+    with pytest.raises(LookupError, match="no readable neighbour graph.*emb run"):
+        NeighborGraph.load(path, "v1")
