@@ -127,6 +127,9 @@ def test_outliers_asset_flags_the_odd_image(data_dir: Path, tmp_path: Path):
     odd = np.random.default_rng(9).integers(0, 256, (32, 32, 3), dtype=np.uint8)
     Image.fromarray(odd).save(folder / "noise.png")
     paths = embedded(data_dir, folder)
+    from embedding_assets.assets.neighbors import neighbor_graph
+
+    assert materialize(neighbor_graph, data_dir).success
     result = materialize(outliers, data_dir)
     assert result.success
     with connect(paths.catalog_db, read_only=True) as con:

@@ -22,6 +22,7 @@ from embedding_assets.assets.curation import (
     no_split_leaks,
     uniqueness,
 )
+from embedding_assets.assets.neighbors import neighbor_graph
 from embedding_assets.assets.search import near_duplicates
 from embedding_assets.catalog.scan import scan_catalog
 from embedding_assets.cli.app import app
@@ -85,7 +86,7 @@ def _curate(data_dir: Path, tmp: Path) -> Curated:
     scan_catalog(paths.catalog_db, tmp / "images")
     run_embeddings(paths, PARAMS, RunOptions(workers=0))
     result = dg.materialize(
-        [image_quality, label_issues, uniqueness, near_duplicates, no_split_leaks],
+        [image_quality, label_issues, neighbor_graph, uniqueness, near_duplicates, no_split_leaks],
         resources=resources(data_dir),
         run_config={
             **QUIET,

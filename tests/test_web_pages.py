@@ -28,6 +28,7 @@ from fastapi.testclient import TestClient
 
 from embedding_assets.assets.analytics import anomaly_scores, clusters, projections
 from embedding_assets.assets.map_export import map_export
+from embedding_assets.assets.neighbors import neighbor_graph
 from embedding_assets.assets.search import image_tags
 from embedding_assets.catalog.scan import scan_catalog
 from embedding_assets.embedding.run import RunOptions, run_embeddings
@@ -74,7 +75,7 @@ def build(tmp: Path) -> World:
     run_embeddings(paths, PARAMS, RunOptions(workers=0))
     assert materialize_index(paths.root, tmp).success
     result = dg.materialize(
-        [clusters, anomaly_scores, projections, image_tags, *AL_ASSETS, map_export],
+        [clusters, anomaly_scores, projections, image_tags, *AL_ASSETS, neighbor_graph, map_export],
         resources=resources(paths.root),
         run_config={"ops": {"projections": {"config": {"methods": ["pca"]}}, **QUEUE}},
         raise_on_error=False,
