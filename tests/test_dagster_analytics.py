@@ -21,7 +21,7 @@ from embedding_assets.assets.analytics import (
 from embedding_assets.catalog.scan import scan_catalog
 from embedding_assets.embedding import sets as vectors
 from resources.duckdb_store import connect
-from tests.helpers import resources
+from tests.helpers import resources, write_image
 
 REPO = Path(__file__).resolve().parents[1]
 ANALYTICS = [
@@ -202,3 +202,23 @@ def test_projections_alone_are_coloured_by_what_exists(data_dir, labeled_folder)
     pm = meta(result, "projections")
     assert pm["coloured_by"].value == "label"
     assert pm["pca_map"].value.startswith("![pca map](data:image/png;base64,")
+
+
+def test_a_new_image_is_placed_on_the_maps_not_fitted_again(data_dir, labeled_folder):
+    maps = {"methods": ["pca", "tsne"]}
+    fake_embeddings(data_dir, labeled_folder)
+    first = run(data_dir, {"projections": maps}, assets=[projections, projection_rows_match])
+    assert first.success and "placed_images" not in meta(first, "projections")
+    with connect(data_dir / "catalog.duckdb", read_only=True) as con:
+        before = con.execute("SELECT method, image_id, x, y FROM projections ORDER BY 1, 2").df()
+    write_image(labeled_folder / "unlabeled" / "new.png", size=(24, 24), seed=4242)
+    assert fake_embeddings(data_dir, labeled_folder) == 29
+    again = run(data_dir, {"projections": maps}, assets=[projections, projection_rows_match])
+    assert again.success and all(c.passed for c in again.get_asset_check_evaluations())
+    pm = meta(again, "projections")
+    assert pm["placed_images"].value == 1 and "no map was fitted again" in pm["placed"].value
+    with connect(data_dir / "catalog.duckdb", read_only=True) as con:
+        after = con.execute("SELECT method, image_id, x, y FROM projections ORDER BY 1, 2").df()
+    assert len(after) == 2 * 29
+    kept = after.merge(before, on=["method", "image_id"], suffixes=("", "_before"))
+    assert len(kept) == 2 * 28 and (kept["x"] == kept["x_before"]).all()

@@ -2,7 +2,9 @@
 
 Large inputs: UMAP and t-SNE first see the data reduced to `pca_dims` by PCA (less noise, far
 less work per distance), and above `max_fit_samples` rows they are fitted on a random sample and
-the remaining rows are placed with the fitted model's `transform`. Tiny inputs: perplexity and
+the remaining rows are placed with the fitted model's `transform`; each result keeps its fitted
+model (`Placer`) so that a later run can place a few new images the same way
+(analytics/placing.py). Tiny inputs: perplexity and
 n_neighbors are clamped to what the number of rows allows, and the result says so.
 On a GPU with cuML importable, cuML's PCA/UMAP/TSNE fit every row (they scale there).
 """
@@ -10,8 +12,9 @@ On a GPU with cuML importable, cuML's PCA/UMAP/TSNE fit every row (they scale th
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum
+from typing import Any
 
 import numpy as np
 
@@ -40,6 +43,21 @@ class ProjectionParams:
     n_jobs: int = -1
 
 
+@dataclass(frozen=True)
+class Placer:
+    """Puts new rows on a fitted map: the PCA reduction the map was made after (if any), then
+    the fitted method's own `transform` (scikit-learn PCA, umap-learn, openTSNE). Pickled
+    beside the map (analytics/placing.py)."""
+
+    reducer: Any | None
+    model: Any
+
+    def place(self, x: np.ndarray) -> np.ndarray:
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        reduced = x if self.reducer is None else self.reducer.transform(x).astype(np.float32)
+        return np.asarray(self.model.transform(reduced), dtype=np.float32)
+
+
 @dataclass
 class Projection:
     method: str
@@ -49,6 +67,7 @@ class Projection:
     fitted_on: int  # rows the model was fitted on; the rest were transformed
     notes: list[str] = field(default_factory=list)
     params: dict = field(default_factory=dict)
+    placer: Placer | None = None  # None: the backend cannot place new rows (cuML)
 
 
 def safe_perplexity(perplexity: float, n: int) -> float:
@@ -80,10 +99,12 @@ def project(
     if method == "pca":
         result = _pca(x, params, use_cuml)
     else:
-        reduced, notes = _reduce(x, params, use_cuml)
+        reduced, notes, reducer = _reduce(x, params, use_cuml)
         fn = _umap if method == "umap" else _tsne
         result = fn(reduced, params, use_cuml)
         result.notes[:0] = notes
+        if result.placer is not None:
+            result.placer = replace(result.placer, reducer=reducer)
     result.seconds = time.perf_counter() - start
     result.coords = result.coords.astype(np.float32, copy=False)
     return result
@@ -101,24 +122,34 @@ def _pca(x: np.ndarray, params: ProjectionParams, use_cuml: bool) -> Projection:
     coords = pca.fit_transform(x)
     ratio = [round(float(r), 4) for r in pca.explained_variance_ratio_]
     return Projection(
-        "pca", coords, 0.0, "scikit-learn", len(x), params={"explained_variance_ratio": ratio}
+        "pca",
+        coords,
+        0.0,
+        "scikit-learn",
+        len(x),
+        params={"explained_variance_ratio": ratio},
+        placer=Placer(None, pca),
     )
 
 
-def _reduce(x: np.ndarray, params: ProjectionParams, use_cuml: bool) -> tuple[np.ndarray, list]:
-    """PCA to `pca_dims` before a neighbour-graph method, when that is a reduction."""
+def _reduce(
+    x: np.ndarray, params: ProjectionParams, use_cuml: bool
+) -> tuple[np.ndarray, list, Any | None]:
+    """PCA to `pca_dims` before a neighbour-graph method, when that is a reduction: (reduced
+    rows, notes, the fitted scikit-learn PCA or None)."""
     dims = min(params.pca_dims, x.shape[1], len(x))
     if params.pca_dims <= 0 or dims >= x.shape[1]:
-        return x, []
+        return x, [], None
+    notes = [f"PCA {x.shape[1]} -> {dims} dims first"]
     if use_cuml:
         from cuml import PCA as CuPCA
 
         reduced = np.asarray(CuPCA(n_components=dims).fit_transform(x), dtype=np.float32)
-    else:
-        from sklearn.decomposition import PCA
+        return reduced, notes, None
+    from sklearn.decomposition import PCA
 
-        reduced = PCA(n_components=dims, random_state=params.seed).fit_transform(x)
-    return reduced.astype(np.float32), [f"PCA {x.shape[1]} -> {dims} dims first"]
+    pca = PCA(n_components=dims, random_state=params.seed)
+    return pca.fit_transform(x).astype(np.float32), notes, pca
 
 
 def _sample(n: int, params: ProjectionParams) -> np.ndarray | None:
@@ -153,15 +184,16 @@ def _umap(x: np.ndarray, params: ProjectionParams, use_cuml: bool) -> Projection
         init="spectral" if n > k + 2 else "random",
     )
     idx = _sample(n, params)
+    placer = Placer(None, model)
     if idx is None:
         coords = model.fit_transform(x)
-        return Projection("umap", coords, 0.0, "umap-learn", n, notes, used)
+        return Projection("umap", coords, 0.0, "umap-learn", n, notes, used, placer)
     coords = np.empty((n, 2), dtype=np.float32)
     coords[idx] = model.fit_transform(x[idx])
     rest = np.setdiff1d(np.arange(n), idx, assume_unique=True)
     coords[rest] = model.transform(x[rest])
     notes.append(f"fitted on a sample of {len(idx)}, transformed the other {len(rest)}")
-    return Projection("umap", coords, 0.0, "umap-learn", len(idx), notes, used)
+    return Projection("umap", coords, 0.0, "umap-learn", len(idx), notes, used, placer)
 
 
 def _tsne(x: np.ndarray, params: ProjectionParams, use_cuml: bool) -> Projection:
@@ -189,11 +221,14 @@ def _tsne(x: np.ndarray, params: ProjectionParams, use_cuml: bool) -> Projection
     )
     idx = _sample(n, params)
     if idx is None:
-        return Projection("tsne", np.asarray(tsne.fit(x)), 0.0, "openTSNE", n, notes, used)
+        embedding = tsne.fit(x)
+        placer = Placer(None, embedding)
+        return Projection("tsne", np.asarray(embedding), 0.0, "openTSNE", n, notes, used, placer)
     embedding = tsne.fit(x[idx])
     coords = np.empty((n, 2), dtype=np.float32)
     coords[idx] = np.asarray(embedding)
     rest = np.setdiff1d(np.arange(n), idx, assume_unique=True)
     coords[rest] = np.asarray(embedding.transform(x[rest]))
     notes.append(f"fitted on a sample of {len(idx)}, transformed the other {len(rest)}")
-    return Projection("tsne", coords, 0.0, "openTSNE", len(idx), notes, used)
+    placer = Placer(None, embedding)
+    return Projection("tsne", coords, 0.0, "openTSNE", len(idx), notes, used, placer)

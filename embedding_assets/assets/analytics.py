@@ -9,8 +9,9 @@ rows when they were computed from the same ones.
 import math
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import dagster as dg
 import numpy as np
@@ -44,6 +45,7 @@ from embedding_assets.common.results import replace_rows
 from embedding_assets.common.settings import page_url
 from embedding_assets.embedding.sets import EmbeddingSet, current_set, read_parquet
 from resources.gpu import GPU_POOL, GPUResource
+from resources.paths import DataPaths
 from resources.storage import StorageResource
 
 if TYPE_CHECKING:
@@ -273,7 +275,7 @@ def projections(
             ids, maps = store.read_projections(db, key, methods)
             metadata: dict = {REUSED: MAPS_REUSED}
         else:
-            ids, maps, metadata = _compute_maps(context, config, methods, emb_set, gpu, db)
+            ids, maps, metadata = _compute_maps(context, config, methods, emb_set, gpu, paths)
         start = time.perf_counter()
         metadata.update(
             _draw_maps(ids, maps, _Colours.read(db, key, ids), files, config),
@@ -292,12 +294,57 @@ def _compute_maps(
     methods: list[str],
     emb_set: EmbeddingSet,
     gpu: GPUResource,
-    db: Path,
+    paths: DataPaths,
 ) -> tuple[np.ndarray, dict[str, np.ndarray], dict]:
-    """Project with each method and store the rows: (ids, {method: coords}, metadata)."""
+    """Place the new images on the maps fitted before (analytics/placing.py) or project with
+    each method, and store the rows: (ids, {method: coords}, metadata)."""
     import pyarrow as pa
 
+    from embedding_assets.analytics.placing import FittedMaps, place_new
+
     ids, vectors = read_parquet(emb_set.parquet_path)
+    settings = config.model_dump(mode="json", exclude={"methods"})
+    made_with = fingerprint(methods, {k: v for k, v in settings.items() if k not in PLOT_FIELDS})
+    fitted_file = paths.models_dir / "maps" / f"{emb_set.model_key}.pkl"
+    stored = partial(store.read_projections, paths.catalog_db, emb_set.model_key, methods)
+    placed = place_new(FittedMaps.load(fitted_file), made_with, ids, vectors, stored)
+    if placed is not None:
+        maps, fitted = placed.maps, placed.fitted
+        metadata = {"placed": placed.note, "placed_images": placed.images}
+        context.log.info(placed.note)
+    else:
+        maps, metadata, choice = _fit_maps(context, config, methods, vectors, gpu)
+        metadata["device"] = choice.describe()
+        placers = {m: maps[m].placer for m in methods if maps[m].placer is not None}
+        maps = {m: r.coords for m, r in maps.items()}
+        whole = len(placers) == len(methods)
+        fitted = FittedMaps.of(made_with, ids, vectors, placers) if whole else None
+    start = time.perf_counter()
+    n = len(ids)
+    rows = pa.table(
+        {
+            "image_id": pa.array(np.tile(ids, len(maps)), pa.int64()),
+            "model_key": pa.array([emb_set.model_key] * (n * len(maps)), pa.string()),
+            "method": pa.array(np.repeat(list(maps), n), pa.string()),
+            "x": pa.array(np.concatenate([c[:, 0] for c in maps.values()]), pa.float32()),
+            "y": pa.array(np.concatenate([c[:, 1] for c in maps.values()]), pa.float32()),
+        }
+    )
+    replace_rows(paths.catalog_db, tables.PROJECTIONS, emb_set.model_key, rows)
+    if fitted is not None:
+        fitted.save(fitted_file)
+    metadata["write_seconds"] = round(time.perf_counter() - start, 3)
+    return ids, maps, metadata
+
+
+def _fit_maps(
+    context: dg.AssetExecutionContext,
+    config: ProjectionsConfig,
+    methods: list[str],
+    vectors: np.ndarray,
+    gpu: GPUResource,
+) -> tuple[dict, dict, Any]:
+    """Fit every map: ({method: Projection}, metadata, the device choice)."""
     params = ProjectionParams(
         perplexity=config.perplexity,
         n_neighbors=config.n_neighbors,
@@ -319,20 +366,7 @@ def _compute_maps(
             metadata[f"{method}_details"] = dg.MetadataValue.json(
                 {"backend": r.backend, "fitted_on": r.fitted_on, "notes": r.notes, **r.params}
             )
-    start = time.perf_counter()
-    n = len(ids)
-    rows = pa.table(
-        {
-            "image_id": pa.array(np.tile(ids, len(results)), pa.int64()),
-            "model_key": pa.array([emb_set.model_key] * (n * len(results)), pa.string()),
-            "method": pa.array(np.repeat(list(results), n), pa.string()),
-            "x": pa.array(np.concatenate([r.coords[:, 0] for r in results.values()]), pa.float32()),
-            "y": pa.array(np.concatenate([r.coords[:, 1] for r in results.values()]), pa.float32()),
-        }
-    )
-    replace_rows(db, tables.PROJECTIONS, emb_set.model_key, rows)
-    metadata.update(device=choice.describe(), write_seconds=round(time.perf_counter() - start, 3))
-    return ids, {m: r.coords for m, r in results.items()}, metadata
+    return results, metadata, choice
 
 
 @dataclass(frozen=True)
