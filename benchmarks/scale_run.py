@@ -172,7 +172,7 @@ def one_size(n: int, photos: np.ndarray, labels: list[str], increments: bool) ->
     runs["noop"] = timed_run(images, env, data)
     if increments:
         extra = round(n * STEP_SHARE)
-        write_mosaics(mosaics(n, extra, labels), photos, lambda m: images / "new")
+        write_mosaics(mosaics(n, extra, labels), photos, lambda m: images / "new" / "unlabeled")
         runs["new_images"] = timed_run(images, env, data)
         print(f"{n:,}: labeled {add_labels(data / 'catalog.duckdb', items, n, work)} more")
         runs["new_labels"] = timed_run(images, env, data)

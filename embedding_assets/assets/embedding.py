@@ -211,6 +211,12 @@ class EmbeddingModelConfig(BackboneConfig):
         default=0.0,
         description="Held-out kNN top-1 gain over the current model needed to promote.",
     )
+    retrain_growth: float = Field(
+        default=0.5,
+        ge=0,
+        description="Train again once the labels grew this share since the last training, or "
+        "a class appeared; fewer new labels retrain the classifier only. 0: on every change.",
+    )
 
     def train_config(self) -> "TrainConfig":
         from embedding_assets.embedding.train_config import TrainConfig
@@ -238,7 +244,12 @@ class EmbeddingModelConfig(BackboneConfig):
         from embedding_assets.embedding.training import ModelSettings
 
         return ModelSettings(
-            self.backbone(), self.mode, self.train_config(), self.holdout, self.min_improvement
+            self.backbone(),
+            self.mode,
+            self.train_config(),
+            self.holdout,
+            self.min_improvement,
+            self.retrain_growth,
         )
 
 

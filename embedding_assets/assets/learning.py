@@ -136,10 +136,11 @@ def classifier(
     on them."""
     paths = storage.paths
     db = paths.catalog_db
-    emb_set = current_set(db)
-    inputs = Inputs(
-        CLASSIFIER, (emb_set.content_version(), labels_version(db), config.model_dump(mode="json"))
-    )
+    from embedding_assets.embedding.features import classifier_feature_key
+
+    # the labeled images' features decide it: new unlabeled images do not retrain it
+    parts = (classifier_feature_key(db), labels_version(db), config.model_dump(mode="json"))
+    inputs = Inputs(CLASSIFIER, parts)
 
     def kept(found: Stored) -> Report | None:
         outcome = registry.outcome(db, int(found.result))

@@ -58,6 +58,8 @@ def summary_lines(result: Runs, seconds: float, pointers: Pointers) -> list[str]
     tuned = _materialization_metadata(result, "embedding_model")
     if tuned.get("status") == "trained" and str(tuned.get("decision", "")).startswith("promoted"):
         lines.append(_wrapped("Fine-tune", f"of the backbone on your labels, {tuned['decision']}"))
+    elif tuned.get("status") == "waiting":
+        lines.append(_wrapped("Fine-tune", f"not trained again: {tuned['decision']}"))
     timings = [f"{name} {s:.1f}" for name, s in _seconds_per_asset(result).items()]
     if timings:
         lines.append(_field("Seconds", *timings))

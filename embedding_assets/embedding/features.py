@@ -59,6 +59,14 @@ class Features:
     matrix: np.ndarray  # (n, d) float32
 
 
+def classifier_feature_key(db: Path) -> str:
+    """The model key of the features `classifier_features` reads: what, with the labels,
+    decides a classifier (new unlabeled images do not)."""
+    key = sets.current_set(db).model_key
+    params = plain_params(db, key)
+    return key if params is None else params.model_key()
+
+
 def classifier_features(paths: DataPaths, device: str = "cpu") -> Features:
     """The plain backbone features of the current embedding set's images, read once: a head
     trained on the same labels would flatter the classifier's held-out score (the head has

@@ -70,6 +70,7 @@ class ModelStatus(StrEnum):
 
     TRAINED = "trained"  # a new model, promoted or not
     UNCHANGED = "unchanged"  # the model trained on the same labels and settings stands
+    WAITING = "waiting"  # labels changed too little since the last training to train again
     SKIPPED = "skipped"  # too few labels (the reason says what to label)
 
 
@@ -84,6 +85,46 @@ class ModelSettings:
     cfg: TrainConfig
     holdout: float = 0.2
     min_improvement: float = 0.0
+    retrain_growth: float = 0.5  # train again once labels grew this share (or a class appeared)
+
+
+@dataclass(frozen=True)
+class LastTraining:
+    """The newest training of this backbone, mode and settings: what it learned from."""
+
+    model_id: int
+    labels: int
+    classes: set[str] | None  # None: recorded before classes were kept
+
+
+def last_training(db: Path, base_key: str, mode: str, cfg: TrainConfig) -> LastTraining | None:
+    with connect(db, read_only=True) as con:
+        row = con.execute(
+            f"SELECT model_id, n_train + n_eval, classes FROM {tables.EMBEDDING_MODELS} "
+            "WHERE base_key = ? AND mode = ? AND config = ?::JSON "
+            "ORDER BY model_id DESC LIMIT 1",
+            [base_key, mode, json.dumps(asdict(cfg))],
+        ).fetchone()
+    if row is None:
+        return None
+    return LastTraining(row[0], row[1], None if row[2] is None else set(json.loads(row[2])))
+
+
+def why_wait(last: LastTraining | None, labels: np.ndarray, growth: float) -> str | None:
+    """Why the labels do not call for a new training yet (None: train). A few new labels
+    change the classifier, which follows every label; the fine-tune costs minutes and is
+    trained again when the labels grew by `growth` or a class appeared."""
+    if last is None or growth <= 0:
+        return None
+    new_classes = set(labels.tolist()) - last.classes if last.classes is not None else set()
+    if new_classes or len(labels) >= (1 + growth) * last.labels:
+        return None
+    return (
+        f"{len(labels)} labels, {len(labels) - last.labels:+d} since model {last.model_id} was "
+        f"trained on {last.labels}, no new class: the fine-tune trains again once labels grow "
+        f"{growth:.0%} or a class appears (retrain_growth; 0 trains on every change), the "
+        "classifier follows every label"
+    )
 
 
 @dataclass
@@ -404,6 +445,12 @@ def train_embedding_model(
             params=trained_params(paths.catalog_db, base),
         )
 
+    wait = why_wait(
+        last_training(paths.catalog_db, base_key, mode, cfg), data.labels, settings.retrain_growth
+    )
+    if wait:
+        return Outcome(ModelStatus.WAITING, wait, params=trained_params(paths.catalog_db, base))
+
     from embedding_assets.embedding.run import RunOptions, cached_features
 
     options = options or RunOptions()
@@ -443,8 +490,8 @@ def train_embedding_model(
             f"INSERT INTO {tables.EMBEDDING_MODELS} (model_id, fingerprint, base_key, model_key, "
             "mode, loss, config, head_path, trunk_path, n_train, n_eval, epochs_run, best_epoch, "
             "stopped_early, train_seconds, metrics, current_metrics, promoted, decision, "
-            "created_at, classifier_path, params, gate_params, gate_classifier_path) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "created_at, classifier_path, params, gate_params, gate_classifier_path, classes) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [
                 model_id,
                 fp,
@@ -470,6 +517,7 @@ def train_embedding_model(
                 json.dumps(sets.stored_params(paths, served.as_dict())),
                 json.dumps(sets.stored_params(paths, candidate.as_dict())),
                 paths.relative(gate_saved.classifier) if gate_saved.classifier else None,
+                json.dumps(sorted(set(data.labels.tolist()))),
             ],
         )
     return Outcome(
