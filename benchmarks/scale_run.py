@@ -246,6 +246,53 @@ def goals(sizes: dict[int, dict]) -> list[str]:
     return lines
 
 
+def growth(sizes: dict[int, dict], value) -> float:
+    """The log-log slope of `value(run)` between the two largest sizes, at least 1 (a step's
+    cost does not grow slower than linearly past its fixed part)."""
+    ns = sorted(sizes)
+    if len(ns) < 2:
+        return 1.0
+    (n1, n2), (v1, v2) = ns[-2:], (max(value(sizes[n]), 1e-3) for n in ns[-2:])
+    return max(1.0, float(np.log(v2 / v1) / np.log(n2 / n1)))
+
+
+def at_million(sizes: dict[int, dict], step: str) -> float:
+    """Seconds of `step` at 1M images, extrapolated along its measured growth."""
+    big = max(sizes)
+    cost = lambda r: r["cold"]["steps_s"].get(step, 0.0)  # noqa: E731
+    return cost(sizes[big]) * (1_000_000 / big) ** growth(sizes, cost)
+
+
+def memory_at_million(sizes: dict[int, dict]) -> float:
+    """Peak GB at 1M: the line through the two largest sizes' cold-run peaks."""
+    ns = sorted(sizes)
+    if len(ns) < 2:
+        return float("nan")
+    (n1, n2), (m1, m2) = ns[-2:], (sizes[n]["cold"]["peak_gb"] for n in ns[-2:])
+    return m2 + (m2 - m1) / (n2 - n1) * (1_000_000 - n2)
+
+
+def increments_table(sizes: dict[int, dict]) -> str:
+    """Where the runs after 1 % new images / labels spend their time, at the largest size."""
+    big = sizes[max(sizes)]
+    kinds = [k for k in ("new_images", "new_labels") if k in big]
+    if not kinds:
+        return "(increments not run)"
+    steps = sorted(
+        {s for k in kinds for s in big[k]["steps_s"]},
+        key=lambda s: -max(big[k]["steps_s"].get(s, 0.0) for k in kinds),
+    )
+    rows = [
+        f"| {step} | {big['cold']['steps_s'].get(step, 0):.1f} | "
+        + " | ".join(f"{big[k]['steps_s'].get(step, 0):.1f}" for k in kinds)
+        + " |"
+        for step in steps
+        if max(big[k]["steps_s"].get(step, 0.0) for k in kinds) >= 1.0
+    ]
+    head = "| step | cold s | " + " | ".join(f"{k} s" for k in kinds) + " |"
+    return "\n".join([head, "|---|---:|" + "---:|" * len(kinds), *rows])
+
+
 def report(sizes: dict[int, dict]) -> None:
     ns = sorted(sizes)
     steps = sorted(
@@ -264,9 +311,10 @@ def report(sizes: dict[int, dict]) -> None:
         + " | ".join(f"{sizes[n]['cold']['steps_s'].get(step, 0):.1f}" for n in ns)
         + " | "
         + " | ".join(f"{1000 * per_image(sizes, step)[n]:.2f}" for n in ns)
-        + " |"
+        + f" | {at_million(sizes, step) / 60:.1f} |"
         for step in steps
     )
+    million = sum(at_million(sizes, step) for step in steps)
     plot(sizes, [s for s in steps if sizes[ns[-1]]["cold"]["steps_s"].get(s, 0) > 1][:12])
     md = f"""# Scale: the whole graph at {", ".join(f"{n:,}" for n in ns)} images
 
@@ -290,9 +338,22 @@ benchmarks.scale_run`.
 
 ![seconds per asset against images](scale_run.png)
 
-| step | {head} |
-|---|{"---:|" * (2 * len(ns))}
+Per step, cold: seconds at each size, milliseconds per image, and minutes estimated at
+1,000,000 images (each step's seconds at {ns[-1]:,} grown along its measured log-log slope
+between the two largest sizes, at least linear). Steps run one after another on this machine
+(two at a time where Dagster can), so the whole run is roughly their sum.
+
+| step | {head} | 1M min (est.) |
+|---|{"---:|" * (2 * len(ns) + 1)}
 {step_rows}
+
+**At 1,000,000 images** (estimated, this 2-core CPU): the steps sum to about
+{million / 3600:.1f} h; peak memory about {memory_at_million(sizes):.1f} GB (the line
+through the cold-run peaks at {ns[-2] if len(ns) > 1 else ns[-1]:,} and {ns[-1]:,}).
+
+## Where a run after 1 % new images or labels spends its time ({ns[-1]:,})
+
+{increments_table(sizes)}
 """
     write_results("scale_run", {"sizes": {str(n): sizes[n] for n in ns}}, md)
 
@@ -301,10 +362,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--images", type=int, nargs="+", default=[10_000, 30_000, 100_000])
     parser.add_argument("--skip-increments", action="store_true", help="cold and no-op only")
+    parser.add_argument(
+        "--from-json", type=Path, default=None, help="write the report from a partial JSON"
+    )
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         child()
+        return
+    if args.from_json:
+        report({int(n): r for n, r in json.loads(args.from_json.read_text()).items()})
         return
     photos, labels = _photos()
     sizes = {}

@@ -59,3 +59,34 @@ def test_stored_graph_is_read_back_only_for_its_own_embeddings(tmp_path: Path):
     path.write_bytes(b"not a graph")
     with pytest.raises(LookupError, match="no readable neighbour graph.*emb run"):
         NeighborGraph.load(path, "v1")
+
+
+def test_a_grown_graph_is_the_graph_of_the_grown_set():
+    from embedding_assets.common.neighbor_graph import grow_graph
+
+    x = clustered(600, seed=3)
+    ids = np.arange(600) * 2  # ids as the catalog gives them: not positions
+    old = build_graph(ids[:560], x[:560], "v1")
+    # the set as embeddings writes it: new rows mixed in by image id
+    order = np.random.default_rng(0).permutation(600)
+    grown = grow_graph(old, ids[order], x[order], "v2")
+    fresh = build_graph(ids[order], x[order], "v2")
+    assert grown is not None and grown.content == "v2"
+    np.testing.assert_array_equal(grown.ids, fresh.ids)
+    np.testing.assert_allclose(grown.similarities, fresh.similarities, atol=1e-5)
+    same = (grown.neighbors == fresh.neighbors).mean()
+    assert same > 0.99, same  # the rest are ties in similarity
+
+
+def test_a_graph_does_not_grow_over_removed_changed_or_many_rows():
+    from embedding_assets.common.neighbor_graph import grow_graph
+
+    x = clustered(300, seed=4)
+    ids = np.arange(300)
+    old = build_graph(ids[:280], x[:280], "v1")
+    assert grow_graph(old, ids[1:], x[1:], "v2") is None  # image 0 was removed
+    changed = x.copy()
+    changed[5] += 1
+    assert grow_graph(old, ids, changed, "v2") is None  # image 5's vector changed
+    small = build_graph(ids[:200], x[:200], "v1")
+    assert grow_graph(small, ids, x, "v2") is None  # 100 new of 300: built again

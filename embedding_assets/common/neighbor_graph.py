@@ -6,6 +6,9 @@ an inverted-file index (FAISS `IndexIVFFlat`, sqrt(n)-ish lists, `NPROBE` of the
 query: O(n^1.5 d)), whose recall of the exact 10 nearest is measured on a sample of images
 against an exact search of that sample (O(sample x n x d)) and stored with the graph, so the
 asset's metadata says how approximate it is. Cosine similarity on L2-normalised vectors.
+
+A set that only gained a few rows grows its graph (`grow_graph`: O(n x new x d)) instead of a
+new build, so a run after 1 % new images does not pay for all n again.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from embedding_assets.common.ids import positions
 from embedding_assets.common.neighbors import knn, normalize, search
 
 GRAPH_K = 20  # neighbours kept per image; readers take the first k they need
@@ -25,6 +29,7 @@ TRAIN_PER_LIST = 40  # k-means training rows per list (FAISS warns under 39)
 KMEANS_ITERATIONS = 10  # of the lists' k-means (FAISS's default 25 costs more than the search)
 RECALL_SAMPLE = 1_000
 RECALL_K = 10
+MAX_GROWTH = 0.10  # a set that grew by more is searched again from scratch
 
 
 @dataclass(frozen=True)
@@ -38,6 +43,7 @@ class NeighborGraph:
     method: str  # "exact" | "ivf"
     recall: float  # share of the exact 10 nearest found, on a sample (1.0 when exact)
     content: str  # the embedding set's content version it was built from
+    sums: np.ndarray  # (n,) float64 each row's vector sum: tells a changed vector (grow_graph)
 
     def first(self, k: int) -> tuple[np.ndarray, np.ndarray]:
         """(similarities, neighbour rows) of the k nearest (k at most the graph's)."""
@@ -53,13 +59,15 @@ class NeighborGraph:
             ids=self.ids,
             neighbors=self.neighbors.astype(np.int32),
             similarities=self.similarities,
+            sums=self.sums,
             meta=np.array([self.method, repr(self.recall), self.content]),
         )
         tmp.replace(path)
 
     @classmethod
-    def load(cls, path: Path, content: str) -> NeighborGraph:
-        """The graph stored at `path`, which must be the one built from `content`."""
+    def load(cls, path: Path, content: str | None) -> NeighborGraph:
+        """The graph stored at `path`, which must be the one built from `content` (None: any,
+        e.g. the previous set's, to grow)."""
         try:
             with np.load(path, allow_pickle=False) as f:
                 method, recall, stored = (str(v) for v in f["meta"])
@@ -70,13 +78,14 @@ class NeighborGraph:
                     method,
                     float(recall),
                     stored,
+                    f["sums"],
                 )
         except (OSError, ValueError, KeyError) as e:
             raise LookupError(
                 f"no readable neighbour graph at {path} ({type(e).__name__}): materialize "
                 "`neighbor_graph` (emb run does)"
             ) from e
-        if stored != content:
+        if content is not None and stored != content:
             raise LookupError(
                 f"the neighbour graph at {path} is of other embeddings: materialize "
                 "`neighbor_graph` again (emb run does)"
@@ -91,12 +100,62 @@ def build_graph(
     recall measured."""
     x = normalize(vectors)
     k = min(GRAPH_K, max(len(x) - 1, 1))
+    ids, sums = np.asarray(ids, np.int64), checksums(vectors)
     if len(x) <= exact_max:
         sims, rows = knn(x, None, k, normalized=True)
-        return NeighborGraph(np.asarray(ids, np.int64), rows, sims, "exact", 1.0, content)
+        return NeighborGraph(ids, rows, sims, "exact", 1.0, content, sums)
     sims, rows = approximate_self_knn(x, k)
     recall = sampled_recall(x, rows, min(RECALL_K, k))
-    return NeighborGraph(np.asarray(ids, np.int64), rows, sims, "ivf", recall, content)
+    return NeighborGraph(ids, rows, sims, "ivf", recall, content, sums)
+
+
+def checksums(vectors: np.ndarray) -> np.ndarray:
+    return np.asarray(vectors, dtype=np.float64).sum(axis=1)
+
+
+def grow_graph(
+    graph: NeighborGraph, ids: np.ndarray, vectors: np.ndarray, content: str
+) -> NeighborGraph | None:
+    """`graph` grown to a set that only added rows (at most MAX_GROWTH of it): each new row's
+    neighbours by an exact search of the whole set, each old row's list merged with its
+    nearest new rows (an exact search of the old rows against the new ones): O(n x new x d),
+    not a new build. None when it cannot grow: rows were removed or changed, or too many added,
+    or the graph holds fewer neighbours than it should."""
+    ids = np.asarray(ids, np.int64)
+    k = graph.neighbors.shape[1]
+    by_id = np.argsort(ids)
+    old_at = positions(ids[by_id], graph.ids, by_id)  # each old row's row in the new set
+    new = np.setdiff1d(np.arange(len(ids)), old_at[old_at >= 0])
+    if (old_at < 0).any() or len(new) > MAX_GROWTH * len(ids) or k != min(GRAPH_K, len(ids) - 1):
+        return None
+    if not np.allclose(checksums(vectors[old_at]), graph.sums, rtol=1e-5, atol=1e-3):
+        return None
+    x = normalize(vectors)
+    rows = np.full((len(ids), k), -1, np.int64)
+    sims = np.full((len(ids), k), np.nan, np.float32)
+    if len(new):
+        # old rows: their list and their nearest new rows, best k of both
+        near_s, near_i = knn(x[old_at], x[new], min(k, len(new)), normalized=True)
+        old_rows = np.where(graph.neighbors >= 0, old_at[np.maximum(graph.neighbors, 0)], -1)
+        both_s = np.concatenate([graph.similarities, near_s], axis=1)
+        both_i = np.concatenate([old_rows, np.where(near_i >= 0, new[near_i], -1)], axis=1)
+        best = np.argsort(-np.nan_to_num(both_s, nan=-np.inf), axis=1, kind="stable")[:, :k]
+        sims[old_at] = np.take_along_axis(both_s, best, axis=1)
+        rows[old_at] = np.take_along_axis(both_i, best, axis=1)
+        sims[new], rows[new] = _search_all(x, new, k)
+    else:
+        sims[old_at] = graph.similarities
+        rows[old_at] = np.where(graph.neighbors >= 0, old_at[np.maximum(graph.neighbors, 0)], -1)
+    return NeighborGraph(ids, rows, sims, graph.method, graph.recall, content, checksums(vectors))
+
+
+def _search_all(x: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Exact k nearest other rows of `x` for the rows `queries`."""
+    import faiss
+
+    index = faiss.IndexFlatIP(x.shape[1])
+    index.add(x)
+    return search(index, np.ascontiguousarray(x[queries]), k, queries)
 
 
 def approximate_self_knn(x: np.ndarray, k: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -113,7 +172,7 @@ def approximate_self_knn(x: np.ndarray, k: int, seed: int = 0) -> tuple[np.ndarr
     index.train(train)
     index.add(x)
     index.nprobe = min(NPROBE, lists)
-    return search(index, x, k, self_search=True)
+    return search(index, x, k, np.arange(n))
 
 
 def sampled_recall(x: np.ndarray, rows: np.ndarray, k: int, seed: int = 0) -> float:

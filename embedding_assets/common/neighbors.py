@@ -44,12 +44,16 @@ def knn(
         raise ValueError(f"k={k} must be at least 1")
     index = faiss.IndexFlatIP(r.shape[1])
     index.add(r)
-    return search(index, q, k, self_search)
+    return search(index, q, k, np.arange(len(q)) if self_search else None)
 
 
-def search(index, queries: np.ndarray, k: int, self_search: bool) -> tuple[np.ndarray, np.ndarray]:
-    """`knn`'s answer from a built FAISS `index` (exact or approximate): with `self_search` the
-    queries are the indexed rows, in order, and each row's own match is dropped."""
+def search(
+    index, queries: np.ndarray, k: int, own: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """`knn`'s answer from a built FAISS `index` (exact or approximate). `own`: each query's
+    own row in the index (the queries are indexed rows), whose match is dropped; None: the
+    queries are not in the index."""
+    self_search = own is not None
     want = min(k + 1 if self_search else k, index.ntotal)
     sims = np.full((len(queries), k), np.nan, dtype=np.float32)
     idx = np.full((len(queries), k), -1, dtype=np.int64)
@@ -58,7 +62,7 @@ def search(index, queries: np.ndarray, k: int, self_search: bool) -> tuple[np.nd
     d, i = index.search(queries, want)
     if self_search:
         # Drop each row's own entry (usually first, but exact duplicates may tie with it).
-        own = i == np.arange(len(queries))[:, None]
+        own = i == np.asarray(own)[:, None]
         missing = ~own.any(axis=1)
         own[missing, -1] = True  # self not returned: drop the last (furthest) instead
         keep = ~own
