@@ -70,9 +70,9 @@ def bench_size(n: int, rows: list[dict], db_dir: Path) -> None:
     add("pca (2 components)", t)
 
     params = ClusterParams(k=str(K), n_init=3)
-    t_mb, mb = timed(lambda: minibatch_kmeans(x, K, params))
+    t_mb, (mb, _) = timed(lambda: minibatch_kmeans(x, K, params))
     add(f"kmeans scikit-learn minibatch k={K}", t_mb)
-    t_fa, fa = timed(lambda: faiss_kmeans(x, K, params))
+    t_fa, (fa, _) = timed(lambda: faiss_kmeans(x, K, params))
     add(f"kmeans faiss k={K}", t_fa, f"{t_mb / t_fa:.1f}x faster than mini-batch")
     import faiss
 

@@ -429,7 +429,7 @@ def bench_kmeans(gpu_id: int, size: dict) -> dict:
 
     def faiss_gpu(v):
         _faiss_gpu()
-        return faiss_kmeans(v, KMEANS_K, params, gpu_id)
+        return faiss_kmeans(v, KMEANS_K, params, gpu_id)[0]
 
     def cuml_kmeans(v):
         from cuml.cluster import KMeans
@@ -444,9 +444,9 @@ def bench_kmeans(gpu_id: int, size: dict) -> dict:
         guarded(lambda warm=warm: {"labels": len(warm(small))})
     rows = [
         {"backend": "scikit-learn MiniBatchKMeans", "device": "cpu"}
-        | guarded(lambda: run(lambda v: minibatch_kmeans(v, KMEANS_K, params))),
+        | guarded(lambda: run(lambda v: minibatch_kmeans(v, KMEANS_K, params)[0])),
         {"backend": "faiss k-means", "device": "cpu"}
-        | guarded(lambda: run(lambda v: faiss_kmeans(v, KMEANS_K, params, None))),
+        | guarded(lambda: run(lambda v: faiss_kmeans(v, KMEANS_K, params, None)[0])),
         {"backend": "faiss k-means", "device": f"cuda:{gpu_id}"} | guarded(lambda: run(faiss_gpu)),
         {"backend": "cuML KMeans", "device": f"cuda:{gpu_id}"} | guarded(lambda: run(cuml_kmeans)),
     ]

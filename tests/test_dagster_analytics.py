@@ -204,21 +204,30 @@ def test_projections_alone_are_coloured_by_what_exists(data_dir, labeled_folder)
     assert pm["pca_map"].value.startswith("![pca map](data:image/png;base64,")
 
 
-def test_a_new_image_is_placed_on_the_maps_not_fitted_again(data_dir, labeled_folder):
-    maps = {"methods": ["pca", "tsne"]}
+def test_a_new_image_is_placed_on_the_maps_and_clusters_not_fitted_again(data_dir, labeled_folder):
+    maps = {"projections": {"methods": ["pca", "tsne"]}, "clusters": {"k": "3"}}
+    placing = [projections, projection_rows_match, clusters, clusters_cover_all_images]
     fake_embeddings(data_dir, labeled_folder)
-    first = run(data_dir, {"projections": maps}, assets=[projections, projection_rows_match])
+    first = run(data_dir, maps, assets=placing)
     assert first.success and "placed_images" not in meta(first, "projections")
+    assert "placed_images" not in meta(first, "clusters")
     with connect(data_dir / "catalog.duckdb", read_only=True) as con:
         before = con.execute("SELECT method, image_id, x, y FROM projections ORDER BY 1, 2").df()
     write_image(labeled_folder / "unlabeled" / "new.png", size=(24, 24), seed=4242)
     assert fake_embeddings(data_dir, labeled_folder) == 29
-    again = run(data_dir, {"projections": maps}, assets=[projections, projection_rows_match])
+    again = run(data_dir, maps, assets=placing)
     assert again.success and all(c.passed for c in again.get_asset_check_evaluations())
     pm = meta(again, "projections")
-    assert pm["placed_images"].value == 1 and "no map was fitted again" in pm["placed"].value
+    assert pm["placed_images"].value == 1 and "nothing was fitted again" in pm["placed"].value
+    assert meta(again, "clusters")["placed_images"].value == 1
     with connect(data_dir / "catalog.duckdb", read_only=True) as con:
         after = con.execute("SELECT method, image_id, x, y FROM projections ORDER BY 1, 2").df()
     assert len(after) == 2 * 29
     kept = after.merge(before, on=["method", "image_id"], suffixes=("", "_before"))
     assert len(kept) == 2 * 28 and (kept["x"] == kept["x_before"]).all()
+    with connect(data_dir / "catalog.duckdb", read_only=True) as con:
+        joined = con.execute(
+            "SELECT c.cluster FROM clusters c JOIN images i USING (image_id) "
+            "WHERE i.path LIKE '%new.png'"
+        ).fetchall()
+    assert len(joined) == 1 and 0 <= joined[0][0] < 3, "the new image joined a cluster"

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from embedding_assets.analytics.placing import MAX_PLACED_SHARE, FittedMaps, place_new
+from embedding_assets.analytics.placing import MAX_PLACED_SHARE, Fitted, place_new
 from embedding_assets.analytics.projection import ProjectionParams, project
 
 
@@ -17,11 +17,11 @@ def blobs(n: int, seed: int = 0) -> np.ndarray:
     return (centres[np.arange(n) % 4] + rng.normal(size=(n, 24))).astype(np.float32)
 
 
-def fitted_maps(ids: np.ndarray, x: np.ndarray) -> tuple[FittedMaps, dict[str, np.ndarray]]:
+def fitted_maps(ids: np.ndarray, x: np.ndarray) -> tuple[Fitted, dict[str, np.ndarray]]:
     params = ProjectionParams(perplexity=10, pca_dims=8, n_jobs=1)
     made = {m: project(x, m, params) for m in ("pca", "tsne")}
     placers = {m: r.placer for m, r in made.items()}
-    return FittedMaps.of("v1", ids, x, placers), {m: r.coords for m, r in made.items()}
+    return Fitted.of("v1", ids, x, placers), {m: r.coords for m, r in made.items()}
 
 
 def test_new_images_are_placed_and_the_old_keep_their_coordinates(tmp_path: Path):
@@ -29,12 +29,16 @@ def test_new_images_are_placed_and_the_old_keep_their_coordinates(tmp_path: Path
     ids = np.arange(1000, 1200)
     fitted, maps = fitted_maps(ids, x)
     fitted.save(tmp_path / "maps.pkl")
-    fitted = FittedMaps.load(tmp_path / "maps.pkl")
+    fitted = Fitted.load(tmp_path / "maps.pkl")
     # five new images: copies of images 0..4 with a little noise, at the end of the set
     grown = np.concatenate([x, x[:5] + 0.01])
     grown_ids = np.concatenate([ids, np.arange(5000, 5005)])
     placed = place_new(fitted, "v1", grown_ids, grown, lambda: (ids, maps))
-    assert placed is not None and placed.images == 5 and "placed 5 new images" in placed.note
+    assert (
+        placed is not None
+        and placed.images == 5
+        and "placed 5 new images by the models" in placed.note
+    )
     for method, coords in placed.maps.items():
         np.testing.assert_array_equal(coords[:200], maps[method])
         spread = np.ptp(maps[method], axis=0).max()
@@ -62,5 +66,5 @@ def test_maps_are_fitted_again_when_placing_would_mislead(tmp_path: Path):
 
 def test_a_damaged_record_means_fit_again(tmp_path: Path):
     (tmp_path / "maps.pkl").write_bytes(b"\x80\x04not a pickle")
-    assert FittedMaps.load(tmp_path / "maps.pkl") is None
-    assert FittedMaps.load(tmp_path / "missing.pkl") is None
+    assert Fitted.load(tmp_path / "maps.pkl") is None
+    assert Fitted.load(tmp_path / "missing.pkl") is None

@@ -29,6 +29,23 @@ class ClusterParams:
     seed: int = 0
 
 
+@dataclass(frozen=True)
+class Centres:
+    """Fitted k-means centres: a new row joins the nearest, as k-means assigns its own rows
+    (analytics/placing.py places new images with it)."""
+
+    centres: np.ndarray  # (k, d) float32
+
+    def place(self, x: np.ndarray) -> np.ndarray:
+        import faiss
+
+        index = faiss.IndexFlatL2(self.centres.shape[1])
+        index.add(np.ascontiguousarray(self.centres, dtype=np.float32))
+        return (
+            index.search(np.ascontiguousarray(x, dtype=np.float32), 1)[1].ravel().astype(np.int32)
+        )
+
+
 @dataclass
 class Clustering:
     labels: np.ndarray  # int32 (n,)
@@ -37,6 +54,7 @@ class Clustering:
     silhouette: float | None
     seconds: float
     sweep: dict[int, float] = field(default_factory=dict)  # k -> silhouette (auto only)
+    centres: Centres | None = None
 
     @property
     def sizes(self) -> dict[int, int]:
@@ -69,16 +87,18 @@ def cluster(
         k, sweep = choose_k(x, params)
     k = min(k, n)
     if n >= params.faiss_threshold:
-        labels = faiss_kmeans(x, k, params, faiss_gpu_id)
+        labels, centres = faiss_kmeans(x, k, params, faiss_gpu_id)
         backend = "faiss" if faiss_gpu_id is None else "faiss-gpu"
     else:
-        labels = minibatch_kmeans(x, k, params)
+        labels, centres = minibatch_kmeans(x, k, params)
         backend = "scikit-learn minibatch"
     sil = sampled_silhouette(x, labels, params.silhouette_samples, params.seed)
-    return Clustering(labels, k, backend, sil, time.perf_counter() - start, sweep)
+    seconds = time.perf_counter() - start
+    return Clustering(labels, k, backend, sil, seconds, sweep, Centres(centres))
 
 
-def minibatch_kmeans(x: np.ndarray, k: int, params: ClusterParams) -> np.ndarray:
+def minibatch_kmeans(x: np.ndarray, k: int, params: ClusterParams) -> tuple[np.ndarray, np.ndarray]:
+    """(labels, centres)."""
     from sklearn.cluster import MiniBatchKMeans
 
     model = MiniBatchKMeans(
@@ -88,12 +108,14 @@ def minibatch_kmeans(x: np.ndarray, k: int, params: ClusterParams) -> np.ndarray
         batch_size=4096,
         random_state=params.seed,
     )
-    return model.fit_predict(x).astype(np.int32)
+    labels = model.fit_predict(x).astype(np.int32)
+    return labels, model.cluster_centers_.astype(np.float32)
 
 
 def faiss_kmeans(
     x: np.ndarray, k: int, params: ClusterParams, gpu_id: int | None = None
-) -> np.ndarray:
+) -> tuple[np.ndarray, np.ndarray]:
+    """(labels, centres)."""
     import faiss
 
     km = faiss.Kmeans(
@@ -107,7 +129,7 @@ def faiss_kmeans(
     )
     km.train(x)
     _, assign = km.index.search(x, 1)
-    return assign.ravel().astype(np.int32)
+    return assign.ravel().astype(np.int32), np.asarray(km.centroids, dtype=np.float32)
 
 
 def faiss_gpu_id(device_gpu_id: int | None) -> int | None:

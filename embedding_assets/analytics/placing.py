@@ -1,11 +1,12 @@
-"""A few new images go onto the maps fitted before, by the fitted models' `transform`, instead of
-fitting every map again (UMAP and t-SNE cost minutes at 10^5 images; placing 1,000 images costs
-seconds).
+"""A few new images go onto results fitted before (the 2-D maps, the k-means clusters) by the
+fitted models themselves (`transform`, the nearest centre) instead of fitting everything again:
+UMAP and t-SNE cost minutes at 10^5 images, placing 1,000 images costs seconds.
 
-The fitted models are pickled beside the maps with the image ids they cover and a checksum of
-each image's vector, so maps are fitted again, not placed onto, when the settings changed, an
-image's vector changed, or the images placed since the last full fit pass `MAX_PLACED_SHARE` of
-the set (placed images do not move the map; many of them should).
+The fitted models are pickled beside the results with the image ids they cover and a checksum
+of each image's vector, so results are fitted again, not placed onto, when the settings changed,
+an image's vector changed, or the images placed since the last full fit pass
+`MAX_PLACED_SHARE` of the set (placed images do not move a map or a centre; many of them
+should).
 """
 
 from __future__ import annotations
@@ -15,10 +16,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
-from embedding_assets.analytics.projection import Placer
 from embedding_assets.common.ids import positions
 
 MAX_PLACED_SHARE = 0.10
@@ -29,20 +30,26 @@ def checksums(vectors: np.ndarray) -> np.ndarray:
     return np.asarray(vectors, dtype=np.float64).sum(axis=1)
 
 
-@dataclass(frozen=True)
-class FittedMaps:
-    """The maps' fitted models and what they cover."""
+class Placeable(Protocol):
+    """A fitted model that gives new rows their result (coordinates, a cluster id)."""
 
-    settings: str  # fingerprint of the methods and settings the maps were made with
-    ids: np.ndarray  # sorted image ids that have coordinates
+    def place(self, x: np.ndarray) -> np.ndarray: ...
+
+
+@dataclass(frozen=True)
+class Fitted:
+    """A result's fitted models and what they cover."""
+
+    settings: str  # fingerprint of the settings the result was made with
+    ids: np.ndarray  # sorted image ids that have a result
     sums: np.ndarray  # `checksums` of their vectors, in the order of `ids`
     fitted: int  # images covered at the last full fit
-    placers: dict[str, Placer]  # method -> its fitted model
+    placers: dict[str, Placeable]  # result column (a map method, "cluster") -> its model
 
     @classmethod
     def of(
-        cls, settings: str, ids: np.ndarray, vectors: np.ndarray, placers: dict[str, Placer]
-    ) -> FittedMaps:
+        cls, settings: str, ids: np.ndarray, vectors: np.ndarray, placers: dict[str, Placeable]
+    ) -> Fitted:
         """Right after a full fit over `ids` (any order)."""
         order = np.argsort(ids)
         return cls(settings, ids[order], checksums(vectors)[order], len(ids), placers)
@@ -60,13 +67,13 @@ class FittedMaps:
         placed = len(self.ids) - self.fitted + len(new)
         return new if placed <= MAX_PLACED_SHARE * len(ids) else None
 
-    def with_placed(self, ids: np.ndarray, vectors: np.ndarray, rows: np.ndarray) -> FittedMaps:
-        """The record after `rows` of `ids` were placed; maps now cover exactly `ids`."""
+    def with_placed(self, ids: np.ndarray, vectors: np.ndarray, rows: np.ndarray) -> Fitted:
+        """The record after `rows` of `ids` were placed; results now cover exactly `ids`."""
         pos = positions(self.ids, ids)
         sums = np.where(pos >= 0, self.sums[np.maximum(pos, 0)], 0.0)
         sums[rows] = checksums(vectors[rows])
         order = np.argsort(ids)
-        return FittedMaps(self.settings, ids[order], sums[order], self.fitted, self.placers)
+        return Fitted(self.settings, ids[order], sums[order], self.fitted, self.placers)
 
     def save(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -76,9 +83,9 @@ class FittedMaps:
         tmp.replace(path)
 
     @classmethod
-    def load(cls, path: Path) -> FittedMaps | None:
+    def load(cls, path: Path) -> Fitted | None:
         """The record at `path`; None when there is none or it does not load (another version
-        of a library, a damaged file): the maps are then fitted again."""
+        of a library, a damaged file): the result is then fitted again."""
         try:
             with path.open("rb") as f:
                 found = pickle.load(f)  # our own file under the data directory
@@ -89,24 +96,24 @@ class FittedMaps:
 
 @dataclass(frozen=True)
 class Placed:
-    """Maps with the new images placed: coordinates per method in the order of the ids given,
-    how many were placed, a line saying so, and the record to store."""
+    """Results with the new images placed: per column (a map method, "cluster") in the order
+    of the ids given, how many were placed, a line saying so, and the record to store."""
 
     maps: dict[str, np.ndarray]
     images: int
     note: str
-    fitted: FittedMaps
+    fitted: Fitted
 
 
 def place_new(
-    fitted: FittedMaps | None,
+    fitted: Fitted | None,
     made_with: str,
     ids: np.ndarray,
     vectors: np.ndarray,
     stored: Callable[[], tuple[np.ndarray, dict[str, np.ndarray]]],
 ) -> Placed | None:
-    """The maps of `ids` from the stored coordinates (`stored()`: sorted ids, {method: (n, 2)})
-    and the fitted models for the images they lack; None when the maps must be fitted again."""
+    """The results of `ids` from the stored ones (`stored()`: sorted ids, {column: (n, ...)})
+    and the fitted models for the images they lack; None when they must be fitted again."""
     rows = None if fitted is None else fitted.new_rows(made_with, ids, vectors)
     if rows is None:
         return None
@@ -121,12 +128,13 @@ def place_new(
     start = time.perf_counter()
     maps = {}
     for method, placer in fitted.placers.items():
-        maps[method] = coords = np.empty((len(ids), 2), np.float32)
-        coords[known] = old_maps[method][pos]
+        old = old_maps[method]
+        maps[method] = coords = np.empty((len(ids), *old.shape[1:]), old.dtype)
+        coords[known] = old[pos]
         if len(rows):
             coords[rows] = placer.place(vectors[rows])
     note = (
-        f"placed {len(rows)} new images on the maps fitted on {fitted.fitted} images "
-        f"({time.perf_counter() - start:.1f} s); no map was fitted again"
+        f"placed {len(rows)} new images by the models fitted on {fitted.fitted} images "
+        f"({time.perf_counter() - start:.1f} s); nothing was fitted again"
     )
     return Placed(maps, len(rows), note, fitted.with_placed(ids, vectors, rows))

@@ -51,6 +51,8 @@ from resources.storage import StorageResource
 if TYPE_CHECKING:
     import pandas as pd
 
+    from embedding_assets.analytics.placing import Placed
+
 MAPS_REUSED = (
     "maps reused (embeddings and settings unchanged); pictures drawn again for new labels, "
     "clusters or anomaly flags"
@@ -138,11 +140,17 @@ def clusters(
 
     def compute(emb_set: EmbeddingSet) -> Scores:
         ids, vectors = read_parquet(emb_set.parquet_path)
+        known = image_info(db, ids)["label"].to_numpy(dtype=object)
+        labels = np.array([lab if isinstance(lab, str) else None for lab in known], dtype=object)
+        made_with = fingerprint(config.model_dump(mode="json"), n_classes)
+        models = _ClusterModels(storage.paths, emb_set.model_key, made_with)
+        placed = models.placed(ids, vectors)
+        if placed is not None:
+            return models.placed_scores(ids, placed, labels)
         params = ClusterParams(**config.model_dump(), label_classes=n_classes)
         with gpu.acquire(context.log) as choice:
             result = cluster(vectors, params, faiss_gpu_id(choice.faiss_gpu_id))
-        known = image_info(db, ids)["label"].to_numpy(dtype=object)
-        labels = np.array([lab if isinstance(lab, str) else None for lab in known], dtype=object)
+        models.keep(ids, vectors, result.centres)
         metadata = {
             "images": len(ids),
             "k": result.k,
@@ -174,6 +182,52 @@ def clusters(
         Scorer(compute, lambda emb_set: {"clusters": _cluster_table(db, emb_set.model_key)}),
         more=(n_classes,),
     )
+
+
+@dataclass(frozen=True)
+class _ClusterModels:
+    """Where the centres of the current set's clusters are kept, and what they were fitted
+    with: new images join the nearest stored centre while the set only gained a few
+    (analytics/placing.py)."""
+
+    paths: DataPaths
+    key: str
+    made_with: str
+
+    @property
+    def file(self) -> Path:
+        return self.paths.models_dir / "clusters" / f"{self.key}.pkl"
+
+    def placed(self, ids: np.ndarray, vectors: np.ndarray) -> "Placed | None":
+        from embedding_assets.analytics.placing import Fitted, place_new
+
+        def stored() -> tuple[np.ndarray, dict[str, np.ndarray]]:
+            db = self.paths.catalog_db
+            rows = store.rows_with_labels(db, tables.CLUSTERS, self.key, ["cluster"])
+            return rows["image_id"].to_numpy(np.int64), {"cluster": rows["cluster"].to_numpy()}
+
+        placed = place_new(Fitted.load(self.file), self.made_with, ids, vectors, stored)
+        if placed is not None:
+            placed.fitted.save(self.file)
+        return placed
+
+    def placed_scores(self, ids: np.ndarray, placed: "Placed", labels: np.ndarray) -> Scores:
+        found = placed.maps["cluster"]
+        return Scores(
+            rows={"image_id": ids, "cluster": found.astype(np.int32)},
+            metadata={
+                "images": len(ids),
+                "placed": placed.note,
+                "placed_images": placed.images,
+                "purity": _float_or_none(purity(found, labels)),
+            },
+            log=placed.note,
+        )
+
+    def keep(self, ids: np.ndarray, vectors: np.ndarray, centres: object) -> None:
+        from embedding_assets.analytics.placing import Fitted
+
+        Fitted.of(self.made_with, ids, vectors, {"cluster": centres}).save(self.file)
 
 
 @dg.asset(deps=["embeddings"], group_name=GROUP, kinds={"scikitlearn", "duckdb"}, owners=OWNERS)
@@ -300,14 +354,14 @@ def _compute_maps(
     each method, and store the rows: (ids, {method: coords}, metadata)."""
     import pyarrow as pa
 
-    from embedding_assets.analytics.placing import FittedMaps, place_new
+    from embedding_assets.analytics.placing import Fitted, place_new
 
     ids, vectors = read_parquet(emb_set.parquet_path)
     settings = config.model_dump(mode="json", exclude={"methods"})
     made_with = fingerprint(methods, {k: v for k, v in settings.items() if k not in PLOT_FIELDS})
     fitted_file = paths.models_dir / "maps" / f"{emb_set.model_key}.pkl"
     stored = partial(store.read_projections, paths.catalog_db, emb_set.model_key, methods)
-    placed = place_new(FittedMaps.load(fitted_file), made_with, ids, vectors, stored)
+    placed = place_new(Fitted.load(fitted_file), made_with, ids, vectors, stored)
     if placed is not None:
         maps, fitted = placed.maps, placed.fitted
         metadata = {"placed": placed.note, "placed_images": placed.images}
@@ -318,7 +372,7 @@ def _compute_maps(
         placers = {m: maps[m].placer for m in methods if maps[m].placer is not None}
         maps = {m: r.coords for m, r in maps.items()}
         whole = len(placers) == len(methods)
-        fitted = FittedMaps.of(made_with, ids, vectors, placers) if whole else None
+        fitted = Fitted.of(made_with, ids, vectors, placers) if whole else None
     start = time.perf_counter()
     n = len(ids)
     rows = pa.table(
