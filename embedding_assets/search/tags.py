@@ -92,12 +92,18 @@ def principal_space(vectors: np.ndarray) -> np.ndarray:
 
 def nearest_images(vectors: np.ndarray, image_ids: np.ndarray) -> np.ndarray:
     """Each image's NEIGHBOURS nearest other images (image ids, nearest first, -1 where there
-    are fewer), by cosine similarity in `principal_space`; exact (FAISS, O(n^2 d))."""
-    from embedding_assets.common.neighbors import knn
+    are fewer), by cosine similarity in `principal_space`: exact (FAISS, O(n^2 d)) up to the
+    neighbour graph's EXACT_MAX images, an IVF search above (O(n^1.5 d))."""
+    from embedding_assets.common.neighbor_graph import EXACT_MAX, approximate_self_knn
+    from embedding_assets.common.neighbors import knn, normalize
 
     if len(vectors) < 2:
         return np.full((len(vectors), NEIGHBOURS), -1, dtype=np.int64)
-    _, rows = knn(principal_space(vectors), k=NEIGHBOURS)
+    space = principal_space(vectors)
+    if len(space) <= EXACT_MAX:
+        _, rows = knn(space, k=NEIGHBOURS)
+    else:
+        _, rows = approximate_self_knn(normalize(space), NEIGHBOURS)
     return np.where(rows >= 0, np.asarray(image_ids, np.int64)[np.maximum(rows, 0)], -1)
 
 
