@@ -458,7 +458,12 @@ def train_embedding_model(
         cached_features(paths, base, data.fs_paths, data.hashes, options, feature_progress)
     current, current_id = current_model(paths.catalog_db, base)
     current_name = f"model {current_id}" if current_id else "the plain backbone"
-    current_metrics, current_hits = _evaluate_params(paths, current, data, options)
+    # A champion trained again on every label has seen the held-out images: it is judged as
+    # it was judged, by the training that held them out (held-out membership is by content
+    # hash, so no held-out image of today was in that training), or it could never lose.
+    judged = trained_model(paths.catalog_db, current.model_key()) if current_id else None
+    rival = judged.gate_params if judged is not None and judged.gate_params else current
+    current_metrics, current_hits = _evaluate_params(paths, rival, data, options)
 
     labeled = _Labeled(data)
     result = _train(paths, settings, labeled, options, progress)
