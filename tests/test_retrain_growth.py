@@ -3,6 +3,8 @@ few new labels of known classes leave it (the classifier follows them)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from embedding_assets.embedding.training import LastTraining, why_wait
@@ -29,3 +31,36 @@ def test_growth_a_new_class_or_no_training_yet_train():
     # trainings recorded before classes were kept: growth alone decides
     older = LastTraining(2, 100, None)
     assert why_wait(older, labels({"cat": 50, "dog": 51, "fox": 1}), growth=0.5) is not None
+
+
+def test_a_champion_trained_on_every_label_is_judged_as_it_was_judged(tmp_path):
+    """Its served model saw the held-out images; the comparison uses the judged training."""
+    import json
+    from dataclasses import asdict, replace
+
+    from embedding_assets.embedding.embedder import EmbedParams
+    from embedding_assets.embedding.training import judged_params
+    from resources.duckdb_store import connect
+
+    db = tmp_path / "catalog.duckdb"
+    base = EmbedParams("resnet18", None, 32)
+    served = replace(base, weights=str(tmp_path / "all.pt"), image_size=40)
+    judged = replace(base, weights=str(tmp_path / "judged.pt"), image_size=40)
+    for model in (served, judged):
+        Path(model.weights).write_bytes(b"weights")
+    with connect(db) as con:
+        con.execute(
+            "INSERT INTO embedding_models (model_id, fingerprint, base_key, model_key, mode, "
+            "loss, config, head_path, n_train, n_eval, epochs_run, best_epoch, stopped_early, "
+            "train_seconds, metrics, current_metrics, promoted, decision, created_at, params, "
+            "gate_params) VALUES (1, 'f', ?, ?, 'finetune', 'cosface', '{}', '', 80, 20, 5, 5, "
+            "false, 1.0, '{}', '{}', true, 'promoted', now(), ?, ?)",
+            [
+                base.model_key(),
+                served.model_key(),
+                json.dumps(asdict(served)),
+                json.dumps(asdict(judged)),
+            ],
+        )
+    assert judged_params(db, served).model_key() == judged.model_key()
+    assert judged_params(db, base) == base  # the plain backbone is its own judge

@@ -239,6 +239,15 @@ def trained_model(db: Path, model_key: str) -> TrainedModel | None:
     return TrainedModel(file(classifier), judged, file(gate_classifier))
 
 
+def judged_params(db: Path, champion: EmbedParams) -> EmbedParams:
+    """What a challenger is compared with: a champion trained again on every label has seen
+    the held-out images, so it is judged as it was judged, by the training that held them out
+    (held-out membership is by content hash: no held-out image of today was in that training);
+    otherwise it could never lose."""
+    found = trained_model(db, champion.model_key())
+    return found.gate_params if found is not None and found.gate_params else champion
+
+
 def trained_params(db: Path, base: EmbedParams) -> EmbedParams:
     """`base` with the current model's head (and fine-tuned trunk), if there is one."""
     return current_model(db, base)[0]
@@ -458,11 +467,7 @@ def train_embedding_model(
         cached_features(paths, base, data.fs_paths, data.hashes, options, feature_progress)
     current, current_id = current_model(paths.catalog_db, base)
     current_name = f"model {current_id}" if current_id else "the plain backbone"
-    # A champion trained again on every label has seen the held-out images: it is judged as
-    # it was judged, by the training that held them out (held-out membership is by content
-    # hash, so no held-out image of today was in that training), or it could never lose.
-    judged = trained_model(paths.catalog_db, current.model_key()) if current_id else None
-    rival = judged.gate_params if judged is not None and judged.gate_params else current
+    rival = judged_params(paths.catalog_db, current) if current_id else current
     current_metrics, current_hits = _evaluate_params(paths, rival, data, options)
 
     labeled = _Labeled(data)
