@@ -36,7 +36,6 @@ def score(pairs: set[frozenset], exact: set[frozenset], near: set[frozenset]) ->
 
 def main() -> None:
     from embedding_assets.curation import duplicates as dup
-    from embedding_assets.embedding.embedder import EmbedParams
     from embedding_assets.search.faiss_index import build_index, choose_factory
 
     faults, paths, ids, x, path_of = embedded()
@@ -70,8 +69,11 @@ def main() -> None:
         }
     )
     started = time.perf_counter()
-    key = EmbedParams("efficientnet_lite0", "DEFAULT", 0).model_key()  # embedded()'s set
-    found = dup.find_near_duplicates(paths, key, ids, x, dup.DuplicateSettings(0.98))
+    from embedding_assets.embedding.sets import current_set
+
+    found = dup.find_near_duplicates(
+        paths, current_set(paths.catalog_db), dup.DuplicateSettings(0.98)
+    )
     total_s = time.perf_counter() - started
     both = named(found.a, found.b)
     rows.append({"rule": "near_duplicates (default: both)", **score(both, exact, near)})

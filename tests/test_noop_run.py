@@ -165,5 +165,7 @@ def test_nothing_new_reuses_everything_and_new_inputs_recompute_what_depends_on_
     assert meta["embeddings"]["embedded_now"] == 1
     for asset in DOWNSTREAM:
         assert (REUSED in meta[asset]) is (asset == "classifier"), asset
+    assert REUSED in meta["label_issues"], "the labeled images did not change"
+    assert "grown" in meta["neighbor_graph"]["how"], "the graph grew by the new image"
     assert meta["predictions"]["images"] == meta["embeddings"]["usable_images"], "new one predicted"
     assert meta["published_index"]["replaces"] == cold["similarity_index"]["version"]

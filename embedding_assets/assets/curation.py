@@ -189,9 +189,13 @@ def label_issues(
             log=f"{len(issues)} of {len(found)} labeled images flagged",
         )
 
-    return score_table(
-        context, storage, tables.LABEL_ISSUES, config, Scorer(compute), (labels_version(db),)
-    )
+    from embedding_assets.catalog.labels import labeled_content
+    from embedding_assets.embedding.features import classifier_feature_key
+
+    # only the labeled images' features and labels decide it: new unlabeled images do not
+    labeled = (classifier_feature_key(db), labeled_content(db))
+    scorer = Scorer(compute, whole_set=False)
+    return score_table(context, storage, tables.LABEL_ISSUES, config, scorer, labeled)
 
 
 @dg.asset(deps=["neighbor_graph"], group_name=GROUP, kinds={"duckdb"}, owners=OWNERS)

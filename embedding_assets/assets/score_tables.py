@@ -44,6 +44,9 @@ class Scorer:
 
     compute: Callable[[EmbeddingSet], Scores]
     shown: Callable[[EmbeddingSet], dict[str, Any]] | None = None
+    # False: the rows depend on a part of the set that `more` names (e.g. only the labeled
+    # images), so new unlabeled images do not compute them again
+    whole_set: bool = True
 
 
 def score_table(
@@ -86,5 +89,8 @@ def score_table(
             {**show(), **scores.metadata, "write_seconds": dg.MetadataValue.float(written)}
         )
 
-    inputs = set_inputs(table, emb_set, config, *more)
+    if scorer.whole_set:
+        inputs = set_inputs(table, emb_set, config, *more)
+    else:
+        inputs = Inputs(table, (config.model_dump(mode="json"), *more), scope=key)
     return materialize(context, db, inputs, run, kept=lambda _: Report(show()))

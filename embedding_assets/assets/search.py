@@ -381,7 +381,6 @@ def near_duplicates(
     def compute(emb_set: EmbeddingSet) -> Scores:
         from embedding_assets.curation import duplicates
 
-        ids, vectors = read_parquet(emb_set.parquet_path)
         settings = duplicates.DuplicateSettings(
             config.threshold,
             config.k,
@@ -389,9 +388,7 @@ def near_duplicates(
             config.max_phash_bits,
             config.max_dhash_bits,
         )
-        found = duplicates.find_near_duplicates(
-            storage.paths, emb_set.model_key, ids, vectors, settings
-        )
+        found = duplicates.find_near_duplicates(storage.paths, emb_set, settings)
         return Scores(
             rows={
                 "image_id_a": found.a,
@@ -402,7 +399,7 @@ def near_duplicates(
                 "hash_distance": found.hash_distance,
             },
             metadata={
-                "images": len(ids),
+                "images": emb_set.count,
                 "threshold": config.threshold,
                 "judged_on": found.judged_on,
                 "pairs_by_reason": dg.MetadataValue.md(

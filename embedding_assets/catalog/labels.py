@@ -675,6 +675,17 @@ class LabeledSplit:
         return self.keys < fraction
 
 
+def labeled_content(db: Path) -> str:
+    """A version of the labeled images: their ids, content hashes and labels (what a result
+    computed from the labeled images alone depends on)."""
+    import hashlib
+    import json
+
+    found = labeled_split(db)
+    blob = json.dumps([found.ids.tolist(), found.hashes, found.labels.tolist()])
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
 def labeled_split(db: Path) -> LabeledSplit:
     """The labeled usable images (one function for every model that holds some out)."""
     from embedding_assets.catalog.images import fs_path

@@ -15,6 +15,7 @@ import numpy as np
 from embedding_assets.catalog.quality import join_hash
 from embedding_assets.common import tables
 from embedding_assets.embedding.features import content_vectors
+from embedding_assets.embedding.sets import EmbeddingSet, read_ids, read_parquet
 from embedding_assets.search.faiss_index import build_index, choose_factory, search
 from resources.duckdb_store import connect
 from resources.paths import DataPaths
@@ -179,17 +180,14 @@ class DuplicateSettings:
 
 
 def find_near_duplicates(
-    paths: DataPaths,
-    model_key: str,
-    ids: np.ndarray,
-    vectors: np.ndarray,
-    settings: DuplicateSettings,
+    paths: DataPaths, emb_set: EmbeddingSet, settings: DuplicateSettings
 ) -> NearDuplicates:
     """Near-duplicates of an embedding set, judged on its mean-centred vectors, or on those of
     the plain backbone when the set was made with a trained head (a metric-learning head pulls a
-    whole class together, which says nothing about duplicated content)."""
-    content = content_vectors(paths, model_key, ids)
-    dup_ids, dup_vectors = content if content is not None else (ids, vectors)
+    whole class together, which says nothing about duplicated content). One matrix is read:
+    the plain features or the set's."""
+    content = content_vectors(paths, emb_set.model_key, read_ids(emb_set.parquet_path))
+    dup_ids, dup_vectors = content if content is not None else read_parquet(emb_set.parquet_path)
     judged_on = "plain backbone features" if content is not None else "the embeddings"
     dup_vectors = centred(dup_vectors)
     threshold, max_phash, max_dhash = settings.threshold, settings.max_phash, settings.max_dhash
