@@ -145,13 +145,15 @@ def timed_run(images: Path, env: dict, data: Path) -> dict:
     return {**report, "wall_s": wall, "data_gb": _size_gb(data)}
 
 
-def add_labels(db: Path, items: list[Mosaic], n: int, work: Path) -> int:
-    """Label 1 % of N more images (unlabeled ones, by path) through the CSV import."""
+def add_labels(db: Path, items: list[Mosaic], n: int, work: Path, round_no: int = 0) -> int:
+    """Label 1 % of N more images (unlabeled ones, by path) through the CSV import; each round
+    picks other images."""
     from embedding_assets.catalog.labels import import_csv
 
     images = work / "images"
     unlabeled = [m for m in items if not labeled(m, n)]
-    picked = unlabeled[:: max(1, len(unlabeled) // round(n * STEP_SHARE))][: round(n * STEP_SHARE)]
+    want = round(n * STEP_SHARE)
+    picked = unlabeled[round_no :: max(1, len(unlabeled) // want)][:want]
     csv = work / "new_labels.csv"
     rows = [f"{images / 'unlabeled' / f'm{m.index:07d}.jpg'},{m.label}" for m in picked]
     csv.write_text("path,label\n" + "\n".join(rows) + "\n")
@@ -161,22 +163,79 @@ def add_labels(db: Path, items: list[Mosaic], n: int, work: Path) -> int:
     return result.inserted
 
 
-def one_size(n: int, photos: np.ndarray, labels: list[str], increments: bool) -> dict:
+@dataclass(frozen=True)
+class Folder:
+    """One size's folder, data directory and environment."""
+
+    n: int
+    work: Path
+    items: list[Mosaic]
+
+    @property
+    def images(self) -> Path:
+        return self.work / "images"
+
+    @property
+    def data(self) -> Path:
+        return self.work / "data"
+
+    @property
+    def env(self) -> dict:
+        home = str(self.work / "dagster")
+        return {**os.environ, "EMB_DATA_DIR": str(self.data), "DAGSTER_HOME": home}
+
+
+def increments(folder: Folder, photos: np.ndarray, labels: list[str], round_no: int) -> dict:
+    """The run after 1 % new images, then the run after 1 % new labels (round 0: the first
+    1 % past N, round 1: the next...)."""
+    n, extra = folder.n, round(folder.n * STEP_SHARE)
+    new = mosaics(n + round_no * extra, extra, labels)
+    write_mosaics(new, photos, lambda m: folder.images / f"new{round_no or ''}" / "unlabeled")
+    runs = {"new_images": timed_run(folder.images, folder.env, folder.data)}
+    added = add_labels(folder.data / "catalog.duckdb", folder.items, n, folder.work, round_no)
+    print(f"{n:,}: labeled {added} more")
+    runs["new_labels"] = timed_run(folder.images, folder.env, folder.data)
+    return runs
+
+
+def one_size(n: int, photos: np.ndarray, labels: list[str], increments_too: bool) -> dict:
     work = CACHE / "scale_run" / str(n)
-    images, data = work / "images", work / "data"
-    subprocess.run(["rm", "-rf", str(data), str(work / "dagster"), str(images / "new")])
-    items = build_folder(images, n, photos, labels)
-    env = {**os.environ, "EMB_DATA_DIR": str(data), "DAGSTER_HOME": str(work / "dagster")}
-    runs = {"cold": timed_run(images, env, data)}
+    stale = [work / "data", work / "dagster", *(work / "images").glob("new*")]
+    subprocess.run(["rm", "-rf", *map(str, stale)])
+    folder = Folder(n, work, build_folder(work / "images", n, photos, labels))
+    runs = {"cold": timed_run(folder.images, folder.env, folder.data)}
     print(f"{n:,}: cold {runs['cold']['wall_s']:.0f} s, peak {runs['cold']['peak_gb']:.2f} GB")
-    runs["noop"] = timed_run(images, env, data)
-    if increments:
-        extra = round(n * STEP_SHARE)
-        write_mosaics(mosaics(n, extra, labels), photos, lambda m: images / "new" / "unlabeled")
-        runs["new_images"] = timed_run(images, env, data)
-        print(f"{n:,}: labeled {add_labels(data / 'catalog.duckdb', items, n, work)} more")
-        runs["new_labels"] = timed_run(images, env, data)
+    runs["noop"] = timed_run(folder.images, folder.env, folder.data)
+    if increments_too:
+        runs.update(increments(folder, photos, labels, 0))
     print(f"{n:,}: " + ", ".join(f"{k} {v['wall_s']:.0f} s" for k, v in runs.items()))
+    return runs
+
+
+def again(n: int, photos: np.ndarray, labels: list[str], partial: Path) -> None:
+    """The increments once more on the state a full run of size N left, with the code checked
+    out now (recorded with its commit), into `partial` under `again`."""
+    sizes = json.loads(partial.read_text())
+    work = CACHE / "scale_run" / str(n)
+    folder = Folder(n, work, mosaics(0, n, labels))
+    runs = increments(folder, photos, labels, len(sizes[str(n)].get("again", [])) + 1)
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True
+    ).stdout.strip()
+    sizes[str(n)].setdefault("again", []).append({"commit": commit, **runs})
+    partial.write_text(json.dumps(sizes, indent=1))
+    print(
+        f"{n:,} again at {commit}: "
+        + ", ".join(f"{k} {v['wall_s']:.0f} s" for k, v in runs.items())
+    )
+
+
+def runs_of(size: dict) -> dict[str, dict]:
+    """A size's runs by name, the increments measured again (`--again`) named with their
+    commit."""
+    runs = {k: v for k, v in size.items() if k != "again"}
+    for later in size.get("again", []):
+        runs.update({f"{k} @{later['commit']}": v for k, v in later.items() if k != "commit"})
     return runs
 
 
@@ -228,7 +287,7 @@ def goals(sizes: dict[int, dict]) -> list[str]:
         f"({cold['wall_s'] / 60:.1f} min); largest step `{largest}` "
         f"({cold['steps_s'][largest] / cold['wall_s']:.0%})"
     )
-    peak = max(r["peak_gb"] for r in sizes[big].values())
+    peak = max(r["peak_gb"] for r in runs_of(sizes[big]).values())
     lines.append(
         f"- Peak memory at {big:,} <= {MEMORY_GOAL_GB:.0f} GB: "
         f"**{'met' if peak <= MEMORY_GOAL_GB else 'NOT met'}** ({peak:.2f} GB)"
@@ -237,10 +296,13 @@ def goals(sizes: dict[int, dict]) -> list[str]:
         ("new_images", NEW_IMAGES_GOAL, "1 % new images"),
         ("new_labels", NEW_LABELS_GOAL, "1 % new labels"),
     ):
-        if key in sizes[big]:
-            share = sizes[big][key]["wall_s"] / cold["wall_s"]
+        for name, run in runs_of(sizes[big]).items():
+            if name.split(" @")[0] != key:
+                continue
+            share = run["wall_s"] / cold["wall_s"]
+            code = f" (code of {name.split(' @')[1]})" if " @" in name else ""
             lines.append(
-                f"- Run after {what} at {big:,} <= {goal:.0%} of cold: "
+                f"- Run after {what} at {big:,} <= {goal:.0%} of cold{code}: "
                 f"**{'met' if share <= goal else 'NOT met'}** ({share:.1%})"
             )
     return lines
@@ -274,8 +336,8 @@ def memory_at_million(sizes: dict[int, dict]) -> float:
 
 def increments_table(sizes: dict[int, dict]) -> str:
     """Where the runs after 1 % new images / labels spend their time, at the largest size."""
-    big = sizes[max(sizes)]
-    kinds = [k for k in ("new_images", "new_labels") if k in big]
+    big = runs_of(sizes[max(sizes)])
+    kinds = [k for k in big if k.startswith(("new_images", "new_labels"))]
     if not kinds:
         return "(increments not run)"
     steps = sorted(
@@ -303,7 +365,7 @@ def report(sizes: dict[int, dict]) -> None:
         f"| {n:,} | {kind} | {r['wall_s']:.0f} | {r['wall_s'] / sizes[n]['cold']['wall_s']:.1%} "
         f"| {r['peak_gb']:.2f} | {r['data_gb']:.2f} |"
         for n in ns
-        for kind, r in sizes[n].items()
+        for kind, r in runs_of(sizes[n]).items()
     )
     head = " | ".join(f"{n:,} s" for n in ns) + " | " + " | ".join(f"{n:,} ms/img" for n in ns)
     step_rows = "\n".join(
@@ -365,15 +427,24 @@ def main() -> None:
     parser.add_argument(
         "--from-json", type=Path, default=None, help="write the report from a partial JSON"
     )
+    parser.add_argument(
+        "--again",
+        type=int,
+        default=None,
+        help="run the increments once more on size N's state, with the code checked out now",
+    )
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         child()
         return
-    if args.from_json:
+    if args.from_json and not args.again:
         report({int(n): r for n, r in json.loads(args.from_json.read_text()).items()})
         return
     photos, labels = _photos()
+    if args.again:
+        again(args.again, photos, labels, args.from_json or RESULTS / "scale_run.partial.json")
+        return
     sizes = {}
     for n in sorted(args.images):
         sizes[n] = one_size(n, photos, labels, not args.skip_increments)

@@ -163,7 +163,7 @@ def approximate_self_knn(x: np.ndarray, k: int, seed: int = 0) -> tuple[np.ndarr
     import faiss
 
     n, d = x.shape
-    lists = max(1, int(LISTS_PER_SQRT * np.sqrt(n)))
+    lists = max(1, min(int(LISTS_PER_SQRT * np.sqrt(n)), n // TRAIN_PER_LIST))
     quantizer = faiss.IndexFlatIP(d)
     index = faiss.IndexIVFFlat(quantizer, d, lists, faiss.METRIC_INNER_PRODUCT)
     rng = np.random.default_rng(seed)
