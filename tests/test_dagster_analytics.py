@@ -204,9 +204,12 @@ def test_projections_alone_are_coloured_by_what_exists(data_dir, labeled_folder)
     assert pm["pca_map"].value.startswith("![pca map](data:image/png;base64,")
 
 
-def test_a_new_image_is_placed_on_the_maps_and_clusters_not_fitted_again(data_dir, labeled_folder):
+def test_a_new_image_is_placed_on_the_maps_clusters_and_scores_not_fitted_again(
+    data_dir, labeled_folder
+):
     maps = {"projections": {"methods": ["pca", "tsne"]}, "clusters": {"k": "3"}}
     placing = [projections, projection_rows_match, clusters, clusters_cover_all_images]
+    placing += [anomaly_scores, anomaly_scores_are_finite]
     fake_embeddings(data_dir, labeled_folder)
     first = run(data_dir, maps, assets=placing)
     assert first.success and "placed_images" not in meta(first, "projections")
@@ -220,6 +223,8 @@ def test_a_new_image_is_placed_on_the_maps_and_clusters_not_fitted_again(data_di
     pm = meta(again, "projections")
     assert pm["placed_images"].value == 1 and "nothing was fitted again" in pm["placed"].value
     assert meta(again, "clusters")["placed_images"].value == 1
+    am = meta(again, "anomaly_scores")
+    assert am["placed_images"].value == 1 and am["flagged"].value == 2  # ceil(5 % of 29)
     with connect(data_dir / "catalog.duckdb", read_only=True) as con:
         after = con.execute("SELECT method, image_id, x, y FROM projections ORDER BY 1, 2").df()
     assert len(after) == 2 * 29

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -23,12 +24,24 @@ class AnomalyParams:
     seed: int = 0
 
 
+@dataclass(frozen=True)
+class Forest:
+    """A fitted Isolation Forest: scores new rows as it scored the rows it was fitted on
+    (analytics/placing.py places new images with it)."""
+
+    model: Any  # sklearn.ensemble.IsolationForest
+
+    def place(self, x: np.ndarray) -> np.ndarray:
+        return (-self.model.score_samples(np.ascontiguousarray(x, np.float32))).astype(np.float32)
+
+
 @dataclass
 class AnomalyScores:
     scores: np.ndarray  # float32 (n,), higher = more unusual
     flagged: np.ndarray  # bool (n,)
     fit_seconds: float
     score_seconds: float
+    forest: Forest | None = None
 
     @property
     def threshold(self) -> float:
@@ -54,11 +67,16 @@ def score(vectors: np.ndarray, params: AnomalyParams) -> AnomalyScores:
         random_state=params.seed,
     ).fit(x)
     fitted = time.perf_counter()
-    scores = (-forest.score_samples(x)).astype(np.float32)
+    scores = Forest(forest).place(x)
     scored = time.perf_counter()
-    return AnomalyScores(
-        scores, top_fraction(scores, params.flag_fraction), fitted - start, scored - fitted
-    )
+    flagged = top_fraction(scores, params.flag_fraction)
+    return AnomalyScores(scores, flagged, fitted - start, scored - fitted, Forest(forest))
+
+
+def placed_scores(scores: np.ndarray, fraction: float) -> AnomalyScores:
+    """Scores kept or placed by a stored forest, with the top `fraction` flagged anew."""
+    scores = np.asarray(scores, dtype=np.float32)
+    return AnomalyScores(scores, top_fraction(scores, fraction), 0.0, 0.0)
 
 
 def top_fraction(scores: np.ndarray, fraction: float) -> np.ndarray:

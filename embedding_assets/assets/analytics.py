@@ -18,7 +18,7 @@ import numpy as np
 from pydantic import Field
 
 from embedding_assets.analytics import store
-from embedding_assets.analytics.anomaly import AnomalyParams
+from embedding_assets.analytics.anomaly import AnomalyParams, placed_scores
 from embedding_assets.analytics.anomaly import score as score_anomalies
 from embedding_assets.analytics.clustering import (
     ClusterParams,
@@ -143,10 +143,10 @@ def clusters(
         known = image_info(db, ids)["label"].to_numpy(dtype=object)
         labels = np.array([lab if isinstance(lab, str) else None for lab in known], dtype=object)
         made_with = fingerprint(config.model_dump(mode="json"), n_classes)
-        models = _ClusterModels(storage.paths, emb_set.model_key, made_with)
+        models = _Placing(storage.paths, tables.CLUSTERS, "cluster", emb_set.model_key, made_with)
         placed = models.placed(ids, vectors)
         if placed is not None:
-            return models.placed_scores(ids, placed, labels)
+            return _placed_clusters(ids, placed, labels)
         params = ClusterParams(**config.model_dump(), label_classes=n_classes)
         with gpu.acquire(context.log) as choice:
             result = cluster(vectors, params, faiss_gpu_id(choice.faiss_gpu_id))
@@ -185,49 +185,53 @@ def clusters(
 
 
 @dataclass(frozen=True)
-class _ClusterModels:
-    """Where the centres of the current set's clusters are kept, and what they were fitted
-    with: new images join the nearest stored centre while the set only gained a few
+class _Placing:
+    """Where the fitted model of one per-image result of the current set is kept (k-means
+    centres, the Isolation Forest), and what it was fitted with: while the set only gained a
+    few images, they get their result from it and the others keep theirs
     (analytics/placing.py)."""
 
     paths: DataPaths
+    table: str
+    column: str
     key: str
     made_with: str
 
     @property
     def file(self) -> Path:
-        return self.paths.models_dir / "clusters" / f"{self.key}.pkl"
+        return self.paths.models_dir / self.table / f"{self.key}.pkl"
 
     def placed(self, ids: np.ndarray, vectors: np.ndarray) -> "Placed | None":
         from embedding_assets.analytics.placing import Fitted, place_new
 
         def stored() -> tuple[np.ndarray, dict[str, np.ndarray]]:
             db = self.paths.catalog_db
-            rows = store.rows_with_labels(db, tables.CLUSTERS, self.key, ["cluster"])
-            return rows["image_id"].to_numpy(np.int64), {"cluster": rows["cluster"].to_numpy()}
+            rows = store.rows_with_labels(db, self.table, self.key, [self.column])
+            return rows["image_id"].to_numpy(np.int64), {self.column: rows[self.column].to_numpy()}
 
         placed = place_new(Fitted.load(self.file), self.made_with, ids, vectors, stored)
         if placed is not None:
             placed.fitted.save(self.file)
         return placed
 
-    def placed_scores(self, ids: np.ndarray, placed: "Placed", labels: np.ndarray) -> Scores:
-        found = placed.maps["cluster"]
-        return Scores(
-            rows={"image_id": ids, "cluster": found.astype(np.int32)},
-            metadata={
-                "images": len(ids),
-                "placed": placed.note,
-                "placed_images": placed.images,
-                "purity": _float_or_none(purity(found, labels)),
-            },
-            log=placed.note,
-        )
-
-    def keep(self, ids: np.ndarray, vectors: np.ndarray, centres: object) -> None:
+    def keep(self, ids: np.ndarray, vectors: np.ndarray, model: object) -> None:
         from embedding_assets.analytics.placing import Fitted
 
-        Fitted.of(self.made_with, ids, vectors, {"cluster": centres}).save(self.file)
+        Fitted.of(self.made_with, ids, vectors, {self.column: model}).save(self.file)
+
+
+def _placed_clusters(ids: np.ndarray, placed: "Placed", labels: np.ndarray) -> Scores:
+    found = placed.maps["cluster"]
+    return Scores(
+        rows={"image_id": ids, "cluster": found.astype(np.int32)},
+        metadata={
+            "images": len(ids),
+            "placed": placed.note,
+            "placed_images": placed.images,
+            "purity": _float_or_none(purity(found, labels)),
+        },
+        log=placed.note,
+    )
 
 
 @dg.asset(deps=["embeddings"], group_name=GROUP, kinds={"scikitlearn", "duckdb"}, owners=OWNERS)
@@ -241,7 +245,17 @@ def anomaly_scores(
     def compute(emb_set: EmbeddingSet) -> Scores:
         ids, vectors = read_parquet(emb_set.parquet_path)
         params = AnomalyParams(**config.model_dump(exclude={"list_max"}))
-        result = score_anomalies(vectors, params)
+        made_with = fingerprint(config.model_dump(mode="json", exclude={"list_max"}))
+        forest = _Placing(
+            storage.paths, tables.ANOMALY_SCORES, "score", emb_set.model_key, made_with
+        )
+        placed = forest.placed(ids, vectors)
+        if placed is None:
+            result = score_anomalies(vectors, params)
+            forest.keep(ids, vectors, result.forest)
+        else:  # the new images scored by the stored forest; the top fraction taken again
+            result = placed_scores(placed.maps["score"], params.flag_fraction)
+            context.log.info(placed.note)
         flagged = int(result.flagged.sum())
         return Scores(
             rows={"image_id": ids, "score": result.scores, "flagged": result.flagged},
@@ -262,6 +276,7 @@ def anomaly_scores(
                 ),
                 "fit_seconds": round(result.fit_seconds, 3),
                 "score_seconds": round(result.score_seconds, 3),
+                **({"placed": placed.note, "placed_images": placed.images} if placed else {}),
             },
             log=f"Scored {len(ids)} images (fit {result.fit_seconds:.2f} s, "
             f"score {result.score_seconds:.2f} s); flagged {flagged}",

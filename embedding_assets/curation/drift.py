@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 MIN_EFFECT = 0.05  # smallest mean shift called drift, as a fraction of the reference's spread
-CALIBRATION_SAMPLE = 5_000  # reference images whose k-th neighbour distance calibrates ood_score
+CALIBRATION_SAMPLE = 2_000  # reference images whose k-th neighbour distance calibrates ood_score
 
 
 @dataclass(frozen=True)
