@@ -33,7 +33,7 @@ def test_small_sets_are_exact_and_never_list_the_image_itself():
 
 
 def test_large_sets_are_approximate_with_their_recall_measured():
-    x = clustered(3000)
+    x = clustered(3000, d=200)  # searched in 128 principal components, re-ranked in all 200
     graph = build_graph(np.arange(3000), x, "v1", exact_max=1000)
     assert graph.method == "ivf"
     truth = sampled_recall(normalize(x), graph.neighbors, 10)
@@ -43,6 +43,11 @@ def test_large_sets_are_approximate_with_their_recall_measured():
     exact_sims, _ = knn(x, None, 20)
     assert np.nanmean(graph.similarities[:, 0]) >= np.nanmean(exact_sims[:, 0]) - 0.02
     assert not (graph.neighbors == np.arange(3000)[:, None]).any()
+    # the similarities are the exact cosines of the listed neighbours, nearest first
+    unit = normalize(x)
+    listed = np.einsum("nd,nkd->nk", unit, unit[graph.neighbors])
+    np.testing.assert_allclose(graph.similarities, listed, atol=1e-5)
+    assert (np.diff(graph.similarities, axis=1) <= 1e-6).all()
     broken = sampled_recall(normalize(x), np.roll(graph.neighbors, 1, axis=0), 10)
     assert broken < 0.2, "the recall measure tells a wrong graph apart"
 
