@@ -36,6 +36,8 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 MIN_EFFECT = 0.05  # smallest mean shift called drift, as a fraction of the reference's spread
+COVARIANCE_SAMPLE = 20_000  # reference images the principal directions are fitted on
+MAP_POINTS = 20_000  # reference images drawn on the newest batch's map
 CALIBRATION_SAMPLE = 2_000  # reference images whose k-th neighbour distance calibrates ood_score
 
 
@@ -69,9 +71,14 @@ def fit_reference(reference: np.ndarray, k: int = 10, dims: int = 128) -> DriftR
     mean = x.mean(axis=0)
     centred = x - mean
     p = min(dims, x.shape[1], len(x) - 1)
-    # Principal directions from the d x d covariance (cheap when d << n).
-    cov = centred.T.astype(np.float64) @ centred / len(x)
-    _, vecs = np.linalg.eigh(cov)
+    # Principal directions from the d x d covariance (cheap when d << n) of at most
+    # COVARIANCE_SAMPLE rows: no float64 copy of a large reference
+    rows = centred
+    if len(x) > COVARIANCE_SAMPLE:
+        pick = np.random.default_rng(0).choice(len(x), COVARIANCE_SAMPLE, replace=False)
+        rows = centred[np.sort(pick)]
+    rows = rows.astype(np.float64)
+    _, vecs = np.linalg.eigh(rows.T @ rows / len(rows))
     components = np.ascontiguousarray(vecs[:, ::-1][:, :p], dtype=np.float32)
     distances = np.sort(1.0 - _kth_similarity(x, k)).astype(np.float64)
     projected = centred @ components
@@ -131,7 +138,8 @@ def drift_test(
     null = []
     for start in range(0, n_permutations, 100):
         rows = min(100, n_permutations - start)
-        pick = np.argpartition(rng.random((rows, n_total)), m - 1, axis=1)[:, :m]
+        # m of n_total without replacement per permutation: O(m) each when m << n_total
+        pick = np.stack([rng.choice(n_total, m, replace=False) for _ in range(rows)])
         null.append(stat(pool[pick].sum(axis=1)))
     null = np.concatenate(null)
     p_value = float((1 + (null >= observed).sum()) / (1 + len(null)))
@@ -303,6 +311,7 @@ def drift_map(vectors: np.ndarray, ref_mask: np.ndarray, members: np.ndarray, re
     from matplotlib.figure import Figure
 
     ref = vectors[ref_mask]
+    ref = ref[:: max(1, len(ref) // MAP_POINTS)]  # the picture needs no more grey dots
     mean = ref.mean(axis=0)
     _, _, vt = np.linalg.svd(ref[:: max(1, len(ref) // 5000)] - mean, full_matrices=False)
     xy_ref, xy_new = (ref - mean) @ vt[:2].T, (vectors[members] - mean) @ vt[:2].T
