@@ -1,5 +1,5 @@
 """The neighbour graph's search side by side: exact, IVF over the full vectors (the first
-version), and the default (IVF over 128 principal components, re-ranked exactly), in seconds
+version), and the default (IVF over 256 principal components, re-ranked exactly), in seconds
 per image and recall of the exact 10 nearest, at growing sizes of one real embedding set.
 
     python -m benchmarks.neighbor_graph [--parquet PATH] [--sizes 10000 30000 100000]
@@ -53,7 +53,7 @@ def main() -> None:
     rows = []
     for n in args.sizes:
         x = normalize(vectors[:n])
-        for method in ("exact", "ivf, full vectors", "default: ivf, 128 dims, re-ranked"):
+        for method in ("exact", "ivf, full vectors", "default: ivf, 256 dims, re-ranked"):
             if method == "exact" and n > EXACT_UP_TO:
                 continue
             found = {"images": n, **measure(x, method)}

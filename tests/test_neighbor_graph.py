@@ -33,7 +33,7 @@ def test_small_sets_are_exact_and_never_list_the_image_itself():
 
 
 def test_large_sets_are_approximate_with_their_recall_measured():
-    x = clustered(3000, d=200)  # searched in 128 principal components, re-ranked in all 200
+    x = clustered(3000, d=300)  # searched in 256 principal components, re-ranked in all 300
     graph = build_graph(np.arange(3000), x, "v1", exact_max=1000)
     assert graph.method == "ivf"
     truth = sampled_recall(normalize(x), graph.neighbors, 10)
