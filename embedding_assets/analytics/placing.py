@@ -14,20 +14,16 @@ from __future__ import annotations
 import pickle
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 
 from embedding_assets.common.ids import positions
+from embedding_assets.common.neighbors import checksums, unchanged
 
 MAX_PLACED_SHARE = 0.10
-
-
-def checksums(vectors: np.ndarray) -> np.ndarray:
-    """Each row's sum: tells a changed vector from an unchanged one (float64, (n,))."""
-    return np.asarray(vectors, dtype=np.float64).sum(axis=1)
 
 
 class Placeable(Protocol):
@@ -61,19 +57,16 @@ class Fitted:
             return None
         pos = positions(self.ids, ids)
         known = pos >= 0
-        if not np.allclose(self.sums[pos[known]], checksums(vectors[known]), rtol=1e-5, atol=1e-3):
+        if not unchanged(self.sums[pos[known]], vectors[known]):
             return None
         new = np.flatnonzero(~known)
         placed = len(self.ids) - self.fitted + len(new)
         return new if placed <= MAX_PLACED_SHARE * len(ids) else None
 
-    def with_placed(self, ids: np.ndarray, vectors: np.ndarray, rows: np.ndarray) -> Fitted:
-        """The record after `rows` of `ids` were placed; results now cover exactly `ids`."""
-        pos = positions(self.ids, ids)
-        sums = np.where(pos >= 0, self.sums[np.maximum(pos, 0)], 0.0)
-        sums[rows] = checksums(vectors[rows])
-        order = np.argsort(ids)
-        return Fitted(self.settings, ids[order], sums[order], self.fitted, self.placers)
+    def with_placed(self, ids: np.ndarray, vectors: np.ndarray) -> Fitted:
+        """The record after the new rows of `ids` were placed: results now cover exactly `ids`
+        (the others' vectors are those the record held: `new_rows` checked them)."""
+        return replace(Fitted.of(self.settings, ids, vectors, self.placers), fitted=self.fitted)
 
     def save(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -137,4 +130,4 @@ def place_new(
         f"placed {len(rows)} new images by the models fitted on {fitted.fitted} images "
         f"({time.perf_counter() - start:.1f} s); nothing was fitted again"
     )
-    return Placed(maps, len(rows), note, fitted.with_placed(ids, vectors, rows))
+    return Placed(maps, len(rows), note, fitted.with_placed(ids, vectors))

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from embedding_assets.common.ids import positions
-from embedding_assets.common.neighbors import knn, normalize, search
+from embedding_assets.common.neighbors import checksums, knn, normalize, search, unchanged
 
 GRAPH_K = 20  # neighbours kept per image; readers take the first k they need
 EXACT_MAX = 20_000
@@ -147,10 +147,6 @@ def reranked(x: np.ndarray, candidates: np.ndarray, k: int) -> tuple[np.ndarray,
     return np.where(np.isfinite(top_s), top_s, np.nan).astype(np.float32), top_i
 
 
-def checksums(vectors: np.ndarray) -> np.ndarray:
-    return np.asarray(vectors, dtype=np.float64).sum(axis=1)
-
-
 def grow_graph(
     graph: NeighborGraph, ids: np.ndarray, vectors: np.ndarray, content: str
 ) -> NeighborGraph | None:
@@ -166,15 +162,16 @@ def grow_graph(
     new = np.setdiff1d(np.arange(len(ids)), old_at[old_at >= 0])
     if (old_at < 0).any() or len(new) > MAX_GROWTH * len(ids) or k != min(GRAPH_K, len(ids) - 1):
         return None
-    if not np.allclose(checksums(vectors[old_at]), graph.sums, rtol=1e-5, atol=1e-3):
+    if not unchanged(graph.sums, vectors[old_at]):
         return None
     x = normalize(vectors)
     rows = np.full((len(ids), k), -1, np.int64)
     sims = np.full((len(ids), k), np.nan, np.float32)
+    # the old lists, in the rows of the grown set
+    old_rows = np.where(graph.neighbors >= 0, old_at[np.maximum(graph.neighbors, 0)], -1)
     if len(new):
         # old rows: their list and their nearest new rows, best k of both
         near_s, near_i = knn(x[old_at], x[new], min(k, len(new)), normalized=True)
-        old_rows = np.where(graph.neighbors >= 0, old_at[np.maximum(graph.neighbors, 0)], -1)
         both_s = np.concatenate([graph.similarities, near_s], axis=1)
         both_i = np.concatenate([old_rows, np.where(near_i >= 0, new[near_i], -1)], axis=1)
         best = np.argsort(-np.nan_to_num(both_s, nan=-np.inf), axis=1, kind="stable")[:, :k]
@@ -182,8 +179,7 @@ def grow_graph(
         rows[old_at] = np.take_along_axis(both_i, best, axis=1)
         sims[new], rows[new] = _search_all(x, new, k)
     else:
-        sims[old_at] = graph.similarities
-        rows[old_at] = np.where(graph.neighbors >= 0, old_at[np.maximum(graph.neighbors, 0)], -1)
+        sims[old_at], rows[old_at] = graph.similarities, old_rows
     return NeighborGraph(ids, rows, sims, graph.method, graph.recall, content, checksums(vectors))
 
 
@@ -199,7 +195,7 @@ def _search_all(x: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.ndarray,
 def approximate_self_knn(x: np.ndarray, k: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """`knn(x, None, k)` for normalised `x`: CANDIDATES x k candidates per row from an IVF
     index over `reduced(x)` (trained on a sample), re-ranked by exact cosine on `x`."""
-    sims, rows = _ivf_self_knn(reduced(x), min(CANDIDATES * k, len(x) - 1), seed)
+    _, rows = _ivf_self_knn(reduced(x), min(CANDIDATES * k, len(x) - 1), seed)
     return reranked(x, rows, k)
 
 

@@ -21,6 +21,17 @@ def normalize(vectors: np.ndarray) -> np.ndarray:
     return x
 
 
+def checksums(vectors: np.ndarray) -> np.ndarray:
+    """Each row's sum (float64, (n,)): what a stored result keeps of the vectors it was computed
+    from, to tell an unchanged vector from a changed one (`unchanged`)."""
+    return np.asarray(vectors, dtype=np.float64).sum(axis=1)
+
+
+def unchanged(sums: np.ndarray, vectors: np.ndarray) -> bool:
+    """Whether `vectors` are those whose `checksums` were `sums` (row for row)."""
+    return bool(np.allclose(sums, checksums(vectors), rtol=1e-5, atol=1e-3))
+
+
 def knn(
     queries: np.ndarray,
     reference: np.ndarray | None = None,
