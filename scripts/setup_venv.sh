@@ -15,8 +15,20 @@ PIN=()
 [ -n "$CONSTRAINTS" ] && PIN=(-c "$CONSTRAINTS")
 [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
 "$VENV/bin/python" -m pip install -q --upgrade pip
-"$VENV/bin/python" -c "import torch, torchvision" 2>/dev/null \
-    || "$VENV/bin/pip" install -q "${PIN[@]}" $TORCH_SPEC
+# PyTorch with its CUDA libraries takes about 6 GB in the venv (more while pip unpacks), and
+# pip's cache would hold a second copy of the wheels: check the room first, keep no cache.
+install_torch() {
+    local free_gb
+    free_gb=$(df -Pk "$VENV" | awk 'NR==2 {print int($4 / 1048576)}')
+    local need_gb=${TORCH_MIN_FREE_GB:-10}
+    if [ "$free_gb" -lt "$need_gb" ]; then
+        echo "setup_venv: only ${free_gb} GB free under $VENV, PyTorch needs ${need_gb} GB:" \
+            "free some disk (or set TORCH_MIN_FREE_GB=0 to try anyway)" >&2
+        exit 1
+    fi
+    "$VENV/bin/pip" install -q --no-cache-dir "${PIN[@]}" $TORCH_SPEC
+}
+"$VENV/bin/python" -c "import torch, torchvision" 2>/dev/null || install_torch
 "$VENV/bin/pip" install -q "${PIN[@]}" -e ".[dev]"
 # /atlas's viewer: only the package's static files are used, so none of its own dependencies
 # (sentence-transformers, litellm, ...). 0.24 dropped the WebGL 2 fallback that GPU-less
