@@ -21,6 +21,7 @@ LAYERS = (
     ("embedding_assets.search", "embedding_assets.analytics"),
     ("embedding_assets.learning",),
     ("embedding_assets.curation",),
+    ("embedding_assets.configs",),
     ("embedding_assets.assets",),
     ("sensors",),
     ("embedding_assets.definitions",),
