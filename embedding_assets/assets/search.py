@@ -17,7 +17,6 @@ import dagster as dg
 import numpy as np
 from pydantic import Field
 
-from embedding_assets.assets.embedding import BackboneConfig
 from embedding_assets.assets.reuse import Inputs, Report, materialize, previous_metadata
 from embedding_assets.assets.score_tables import Scorer, Scores, score_table
 from embedding_assets.common import markdown, tables
@@ -29,6 +28,7 @@ from embedding_assets.common.fingerprints import (
     labels_version,
 )
 from embedding_assets.common.settings import page_url
+from embedding_assets.configs.embedding import BackboneConfig
 from embedding_assets.embedding.sets import (
     EmbeddingSet,
     current_set,
