@@ -4,43 +4,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import dagster as dg
-from pydantic import Field
 
 from embedding_assets.assets.sharding import partitions_def, shard_for
-from embedding_assets.catalog.labels import UNLABELED_FOLDERS
-from embedding_assets.catalog.probe import DEFAULT_MAX_PIXELS
-from embedding_assets.common import tables
-from embedding_assets.common.settings import default_image_dir
+from embedding_assets.configs.catalog import CatalogConfig
 from resources.storage import StorageResource
 
 if TYPE_CHECKING:
     from embedding_assets.catalog.scan import ScanSummary
     from resources.paths import DataPaths
-
-
-class CatalogConfig(dg.Config):
-    image_dir: str = Field(
-        default=default_image_dir(),
-        description="Folder to scan recursively (PNG, JPEG, TIFF, WebP, BMP, GIF), or an "
-        "object-storage URL (s3://bucket/prefix, gs://..., az://...; credentials from the "
-        "standard environment variables). "
-        "Defaults to $EMB_IMAGE_DIR, else the demo images in the data directory.",
-    )
-    max_image_pixels: int = Field(
-        default=DEFAULT_MAX_PIXELS,
-        description="Images with more pixels are rejected as possible decompression bombs.",
-    )
-    labels_from_folders: bool = Field(
-        default=True,
-        description="Record each image's parent folder name as its label "
-        "(folders named in unlabeled_folders give none).",
-    )
-    unlabeled_folders: list[str] = Field(
-        default=list(UNLABELED_FOLDERS),
-        description="Folder names (case-insensitive, exact) whose images get no folder label; "
-        "any other folder name becomes a label class.",
-    )
-    workers: int = Field(default=0, description="Threads that hash and decode; 0 = automatic.")
 
 
 @dg.asset(
@@ -62,23 +33,12 @@ def image_catalog(
     that of the last change), so a run with nothing new leaves the data folder's files as they
     were.
     """
-    from embedding_assets.catalog.labels import looks_unlabeled
-    from embedding_assets.catalog.scan import (
-        ScanSettings,
-        scan_catalog,
-        usable_version,
-        write_snapshot,
-    )
+    from embedding_assets.catalog.labels import unlabeled_warning
+    from embedding_assets.catalog.scan import scan_catalog, usable_version, write_snapshot
 
     paths = storage.paths
     shard = shard_for(context)
-    settings = ScanSettings(
-        config.max_image_pixels,
-        config.labels_from_folders,
-        config.workers or None,
-        tuple(config.unlabeled_folders),
-    )
-    summary = scan_catalog(paths.catalog_db, config.image_dir, settings, shard=shard)
+    summary = scan_catalog(paths.catalog_db, config.image_dir, config.scan_settings(), shard=shard)
     snapshot = paths.parquet_dir / "images.parquet"
     if summary.new or summary.changed or summary.removed or not snapshot.exists():
         write_snapshot(paths.catalog_db, snapshot)  # else it holds these rows already
@@ -87,14 +47,9 @@ def image_catalog(
         f"{summary.changed} changed, {summary.removed} removed; status {summary.by_status}"
     )
     context.log.info(f"Label classes (images): {summary.label_classes}")
-    suspicious = [c for c in summary.label_classes if looks_unlabeled(c, config.unlabeled_folders)]
-    if suspicious:
-        context.log.warning(
-            f"Label class(es) {', '.join(suspicious)} look like unlabeled folders but are not "
-            f"named exactly one of {', '.join(config.unlabeled_folders)}: their images are "
-            "labeled with the folder name; rename the folder or add it to unlabeled_folders "
-            "in the image_catalog config"
-        )
+    warning = unlabeled_warning(summary.label_classes, config.unlabeled_folders)
+    if warning:
+        context.log.warning(warning)
     return dg.MaterializeResult(
         metadata=_scan_metadata(summary, config, paths, snapshot),
         data_version=dg.DataVersion(usable_version(paths.catalog_db, shard)),
@@ -131,15 +86,14 @@ def _scan_metadata(
 
 @dg.asset_check(asset=image_catalog, blocking=True, description="At least one usable image.")
 def catalog_has_usable_images(storage: StorageResource) -> dg.AssetCheckResult:
-    with storage.connect(read_only=True) as con:
-        usable, bad = con.execute(
-            "SELECT count(*) FILTER (status = 'ok'), count(*) FILTER (status <> 'ok') "
-            f"FROM {tables.IMAGES} WHERE removed_at IS NULL"
-        ).fetchone()
+    from embedding_assets.catalog.images import status_counts
+
+    counts = status_counts(storage.paths.catalog_db)
     return dg.AssetCheckResult(
-        passed=usable > 0,
-        metadata={"usable_images": usable, "unusable_images": bad},
+        passed=counts.usable > 0,
+        metadata={"usable_images": counts.usable, "unusable_images": counts.unusable},
         description=None
-        if usable
-        else f'No usable image ({bad} unusable): see `emb sql "select path, error from images"`',
+        if counts.usable
+        else f"No usable image ({counts.unusable} unusable): "
+        'see `emb sql "select path, error from images"`',
     )

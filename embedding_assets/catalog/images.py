@@ -126,6 +126,22 @@ def usable_count(db: Path, shard: Shard | None = None) -> int:
     return int(shard.mask(paths).sum())
 
 
+@dataclass(frozen=True)
+class StatusCounts:
+    usable: int
+    unusable: int  # corrupt, too large, unreadable...: kept with their error, never embedded
+
+
+def status_counts(db: Path) -> StatusCounts:
+    """How many current images are usable and how many are not."""
+    with connect(db, read_only=True) as con:
+        usable, bad = con.execute(
+            "SELECT count(*) FILTER (status = 'ok'), count(*) FILTER (status <> 'ok') "
+            f"FROM {tables.IMAGES} WHERE removed_at IS NULL"
+        ).fetchone()
+    return StatusCounts(int(usable), int(bad))
+
+
 def image_info(db_path: Path, image_ids: np.ndarray) -> pd.DataFrame:
     """path and current label for `image_ids`, in their order (label None when unlabeled)."""
     import pyarrow as pa

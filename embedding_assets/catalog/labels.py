@@ -147,6 +147,20 @@ def looks_unlabeled(label: str, unlabeled: tuple[str, ...] | list[str] = UNLABEL
     return any(name.startswith(u.lower()) for u in unlabeled)
 
 
+def unlabeled_warning(classes: list[str], unlabeled: list[str]) -> str | None:
+    """One line for label classes that look like unlabeled folders but are not named exactly
+    like one (their images get the folder name as a label), or None."""
+    suspicious = [c for c in classes if looks_unlabeled(c, unlabeled)]
+    if not suspicious:
+        return None
+    return (
+        f"Label class(es) {', '.join(suspicious)} look like unlabeled folders but are not "
+        f"named exactly one of {', '.join(unlabeled)}: their images are labeled with the "
+        "folder name; rename the folder or add it to unlabeled_folders in the image_catalog "
+        "config"
+    )
+
+
 @dataclass(frozen=True)
 class Rejected:
     line: int
