@@ -136,8 +136,8 @@ def tag_seconds(data_dir: Path, top_k: int) -> float:
 
 def small_draws(data_dir: Path, top_k: int) -> list[dict]:
     """DRAWS draws of PER_CLASS photos per class, each tagged and graphed on its own."""
-    from embedding_assets.assets.search import ImageTagsConfig
     from embedding_assets.catalog.images import usable_files
+    from embedding_assets.configs.search import ImageTagsConfig
     from embedding_assets.embedding.backbones import imagenet_head
     from embedding_assets.embedding.run import cached_features_and_norms
     from embedding_assets.search import tags

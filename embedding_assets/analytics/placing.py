@@ -131,3 +131,32 @@ def place_new(
         f"({time.perf_counter() - start:.1f} s); nothing was fitted again"
     )
     return Placed(maps, len(rows), note, fitted.with_placed(ids, vectors))
+
+
+@dataclass(frozen=True)
+class ModelFile:
+    """Where one result's fitted models are kept (under the data directory's models folder, per
+    embedding set) and the settings they must have been made with to place new images."""
+
+    path: Path
+    made_with: str  # fingerprint of the settings
+
+    @classmethod
+    def under(cls, models_dir: Path, result: str, model_key: str, made_with: str) -> ModelFile:
+        return cls(models_dir / result / f"{model_key}.pkl", made_with)
+
+    def placed(
+        self,
+        ids: np.ndarray,
+        vectors: np.ndarray,
+        stored: Callable[[], tuple[np.ndarray, dict[str, np.ndarray]]],
+    ) -> Placed | None:
+        """The results of `ids` with the new images placed (`place_new`); None: fit again."""
+        return place_new(Fitted.load(self.path), self.made_with, ids, vectors, stored)
+
+    def fitted(self, ids: np.ndarray, vectors: np.ndarray, placers: dict[str, Placeable]) -> Fitted:
+        """The record of a full fit over `ids`, to `save`."""
+        return Fitted.of(self.made_with, ids, vectors, placers)
+
+    def save(self, fitted: Fitted) -> None:
+        fitted.save(self.path)

@@ -24,6 +24,7 @@ import dagster as dg
 
 from embedding_assets.common import fingerprints
 from embedding_assets.common.fingerprints import REUSED, SKIPPED, Stored
+from embedding_assets.common.markdown import Markdown
 
 DATA_VERSION_TAG = "dagster/data_version"  # the tag holding a materialization's data version
 
@@ -138,3 +139,11 @@ def reused(
         data_version=dg.DataVersion(data_version),
         check_results=check_results or None,
     )
+
+
+def dagster_metadata(values: dict[str, Any]) -> dict[str, Any]:
+    """A domain function's metadata for Dagster: `Markdown` rendered as markdown, plain values
+    (str, int, float, dict, Path...) as they are, which Dagster types itself."""
+    return {
+        k: dg.MetadataValue.md(str(v)) if isinstance(v, Markdown) else v for k, v in values.items()
+    }

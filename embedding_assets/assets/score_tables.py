@@ -7,26 +7,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import dagster as dg
 
-from embedding_assets.assets.reuse import Inputs, Report, materialize
+from embedding_assets.assets.reuse import Inputs, Report, dagster_metadata, materialize
+from embedding_assets.common.results import Scores
 from embedding_assets.embedding.sets import EmbeddingSet, current_set
 from resources.storage import StorageResource
-
-
-@dataclass
-class Scores:
-    """What one computation produced: the table's columns (model_key is added), further result
-    tables it replaces too (e.g. per-image scores beside per-batch verdicts), metadata, and one
-    line for the run log."""
-
-    rows: dict[str, Any]  # column -> NumPy array, list or pyarrow Array (for an explicit type)
-    metadata: dict[str, Any] = field(default_factory=dict)
-    log: str = ""
-    more_tables: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 def set_inputs(asset: str, emb_set: EmbeddingSet, config: dg.Config, *more: object) -> Inputs:
@@ -69,7 +58,7 @@ def score_table(
     key = emb_set.model_key
 
     def show() -> dict[str, Any]:
-        return {"model_key": key, **(shown(emb_set) if shown else {})}
+        return {"model_key": key, **dagster_metadata(shown(emb_set) if shown else {})}
 
     def with_key(columns: dict[str, Any]) -> pa.Table:
         rows = pa.table(columns)
@@ -86,7 +75,11 @@ def score_table(
             context.log.info(scores.log)
         written = round(time.perf_counter() - started - computed, 3)
         return Report(
-            {**show(), **scores.metadata, "write_seconds": dg.MetadataValue.float(written)}
+            {
+                **show(),
+                **dagster_metadata(scores.metadata),
+                "write_seconds": dg.MetadataValue.float(written),
+            }
         )
 
     if scorer.whole_set:

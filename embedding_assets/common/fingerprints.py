@@ -10,8 +10,6 @@ one mechanism that uses it for every asset is `embedding_assets.assets.reuse`.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +17,7 @@ import duckdb
 
 from embedding_assets.common import tables
 from embedding_assets.common.clock import utc_now
+from embedding_assets.common.hashing import stable_hash
 from resources.duckdb_store import connect
 
 REUSED = "reused"  # metadata key of a materialization that reused its stored result
@@ -26,9 +25,8 @@ SKIPPED = "skipped: inputs unchanged"
 
 
 def fingerprint(*parts: object) -> str:
-    """A short, stable hash of JSON-able parts (versions, config dicts, ids)."""
-    blob = json.dumps(parts, sort_keys=True, default=str, separators=(",", ":"))
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+    """The fingerprint of JSON-able parts (versions, config dicts, ids)."""
+    return stable_hash(*parts)
 
 
 def hash_fraction(sha256: str) -> float:

@@ -6,6 +6,11 @@ from __future__ import annotations
 import base64
 
 
+class Markdown(str):
+    """Metadata text to show as markdown (a table, an inline picture): domain functions report
+    plain values and this, the asset layer turns it into Dagster's markdown value."""
+
+
 def table(header: list[str], rows: list[list]) -> str:
     """A pipe table; `|` inside cells is escaped so a path or label cannot break a row."""
 

@@ -4,8 +4,9 @@ the inputs the rows were computed from (`fingerprints`)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from embedding_assets.common import tables
 from resources.duckdb_store import connect
@@ -29,6 +30,19 @@ TABLES = (
     tables.IMAGE_TAGS,
     tables.IMAGENET_TERMS,
 )
+
+
+@dataclass
+class Scores:
+    """What one computation of a per-set result produced: the table's columns (model_key is
+    added when written), further tables it replaces too (e.g. per-image scores beside
+    per-batch verdicts), metadata (plain values and `markdown.Markdown`), and one line for the
+    run log."""
+
+    rows: dict[str, Any]  # column -> NumPy array, list or pyarrow Array (for an explicit type)
+    metadata: dict[str, Any] = field(default_factory=dict)
+    log: str = ""
+    more_tables: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 def check_table(table: str) -> None:

@@ -13,6 +13,10 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+from embedding_assets.common import markdown
+from embedding_assets.common.markdown import Markdown
+from embedding_assets.curation.reports import cell
+
 MIN_PER_CLASS = 10  # fewer labels than this: the class can hardly be learned or judged
 RARE_SHARE = 0.2  # a class with under a fifth of the median class's labels is rare
 
@@ -63,6 +67,25 @@ class LabelChecks:
     labels: int
     classes: int
     rows: list[dict]  # one per check and subject (`dataset_checks`' columns)
+
+    @property
+    def warnings(self) -> list[str]:
+        """The detail of each check that warns."""
+        return [r["detail"] for r in self.rows if r["warning"]]
+
+    def shown(self) -> dict:
+        """What `dataset_checks` reports: counts and every check as a table."""
+        table = [
+            [r["check_name"], r["subject"], cell(r["value"]), r["warning"], r["detail"]]
+            for r in self.rows
+        ]
+        columns = ["check", "subject", "value", "warning", "detail"]
+        return {
+            "labels": self.labels,
+            "classes": self.classes,
+            "warnings": len(self.warnings),
+            "checks": Markdown(markdown.table(columns, table)),
+        }
 
 
 def check_labels(db: Path) -> LabelChecks:

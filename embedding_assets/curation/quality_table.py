@@ -11,6 +11,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from embedding_assets.common import tables
+from embedding_assets.common.figures import histogram_markdown
+from embedding_assets.common.markdown import Markdown
+from embedding_assets.curation.reports import top_table
 from resources.duckdb_store import connect
 
 if TYPE_CHECKING:
@@ -31,6 +34,24 @@ class FlaggedImages:
     def flagged(self) -> pd.DataFrame:
         """The flagged images, least sharp first."""
         return self.images[self.images["flags"] != ""].sort_values("sharpness")
+
+    @property
+    def summary(self) -> str:
+        return f"{len(self.flagged)} of {len(self.images)} images flagged: {self.counts}"
+
+    def shown(self, thresholds: QualityThresholds) -> dict:
+        """What `image_quality` reports: counts, the least sharp flagged images, and the
+        sharpness histogram with the blur threshold drawn in."""
+        columns = ["image_id", "flags", "sharpness", "brightness", "path"]
+        cut = float(np.log10(thresholds.sharpness_below + 1e-4))
+        histogram = histogram_markdown(log_sharpness(self.images), "log10(sharpness)", cut)
+        return {
+            "images": len(self.images),
+            "flagged": len(self.flagged),
+            "flag_counts": self.counts,
+            "flagged_images": top_table(self.flagged, columns),
+            "sharpness_histogram": Markdown(histogram),
+        }
 
 
 def measure_missing(db: Path) -> int:

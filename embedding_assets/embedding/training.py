@@ -168,7 +168,7 @@ def why_not_trainable(data: LabeledImages, needs_labels: bool) -> str | None:
     return None
 
 
-def fingerprint(base_key: str, mode: str, cfg: TrainConfig, data: LabeledImages) -> str:
+def training_key(base_key: str, mode: str, cfg: TrainConfig, data: LabeledImages) -> str:
     """Same backbone, settings and labeled content -> same model: no need to train again."""
     pairs = sorted(zip(data.hashes, data.labels.tolist(), strict=True))
     blob = json.dumps([base_key, mode, asdict(cfg), pairs])
@@ -379,7 +379,7 @@ class SavedModel:
 
 
 def _save(models_dir: Path, name: str, result: TrainResult, meta: dict) -> SavedModel:
-    """The model's files named `name` (from the training fingerprint), written atomically."""
+    """The model's files named `name` (from the training key), written atomically."""
     import torch
 
     from embedding_assets.embedding.heads import save_classifier, save_head
@@ -436,12 +436,12 @@ def train_embedding_model(
     if reason:
         return Outcome(ModelStatus.SKIPPED, reason, params=trained_params(paths.catalog_db, base))
     base_key = base.model_key()
-    fp = fingerprint(base_key, mode, cfg, data)
+    key = training_key(base_key, mode, cfg, data)
     with connect(paths.catalog_db, read_only=True) as con:
         seen = con.execute(
             f"SELECT model_id, promoted, metrics, decision FROM {tables.EMBEDDING_MODELS} "
             "WHERE fingerprint = ? ORDER BY model_id DESC LIMIT 1",
-            [fp],
+            [key],
         ).fetchall()
     if seen:
         model_id, promoted, metrics, decision = seen[0]
@@ -473,7 +473,7 @@ def train_embedding_model(
     labeled = _Labeled(data)
     result = _train(paths, settings, labeled, options, progress)
     meta = {"mode": mode, "config": asdict(cfg), "base_key": base_key}
-    gate_saved = saved = _save(paths.models_dir, fp[:16], result, meta)
+    gate_saved = saved = _save(paths.models_dir, key[:16], result, meta)
     candidate = served = _served(base, cfg, saved)
     metrics, hits = _evaluate_params(paths, candidate, data, options)
 
@@ -489,7 +489,7 @@ def train_embedding_model(
         # Judged, the recipe now learns from every label: on 500 photos, training on all of
         # them rather than the 400 outside the held-out split gave +3 points of accuracy.
         final = _train(paths, settings, labeled, options, progress, every_label=True)
-        saved = _save(paths.models_dir, f"{fp[:16]}-all", final, meta)
+        saved = _save(paths.models_dir, f"{key[:16]}-all", final, meta)
         served = _served(base, cfg, saved)
         seconds += final.seconds
         decision += "; then trained again on every label"
@@ -504,7 +504,7 @@ def train_embedding_model(
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [
                 model_id,
-                fp,
+                key,
                 base_key,
                 served.model_key(),
                 mode,

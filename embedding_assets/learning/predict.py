@@ -20,6 +20,12 @@ class Predicted:
     per_class: dict[str, int]  # images predicted as each class
     means: dict[str, float]  # mean uncertainty per measure
 
+    def figures(self) -> dict:
+        """What the `predictions` asset reports, as plain values."""
+        means = {f"mean_{k}": round(v, 4) for k, v in self.means.items()}
+        per_class = {"predicted_per_class": self.per_class}
+        return {"images": self.images, "version_id": self.version_id, **per_class, **means}
+
 
 def predict_all(paths: DataPaths) -> Predicted:
     """Predict every image with the champion on the features it was trained on and replace the

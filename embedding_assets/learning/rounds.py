@@ -1,6 +1,7 @@
 """Label rounds in DuckDB: the unlabeled pool, the next round chosen from it (`selection`), the
-rounds and the learning curve stored, and the open requests exported as CSV; also the review
-round of likely wrong labels (from curation's `label_issues` table)."""
+rounds and the learning curve stored (and what `label_queue` reports of them), and the open
+requests exported as CSV; also the review round of likely wrong labels (from curation's
+`label_issues` table)."""
 
 from __future__ import annotations
 
@@ -10,9 +11,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from embedding_assets.common import tables
+from embedding_assets.common import markdown, tables
 from embedding_assets.common.clock import utc_now
 from embedding_assets.learning import registry, selection
+from embedding_assets.learning.plots import learning_curve_png
 from embedding_assets.learning.registry import VersionSummary
 from resources.duckdb_store import connect
 
@@ -209,14 +211,19 @@ def cold_start_round(db_path: Path, settings: RoundSettings) -> NextRound:
     )
 
 
-def record_round(
-    db_path: Path,
-    requests: pa.Table,
-    point: VersionSummary | None,
-) -> tuple[int, bool, list[tuple[int, float]]]:
+@dataclass(frozen=True)
+class Recorded:
+    """A stored round: its number, whether it was added (else it replaced the latest one), and
+    the whole learning curve (n_labels, accuracy) in round order."""
+
+    round_no: int
+    new_round: bool
+    curve: list[tuple[int, float]]
+
+
+def record_round(db_path: Path, requests: pa.Table, point: VersionSummary | None) -> Recorded:
     """Store a round's requests and learning-curve point (the latest classifier version's,
-    None before any); return the round number, whether it is a new round, and the whole curve
-    (n_labels, accuracy) in round order.
+    None before any).
 
     A round stands for a set of labels. When the latest round's classifier version saw the
     same labels (same max label_id) as `point`'s version, that round's requests and point
@@ -250,7 +257,7 @@ def record_round(
             f"SELECT n_labels, accuracy FROM {tables.LEARNING_CURVE} ORDER BY round"
         ).fetchall()
     points = [(int(n), float(a) if a is not None else float("nan")) for n, a in curve]
-    return int(round_no), not same_labels, points
+    return Recorded(int(round_no), not same_labels, points)
 
 
 def _insert_round(con, round_no: int, requests: pa.Table, point: VersionSummary | None) -> None:
@@ -273,6 +280,53 @@ def _insert_round(con, round_no: int, requests: pa.Table, point: VersionSummary 
             now,
         ],
     )
+
+
+@dataclass(frozen=True)
+class RoundReport:
+    """What `label_queue` reports of a round: plain values, the learning curve (markdown) and
+    one line for the run log."""
+
+    values: dict
+    learning_curve: str
+    log: str
+
+
+def round_report(
+    chosen: NextRound, recorded: Recorded, patience: int, min_delta: float
+) -> RoundReport:
+    """The round, how it was chosen, the learning curve and whether to stop labeling: accuracy
+    gained less than `min_delta` over the last `patience` rounds."""
+    curve = recorded.curve
+    stop = selection.plateaued([a for _, a in curve if not np.isnan(a)], patience, min_delta)
+    reason = (
+        f"accuracy gained < {min_delta} over the last {patience} rounds: more labels are "
+        "unlikely to help"
+        if stop
+        else "keep labeling"
+    )
+    values = {
+        "round": recorded.round_no,
+        "new_round": recorded.new_round,
+        "batch_size": chosen.requests.num_rows,
+        "unlabeled_pool": chosen.pool,
+        "strategy": chosen.strategy,
+        "clusters_in_batch": chosen.clusters_in_batch,
+        "largest_cluster_share": round(chosen.largest_cluster_share, 3),
+        "cluster_source": chosen.cluster_source,
+        "mean_uncertainty_batch": round(chosen.mean_score_batch, 4),
+        "mean_uncertainty_pool": round(chosen.mean_score_pool, 4),
+        "stop_signal": stop,
+        "stop_reason": reason,
+        "export": "emb queue --export queue.csv",
+    }
+    png = learning_curve_png([n for n, _ in curve], [a for _, a in curve])
+    replaced = "" if recorded.new_round else " (no new labels: replaced)"
+    log = (
+        f"round {recorded.round_no}{replaced}: {chosen.requests.num_rows} of {chosen.pool} "
+        "unlabeled images requested"
+    )
+    return RoundReport(values, markdown.image(png, "learning curve"), log)
 
 
 def export_queue(db_path: Path, out: Path) -> int:

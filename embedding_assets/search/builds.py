@@ -15,7 +15,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from embedding_assets.common.fingerprints import fingerprint
+from embedding_assets.common.hashing import stable_hash
 from embedding_assets.embedding import sets
 from embedding_assets.search import faiss_index, snapshot, versions
 from embedding_assets.search.versions import IndexRecord
@@ -45,7 +45,7 @@ class BuildSettings:
         """What makes two builds the same kind of index: every setting but the rebuild
         threshold (the key stored in each snapshot, compared before an in-place update)."""
         kind = {k: v for k, v in asdict(self).items() if k != "rebuild_fraction"}
-        return fingerprint("index-settings", kind)
+        return stable_hash("index-settings", kind)
 
     def factory_for(self, n: int, d: int) -> str:
         return self.index_factory.strip() or faiss_index.choose_factory(

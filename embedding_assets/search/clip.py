@@ -230,6 +230,14 @@ def point_at(paths: DataPaths, model_key: str, text_model: str) -> None:
     staged.replace(pointer)
 
 
+def point_at_stored(paths: DataPaths, model_key: str, text_model: str) -> bool:
+    """Point text search at `model_key`'s stored index again; False when it is gone."""
+    if not index_dir(paths, model_key).is_dir():
+        return False
+    point_at(paths, model_key, text_model)
+    return True
+
+
 class ClipIndex:
     """The served CLIP index and the text tower that queries it."""
 
