@@ -150,7 +150,7 @@ def test_train_promote_reuse_and_refuse_a_worse_model(data_dir: Path, digits_cat
     emb_meta = good.asset_materializations_for_node("embeddings")[0].metadata
     assert "-head-" in emb_meta["model_key"].value and emb_meta["dimension"].value == 32
     base = EmbedParams("resnet18", None, SIZE)
-    champion_params = trained_params(digits_catalog.catalog_db, base)
+    champion_params = trained_params(digits_catalog, base)
     assert champion_params.head and champion_params.model_key() == emb_meta["model_key"].value
 
     again = _run(data_dir, settings, False)
@@ -174,7 +174,7 @@ def test_train_promote_reuse_and_refuse_a_worse_model(data_dir: Path, digits_cat
     worse_emb = worse.asset_materializations_for_node("embeddings")[0].metadata
     assert worse_emb["model_key"].value == emb_meta["model_key"].value
     assert worse_emb["embedded_now"].value == 0  # the champion's vectors, all from the cache
-    assert trained_params(digits_catalog.catalog_db, base) == champion_params
+    assert trained_params(digits_catalog, base) == champion_params
 
 
 def test_finetune_mode_serves_its_own_trunk(data_dir: Path, digits_catalog: DataPaths):

@@ -75,7 +75,7 @@ def test_a_moved_or_copied_data_folder_keeps_working_on_its_own_files(
     with connect(db) as con:  # a promoted embedding model, so the move has one to lose
         con.execute("UPDATE embedding_models SET promoted = true")
         model_id = con.execute("SELECT max(model_id) FROM embedding_models").fetchall()[0][0]
-    assert embedding_training.current_model(db, BASE)[1] == model_id
+    assert embedding_training.current_model(DataPaths(db.parent), BASE)[1] == model_id
     _run(labeled_folder)  # embeds with the trained head
     key = tables.current_model_key(db)
     assert "-head-" in key
@@ -88,7 +88,7 @@ def test_a_moved_or_copied_data_folder_keeps_working_on_its_own_files(
     shutil.move(data_dir, moved)
     db = _use(moved, monkeypatch)
     _similar_ok(db, image_id)
-    params, current = embedding_training.current_model(db, BASE)
+    params, current = embedding_training.current_model(DataPaths(db.parent), BASE)
     assert current == model_id and Path(params.head).is_relative_to(moved)
     meta = _metadata(_run(labeled_folder))
     assert meta["embeddings"]["embedded_now"] == 0 and REUSED in meta["embeddings"]
@@ -105,7 +105,7 @@ def test_a_moved_or_copied_data_folder_keeps_working_on_its_own_files(
     db = _use(copy, monkeypatch)
     _reads_only(db)
     _similar_ok(db, image_id)
-    assert embedding_training.current_model(db, BASE)[1] == model_id
+    assert embedding_training.current_model(DataPaths(db.parent), BASE)[1] == model_id
     # a file not in the catalog is embedded on the fly with the copy's trained head
     query = write_image(tmp_path / "query.png", size=(24, 24), seed=7)
     hits = searcher.similar(db, str(query), k=2)

@@ -41,8 +41,10 @@ def test_a_champion_trained_on_every_label_is_judged_as_it_was_judged(tmp_path):
     from embedding_assets.embedding.embedder import EmbedParams
     from embedding_assets.embedding.training import judged_params
     from resources.duckdb_store import connect
+    from resources.paths import DataPaths
 
-    db = tmp_path / "catalog.duckdb"
+    paths = DataPaths(tmp_path)
+    db = paths.catalog_db
     base = EmbedParams("resnet18", None, 32)
     served = replace(base, weights=str(tmp_path / "all.pt"), image_size=40)
     judged = replace(base, weights=str(tmp_path / "judged.pt"), image_size=40)
@@ -62,5 +64,5 @@ def test_a_champion_trained_on_every_label_is_judged_as_it_was_judged(tmp_path):
                 json.dumps(asdict(judged)),
             ],
         )
-    assert judged_params(db, served).model_key() == judged.model_key()
-    assert judged_params(db, base) == base  # the plain backbone is its own judge
+    assert judged_params(paths, served).model_key() == judged.model_key()
+    assert judged_params(paths, base) == base  # the plain backbone is its own judge

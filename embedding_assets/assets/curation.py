@@ -76,7 +76,7 @@ def label_issues(
         return scores.label_issue_table(storage.paths, config.params())
 
     # only the labeled images' features and labels decide it: new unlabeled images do not
-    labeled = (classifier_feature_key(db), labeled_content(db))
+    labeled = (classifier_feature_key(storage.paths), labeled_content(db))
     scorer = Scorer(compute, whole_set=False)
     return score_table(context, storage, tables.LABEL_ISSUES, config, scorer, labeled)
 

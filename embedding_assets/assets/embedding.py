@@ -122,7 +122,7 @@ def embeddings(
     from embedding_assets.embedding.run import run_embeddings
 
     shard, db = shard_for(context), storage.paths.catalog_db
-    params = config.params(db)
+    params = config.params(storage.paths)
     context.log.info(
         f"trained head {params.head}" if params.head else "plain backbone (no trained head)"
     )

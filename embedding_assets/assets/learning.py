@@ -85,7 +85,7 @@ def classifier(
     from embedding_assets.embedding.features import classifier_feature_key
 
     # the labeled images' features decide it: new unlabeled images do not retrain it
-    parts = (classifier_feature_key(db), labels_version(db), config.model_dump(mode="json"))
+    parts = (classifier_feature_key(paths), labels_version(db), config.model_dump(mode="json"))
     inputs = Inputs(CLASSIFIER, parts)
 
     def kept(found: Stored) -> Report | None:

@@ -117,7 +117,7 @@ def published_index(
 
     def compute() -> Report:
         recall = _checked_recall(context, record.version)
-        versions.publish(db, key, record.version, recall)
+        versions.publish(storage.paths, key, record.version, recall)
         context.log.info(f"Search now uses index {record.version} of {key}")
         replaces = live.version if live else "none"
         shown = {"check_recall_at_5": round(recall, 4), "replaces": replaces}

@@ -2,7 +2,6 @@
 plain backbone, e.g. `image_tags`): the backbone, how it runs, and how the fine-tune trains."""
 
 from dataclasses import replace
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import dagster as dg
@@ -24,6 +23,7 @@ if TYPE_CHECKING:
     from embedding_assets.embedding.run import RunOptions
     from embedding_assets.embedding.train_config import TrainConfig
     from embedding_assets.embedding.training import ModelSettings
+    from resources.paths import DataPaths
 
 
 class BackboneConfig(dg.Config):
@@ -101,12 +101,12 @@ class EmbeddingConfig(BackboneConfig):
         default="", description="Ray cluster address for engine 'ray'; empty = $RAY_ADDRESS."
     )
 
-    def params(self, db: Path) -> "EmbedParams":
+    def params(self, paths: "DataPaths") -> "EmbedParams":
         from embedding_assets.embedding.training import trained_params
 
         base = self.backbone(self.store_dtype)
         if self.head == "auto":
-            return trained_params(db, base)
+            return trained_params(paths, base)
         return replace(base, head=None if self.head == "none" else self.head)
 
     def run_options(self, device: str) -> "RunOptions":

@@ -5,7 +5,6 @@ them, both read through the LMDB cache that the embeddings' own backbone pass fi
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from pathlib import Path
 
 import numpy as np
 
@@ -16,14 +15,14 @@ from embedding_assets.embedding.run import RunOptions, cached_features
 from resources.paths import DataPaths
 
 
-def plain_params(db: Path, model_key: str) -> EmbedParams | None:
+def plain_params(paths: DataPaths, model_key: str) -> EmbedParams | None:
     """The plain-backbone settings behind an embedding set made with a trained head, else None
     (float32: the plain-feature cache that the embeddings' own backbone pass filled)."""
-    params = sets.stored_set_params(db, model_key)
+    params = sets.stored_set_params(paths.catalog_db, model_key)
     if not params.get("head"):
         return None
     # a fine-tuned trunk is stored relative to the data folder: resolve it like the Searcher does
-    stored = sets.loaded_params(DataPaths(db.parent), params)
+    stored = sets.loaded_params(paths, params)
     return replace(EmbedParams(**stored), head=None, store_dtype="float32")
 
 
@@ -33,7 +32,7 @@ def content_vectors(
     """(ids, plain-backbone vectors) behind an embedding set made with a trained head, else
     None. Near-duplicates are judged on these: a metric-learning head pulls a whole class
     together (same-class cosine near 1), which says nothing about duplicated content."""
-    params = plain_params(paths.catalog_db, model_key)
+    params = plain_params(paths, model_key)
     return None if params is None else _plain_vectors(paths, params, ids, device)
 
 
@@ -59,11 +58,11 @@ class Features:
     matrix: np.ndarray  # (n, d) float32
 
 
-def classifier_feature_key(db: Path) -> str:
+def classifier_feature_key(paths: DataPaths) -> str:
     """The model key of the features `classifier_features` reads: what, with the labels,
     decides a classifier (new unlabeled images do not)."""
-    key = sets.current_set(db).model_key
-    params = plain_params(db, key)
+    key = sets.current_set(paths.catalog_db).model_key
+    params = plain_params(paths, key)
     return key if params is None else params.model_key()
 
 
@@ -74,7 +73,7 @@ def classifier_features(paths: DataPaths, device: str = "cpu") -> Features:
     accuracy measured with 500 labels of CIFAR-10). A set made without a head is its own plain
     features; with one, only its image ids are read from the Parquet."""
     emb_set = sets.current_set(paths.catalog_db)
-    params = plain_params(paths.catalog_db, emb_set.model_key)
+    params = plain_params(paths, emb_set.model_key)
     if params is None:
         ids, matrix = sets.read_parquet(emb_set.parquet_path)
         return Features(emb_set, emb_set.model_key, ids, matrix)

@@ -175,11 +175,11 @@ def training_key(base_key: str, mode: str, cfg: TrainConfig, data: LabeledImages
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
-def current_model(db: Path, base: EmbedParams) -> tuple[EmbedParams, int | None]:
+def current_model(paths: DataPaths, base: EmbedParams) -> tuple[EmbedParams, int | None]:
     """(params, model_id) of the newest promoted model trained on `base`'s backbone whose files
     still exist; (`base` unchanged, None) when there is none: the plain backbone."""
     key = replace(base, head=None, store_dtype="float32").model_key()  # as embedding_model keys it
-    with connect(db, read_only=True) as con:
+    with connect(paths.catalog_db, read_only=True) as con:
         rows = (
             con.execute(
                 f"SELECT model_id, head_path, trunk_path, params FROM {tables.EMBEDDING_MODELS} "
@@ -191,14 +191,13 @@ def current_model(db: Path, base: EmbedParams) -> tuple[EmbedParams, int | None]
         )
     if not rows:
         return base, None
-    root = DataPaths(Path(db).parent)
     model_id, head, trunk, served = rows[0]
-    head = str(root.resolve(head)) if head else None
-    trunk = str(root.resolve(trunk)) if trunk else None
+    head = str(paths.resolve(head)) if head else None
+    trunk = str(paths.resolve(trunk)) if trunk else None
     if (head and not Path(head).is_file()) or (trunk and not Path(trunk).is_file()):
         return base, None
     if served:  # how the model's embeddings are made (its size and crop may differ from base)
-        stored = sets.loaded_params(root, json.loads(served))
+        stored = sets.loaded_params(paths, json.loads(served))
         return replace(base, **{k: stored[k] for k in SERVED_FIELDS if k in stored}), model_id
     return replace(base, weights=trunk or base.weights, head=head), model_id
 
@@ -214,9 +213,9 @@ class TrainedModel:
     gate_classifier: Path | None
 
 
-def trained_model(db: Path, model_key: str) -> TrainedModel | None:
+def trained_model(paths: DataPaths, model_key: str) -> TrainedModel | None:
     """The trained model whose embeddings have `model_key`, None for a plain backbone."""
-    with connect(db, read_only=True) as con:
+    with connect(paths.catalog_db, read_only=True) as con:
         if not tables.exists(con, tables.EMBEDDING_MODELS):
             return None
         rows = con.execute(
@@ -226,31 +225,30 @@ def trained_model(db: Path, model_key: str) -> TrainedModel | None:
         ).fetchall()
     if not rows:
         return None
-    root = DataPaths(Path(db).parent)
     classifier, served, gate, gate_classifier = rows[0]
 
     def file(stored: str | None) -> Path | None:
-        path = root.resolve(stored) if stored else None
+        path = paths.resolve(stored) if stored else None
         return path if path is not None and path.is_file() else None
 
     judged = None
     if gate and gate != served:
-        judged = EmbedParams(**sets.loaded_params(root, json.loads(gate)))
+        judged = EmbedParams(**sets.loaded_params(paths, json.loads(gate)))
     return TrainedModel(file(classifier), judged, file(gate_classifier))
 
 
-def judged_params(db: Path, champion: EmbedParams) -> EmbedParams:
+def judged_params(paths: DataPaths, champion: EmbedParams) -> EmbedParams:
     """What a challenger is compared with: a champion trained again on every label has seen
     the held-out images, so it is judged as it was judged, by the training that held them out
     (held-out membership is by content hash: no held-out image of today was in that training);
     otherwise it could never lose."""
-    found = trained_model(db, champion.model_key())
+    found = trained_model(paths, champion.model_key())
     return found.gate_params if found is not None and found.gate_params else champion
 
 
-def trained_params(db: Path, base: EmbedParams) -> EmbedParams:
+def trained_params(paths: DataPaths, base: EmbedParams) -> EmbedParams:
     """`base` with the current model's head (and fine-tuned trunk), if there is one."""
-    return current_model(db, base)[0]
+    return current_model(paths, base)[0]
 
 
 def _evaluate_params(
@@ -434,7 +432,7 @@ def train_embedding_model(
     data = labeled_images(paths.catalog_db, holdout)
     reason = why_not_trainable(data, needs_labels=cfg.loss != "ntxent")
     if reason:
-        return Outcome(ModelStatus.SKIPPED, reason, params=trained_params(paths.catalog_db, base))
+        return Outcome(ModelStatus.SKIPPED, reason, params=trained_params(paths, base))
     base_key = base.model_key()
     key = training_key(base_key, mode, cfg, data)
     with connect(paths.catalog_db, read_only=True) as con:
@@ -451,23 +449,23 @@ def train_embedding_model(
             promoted=promoted,
             model_id=model_id,
             metrics=json.loads(metrics),
-            params=trained_params(paths.catalog_db, base),
+            params=trained_params(paths, base),
         )
 
     wait = why_wait(
         last_training(paths.catalog_db, base_key, mode, cfg), data.labels, settings.retrain_growth
     )
     if wait:
-        return Outcome(ModelStatus.WAITING, wait, params=trained_params(paths.catalog_db, base))
+        return Outcome(ModelStatus.WAITING, wait, params=trained_params(paths, base))
 
     from embedding_assets.embedding.run import RunOptions, cached_features
 
     options = options or RunOptions()
     if mode == "head":  # one backbone pass over every labeled image: the head trains on them
         cached_features(paths, base, data.fs_paths, data.hashes, options, feature_progress)
-    current, current_id = current_model(paths.catalog_db, base)
+    current, current_id = current_model(paths, base)
     current_name = f"model {current_id}" if current_id else "the plain backbone"
-    rival = judged_params(paths.catalog_db, current) if current_id else current
+    rival = judged_params(paths, current) if current_id else current
     current_metrics, current_hits = _evaluate_params(paths, rival, data, options)
 
     labeled = _Labeled(data)

@@ -33,7 +33,7 @@ def predict_all(paths: DataPaths) -> Predicted:
     from embedding_assets.embedding.features import classifier_features
 
     db = paths.catalog_db
-    champ = registry.champion(db)
+    champ = registry.champion(paths)
     if champ is None:
         raise LookupError("The champion's model file is missing: materialize `classifier` again.")
     found = classifier_features(paths)

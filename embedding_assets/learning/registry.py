@@ -58,16 +58,16 @@ def labeled(db_path: Path, image_ids: np.ndarray) -> Labeled:
     )
 
 
-def champion(db_path: Path) -> Champion | None:
+def champion(paths: DataPaths) -> Champion | None:
     """The current champion with its loaded model and training image ids, or None."""
     import joblib
 
-    with connect(db_path, read_only=True) as con:
+    with connect(paths.catalog_db, read_only=True) as con:
         row = con.execute(
             "SELECT version_id, algorithm, embedding_key, model_path, metrics "
             f"FROM {tables.MODEL_VERSIONS} WHERE champion"
         ).fetchone()
-    model_path = DataPaths(Path(db_path).parent).resolve(row[3]) if row else None
+    model_path = paths.resolve(row[3]) if row else None
     if model_path is None or not model_path.exists():
         return None
     artifact = joblib.load(model_path)

@@ -58,7 +58,7 @@ def prepare(paths: DataPaths, algorithm: str) -> Prepared:
 
     found = classifier_features(paths)
     labeled = registry.labeled(paths.catalog_db, found.ids)
-    champion = registry.champion(paths.catalog_db)
+    champion = registry.champion(paths)
     key, ids = found.emb_set.model_key, found.ids[labeled.positions]
     judged = judged_on(paths, key, found.key, ids, algorithm)
     x = found.matrix[labeled.positions]
@@ -75,7 +75,7 @@ def judged_on(
     from embedding_assets.embedding.run import RunOptions, cached_features
     from embedding_assets.embedding.training import trained_model
 
-    model = trained_model(paths.catalog_db, set_key) if features == set_key else None
+    model = trained_model(paths, set_key) if features == set_key else None
     if model is None:
         return al.Judged()
     select_x, prefit, prefit_final = None, {}, {}

@@ -142,9 +142,7 @@ def build(
     )
     nbytes = versions.save_index(built.index, record.path)
     write_snapshot(paths.catalog_db, record, ids, vectors, settings)
-    versions.register_index(
-        paths.catalog_db, record, nbytes=nbytes, build_seconds=built.build_seconds
-    )
+    versions.register_index(paths, record, nbytes=nbytes, build_seconds=built.build_seconds)
     log(f"Index {version}: recall@5 {recall:.4f}, p50 {latency.p50_ms:.3f} ms ({factory})")
     report = BuildReport(
         record=record,

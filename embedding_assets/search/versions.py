@@ -104,7 +104,7 @@ def save_index(index: faiss.Index, path: Path) -> int:
 
 
 def register_index(
-    db_path: Path,
+    paths: DataPaths,
     record: IndexRecord,
     *,
     nbytes: int,
@@ -112,7 +112,7 @@ def register_index(
 ) -> None:
     """Insert the build unpublished (`similarity_index` then records it as the current build
     of its model key)."""
-    with connect(db_path) as con:
+    with connect(paths.catalog_db) as con:
         con.begin()
         con.execute(
             f"INSERT INTO {tables.FAISS_INDEXES} (model_key, version, path, index_type, vectors,"
@@ -121,7 +121,7 @@ def register_index(
             [
                 record.model_key,
                 record.version,
-                DataPaths(Path(db_path).parent).relative(record.path),
+                paths.relative(record.path),
                 record.index_type,
                 record.vectors,
                 record.dim,
@@ -135,25 +135,24 @@ def register_index(
         con.commit()
 
 
-def publish(db_path: Path, model_key: str, version: str, check_recall: float) -> None:
+def publish(paths: DataPaths, model_key: str, version: str, check_recall: float) -> None:
     """Mark a version as the one search uses (the newest published version wins), in the
     catalog and in the pointer files that running servers poll; drop older snapshots."""
-    with connect(db_path) as con:
+    with connect(paths.catalog_db) as con:
         con.execute(
             f"UPDATE {tables.FAISS_INDEXES} SET published = true, published_at = ?, "
             "check_recall_at_5 = ? WHERE model_key = ? AND version = ?",
             [utc_now(), check_recall, model_key, version],
         )
-    root = DataPaths(Path(db_path).parent)
-    previous = snapshot.read_pointer(root, model_key)
-    snapshot.write_pointer(root, model_key, version)
+    previous = snapshot.read_pointer(paths, model_key)
+    snapshot.write_pointer(paths, model_key, version)
     # keep what a server may still be switching from, and what was just built
     keep = {
         version,
         previous[1] if previous else "",
-        getattr(current_build(db_path, model_key), "version", ""),
+        getattr(current_build(paths.catalog_db, model_key), "version", ""),
     }
-    snapshot.prune(root.indexes_dir / model_key, keep)
+    snapshot.prune(paths.indexes_dir / model_key, keep)
 
 
 def _one(db_path: Path, where: str, params: list) -> IndexRecord | None:
