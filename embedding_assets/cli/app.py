@@ -104,7 +104,7 @@ def demo(
 
 
 @app.command()
-def run(
+def run(  # noqa: PLR0913 (typer options, like a Config's fields)
     image_dir: str = typer.Option(
         None,
         help=f"Folder of images, or an s3://, gs://, az://... URL (default: ${IMAGE_DIR_ENV} or "

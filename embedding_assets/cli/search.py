@@ -104,7 +104,7 @@ def _cut(text: str, width: int) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
-def serve(
+def serve(  # noqa: PLR0913 (typer options, like a Config's fields)
     host: str = typer.Option(
         "127.0.0.1",
         help="Interface to bind (0.0.0.0 exposes it; requests may then name any of the "
