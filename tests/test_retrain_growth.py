@@ -34,35 +34,64 @@ def test_growth_a_new_class_or_no_training_yet_train():
 
 
 def test_a_champion_trained_on_every_label_is_judged_as_it_was_judged(tmp_path):
-    """Its served model saw the held-out images; the comparison uses the judged training."""
+    """Its served model saw every labeled image; the comparison uses the trainings it was
+    judged with: its two half-trainings, or (recorded before halves) its held-out training on
+    the held-out images only. The plain backbone is its own judge, on every image."""
     import json
     from dataclasses import asdict, replace
 
+    import numpy as np
+
     from embedding_assets.embedding.embedder import EmbedParams
-    from embedding_assets.embedding.training import judged_params
+    from embedding_assets.embedding.training import LabeledImages, rival
     from resources.duckdb_store import connect
     from resources.paths import DataPaths
 
     paths = DataPaths(tmp_path)
     db = paths.catalog_db
     base = EmbedParams("resnet18", None, 32)
-    served = replace(base, weights=str(tmp_path / "all.pt"), image_size=40)
-    judged = replace(base, weights=str(tmp_path / "judged.pt"), image_size=40)
-    for model in (served, judged):
+    models = {
+        name: replace(base, weights=str(tmp_path / f"{name}.pt"), image_size=40 + i)
+        for i, name in enumerate(["served", "judged", "new_served", "half0", "half1"])
+    }
+    for model in models.values():
         Path(model.weights).write_bytes(b"weights")
-    with connect(db) as con:
-        con.execute(
-            "INSERT INTO embedding_models (model_id, fingerprint, base_key, model_key, mode, "
-            "loss, config, head_path, n_train, n_eval, epochs_run, best_epoch, stopped_early, "
-            "train_seconds, metrics, current_metrics, promoted, decision, created_at, params, "
-            "gate_params) VALUES (1, 'f', ?, ?, 'finetune', 'cosface', '{}', '', 80, 20, 5, 5, "
-            "false, 1.0, '{}', '{}', true, 'promoted', now(), ?, ?)",
-            [
-                base.model_key(),
-                served.model_key(),
-                json.dumps(asdict(served)),
-                json.dumps(asdict(judged)),
-            ],
-        )
-    assert judged_params(paths, served).model_key() == judged.model_key()
-    assert judged_params(paths, base) == base  # the plain backbone is its own judge
+    keys = np.array([0.1, 0.3, 0.6, 0.9])
+    data = LabeledImages(
+        [1, 2, 3, 4], ["a"] * 4, ["h"] * 4, np.array(list("aabb")), keys < 0.2, keys
+    )
+
+    def record(model_id: int, served: str, halves: list[str] | None) -> None:
+        with connect(db) as con:
+            con.execute(
+                "INSERT INTO embedding_models (model_id, fingerprint, base_key, model_key, mode, "
+                "loss, config, head_path, n_train, n_eval, epochs_run, best_epoch, "
+                "stopped_early, train_seconds, metrics, current_metrics, promoted, decision, "
+                "created_at, params, gate_params, half_params) VALUES (?, 'f', ?, ?, "
+                "'finetune', 'cosface', '{}', '', 80, 20, 5, 5, false, 1.0, '{}', '{}', true, "
+                "'promoted', now(), ?, ?, ?)",
+                [
+                    model_id,
+                    base.model_key(),
+                    models[served].model_key(),
+                    json.dumps(asdict(models[served])),
+                    json.dumps(asdict(models["judged" if halves is None else halves[0]])),
+                    None if halves is None else json.dumps([asdict(models[h]) for h in halves]),
+                ],
+            )
+
+    record(1, "served", None)
+    old = rival(paths, models["served"], data, holdout=0.2)
+    assert [m.model_key() for m in old.halves] == [models["judged"].model_key()] * 2
+    assert old.within.tolist() == [True, False, False, False]
+
+    record(2, "new_served", ["half0", "half1"])
+    new = rival(paths, models["new_served"], data, holdout=0.2)
+    assert [m.model_key() for m in new.halves] == [
+        models["half0"].model_key(),
+        models["half1"].model_key(),
+    ]
+    assert new.within is None
+
+    plain = rival(paths, base, data, holdout=0.2)
+    assert plain.halves == (base, base) and plain.within is None

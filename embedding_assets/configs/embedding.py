@@ -185,12 +185,15 @@ class EmbeddingModelConfig(BackboneConfig):
     seed: int = Field(default=0, description="Same seed, labels and settings -> same model.")
     holdout: float = Field(
         default=0.2,
-        description="Share of labeled images held out for evaluation (by content hash; the "
-        "classifier holds out the same images).",
+        gt=0,
+        le=0.5,
+        description="Share of labeled images (by content hash) the classifier holds out; the "
+        "fine-tune judges every labeled image, each by a half-training that left it out.",
     )
     min_improvement: float = Field(
         default=0.0,
-        description="Held-out kNN top-1 gain over the current model needed to promote.",
+        description="kNN top-1 gain over the current model (every labeled image judged once) "
+        "needed to promote.",
     )
     retrain_growth: float = Field(
         default=0.5,

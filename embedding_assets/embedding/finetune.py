@@ -131,7 +131,7 @@ def finetune_classifier(
     plan = {"epochs": cfg.epochs}
 
     def lr_factor(step: int) -> float:  # cosine over the epochs planned now
-        total = steps_per_epoch * plan["epochs"]
+        total = max(1, steps_per_epoch * plan["epochs"])  # epochs=0: the pretrained trunk
         return 0.5 * (1 + math.cos(math.pi * min(step, total) / total))
 
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor)

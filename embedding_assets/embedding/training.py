@@ -1,10 +1,12 @@
-"""Train an embedding model on the labeled images, evaluate it on a held-out split, and decide
-whether it replaces the current one. Plain Python over DuckDB, the LMDB feature cache and
-`metric_learning`; the `embedding_model` asset is a thin wrapper.
+"""Train an embedding model on the labeled images, judge it on every one of them against the
+current model (`judging`: two half-trainings, each judging the half it left out), and decide
+whether it replaces the current one; a promoted model is trained again on every label. Plain
+Python over DuckDB, the LMDB feature cache and `metric_learning`; the `embedding_model` asset
+is a thin wrapper.
 
-The held-out split is fixed by content hash, so an image that is evaluation data today stays
-evaluation data as labels grow: no model is ever scored on images it was trained on, and the
-current model can be re-scored on exactly the images the candidate is scored on.
+The halves are fixed by content hash, so an image stays in its half as labels grow: no model
+is ever scored on images it was trained on, and the current model is re-scored on exactly the
+images the candidate is scored on, by the half-trainings it was judged with.
 
 torch, the training code and the evaluation metrics load inside the functions that train or
 evaluate: deciding that nothing changed (the usual no-op run) imports none of them.
@@ -33,6 +35,7 @@ from embedding_assets.common.promotion import decide
 from embedding_assets.embedding import sets
 from embedding_assets.embedding.backbones import Preprocess, file_spec
 from embedding_assets.embedding.embedder import EmbedParams
+from embedding_assets.embedding.judging import LabeledImages, Paired, judge
 from embedding_assets.embedding.train_config import TrainConfig
 from resources.duckdb_store import connect
 from resources.paths import DataPaths
@@ -50,19 +53,6 @@ PRIMARY = "knn_top1"  # the number that decides promotion
 SERVED_FIELDS = ("weights", "head", "image_size", "center_crop")
 VAL_FRACTION = 0.15  # of the training images, for early stopping only
 MIN_LABELED = 20
-
-
-@dataclass
-class LabeledImages:
-    image_ids: list[int]
-    fs_paths: list[str | bytes]
-    hashes: list[str]
-    labels: np.ndarray
-    is_eval: np.ndarray  # bool, fixed by content hash
-
-    def subset(self, mask: np.ndarray) -> tuple[list, list, np.ndarray]:
-        idx = np.flatnonzero(mask)
-        return [self.fs_paths[i] for i in idx], [self.hashes[i] for i in idx], self.labels[idx]
 
 
 class ModelStatus(StrEnum):
@@ -100,7 +90,9 @@ class LastTraining:
 def last_training(db: Path, base_key: str, mode: str, cfg: TrainConfig) -> LastTraining | None:
     with connect(db, read_only=True) as con:
         row = con.execute(
-            f"SELECT model_id, n_train + n_eval, classes FROM {tables.EMBEDDING_MODELS} "
+            # n_train counts every label since trainings judge halves; before, the held-out too
+            "SELECT model_id, CASE WHEN half_params IS NULL THEN n_train + n_eval ELSE n_train "
+            f"END, classes FROM {tables.EMBEDDING_MODELS} "
             "WHERE base_key = ? AND mode = ? AND config = ?::JSON "
             "ORDER BY model_id DESC LIMIT 1",
             [base_key, mode, json.dumps(asdict(cfg))],
@@ -145,13 +137,19 @@ class Outcome:
     params: EmbedParams | None = None
     stopped_early: bool = False  # by a plateau (metric losses) or the time budget (cosface)
     frozen_stride: int = 0  # fine-tune: the output stride of the stages kept as pretrained
+    paired: Paired | None = None  # what the promotion decided on
 
 
 def labeled_images(db: Path, holdout: float) -> LabeledImages:
     """Usable images with a current label; `holdout` of them (by hash) are evaluation data."""
     found = labeled_split(db)
     return LabeledImages(
-        found.ids.tolist(), found.fs_paths, found.hashes, found.labels, found.held_out(holdout)
+        found.ids.tolist(),
+        found.fs_paths,
+        found.hashes,
+        found.labels,
+        found.held_out(holdout),
+        found.keys,
     )
 
 
@@ -160,11 +158,15 @@ def why_not_trainable(data: LabeledImages, needs_labels: bool) -> str | None:
     n = len(data.labels)
     if n < MIN_LABELED:
         return f"only {n} labeled usable images (need {MIN_LABELED}); label more with `emb labels`"
-    if needs_labels and len(np.unique(data.labels[~data.is_eval])) < 2:
-        return "the training split has fewer than 2 classes; label images of more classes"
-    _, counts = np.unique(data.labels[data.is_eval], return_counts=True)
-    if not (counts >= 2).any():
-        return "the held-out split has no class with 2 images; raise `holdout` or label more"
+    from embedding_assets.embedding.judging import HALVES, halves
+
+    half = halves(data.keys)
+    for h in range(HALVES):
+        if needs_labels and len(np.unique(data.labels[half != h])) < 2:
+            return "a half of the labeled images has fewer than 2 classes; label more images"
+        _, counts = np.unique(data.labels[half == h], return_counts=True)
+        if not (counts >= 2).any():
+            return "a half of the labeled images has no class with 2 images; label more images"
     return None
 
 
@@ -211,6 +213,8 @@ class TrainedModel:
     classifier: Path | None
     gate_params: EmbedParams | None  # None: the served model is the judged one
     gate_classifier: Path | None
+    # the half-trainings it was judged with (`judging`); None: judged on a held-out split
+    halves: tuple[EmbedParams, ...] | None = None
 
 
 def trained_model(paths: DataPaths, model_key: str) -> TrainedModel | None:
@@ -219,51 +223,54 @@ def trained_model(paths: DataPaths, model_key: str) -> TrainedModel | None:
         if not tables.exists(con, tables.EMBEDDING_MODELS):
             return None
         rows = con.execute(
-            "SELECT classifier_path, params, gate_params, gate_classifier_path "
+            "SELECT classifier_path, params, gate_params, gate_classifier_path, half_params "
             f"FROM {tables.EMBEDDING_MODELS} WHERE model_key = ? ORDER BY model_id DESC LIMIT 1",
             [model_key],
         ).fetchall()
     if not rows:
         return None
-    classifier, served, gate, gate_classifier = rows[0]
+    classifier, served, gate, gate_classifier, half_params = rows[0]
 
     def file(stored: str | None) -> Path | None:
         path = paths.resolve(stored) if stored else None
         return path if path is not None and path.is_file() else None
 
-    judged = None
-    if gate and gate != served:
-        judged = EmbedParams(**sets.loaded_params(paths, json.loads(gate)))
-    return TrainedModel(file(classifier), judged, file(gate_classifier))
+    def params(stored: dict) -> EmbedParams:
+        return EmbedParams(**sets.loaded_params(paths, stored))
+
+    judged = params(json.loads(gate)) if gate and gate != served else None
+    found = tuple(params(p) for p in json.loads(half_params)) if half_params else None
+    return TrainedModel(file(classifier), judged, file(gate_classifier), found)
 
 
-def judged_params(paths: DataPaths, champion: EmbedParams) -> EmbedParams:
-    """What a challenger is compared with: a champion trained again on every label has seen
-    the held-out images, so it is judged as it was judged, by the training that held them out
-    (held-out membership is by content hash: no held-out image of today was in that training);
-    otherwise it could never lose."""
-    found = trained_model(paths, champion.model_key())
-    return found.gate_params if found is not None and found.gate_params else champion
+@dataclass(frozen=True)
+class Rival:
+    """How the current model is judged: by the models of it that never trained on the images
+    judged (`halves[h]` judges half h), on the labeled images `within` (None: all)."""
+
+    halves: tuple[EmbedParams, ...]
+    within: np.ndarray | None = None
+
+
+def rival(paths: DataPaths, current: EmbedParams, data: LabeledImages, holdout: float) -> Rival:
+    """A champion trained again on every label has seen every image, so it is judged as it was
+    judged, by its half-trainings; otherwise it could never lose. One judged on a held-out
+    split (before halves) is judged by that training, on the held-out images only (membership
+    is by content hash: none of today's was in that training). The plain backbone trained on
+    nothing."""
+    from embedding_assets.embedding.judging import HALVES
+
+    found = trained_model(paths, current.model_key())
+    if found is None:
+        return Rival((current,) * HALVES)
+    if found.halves:
+        return Rival(found.halves)
+    return Rival((found.gate_params or current,) * HALVES, data.keys < holdout)
 
 
 def trained_params(paths: DataPaths, base: EmbedParams) -> EmbedParams:
     """`base` with the current model's head (and fine-tuned trunk), if there is one."""
     return current_model(paths, base)[0]
-
-
-def _evaluate_params(
-    paths: DataPaths, params: EmbedParams, data: LabeledImages, options: RunOptions
-) -> tuple[dict[str, float], np.ndarray]:
-    """Embed the held-out images through the real inference path and score them: the metrics
-    and, per held-out image, whether its nearest neighbour agrees (for the paired decision)."""
-    from embedding_assets.embedding import evaluation
-    from embedding_assets.embedding.run import cached_features
-
-    fs_paths, hashes, labels = data.subset(data.is_eval)
-    X, keep = cached_features(paths, params, fs_paths, hashes, options)
-    hits = np.zeros(len(fs_paths), dtype=bool)
-    hits[keep] = evaluation.knn_hits(X, labels[keep])
-    return evaluation.evaluate(X, labels[keep]), hits
 
 
 def _uint8_images(fs_paths: list, pre: Preprocess) -> torch.Tensor:
@@ -309,10 +316,10 @@ def _train(
     labeled: _Labeled,
     options: RunOptions,
     progress: Callable[[dict], None] | None,
-    every_label: bool = False,
+    train_mask: np.ndarray,
 ) -> TrainResult:
-    """Train on the training split (`every_label`: on every labeled image, the held-out ones
-    too: the final fit of a model the gate has already judged)."""
+    """Train on the labeled images of `train_mask`: one half (a training the gate judges on
+    the other), or every one (the final fit of a model the gate has promoted)."""
     from embedding_assets.embedding.backbones import build_backbone
     from embedding_assets.embedding.finetune import finetune_classifier
     from embedding_assets.embedding.metric_learning import FitSettings, finetune, train_head
@@ -320,7 +327,6 @@ def _train(
 
     base, cfg, data = settings.base, settings.cfg, labeled.data
     fit_settings = FitSettings(cfg, options.device, progress)
-    train_mask = np.ones_like(data.is_eval) if every_label else ~data.is_eval
     is_val = np.array([hash_fraction(h[8:]) < VAL_FRACTION for h in data.hashes]) & train_mask
     fit = train_mask & ~is_val
     fit_paths, fit_hashes, y_fit = data.subset(fit)
@@ -411,6 +417,25 @@ def _served(base: EmbedParams, cfg: TrainConfig, saved: SavedModel) -> EmbedPara
     )
 
 
+def _train_halves(
+    paths: DataPaths,
+    settings: ModelSettings,
+    labeled: _Labeled,
+    options: RunOptions,
+    progress: Callable[[dict], None] | None,
+) -> list[TrainResult]:
+    """One training per half of the labeled images, each on the other half (`judging`), with
+    an equal share of the time budget: together they cost what one training on every label
+    costs."""
+    from embedding_assets.embedding.judging import HALVES, halves
+
+    cfg = settings.cfg
+    if cfg.time_budget_s:
+        settings = replace(settings, cfg=replace(cfg, time_budget_s=cfg.time_budget_s / HALVES))
+    half = halves(labeled.data.keys)
+    return [_train(paths, settings, labeled, options, progress, half != h) for h in range(HALVES)]
+
+
 def train_embedding_model(
     paths: DataPaths,
     settings: ModelSettings,
@@ -420,13 +445,13 @@ def train_embedding_model(
     feature_progress: Callable[[int, int], None] | None = None,
 ) -> Outcome:
     """Train (or reuse) a model on the labeled images and promote it only if it scores at least
-    `settings.min_improvement` better kNN top-1 on the held-out split than the current
-    embeddings (the champion, or the plain backbone when there is none)."""
+    `settings.min_improvement` better kNN top-1 than the current embeddings (the champion, or
+    the plain backbone when there is none), every labeled image judged once (`judging`)."""
     started = utc_now()
     mode, cfg, holdout = settings.mode, settings.cfg, settings.holdout
     cfg.check(mode)
-    if not 0 < holdout < 1:
-        raise ValueError(f"holdout={holdout}: use a fraction between 0 and 1, e.g. 0.2")
+    if not 0 < holdout <= 0.5:  # the classifier's held-out images lie in half 0 (`judging`)
+        raise ValueError(f"holdout={holdout}: use a fraction above 0 and at most 0.5, e.g. 0.2")
     base = replace(settings.base, head=None, store_dtype="float32")
     settings = replace(settings, base=base)  # what the trainings start from
     data = labeled_images(paths.catalog_db, holdout)
@@ -465,41 +490,52 @@ def train_embedding_model(
         cached_features(paths, base, data.fs_paths, data.hashes, options, feature_progress)
     current, current_id = current_model(paths, base)
     current_name = f"model {current_id}" if current_id else "the plain backbone"
-    rival = judged_params(paths, current) if current_id else current
-    current_metrics, current_hits = _evaluate_params(paths, rival, data, options)
+    against = rival(paths, current, data, holdout)
+    judged_current = judge(paths, against.halves, data, options, against.within)
 
     labeled = _Labeled(data)
-    result = _train(paths, settings, labeled, options, progress)
     meta = {"mode": mode, "config": asdict(cfg), "base_key": base_key}
-    gate_saved = saved = _save(paths.models_dir, key[:16], result, meta)
-    candidate = served = _served(base, cfg, saved)
-    metrics, hits = _evaluate_params(paths, candidate, data, options)
+    trained = _train_halves(paths, settings, labeled, options, progress)
+    name = key[:16]
+    saved_halves = [
+        _save(paths.models_dir, f"{name}-half{h}", t, meta) for h, t in enumerate(trained)
+    ]
+    half_params = [_served(base, cfg, saved) for saved in saved_halves]
+    challenger = judge(paths, half_params, data, options, against.within)
 
-    verdict = decide(hits, current_hits, min_improvement=settings.min_improvement)
+    verdict = decide(challenger.hits, judged_current.hits, min_improvement=settings.min_improvement)
     promoted = verdict.promoted
+    metrics, current_metrics = challenger.metrics, judged_current.metrics
+    n_eval = int(challenger.judged.sum())
     decision = (
-        f"{'promoted' if promoted else 'not promoted, keeping ' + current_name}: held-out kNN "
-        f"top-1 {metrics[PRIMARY]:.3f} vs {current_metrics[PRIMARY]:.3f} for {current_name}; "
-        f"{verdict.reason}"
+        f"{'promoted' if promoted else 'not promoted, keeping ' + current_name}: kNN top-1 "
+        f"{metrics.get(PRIMARY, 0):.3f} vs {current_metrics.get(PRIMARY, 0):.3f} for "
+        f"{current_name} on {n_eval} labeled images, each judged by a training that left it "
+        f"out; {verdict.reason}"
     )
-    seconds = labeled.seconds + result.seconds
-    if promoted and cfg.loss == "cosface":
+    # half 0 holds every image the classifier holds out: its training is the one blind to them
+    gate_saved = saved = saved_halves[0]
+    candidate = served = half_params[0]
+    seconds = labeled.seconds + sum(t.seconds for t in trained)
+    if promoted:
         # Judged, the recipe now learns from every label: on 500 photos, training on all of
-        # them rather than the 400 outside the held-out split gave +3 points of accuracy.
-        final = _train(paths, settings, labeled, options, progress, every_label=True)
-        saved = _save(paths.models_dir, f"{key[:16]}-all", final, meta)
+        # them rather than the 400 outside a held-out split gave +3 points of accuracy.
+        every = np.ones(len(data.labels), dtype=bool)
+        final = _train(paths, settings, labeled, options, progress, every)
+        saved = _save(paths.models_dir, f"{name}-all", final, meta)
         served = _served(base, cfg, saved)
         seconds += final.seconds
         decision += "; then trained again on every label"
-    n_eval = int(data.is_eval.sum())
+    result = trained[0]
     with connect(paths.catalog_db) as con:
         model_id = con.execute("SELECT nextval('embedding_model_seq')").fetchall()[0][0]
         con.execute(
             f"INSERT INTO {tables.EMBEDDING_MODELS} (model_id, fingerprint, base_key, model_key, "
             "mode, loss, config, head_path, trunk_path, n_train, n_eval, epochs_run, best_epoch, "
             "stopped_early, train_seconds, metrics, current_metrics, promoted, decision, "
-            "created_at, classifier_path, params, gate_params, gate_classifier_path, classes) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "created_at, classifier_path, params, gate_params, gate_classifier_path, classes, "
+            "half_params) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [
                 model_id,
                 key,
@@ -510,7 +546,7 @@ def train_embedding_model(
                 json.dumps(asdict(cfg)),
                 paths.relative(saved.head) if saved.head else None,
                 paths.relative(saved.trunk) if saved.trunk else None,
-                len(data.labels) - n_eval,
+                len(data.labels),
                 n_eval,
                 len(result.history),
                 result.best_epoch,
@@ -526,6 +562,7 @@ def train_embedding_model(
                 json.dumps(sets.stored_params(paths, candidate.as_dict())),
                 paths.relative(gate_saved.classifier) if gate_saved.classifier else None,
                 json.dumps(sorted(set(data.labels.tolist()))),
+                json.dumps([sets.stored_params(paths, p.as_dict()) for p in half_params]),
             ],
         )
     return Outcome(
@@ -537,10 +574,11 @@ def train_embedding_model(
         current_metrics=current_metrics,
         current_name=current_name,
         history=result.history,
-        n_train=len(data.labels) - n_eval,
+        n_train=len(data.labels),
         n_eval=n_eval,
         seconds=seconds,
         stopped_early=result.stopped_early,
         frozen_stride=result.frozen_stride,
         params=served if promoted else current,
+        paired=Paired(challenger.hits, judged_current.hits),
     )
