@@ -511,6 +511,8 @@ class Champion:
     model: object
     classes: list[str]
     train_ids: np.ndarray
+    # of its training images, how many labels were corrected since it was trained
+    corrected: int = 0
 
 
 @dataclass(frozen=True)
@@ -537,6 +539,14 @@ def compare_with_champion(
         added = sorted(set(training.classes) - set(champ_classes))
         gone = sorted(set(champ_classes) - set(training.classes))
         return Decision(True, f"label set changed (added {added}, removed {gone})")
+    if champion.corrected:
+        # it learned labels now known to be wrong, and a held-out comparison cannot see that:
+        # a correction changes no image the champion has not trained on
+        return Decision(
+            True,
+            f"{champion.corrected} label(s) the champion trained on were corrected since: the "
+            "new version learned the corrected ones",
+        )
     unseen = ~np.isin(training.eval_ids, champion.train_ids)
     if unseen.sum() < min_compare:
         return Decision(

@@ -64,13 +64,14 @@ def champion(paths: DataPaths) -> Champion | None:
 
     with connect(paths.catalog_db, read_only=True) as con:
         row = con.execute(
-            "SELECT version_id, algorithm, embedding_key, model_path, metrics "
+            "SELECT version_id, algorithm, embedding_key, model_path, metrics, max_label_id "
             f"FROM {tables.MODEL_VERSIONS} WHERE champion"
         ).fetchone()
     model_path = paths.resolve(row[3]) if row else None
     if model_path is None or not model_path.exists():
         return None
     artifact = joblib.load(model_path)
+    train_ids = np.asarray(artifact["train_ids"])
     return Champion(
         version_id=row[0],
         algorithm=row[1],
@@ -79,8 +80,26 @@ def champion(paths: DataPaths) -> Champion | None:
         metrics=json.loads(row[4]),
         model=artifact["model"],
         classes=list(artifact["classes"]),
-        train_ids=np.asarray(artifact["train_ids"]),
+        train_ids=train_ids,
+        corrected=corrected_since(paths.catalog_db, train_ids, row[5]),
     )
+
+
+def corrected_since(db_path: Path, image_ids: np.ndarray, as_of: int | None) -> int:
+    """How many of `image_ids` carry another label now than they did at label `as_of` (the
+    newest label a model saw): the corrections it has not learned."""
+    if as_of is None or len(image_ids) == 0:
+        return 0
+    with connect(db_path, read_only=True) as con:
+        return con.execute(
+            "WITH ids AS (SELECT unnest(?::BIGINT[]) AS image_id), "
+            "earlier AS (SELECT image_id, arg_max(label, label_id) AS label "
+            f"FROM {tables.LABELS} WHERE label_id <= ? GROUP BY image_id) "
+            "SELECT count(*) FROM ids JOIN earlier USING (image_id) "
+            f"JOIN {tables.CURRENT_LABELS} c USING (image_id) "
+            "WHERE c.label IS DISTINCT FROM earlier.label",
+            [[int(i) for i in image_ids], as_of],
+        ).fetchone()[0]
 
 
 def champion_version(db_path: Path) -> int | None:
