@@ -20,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -65,11 +66,13 @@ def ece(confidence: np.ndarray, right: np.ndarray, bins: int = 15) -> float:
     )
 
 
-def run_draw(draw: str, per: int, tmp: Path) -> dict:
+def run_draw(draw: str, per: int, tmp: Path, builder: Callable = build) -> dict:
+    """A default `emb run` over the folder `builder(draw, per, dest)` makes (it returns the
+    true class of each unlabeled file name), read back on the unlabeled images."""
     from sklearn.metrics import f1_score
 
     images = tmp / f"imgs-{draw}"
-    truth = build(draw, per, images)
+    truth = builder(draw, per, images)
     env = {**os.environ, "EMB_DATA_DIR": str(tmp / f"data-{draw}")}
     env["DAGSTER_HOME"] = str(tmp / f"data-{draw}" / "dagster")
     Path(env["DAGSTER_HOME"]).mkdir(parents=True, exist_ok=True)
