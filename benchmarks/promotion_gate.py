@@ -138,11 +138,12 @@ def report(trials: list[Trial]) -> str:
         "",
         "`python -m benchmarks.promotion_gate`: default `embedding_model` settings (EfficientNet-",
         "Lite0 fine-tune, cosface), random draws of labeled images per class, each in a fresh",
-        "catalog. *no training*: `epochs=0`, the pretrained trunk through the fine-tune's",
-        "preprocessing, a challenger no better by construction. *swapped*: the default run's",
-        "paired results with each image's two results exchanged at random, the share promoted",
-        "(the test's false-promotion rate between equal models). *held-out 20 %*: the same test",
-        "on a 20 % held-out split's images only (approximating the gate before halves).",
+        "catalog. *no training*: `epochs=0`, `train_image_size=0`, the pretrained trunk untouched",
+        "and served as a fine-tune is (no centre crop): it differs from the plain backbone by",
+        "the crop alone, which is not always equal (see its kNN top-1). *swapped*: the default",
+        "run's paired results with each image's two results exchanged at random, the share",
+        "promoted (the test's false-promotion rate between equal models). *held-out 20 %*: the",
+        "same test on a 20 % held-out split's images only (approximating the gate before halves).",
         "",
         "| domain | labels/class | draw | kNN top-1 fine-tune vs plain | won / lost | promoted |"
         " no training: kNN top-1, won / lost, promoted | swapped promoted |"
