@@ -52,7 +52,8 @@ def decide(
         needs = f"p < {alpha}" + (f" and a gain of {min_improvement:g}+" if min_improvement else "")
         why = (
             f"not better beyond noise: {wins} held-out images won, {losses} lost "
-            f"(sign test p = {p:.3g}; promotion needs {needs})"
+            f"(sign test p = {p:.3g}; promotion needs {needs}); more labeled images let a "
+            "smaller gain show"
         )
         return Decision(False, why, wins, losses)
     return Decision(True, f"better: {wins} held-out images won, {losses} lost", wins, losses)
