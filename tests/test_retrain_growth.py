@@ -57,9 +57,7 @@ def test_a_champion_trained_on_every_label_is_judged_as_it_was_judged(tmp_path):
     for model in models.values():
         Path(model.weights).write_bytes(b"weights")
     keys = np.array([0.1, 0.3, 0.6, 0.9])
-    data = LabeledImages(
-        [1, 2, 3, 4], ["a"] * 4, ["h"] * 4, np.array(list("aabb")), keys < 0.2, keys
-    )
+    data = LabeledImages([1, 2, 3, 4], ["a"] * 4, ["h"] * 4, np.array(list("aabb")), keys)
 
     def record(model_id: int, served: str, halves: list[str] | None) -> None:
         with connect(db) as con:

@@ -685,9 +685,6 @@ class LabeledSplit:
     keys: np.ndarray  # float in [0, 1)
     max_label_id: int | None  # the newest label: any new label changes it
 
-    def held_out(self, fraction: float) -> np.ndarray:
-        return self.keys < fraction
-
 
 def labeled_content(db: Path) -> str:
     """A version of the labeled images: their ids, content hashes and labels (what a result

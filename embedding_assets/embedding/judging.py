@@ -30,14 +30,13 @@ HALVES = 2
 
 @dataclass
 class LabeledImages:
-    """The labeled usable images in one order: what a training learns from, what the gate
-    judges, and what the classifier holds out."""
+    """The labeled usable images in one order: what a training learns from and the gate
+    judges."""
 
     image_ids: list[int]
     fs_paths: list[str | bytes]
     hashes: list[str]
     labels: np.ndarray
-    is_eval: np.ndarray  # bool, fixed by content hash: what the classifier holds out
     keys: np.ndarray  # content-hash fraction in [0, 1): the image's half (`judging.halves`)
 
     def subset(self, mask: np.ndarray) -> tuple[list, list, np.ndarray]:
@@ -47,7 +46,8 @@ class LabeledImages:
 
 def halves(keys: np.ndarray) -> np.ndarray:
     """The half of each labeled image (0 or 1) from its content-hash fraction in [0, 1): half
-    0 holds every image of a held-out split of at most 0.5 (`held_out(fraction)`)."""
+    0 holds every image of a held-out split of at most 0.5 (keys below the fraction, as
+    `learning.classifiers.holdout_mask` holds out)."""
     return (np.asarray(keys) >= 0.5).astype(np.int8)
 
 

@@ -67,8 +67,8 @@ class ModelStatus(StrEnum):
 @dataclass(frozen=True)
 class ModelSettings:
     """What the `embedding_model` asset's config decides of a training, built once from it:
-    the backbone it starts from, the mode and the TrainConfig, the share of labeled images held
-    out, and the held-out kNN top-1 gain a new model needs to be promoted."""
+    the backbone it starts from, the mode and the TrainConfig, the share of labeled images the
+    classifier holds out, and the kNN top-1 gain a new model needs to be promoted."""
 
     base: EmbedParams
     mode: Mode
@@ -140,15 +140,14 @@ class Outcome:
     paired: Paired | None = None  # what the promotion decided on
 
 
-def labeled_images(db: Path, holdout: float) -> LabeledImages:
-    """Usable images with a current label; `holdout` of them (by hash) are evaluation data."""
+def labeled_images(db: Path) -> LabeledImages:
+    """Usable images with a current label, with the content-hash keys that put them in halves."""
     found = labeled_split(db)
     return LabeledImages(
         found.ids.tolist(),
         found.fs_paths,
         found.hashes,
         found.labels,
-        found.held_out(holdout),
         found.keys,
     )
 
@@ -286,7 +285,7 @@ def _uint8_images(fs_paths: list, pre: Preprocess) -> torch.Tensor:
 class _Labeled:
     """The labeled images and, for a fine-tune, every one of them as the fine-tuned trunk sees
     it with the frozen stages' outputs of them (finetune.FrozenOutputs): made once for the
-    judged training and the final one on every label, which start from the same pretrained
+    two half-trainings and the final one on every label, which start from the same pretrained
     weights."""
 
     data: LabeledImages
@@ -454,7 +453,7 @@ def train_embedding_model(
         raise ValueError(f"holdout={holdout}: use a fraction above 0 and at most 0.5, e.g. 0.2")
     base = replace(settings.base, head=None, store_dtype="float32")
     settings = replace(settings, base=base)  # what the trainings start from
-    data = labeled_images(paths.catalog_db, holdout)
+    data = labeled_images(paths.catalog_db)
     reason = why_not_trainable(data, needs_labels=cfg.loss != "ntxent")
     if reason:
         return Outcome(ModelStatus.SKIPPED, reason, params=trained_params(paths, base))
