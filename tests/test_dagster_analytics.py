@@ -236,3 +236,20 @@ def test_a_new_image_is_placed_on_the_maps_clusters_and_scores_not_fitted_again(
             "WHERE i.path LIKE '%new.png'"
         ).fetchall()
     assert len(joined) == 1 and 0 <= joined[0][0] < 3, "the new image joined a cluster"
+
+
+def test_a_fitted_model_is_kept_only_once_its_rows_are_written(data_dir, labeled_folder):
+    """Kept before its rows, a refit's model would survive a failed write and place the next
+    new images over rows made with other settings, reported as placed."""
+    from embedding_assets.analytics.per_image import anomaly_scores_of
+    from embedding_assets.configs.analytics import AnomalyConfig
+    from resources.paths import DataPaths
+
+    fake_embeddings(data_dir, labeled_folder)
+    paths = DataPaths(data_dir)
+    emb_set = vectors.current_set(paths.catalog_db)
+    scores = anomaly_scores_of(emb_set, paths, AnomalyConfig().params(), "settings")
+    kept = paths.models_dir / "anomaly_scores" / f"{emb_set.model_key}.pkl"
+    assert not kept.exists() and scores.after_write is not None
+    scores.after_write()
+    assert kept.is_file()

@@ -48,17 +48,20 @@ class _Kept:
         return ModelFile.under(self.paths.models_dir, self.table, self.model_key, self.made_with)
 
     def placed(self, ids: np.ndarray, vectors: np.ndarray) -> Placed | None:
-        """The stored results with the new images placed, the record kept; None: fit again."""
+        """The stored results with the new images placed; None: fit again."""
         db = self.paths.catalog_db
         read = partial(store.stored_column, db, self.table, self.model_key, self.column)
-        placed = self.models.placed(ids, vectors, read)
-        if placed is not None:
-            self.models.save(placed.fitted)
-        return placed
+        return self.models.placed(ids, vectors, read)
 
-    def keep(self, ids: np.ndarray, vectors: np.ndarray, model: Placeable) -> None:
-        """Keep the model of a full fit over `ids`."""
-        self.models.save(self.models.fitted(ids, vectors, {self.column: model}))
+    def keeping(self, placed: Placed) -> Callable[[], None]:
+        """Keep the record of `placed` (once its rows are written)."""
+        return partial(self.models.save, placed.fitted)
+
+    def keeping_fit(
+        self, ids: np.ndarray, vectors: np.ndarray, model: Placeable
+    ) -> Callable[[], None]:
+        """Keep the model of a full fit over `ids` (once its rows are written)."""
+        return partial(self.models.save, self.models.fitted(ids, vectors, {self.column: model}))
 
 
 def clusters_of(
@@ -81,10 +84,10 @@ def clusters_of(
             **_placed(placed),
             "purity": _rounded(purity(found, labels)),
         }
-        return Scores({"image_id": ids, "cluster": found.astype(np.int32)}, metadata, placed.note)
+        rows = {"image_id": ids, "cluster": found.astype(np.int32)}
+        return Scores(rows, metadata, placed.note, after_write=kept.keeping(placed))
     with device() as choice:
         result = cluster(vectors, params, faiss_gpu_id(choice.faiss_gpu_id))
-    kept.keep(ids, vectors, result.centres)
     metadata = {
         "images": len(ids),
         "k": result.k,
@@ -105,6 +108,7 @@ def clusters_of(
         metadata,
         f"{len(ids)} images in {result.k} clusters ({result.backend}, "
         f"silhouette {result.silhouette}) in {result.seconds:.2f} s",
+        after_write=kept.keeping_fit(ids, vectors, result.centres),
     )
 
 
@@ -117,9 +121,10 @@ def anomaly_scores_of(
     placed = kept.placed(ids, vectors)
     if placed is None:
         result = score_anomalies(vectors, params)
-        kept.keep(ids, vectors, result.forest)
+        keep = kept.keeping_fit(ids, vectors, result.forest)
     else:  # the new images scored by the stored forest; the top fraction taken again
         result = placed_scores(placed.maps["score"], params.flag_fraction)
+        keep = kept.keeping(placed)
     flagged = int(result.flagged.sum())
     histogram = histogram_markdown(
         result.scores, "scores", result.threshold, "anomaly score (higher = more unusual)"
@@ -144,6 +149,7 @@ def anomaly_scores_of(
         {"image_id": ids, "score": result.scores, "flagged": result.flagged},
         metadata,
         log if placed is None else f"{placed.note}\n{log}",
+        after_write=keep,
     )
 
 

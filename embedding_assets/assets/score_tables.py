@@ -71,6 +71,8 @@ def score_table(
         replace_rows(db, table, key, with_key(scores.rows))
         for other, columns in scores.more_tables.items():
             replace_rows(db, other, key, with_key(columns))
+        if scores.after_write:
+            scores.after_write()
         if scores.log:
             context.log.info(scores.log)
         written = round(time.perf_counter() - started - computed, 3)

@@ -4,6 +4,7 @@ the inputs the rows were computed from (`fingerprints`)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -36,13 +37,15 @@ TABLES = (
 class Scores:
     """What one computation of a per-set result produced: the table's columns (model_key is
     added when written), further tables it replaces too (e.g. per-image scores beside
-    per-batch verdicts), metadata (plain values and `markdown.Markdown`), and one line for the
-    run log."""
+    per-batch verdicts), metadata (plain values and `markdown.Markdown`), one line for the
+    run log, and what to keep once the rows are written (e.g. the fitted model new images are
+    placed by: kept before, a failed write would leave it over the old rows)."""
 
     rows: dict[str, Any]  # column -> NumPy array, list or pyarrow Array (for an explicit type)
     metadata: dict[str, Any] = field(default_factory=dict)
     log: str = ""
     more_tables: dict[str, dict[str, Any]] = field(default_factory=dict)
+    after_write: Callable[[], None] | None = None
 
 
 def check_table(table: str) -> None:
