@@ -24,7 +24,7 @@ def normalize(vectors: np.ndarray) -> np.ndarray:
 def checksums(vectors: np.ndarray) -> np.ndarray:
     """Each row's sum (float64, (n,)): what a stored result keeps of the vectors it was computed
     from, to tell an unchanged vector from a changed one (`unchanged`)."""
-    return np.asarray(vectors, dtype=np.float64).sum(axis=1)
+    return np.asarray(vectors).sum(axis=1, dtype=np.float64)  # no float64 copy of the matrix
 
 
 def unchanged(sums: np.ndarray, vectors: np.ndarray) -> bool:
