@@ -59,7 +59,15 @@ def test_a_champion_that_learned_a_corrected_label_gives_way():
 
     def champion(corrected: int) -> Champion:
         return Champion(
-            1, "logreg", "f", Path("m"), {}, new.model, ["cat", "dog"], np.arange(6), corrected
+            1,
+            "logreg",
+            "f",
+            Path("m"),
+            {},
+            new.model,
+            ["cat", "dog"],
+            np.arange(6),
+            corrected=corrected,
         )
 
     # as good on the shared held-out images: the champion stays ...

@@ -46,8 +46,8 @@ class LabeledImages:
 
 def halves(keys: np.ndarray) -> np.ndarray:
     """The half of each labeled image (0 or 1) from its content-hash fraction in [0, 1): half
-    0 holds every image of a held-out split of at most 0.5 (keys below the fraction, as
-    `learning.classifiers.holdout_mask` holds out)."""
+    0 holds every image of a held-out split of at most 0.5 by key (`learning.classifiers.
+    holdout_mask`, except the one image it adds to a class with none below the fraction)."""
     return (np.asarray(keys) >= 0.5).astype(np.int8)
 
 

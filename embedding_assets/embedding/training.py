@@ -512,7 +512,7 @@ def train_embedding_model(
         f"{current_name} on {n_eval} labeled images, each judged by a training that left it "
         f"out; {verdict.reason}"
     )
-    # half 0 holds every image the classifier holds out: its training is the one blind to them
+    # half 0 holds the classifier's held-out split by key: its training is the one blind to it
     gate_saved = saved = saved_halves[0]
     candidate = served = half_params[0]
     seconds = labeled.seconds + sum(t.seconds for t in trained)

@@ -511,6 +511,7 @@ class Champion:
     model: object
     classes: list[str]
     train_ids: np.ndarray
+    max_label_id: int | None = None  # the newest label it saw
     # of its training images, how many labels were corrected since it was trained
     corrected: int = 0
 

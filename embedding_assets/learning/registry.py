@@ -71,7 +71,6 @@ def champion(paths: DataPaths) -> Champion | None:
     if model_path is None or not model_path.exists():
         return None
     artifact = joblib.load(model_path)
-    train_ids = np.asarray(artifact["train_ids"])
     return Champion(
         version_id=row[0],
         algorithm=row[1],
@@ -80,8 +79,8 @@ def champion(paths: DataPaths) -> Champion | None:
         metrics=json.loads(row[4]),
         model=artifact["model"],
         classes=list(artifact["classes"]),
-        train_ids=train_ids,
-        corrected=corrected_since(paths.catalog_db, train_ids, row[5]),
+        train_ids=np.asarray(artifact["train_ids"]),
+        max_label_id=row[5],
     )
 
 

@@ -5,7 +5,7 @@ packages are imported inside the functions: the Dagster definitions import this 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -59,6 +59,10 @@ def prepare(paths: DataPaths, algorithm: str) -> Prepared:
     found = classifier_features(paths)
     labeled = registry.labeled(paths.catalog_db, found.ids)
     champion = registry.champion(paths)
+    if champion is not None:  # what its gate needs to know: the labels corrected since
+        trained_on, as_of = champion.train_ids, champion.max_label_id
+        corrected = registry.corrected_since(paths.catalog_db, trained_on, as_of)
+        champion = replace(champion, corrected=corrected)
     key, ids = found.emb_set.model_key, found.ids[labeled.positions]
     judged = judged_on(paths, key, found.key, ids, algorithm)
     x = found.matrix[labeled.positions]
