@@ -48,9 +48,10 @@ def embedding_model(
     BatchNorm frozen, within `time_budget_s`), or a projection head trained with a
     pytorch-metric-learning loss: embeddings in which same-label images sit together.
 
-    Scored on a held-out split fixed by content hash (kNN top-1, Precision@5, macro-F1,
-    silhouette) against the current model; promoted on a paired win beyond noise (sign test,
-    p < 0.05, at least 20 held-out images). Versioned in the DuckDB table `embedding_models`;
+    Every labeled image judged once by a half-training that left it out (kNN top-1,
+    Precision@5, macro-F1, silhouette) against the current model judged the same way;
+    promoted on a paired win beyond noise (sign test, p < 0.05, at least 20 judged images).
+    Versioned in the DuckDB table `embedding_models`;
     `embeddings` (head='auto') uses the newest promoted one.
     """
     if not config.enabled:

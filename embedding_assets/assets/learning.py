@@ -82,10 +82,12 @@ def classifier(
     `classifier_candidates`). The same features, labels and config reuse their version."""
     paths = storage.paths
     db = paths.catalog_db
+    from embedding_assets.catalog.labels import labeled_content
     from embedding_assets.embedding.features import classifier_feature_key
 
-    # the labeled images' features decide it: new unlabeled images do not retrain it
-    parts = (classifier_feature_key(paths), labels_version(db), config.model_dump(mode="json"))
+    # the labeled images' features, content and labels decide it: new unlabeled images do not
+    # retrain it, a removed or changed labeled image does
+    parts = (classifier_feature_key(paths), labeled_content(db), config.model_dump(mode="json"))
     inputs = Inputs(CLASSIFIER, parts)
 
     def kept(found: Stored) -> Report | None:

@@ -187,8 +187,9 @@ class EmbeddingModelConfig(BackboneConfig):
         default=0.2,
         gt=0,
         le=0.5,
-        description="Share of labeled images (by content hash) the classifier holds out; the "
-        "fine-tune judges every labeled image, each by a half-training that left it out.",
+        description="The fine-tune judges every labeled image, each by a half-training that "
+        "left it out; a champion trained before halves held out this share (by content hash) "
+        "and is judged on those images only.",
     )
     min_improvement: float = Field(
         default=0.0,

@@ -24,8 +24,10 @@ class ClassifierConfig(dg.Config):
     )
     test_fraction: float = Field(
         default=0.2,
-        description="Share of the labeled images held out, by content hash (the same images "
-        "embedding_model holds out with the same share), at least one per class.",
+        gt=0,
+        le=0.5,
+        description="Share of the labeled images held out, by content hash, at least one per "
+        "class; at most 0.5: they lie in the half the fine-tune's judged training never saw.",
     )
     search_budget_s: float = Field(
         default=30.0,

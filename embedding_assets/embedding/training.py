@@ -67,8 +67,8 @@ class ModelStatus(StrEnum):
 @dataclass(frozen=True)
 class ModelSettings:
     """What the `embedding_model` asset's config decides of a training, built once from it:
-    the backbone it starts from, the mode and the TrainConfig, the share of labeled images the
-    classifier holds out, and the kNN top-1 gain a new model needs to be promoted."""
+    the backbone it starts from, the mode and the TrainConfig, the held-out share of a champion
+    trained before halves, and the kNN top-1 gain a new model needs to be promoted."""
 
     base: EmbedParams
     mode: Mode
@@ -449,7 +449,7 @@ def train_embedding_model(
     started = utc_now()
     mode, cfg, holdout = settings.mode, settings.cfg, settings.holdout
     cfg.check(mode)
-    if not 0 < holdout <= 0.5:  # the classifier's held-out images lie in half 0 (`judging`)
+    if not 0 < holdout <= 0.5:  # a held-out split of a champion from before halves
         raise ValueError(f"holdout={holdout}: use a fraction above 0 and at most 0.5, e.g. 0.2")
     base = replace(settings.base, head=None, store_dtype="float32")
     settings = replace(settings, base=base)  # what the trainings start from
