@@ -12,9 +12,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from embedding_assets.learning.classifiers import LOGREG_C
+
 # The space searched per candidate; the defaults of `classifiers.make_model` lie inside.
 SPACES: dict[str, Callable] = {
-    "logreg": lambda t: {"C": t.suggest_float("C", 1e-2, 1e2, log=True)},
+    "logreg": lambda t: {"C": t.suggest_float("C", 1e-1, 1e3, log=True)},
     "lightgbm_pca": lambda t: {
         "num_leaves": t.suggest_int("num_leaves", 7, 63, log=True),
         "learning_rate": t.suggest_float("learning_rate", 0.03, 0.3, log=True),
@@ -98,7 +100,7 @@ def search(
 
 def _defaults(algorithm: str) -> dict:
     return {
-        "logreg": {"C": 1.0},
+        "logreg": {"C": LOGREG_C},
         "lightgbm_pca": {"num_leaves": 15, "learning_rate": 0.1, "n_estimators": 60},
         "mlp": {"alpha": 1e-4, "hidden": 128},
     }[algorithm]
