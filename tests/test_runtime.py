@@ -64,25 +64,6 @@ def test_onnx_features_equal_torch_features(params: EmbedParams, digits, tmp_pat
     again, used = runtime.on_runtime(must_not_build, params.spec(), key, onnx)
     assert used == "onnxruntime" and again.dim == backbone.dim
     assert np.abs(_vectors(again, digits) - _vectors(on_onnx, digits)).max() == 0
-    auto = RunOptions(threads=2, exports=tmp_path)
-    _, used = runtime.on_runtime(must_not_build, params.spec(), key, auto, n_images=1)
-    assert used == "onnxruntime", "an export made already serves a few images too"
-
-
-def test_auto_embeds_a_few_images_on_torch_rather_than_export(tmp_path: Path):
-    params = EmbedParams()
-    auto = RunOptions(threads=1, exports=tmp_path)
-    few, used = runtime.on_runtime(
-        lambda: params.build(allow_download=False),
-        params.spec(),
-        params.model_key(),
-        auto,
-        n_images=10,
-    )
-    assert used == "torch" and not isinstance(few.model, runtime.OnnxModule)
-    assert not list(tmp_path.iterdir()), "no export was made for ten images"
-    assert not runtime.worth_exporting(250, 160), "a half-training's judged half"
-    assert runtime.worth_exporting(1_000, 224) and runtime.worth_exporting(100_000, 160)
 
 
 class DataDependent(nn.Module):

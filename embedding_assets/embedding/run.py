@@ -279,7 +279,6 @@ def _batches(
         key,
         o,
         fill.notes.append,
-        n_images=len(paths),
     )
     settings = BatchSettings(o.device, o.batch_size, o.workers, o.precision, params.store_dtype)
     return embed_paths(backbone, paths, settings)

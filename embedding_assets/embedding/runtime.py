@@ -6,12 +6,10 @@ The exported graph takes uint8 pixels, channels last (`pixel_input.Pixels`): the
 workers only decode and resize. An export is cached under the data folder by model key
 (`exports/<model_key>.onnx` with a `.json` beside it: the key, the file's SHA-256, the feature
 size, the versions that made it and the difference to torch measured when it was made); with a
-valid one the torch model is not even built. A file whose record does not match is made
-again, never trusted. Under `auto`, a model without an export embeds a few images on torch
-rather than pay for one (`worth_exporting`). The model key does not name the runtime: both give
-the same vectors (checked at export to within `MAX_DIFFERENCE`), so the LMDB cache serves
-either. A model that does not export, or whose export disagrees with torch, runs on torch, with
-one log line naming it.
+valid one the torch model is not even built. A file whose record does not match is made again, never
+trusted. The model key does not name the runtime: both give the same vectors (checked at export
+to within `MAX_DIFFERENCE`), so the LMDB cache serves either. A model that does not export, or
+whose export disagrees with torch, runs on torch, with one log line naming it.
 """
 
 from __future__ import annotations
@@ -39,11 +37,6 @@ log = logging.getLogger(__name__)
 MAX_DIFFERENCE = 1e-4  # of L2-normalized features, torch vs the exported graph
 OPSET = 18
 EXPORT_FORMAT = "emb-onnx-export-v2"  # v2: uint8 pixels in (v1 took normalized floats)
-# An export of Lite0 took 7-13 s and ONNX Runtime then embeds 173 images/s at 224 px against
-# torch's 41 (benchmarks/results/embed_throughput.md): it pays for itself from about 400-700
-# images at 224 px, fewer pixels needing proportionally more images. Below that (the fine-tune's
-# half-trainings judge 250 images each at 160 px), torch is faster.
-EXPORT_PAYS_AT = 600  # images at 224 x 224
 
 
 def available() -> bool:
@@ -203,22 +196,15 @@ def try_export(
         return None
 
 
-def worth_exporting(n_images: int, crop: int) -> bool:
-    """Does an export pay for itself over `n_images` images of `crop` px (EXPORT_PAYS_AT)?"""
-    return n_images * (crop / 224) ** 2 >= EXPORT_PAYS_AT
-
-
 def on_runtime(
     build: Callable[[], Backbone],
     spec: BackboneSpec,
     model_key: str,
     options: RunOptions,
     note: Callable[[str], None] = log.info,
-    n_images: int | None = None,
 ) -> tuple[Backbone, str]:
     """(the backbone to run, the runtime it runs on): the options' runtime as resolved for their
-    device, or torch when the model cannot be exported, or, under `auto`, when no export exists
-    and the `n_images` to embed do not pay for one. `build` makes the torch backbone; with a
+    device, or torch when the model cannot be exported. `build` makes the torch backbone; with a
     valid export of `model_key` in `options.exports` it is not called (building Lite0 costs more
     than a second)."""
     folder = options.exports
@@ -228,9 +214,6 @@ def on_runtime(
         record = valid_record(target, model_key)
         if record is not None:
             return Backbone(OnnxModule(target, threads), record["dim"], spec), "onnxruntime"
-        few = n_images is not None and not worth_exporting(n_images, spec.preprocess.crop)
-        if options.runtime == "auto" and few:
-            return build(), "torch"
         backbone = build()
         path = try_export(backbone, model_key, folder, note)
         if path is not None:

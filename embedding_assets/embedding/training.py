@@ -435,6 +435,13 @@ def _train_halves(
     return [_train(paths, settings, labeled, options, progress, half != h) for h in range(HALVES)]
 
 
+def _judging_only(options: RunOptions) -> RunOptions:
+    """How a half-training runs: it embeds only the half it judges, so on `auto` it runs on
+    torch; an ONNX export of it took ~13 s, more than torch takes for a few hundred images
+    (the served model's export is made once and reused by every later run)."""
+    return replace(options, runtime="torch") if options.runtime == "auto" else options
+
+
 def train_embedding_model(
     paths: DataPaths,
     settings: ModelSettings,
@@ -490,7 +497,14 @@ def train_embedding_model(
     current, current_id = current_model(paths, base)
     current_name = f"model {current_id}" if current_id else "the plain backbone"
     against = rival(paths, current, data, holdout)
-    judged_current = judge(paths, against.halves, data, options, against.within)
+    served_now = against.halves[0] == current  # the plain backbone, judged by itself
+    judged_current = judge(
+        paths,
+        against.halves,
+        data,
+        options if served_now else _judging_only(options),
+        against.within,
+    )
 
     labeled = _Labeled(data)
     meta = {"mode": mode, "config": asdict(cfg), "base_key": base_key}
@@ -500,7 +514,7 @@ def train_embedding_model(
         _save(paths.models_dir, f"{name}-half{h}", t, meta) for h, t in enumerate(trained)
     ]
     half_params = [_served(base, cfg, saved) for saved in saved_halves]
-    challenger = judge(paths, half_params, data, options, against.within)
+    challenger = judge(paths, half_params, data, _judging_only(options), against.within)
 
     verdict = decide(challenger.hits, judged_current.hits, min_improvement=settings.min_improvement)
     promoted = verdict.promoted
