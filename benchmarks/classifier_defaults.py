@@ -2,7 +2,7 @@
 
     python -m benchmarks.classifier_defaults [--per 20 40] [--draws 0 1 2] [--pool 150]
 
-The classifier searches its hyper-parameters only from 200 labels (`search_min_labels`): below
+The classifier searches its hyper-parameters only from 1,000 labels (`search_min_labels`): below
 that, logistic regression runs with its default C. The embeddings are unit length, so each of
 their 1,280 dimensions is small and C = 1 regularizes hard. Per domain (blood-cell micrographs,
 8 classes; CIFAR-10 photos, 10 classes), `pool` random images per class, `per` of them labeled,

@@ -199,7 +199,7 @@ def test_the_default_fine_tune_serves_its_trunk_and_the_classifier_weighs_its_he
         {
             "embedding_model": {**BACKBONE, **small},
             "embeddings": {**BACKBONE, "workers": 0},
-            "classifier": {"search_budget_s": 6},
+            "classifier": {"search_budget_s": 6, "search_min_labels": 200},
         },
     )
     assert run.success

@@ -36,7 +36,9 @@ class ClassifierConfig(dg.Config):
         "cross-validated on the training split; trials in `classifier_trials`); 0 = off.",
     )
     search_min_labels: int = Field(
-        default=200, description="No search with fewer labeled images (too few to tell)."
+        default=1000,
+        description="No search with fewer labeled images: at 500 labels it changed no champion "
+        "(logistic regression with C = 30 won either way) and took 33 s of a 153 s run.",
     )
     seed: int = Field(default=0, description="Random seed of folds and models.")
 

@@ -269,7 +269,7 @@ class TrainSettings:
     test_fraction: float = 0.2
     seed: int = 0
     search_budget_s: float = 0.0
-    search_min_labels: int = 200
+    search_min_labels: int = 1000
 
 
 @dataclass(frozen=True)
