@@ -19,6 +19,8 @@ from typing import Literal, get_args
 
 import numpy as np
 
+from embedding_assets.learning.tuning import LOGREG_C
+
 log = logging.getLogger(__name__)
 Algorithm = Literal["logreg", "lightgbm", "lightgbm_pca", "mlp"]
 ALGORITHMS: tuple[str, ...] = get_args(Algorithm)
@@ -29,11 +31,6 @@ COSINE_HEAD = "cosine_head"  # a fine-tuned backbone's own classifier (candidate
 LIGHTGBM_ALGORITHMS = ("lightgbm", "lightgbm_pca")
 PCA_DIMS = 64
 MLP_MAX_EPOCHS = 50  # the time bound: early stopping usually ends training well before
-# Logistic regression's C without a search (below `search_min_labels`). The embeddings are unit
-# length, so C = 1 regularized 1,280 small dimensions hard: on blood cells at 20 labels per class
-# 0.671 against 0.777 for C = 30, on CIFAR photos no worse (benchmarks/results/
-# classifier_defaults.md; 100 was better still on cells, a little worse on photos).
-LOGREG_C = 30.0
 
 
 class NotTrainable(ValueError):
