@@ -492,11 +492,19 @@ def _final(
     return _train(paths, short, labeled, options, progress, _Plan(every, start))
 
 
-def _judging_only(options: RunOptions) -> RunOptions:
-    """How a half-training runs: it embeds only the half it judges, so on `auto` it runs on
-    torch; an ONNX export of it took ~13 s, more than torch takes for a few hundred images
-    (the served model's export is made once and reused by every later run)."""
-    return replace(options, runtime="torch") if options.runtime == "auto" else options
+def _judging_only(options: RunOptions, halves: tuple[EmbedParams, ...], data: LabeledImages):
+    """How half-trainings embed the halves they judge, their only images: on torch under
+    `auto` where those are too few to pay for an ONNX export (`runtime.worth_exporting`; 250
+    photos at 160 px: ~13 s to export, ~3 s on torch). A served model's export is made once
+    and reused by every later run, so it is always worth it."""
+    from embedding_assets.embedding import runtime
+    from embedding_assets.embedding.judging import halves as half_of
+
+    largest = int(np.bincount(half_of(data.keys)).max())
+    crop = halves[0].spec().preprocess.crop
+    if options.runtime == "auto" and not runtime.worth_exporting(largest, crop):
+        return replace(options, runtime="torch")
+    return options
 
 
 def train_embedding_model(
@@ -559,7 +567,7 @@ def train_embedding_model(
         paths,
         against.halves,
         data,
-        options if served_now else _judging_only(options),
+        options if served_now else _judging_only(options, against.halves, data),
         against.within,
     )
 
@@ -571,7 +579,8 @@ def train_embedding_model(
         _save(paths.models_dir, f"{name}-half{h}", t, meta) for h, t in enumerate(trained)
     ]
     half_params = [_served(base, cfg, saved) for saved in saved_halves]
-    challenger = judge(paths, half_params, data, _judging_only(options), against.within)
+    half_options = _judging_only(options, tuple(half_params), data)
+    challenger = judge(paths, half_params, data, half_options, against.within)
 
     verdict = decide(challenger.hits, judged_current.hits, min_improvement=settings.min_improvement)
     promoted = verdict.promoted

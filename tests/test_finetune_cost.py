@@ -1,14 +1,20 @@
-"""A promoted cosface fine-tune's final training starts from the average of its judged
-half-trainings (`training._average`); what cannot be averaged trains in full."""
+"""What keeps the fine-tune's cost down: a promoted cosface fine-tune's final training starts
+from the average of its judged half-trainings (`training._average`; what cannot be averaged
+trains in full), and half-trainings judge a few hundred images on torch rather than export."""
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
 
+from embedding_assets.embedding import runtime
+from embedding_assets.embedding.embedder import EmbedParams
 from embedding_assets.embedding.heads import CosineClassifier
+from embedding_assets.embedding.judging import LabeledImages
 from embedding_assets.embedding.metric_learning import TrainResult
-from embedding_assets.embedding.training import _average
+from embedding_assets.embedding.run_options import RunOptions
+from embedding_assets.embedding.training import _average, _judging_only
 
 
 def _half(seed: int, classes: list[str]) -> TrainResult:
@@ -41,3 +47,18 @@ def test_halves_that_do_not_share_their_classes_or_lack_a_head_are_not_averaged(
     for t in headless:
         t.classifier = None
     assert _average(headless) is None
+
+
+def _labeled(n: int) -> LabeledImages:
+    keys = np.random.default_rng(0).random(n)
+    return LabeledImages(list(range(n)), [""] * n, [""] * n, np.array(["a"] * n), keys)
+
+
+def test_half_trainings_judge_a_few_hundred_images_on_torch_and_many_on_an_export():
+    half = (EmbedParams(image_size=160, center_crop=False),) * 2
+    assert _judging_only(RunOptions(), half, _labeled(500)).runtime == "torch"
+    assert _judging_only(RunOptions(), half, _labeled(10_000)).runtime == "auto"
+    named = RunOptions(runtime="onnxruntime")
+    assert _judging_only(named, half, _labeled(500)).runtime == "onnxruntime", "as asked"
+    assert not runtime.worth_exporting(250, 160) and runtime.worth_exporting(5_000, 160)
+    assert runtime.worth_exporting(600, 224) and not runtime.worth_exporting(599, 224)
