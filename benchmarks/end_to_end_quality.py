@@ -13,7 +13,9 @@ that seed. Goal (issue 27): accuracy >= 0.75 on every draw.
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
+import re
 import shutil
 import statistics
 import subprocess
@@ -21,6 +23,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -66,24 +69,53 @@ def ece(confidence: np.ndarray, right: np.ndarray, bins: int = 15) -> float:
     )
 
 
-def run_draw(draw: str, per: int, tmp: Path, builder: Callable = build) -> dict:
+@dataclass(frozen=True)
+class Timed:
+    """One `emb run`: its wall seconds and the seconds of each step (from its summary)."""
+
+    wall_s: float
+    steps: dict[str, float]
+
+
+def emb_run(images: Path, data: Path, code: Path = REPO) -> Timed:
+    """A default `emb run` over `images` into the fresh data folder `data`, with the code of
+    the checkout `code` (another revision's worktree, for a side-by-side measurement)."""
+    env = {**os.environ, "EMB_DATA_DIR": str(data), "DAGSTER_HOME": str(data / "dagster")}
+    env["PYTHONPATH"] = str(code)
+    (data / "dagster").mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    done = subprocess.run(
+        [sys.executable, "-m", "embedding_assets.cli", "run", "--image-dir", str(images)],
+        env=env,
+        cwd=code,
+        capture_output=True,
+        text=True,
+    )
+    wall = time.perf_counter() - start
+    if done.returncode != 0:
+        sys.exit(f"emb run failed on {images}:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+    return Timed(wall, step_seconds(done.stdout))
+
+
+def step_seconds(summary: str) -> dict[str, float]:
+    """The `Seconds` block of `emb run`'s summary as {step: seconds}."""
+    lines = summary.splitlines()
+    start = next((i for i, line in enumerate(lines) if line.startswith("Seconds")), None)
+    if start is None:
+        return {}
+    block = [lines[start][len("Seconds") :]]
+    block += list(itertools.takewhile(lambda s: s[:1] == " ", lines[start + 1 :]))
+    return {name: float(s) for name, s in re.findall(r"(\w+) ([\d.]+)", " ".join(block))}
+
+
+def run_draw(draw: str, per: int, tmp: Path, builder: Callable = build, code: Path = REPO) -> dict:
     """A default `emb run` over the folder `builder(draw, per, dest)` makes (it returns the
     true class of each unlabeled file name), read back on the unlabeled images."""
     from sklearn.metrics import f1_score
 
     images = tmp / f"imgs-{draw}"
     truth = builder(draw, per, images)
-    env = {**os.environ, "EMB_DATA_DIR": str(tmp / f"data-{draw}")}
-    env["DAGSTER_HOME"] = str(tmp / f"data-{draw}" / "dagster")
-    Path(env["DAGSTER_HOME"]).mkdir(parents=True, exist_ok=True)
-    emb = [sys.executable, "-m", "embedding_assets.cli"]
-    start = time.perf_counter()
-    done = subprocess.run(
-        [*emb, "run", "--image-dir", str(images)], env=env, cwd=REPO, capture_output=True, text=True
-    )
-    wall = time.perf_counter() - start
-    if done.returncode != 0:
-        sys.exit(f"emb run failed on draw {draw}:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+    timed = emb_run(images, tmp / f"data-{draw}", code)
     import duckdb
 
     with duckdb.connect(str(tmp / f"data-{draw}" / "catalog.duckdb"), read_only=True) as con:
@@ -116,7 +148,8 @@ def run_draw(draw: str, per: int, tmp: Path, builder: Callable = build) -> dict:
         "mean_probability": float(prob.mean()),
         "clusters": int(k),
         "purity": float(purity),
-        "wall_s": wall,
+        "wall_s": timed.wall_s,
+        "steps": timed.steps,
         "embedding_model": {
             "mode": trained[0],
             "promoted": trained[1],
