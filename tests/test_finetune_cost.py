@@ -1,6 +1,7 @@
 """What keeps the fine-tune's cost down: a promoted cosface fine-tune's final training starts
 from the average of its judged half-trainings (`training._average`; what cannot be averaged
-trains in full), and half-trainings judge a few hundred images on torch rather than export."""
+trains in full), and half-trainings judge their half from what training kept in memory, or a
+few hundred images on torch rather than export."""
 
 from __future__ import annotations
 
@@ -10,11 +11,13 @@ from torch import nn
 
 from embedding_assets.embedding import runtime
 from embedding_assets.embedding.embedder import EmbedParams
+from embedding_assets.embedding.finetune import frozen_outputs, trunk_features
 from embedding_assets.embedding.heads import CosineClassifier
 from embedding_assets.embedding.judging import LabeledImages
-from embedding_assets.embedding.metric_learning import TrainResult
+from embedding_assets.embedding.metric_learning import TrainResult, float_input
 from embedding_assets.embedding.run_options import RunOptions
 from embedding_assets.embedding.training import _average, _judging_only
+from embedding_assets.embedding.trunk_split import split_at_stride
 
 
 def _half(seed: int, classes: list[str]) -> TrainResult:
@@ -62,3 +65,19 @@ def test_half_trainings_judge_a_few_hundred_images_on_torch_and_many_on_an_expor
     assert _judging_only(named, half, _labeled(500)).runtime == "onnxruntime", "as asked"
     assert not runtime.worth_exporting(250, 160) and runtime.worth_exporting(5_000, 160)
     assert runtime.worth_exporting(600, 224) and not runtime.worth_exporting(599, 224)
+
+
+def test_a_half_training_judges_from_kept_frozen_outputs_what_serving_its_trunk_gives():
+    params = EmbedParams("resnet18", None, 64)  # torchvision's, random weights: no download
+    backbone = params.build(allow_download=False)
+    pre = backbone.spec.preprocess
+    images = torch.randint(0, 256, (6, 3, 64, 64), dtype=torch.uint8)
+    to_float = float_input(pre.mean, pre.std)
+    split = split_at_stride(backbone.model, 8)
+    kept = frozen_outputs(split.prefix, images, to_float)
+    got = trunk_features(backbone.model, split.stride, kept)
+    with torch.inference_mode():
+        want = backbone.model.eval()(to_float(images)).numpy()
+    want /= np.linalg.norm(want, axis=1, keepdims=True)
+    assert got.shape == want.shape and np.allclose(np.linalg.norm(got, axis=1), 1, atol=1e-5)
+    assert np.abs(got - want).max() < 1e-2, "only the fp16 rounding of the kept outputs differs"

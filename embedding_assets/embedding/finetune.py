@@ -90,6 +90,24 @@ def frozen_outputs(
     return FrozenOutputs(out)
 
 
+def trunk_features(trunk: nn.Module, stride: int, frozen: FrozenOutputs) -> np.ndarray:
+    """A fine-tuned trunk's features of the images of `frozen` (their plain, unmirrored outputs
+    of the frozen stages, which training kept in memory): what serving the trunk gives, less
+    decoding the images and running the frozen stages again (fp16-rounded inputs to the
+    trained stages: a kNN judgement does not notice)."""
+    split = split_at_stride(trunk, stride)
+    if split is None:
+        raise ValueError(f"the trunk has no frozen stages at stride {stride}")
+    split.tail.eval()
+    parts = []
+    with torch.inference_mode():
+        for start in range(0, frozen.outputs.shape[1], PREFIX_BATCH):
+            h = frozen.outputs[0, start : start + PREFIX_BATCH].float().permute(0, 3, 1, 2)
+            parts.append(split.tail(h.contiguous(memory_format=torch.channels_last)).numpy())
+    x = np.concatenate(parts).astype(np.float32)
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)  # as served
+
+
 def finetune_classifier(
     backbone: Backbone,
     images: torch.Tensor,

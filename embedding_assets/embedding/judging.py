@@ -14,7 +14,7 @@ they judge, whatever was labeled since.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -61,30 +61,43 @@ class Judgement:
     metrics: dict[str, float]
 
 
-def judge(
-    paths: DataPaths,
-    models: Sequence[EmbedParams],
-    data: LabeledImages,
-    options: RunOptions,
-    within: np.ndarray | None = None,
-) -> Judgement:
-    """Score half h with `models[h]` (leave-one-out kNN among that half's images, through the
-    real inference path), restricted to `within` when given."""
-    from embedding_assets.embedding import evaluation
+# A model's vectors of the labeled images of a mask: (vectors of those that decoded, their
+# positions among the mask's images).
+Features = Callable[[np.ndarray], tuple[np.ndarray, list[int]]]
+
+
+def served(
+    paths: DataPaths, params: EmbedParams, data: LabeledImages, options: RunOptions
+) -> Features:
+    """The model of `params` through the real inference path and the LMDB cache."""
     from embedding_assets.embedding.run import cached_features
+
+    def of(mask: np.ndarray) -> tuple[np.ndarray, list[int]]:
+        fs_paths, hashes, _ = data.subset(mask)
+        return cached_features(paths, params, fs_paths, hashes, options)
+
+    return of
+
+
+def judge(
+    data: LabeledImages, models: Sequence[Features], within: np.ndarray | None = None
+) -> Judgement:
+    """Score half h with `models[h]` (leave-one-out kNN among that half's images), restricted
+    to `within` when given."""
+    from embedding_assets.embedding import evaluation
 
     half = halves(data.keys)
     judged = np.ones(len(half), dtype=bool) if within is None else within.copy()
     hits = np.zeros(len(half), dtype=bool)
     sums: dict[str, float] = {}
     weight = 0
-    for h, params in enumerate(models):
+    for h, features in enumerate(models):
         mask = judged & (half == h)
-        fs_paths, hashes, labels = data.subset(mask)
+        labels = data.labels[mask]
         if len(labels) < 2:
             judged &= half != h  # too few to judge: this half decides nothing
             continue
-        X, keep = cached_features(paths, params, fs_paths, hashes, options)
+        X, keep = features(mask)
         found = np.zeros(len(labels), dtype=bool)
         found[keep] = evaluation.knn_hits(X, labels[keep])
         hits[mask] = found

@@ -33,7 +33,7 @@ from embedding_assets.common.choices import Mode
 from embedding_assets.common.clock import utc_now
 from embedding_assets.common.fingerprints import hash_fraction
 from embedding_assets.common.promotion import decide
-from embedding_assets.embedding import sets
+from embedding_assets.embedding import judging, sets
 from embedding_assets.embedding.backbones import Preprocess, file_spec
 from embedding_assets.embedding.embedder import EmbedParams
 from embedding_assets.embedding.judging import LabeledImages, Paired, judge
@@ -507,6 +507,34 @@ def _judging_only(options: RunOptions, halves: tuple[EmbedParams, ...], data: La
     return options
 
 
+def _challenger_features(
+    paths: DataPaths,
+    trained: list[TrainResult],
+    half_params: list[EmbedParams],
+    labeled: _Labeled,
+    options: RunOptions,
+) -> list[judging.Features]:
+    """How each half-training embeds the half it judges: from the frozen stages' outputs that
+    training kept in memory (a cosface fine-tune; on the user trial this saved ~10 s of
+    decoding and running the frozen stages again), else through the served path."""
+    from embedding_assets.embedding.finetune import trunk_features
+
+    frozen = labeled.frozen
+    if frozen is None or any(t.backbone is None for t in trained):
+        half_options = _judging_only(options, tuple(half_params), labeled.data)
+        return [judging.served(paths, p, labeled.data, half_options) for p in half_params]
+
+    def in_memory(result: TrainResult) -> judging.Features:
+        def of(mask: np.ndarray) -> tuple[np.ndarray, list[int]]:
+            rows = np.flatnonzero(mask)
+            x = trunk_features(result.backbone, result.frozen_stride, frozen.subset(rows))
+            return x, list(range(len(rows)))
+
+        return of
+
+    return [in_memory(t) for t in trained]
+
+
 def train_embedding_model(
     paths: DataPaths,
     settings: ModelSettings,
@@ -563,13 +591,9 @@ def train_embedding_model(
     current_name = f"model {current_id}" if current_id else "the plain backbone"
     against = rival(paths, current, data, holdout)
     served_now = against.halves[0] == current  # the plain backbone, judged by itself
-    judged_current = judge(
-        paths,
-        against.halves,
-        data,
-        options if served_now else _judging_only(options, against.halves, data),
-        against.within,
-    )
+    rival_options = options if served_now else _judging_only(options, against.halves, data)
+    rival_features = [judging.served(paths, p, data, rival_options) for p in against.halves]
+    judged_current = judge(data, rival_features, against.within)
 
     labeled = _Labeled(data)
     meta = {"mode": mode, "config": asdict(cfg), "base_key": base_key}
@@ -579,8 +603,8 @@ def train_embedding_model(
         _save(paths.models_dir, f"{name}-half{h}", t, meta) for h, t in enumerate(trained)
     ]
     half_params = [_served(base, cfg, saved) for saved in saved_halves]
-    half_options = _judging_only(options, tuple(half_params), data)
-    challenger = judge(paths, half_params, data, half_options, against.within)
+    features = _challenger_features(paths, trained, half_params, labeled, options)
+    challenger = judge(data, features, against.within)
 
     verdict = decide(challenger.hits, judged_current.hits, min_improvement=settings.min_improvement)
     promoted = verdict.promoted
