@@ -9,13 +9,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from embedding_assets.embedding import runtime
 from embedding_assets.embedding.embedder import EmbedParams
 from embedding_assets.embedding.finetune import frozen_outputs, trunk_features
 from embedding_assets.embedding.heads import CosineClassifier
 from embedding_assets.embedding.judging import LabeledImages
 from embedding_assets.embedding.metric_learning import TrainResult, float_input
-from embedding_assets.embedding.run_options import RunOptions
+from embedding_assets.embedding.run_options import RunOptions, worth_exporting
 from embedding_assets.embedding.training import _average, _judging_only
 from embedding_assets.embedding.trunk_split import split_at_stride
 
@@ -63,8 +62,8 @@ def test_half_trainings_judge_a_few_hundred_images_on_torch_and_many_on_an_expor
     assert _judging_only(RunOptions(), half, _labeled(10_000)).runtime == "auto"
     named = RunOptions(runtime="onnxruntime")
     assert _judging_only(named, half, _labeled(500)).runtime == "onnxruntime", "as asked"
-    assert not runtime.worth_exporting(250, 160) and runtime.worth_exporting(5_000, 160)
-    assert runtime.worth_exporting(600, 224) and not runtime.worth_exporting(599, 224)
+    assert not worth_exporting(250, 160) and worth_exporting(5_000, 160)
+    assert worth_exporting(600, 224) and not worth_exporting(599, 224)
 
 
 def test_a_half_training_judges_from_kept_frozen_outputs_what_serving_its_trunk_gives():

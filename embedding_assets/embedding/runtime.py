@@ -37,10 +37,6 @@ log = logging.getLogger(__name__)
 MAX_DIFFERENCE = 1e-4  # of L2-normalized features, torch vs the exported graph
 OPSET = 18
 EXPORT_FORMAT = "emb-onnx-export-v2"  # v2: uint8 pixels in (v1 took normalized floats)
-# An export of Lite0 took 7 s (13 s in a fresh process, which imports the exporter first), and
-# ONNX Runtime then embeds 173 images/s at 224 px against torch's 41 (benchmarks/results/
-# embed_throughput.md): an export pays for itself from about 400-700 images at 224 px.
-EXPORT_PAYS_AT = 600  # images at 224 x 224; fewer pixels per image need proportionally more
 
 
 def available() -> bool:
@@ -198,12 +194,6 @@ def try_export(
     except Exception as exc:  # noqa: BLE001 - any export failure means: run it on torch
         note(f"{backbone.spec.name} does not run on ONNX Runtime ({_one_line(exc)}); using torch")
         return None
-
-
-def worth_exporting(n_images: int, crop: int) -> bool:
-    """Does exporting a model pay for itself over `n_images` images of `crop` px? For a model
-    that embeds only a few images once (a fine-tune's half-training), torch is faster."""
-    return n_images * (crop / 224) ** 2 >= EXPORT_PAYS_AT
 
 
 def on_runtime(

@@ -493,18 +493,14 @@ def _final(
 
 
 def _judging_only(options: RunOptions, halves: tuple[EmbedParams, ...], data: LabeledImages):
-    """How half-trainings embed the halves they judge, their only images: on torch under
-    `auto` where those are too few to pay for an ONNX export (`runtime.worth_exporting`; 250
+    """How half-trainings embed the halves they judge, their only images (`run_options.once`; 250
     photos at 160 px: ~13 s to export, ~3 s on torch). A served model's export is made once
     and reused by every later run, so it is always worth it."""
-    from embedding_assets.embedding import runtime
     from embedding_assets.embedding.judging import halves as half_of
+    from embedding_assets.embedding.run_options import once
 
     largest = int(np.bincount(half_of(data.keys)).max())
-    crop = halves[0].spec().preprocess.crop
-    if options.runtime == "auto" and not runtime.worth_exporting(largest, crop):
-        return replace(options, runtime="torch")
-    return options
+    return once(options, largest, halves[0].spec().preprocess.crop)
 
 
 def _challenger_features(

@@ -77,6 +77,7 @@ def judged_on(
     and the cosine heads, judged and final (`algorithm` 'auto' only)."""
     from embedding_assets.catalog.images import usable_files
     from embedding_assets.embedding.run import RunOptions, cached_features
+    from embedding_assets.embedding.run_options import once
     from embedding_assets.embedding.training import trained_model
 
     model = trained_model(paths, set_key) if features == set_key else None
@@ -92,8 +93,10 @@ def judged_on(
         rows = usable.rows_of(ids)
         if (rows >= 0).all():
             wanted = usable.subset(rows)
+            crop = model.gate_params.spec().preprocess.crop
+            options = once(RunOptions(), len(rows), crop)  # labeled images only, once
             found, kept = cached_features(
-                paths, model.gate_params, wanted.fs_paths, wanted.hashes, RunOptions()
+                paths, model.gate_params, wanted.fs_paths, wanted.hashes, options
             )
             if len(kept) == len(rows):
                 select_x = found
