@@ -1,54 +1,18 @@
-"""What keeps the fine-tune's cost down: a promoted cosface fine-tune's final training starts
-from the average of its judged half-trainings (`training._average`; what cannot be averaged
-trains in full), and half-trainings judge their half from what training kept in memory, or a
-few hundred images on torch rather than export."""
+"""What keeps the fine-tune's cost down: half-trainings judge their half from what training
+kept in memory, or embed a few hundred images on torch rather than pay for an export."""
 
 from __future__ import annotations
 
 import numpy as np
 import torch
-from torch import nn
 
 from embedding_assets.embedding.embedder import EmbedParams
 from embedding_assets.embedding.finetune import frozen_outputs, trunk_features
-from embedding_assets.embedding.heads import CosineClassifier
 from embedding_assets.embedding.judging import LabeledImages
-from embedding_assets.embedding.metric_learning import TrainResult, float_input
+from embedding_assets.embedding.metric_learning import float_input
 from embedding_assets.embedding.run_options import RunOptions, worth_exporting
-from embedding_assets.embedding.training import _average, _judging_only
+from embedding_assets.embedding.training import _judging_only
 from embedding_assets.embedding.trunk_split import split_at_stride
-
-
-def _half(seed: int, classes: list[str]) -> TrainResult:
-    torch.manual_seed(seed)
-    trunk = nn.Sequential(nn.Linear(4, 3), nn.BatchNorm1d(3))
-    return TrainResult(
-        head=None,
-        backbone=trunk,
-        classifier=CosineClassifier(3, len(classes)),
-        classes=classes,
-    )
-
-
-def test_the_halves_average_weight_by_weight_and_leave_them_as_they_were():
-    a, b = _half(0, ["cat", "dog"]), _half(1, ["cat", "dog"])
-    a.backbone[1].num_batches_tracked += 3  # an integer buffer: kept, not averaged
-    before = a.backbone[0].weight.detach().clone()
-    mean = _average([a, b])
-    assert mean is not None and mean.classes == ["cat", "dog"]
-    expected = (a.backbone[0].weight + b.backbone[0].weight) / 2
-    assert torch.allclose(mean.backbone[0].weight, expected)
-    assert torch.allclose(mean.classifier.weight, (a.classifier.weight + b.classifier.weight) / 2)
-    assert int(mean.backbone[1].num_batches_tracked) == 3
-    assert torch.equal(a.backbone[0].weight, before), "the judged halves stay as trained"
-
-
-def test_halves_that_do_not_share_their_classes_or_lack_a_head_are_not_averaged():
-    assert _average([_half(0, ["cat", "dog"]), _half(1, ["cat", "emu"])]) is None
-    headless = [_half(0, ["cat"]), _half(1, ["cat"])]
-    for t in headless:
-        t.classifier = None
-    assert _average(headless) is None
 
 
 def _labeled(n: int) -> LabeledImages:

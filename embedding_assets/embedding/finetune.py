@@ -115,25 +115,20 @@ def finetune_classifier(
     fit: FitSettings,
     *,
     frozen: FrozenOutputs | None = None,
-    start: TrainResult | None = None,
 ) -> TrainResult:
     """Train the backbone's trunk (its stages past `cfg.frozen_stride`) and a cosine classifier
     on uint8 images (n, 3, S, S), already resized as at inference, for `cfg.epochs` epochs or as
     many as `cfg.time_budget_s` allows (measured on the first epoch, which always runs), with
     the normalization of `backbone.spec`, the spec the trunk is served with. `frozen`: the
     frozen stages' outputs of these images, when the caller computed them already (they are
-    the same for every training from the same pretrained weights). `start`: a trained trunk and
-    head (same classes) to continue from rather than the pretrained trunk and a new head. The
-    trunk's pooled features are the embeddings; the result's `classifier` is the trained head."""
+    the same for every training from the same pretrained weights). The trunk's pooled features
+    are the embeddings; the result's `classifier` is the trained head."""
     cfg, progress = fit.cfg, fit.progress
     started = time.perf_counter()
     seed_everything(cfg.seed)
     classes, codes = np.unique(np.asarray(labels).astype(str), return_inverse=True)
     dev = torch.device(fit.device)
     head = CosineClassifier(backbone.dim, len(classes), cfg.scale, cfg.margin).to(dev)
-    if start is not None:
-        backbone.model.load_state_dict(start.backbone.state_dict())
-        head.load_state_dict(start.classifier.state_dict())
     trunk = backbone.model.to(dev).to(memory_format=torch.channels_last)
     split = split_at_stride(trunk, cfg.frozen_stride)
     trained = trunk if split is None else split.tail

@@ -1,7 +1,6 @@
 """Train an embedding model on the labeled images, judge it on every one of them against the
 current model (`judging`: two half-trainings, each judging the half it left out), and decide
-whether it replaces the current one; a promoted model is trained on every label (a cosface
-fine-tune from the average of its halves, `_final`). Plain
+whether it replaces the current one; a promoted model is trained again on every label. Plain
 Python over DuckDB, the LMDB feature cache and `metric_learning`; the `embedding_model` asset
 is a thin wrapper.
 
@@ -54,7 +53,6 @@ PRIMARY = "knn_top1"  # the number that decides promotion
 SERVED_FIELDS = ("weights", "head", "image_size", "center_crop")
 VAL_FRACTION = 0.15  # of the training images, for early stopping only
 MIN_LABELED = 20
-FINAL_EPOCHS = 2  # of a promoted cosface fine-tune on every label, from its halves' average
 
 
 class ModelStatus(StrEnum):
@@ -311,31 +309,22 @@ class _Labeled:
         self.seconds = time.perf_counter() - started
 
 
-@dataclass(frozen=True)
-class _Plan:
-    """Which labeled images one training learns from (one half, judged on the other; or every
-    one, the final fit of a promoted model) and, for a cosface fine-tune, the weights it starts
-    from (None: the pretrained ones)."""
-
-    train_mask: np.ndarray
-    start: TrainResult | None = None
-
-
 def _train(
     paths: DataPaths,
     settings: ModelSettings,
     labeled: _Labeled,
     options: RunOptions,
     progress: Callable[[dict], None] | None,
-    plan: _Plan,
+    train_mask: np.ndarray,
 ) -> TrainResult:
-    """Train on the labeled images of `plan.train_mask`, from `plan.start` when given."""
+    """Train on the labeled images of `train_mask`: one half (a training the gate judges on
+    the other), or every one (the final fit of a model the gate has promoted)."""
     from embedding_assets.embedding.backbones import build_backbone
     from embedding_assets.embedding.finetune import finetune_classifier
     from embedding_assets.embedding.metric_learning import FitSettings, finetune, train_head
     from embedding_assets.embedding.run import cached_features
 
-    base, cfg, data, train_mask = settings.base, settings.cfg, labeled.data, plan.train_mask
+    base, cfg, data = settings.base, settings.cfg, labeled.data
     fit_settings = FitSettings(cfg, options.device, progress)
     is_val = np.array([hash_fraction(h[8:]) < VAL_FRACTION for h in data.hashes]) & train_mask
     fit = train_mask & ~is_val
@@ -367,7 +356,6 @@ def _train(
             data.labels[rows],
             fit_settings,
             frozen=labeled.frozen.subset(rows) if labeled.frozen is not None else None,
-            start=plan.start,
         )
     return finetune(
         trunk,
@@ -444,52 +432,7 @@ def _train_halves(
     if cfg.time_budget_s:
         settings = replace(settings, cfg=replace(cfg, time_budget_s=cfg.time_budget_s / HALVES))
     half = halves(labeled.data.keys)
-    return [
-        _train(paths, settings, labeled, options, progress, _Plan(half != h)) for h in range(HALVES)
-    ]
-
-
-def _average(trained: list[TrainResult]) -> TrainResult | None:
-    """The half-trainings' trunks and cosine heads averaged weight by weight (they start from
-    the same pretrained weights, so their average is a model, as in model soups); None where
-    they cannot be averaged (no cosine head, or a class missing from one half)."""
-    import copy
-
-    first = trained[0]
-    if first.classifier is None or any(t.classes != first.classes for t in trained):
-        return None
-    out = copy.deepcopy(first)
-    for part in ("backbone", "classifier"):
-        states = [getattr(t, part).state_dict() for t in trained]
-        getattr(out, part).load_state_dict(
-            {
-                name: sum(s[name] for s in states) / len(states)
-                if value.is_floating_point()
-                else value
-                for name, value in states[0].items()
-            }
-        )
-    return out
-
-
-def _final(
-    paths: DataPaths,
-    settings: ModelSettings,
-    labeled: _Labeled,
-    options: RunOptions,
-    progress: Callable[[dict], None] | None,
-    start: TrainResult | None,
-) -> TrainResult:
-    """The promoted recipe trained on every label. A cosface fine-tune starts from the average
-    of its judged half-trainings (`start`) and runs FINAL_EPOCHS epochs: on the user trial's
-    500 photos that gave 0.786 unlabeled accuracy against 0.78 for a full training from the
-    pretrained weights, in less time (the average alone: 0.75). Without `start`, in full."""
-    every = np.ones(len(labeled.data.labels), dtype=bool)
-    if start is None:
-        return _train(paths, settings, labeled, options, progress, _Plan(every))
-    epochs = min(settings.cfg.epochs, FINAL_EPOCHS)
-    short = replace(settings, cfg=replace(settings.cfg, epochs=epochs))
-    return _train(paths, short, labeled, options, progress, _Plan(every, start))
+    return [_train(paths, settings, labeled, options, progress, half != h) for h in range(HALVES)]
 
 
 def _judging_only(options: RunOptions, halves: tuple[EmbedParams, ...], data: LabeledImages):
@@ -619,14 +562,12 @@ def train_embedding_model(
     if promoted:
         # Judged, the recipe now learns from every label: on 500 photos, training on all of
         # them rather than the 400 outside a held-out split gave +3 points of accuracy.
-        start = _average(trained) if cfg.loss == "cosface" else None
-        final = _final(paths, settings, labeled, options, progress, start)
+        every = np.ones(len(data.labels), dtype=bool)
+        final = _train(paths, settings, labeled, options, progress, every)
         saved = _save(paths.models_dir, f"{name}-all", final, meta)
         served = _served(base, cfg, saved)
         seconds += final.seconds
-        decision += "; then trained on every label" + (
-            f" for {len(final.history)} epochs from the average of its halves" if start else ""
-        )
+        decision += "; then trained again on every label"
     result = trained[0]
     with connect(paths.catalog_db) as con:
         model_id = con.execute("SELECT nextval('embedding_model_seq')").fetchall()[0][0]
