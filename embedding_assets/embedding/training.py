@@ -439,10 +439,9 @@ def _judging_only(options: RunOptions, halves: tuple[EmbedParams, ...], data: La
     """How half-trainings embed the halves they judge, their only images (`run_options.once`; 250
     photos at 160 px: ~13 s to export, ~3 s on torch). A served model's export is made once
     and reused by every later run, so it is always worth it."""
-    from embedding_assets.embedding.judging import halves as half_of
     from embedding_assets.embedding.run_options import once
 
-    largest = int(np.bincount(half_of(data.keys)).max())
+    largest = int(np.bincount(judging.halves(data.keys)).max())
     return once(options, largest, halves[0].spec().preprocess.crop)
 
 
