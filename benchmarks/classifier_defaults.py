@@ -20,7 +20,14 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import CACHE, REPO, machine, require_cifar, write_results
+from benchmarks.common import (
+    CACHE,
+    REPO,
+    by_domain_and_per,
+    machine,
+    require_cifar,
+    write_results,
+)
 
 BLOOD = REPO.parent / "shared" / "data" / "blood-cells"
 CS = (1.0, 3.0, 10.0, 30.0, 100.0)
@@ -75,10 +82,7 @@ def report(rows: list[dict], pool: int) -> str:
         "| domain | labels/class | " + " | ".join(f"C = {c:g}" for c in CS) + " |",
         "|---|---:|" + "---:|" * len(CS),
     ]
-    groups: dict[tuple[str, int], list[dict]] = {}
-    for r in rows:
-        groups.setdefault((r["domain"], r["per"]), []).append(r)
-    for (domain, per), group in groups.items():
+    for (domain, per), group in by_domain_and_per(rows).items():
         cells = []
         for c in CS:
             accs = [r["accuracy"] for r in group if r["C"] == c]

@@ -87,3 +87,11 @@ def cifar_embeddings(
     with connect(paths.catalog_db, read_only=True) as con:
         label_of = dict(con.execute("SELECT image_id, label FROM current_labels").fetchall())
     return matrix, np.array([label_of[i] for i in ids.tolist()])
+
+
+def by_domain_and_per(rows: list[dict]) -> dict[tuple[str, int], list[dict]]:
+    """Result rows grouped by (domain, labels per class), in the order they came."""
+    out: dict[tuple[str, int], list[dict]] = {}
+    for r in rows:
+        out.setdefault((r["domain"], r["per"]), []).append(r)
+    return out

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import REPO, machine, require_cifar, write_results
+from benchmarks.common import REPO, by_domain_and_per, machine, require_cifar, write_results
 from benchmarks.end_to_end_quality import run_draw
 
 BLOOD = REPO.parent / "shared" / "data" / "blood-cells"
@@ -119,7 +119,7 @@ def report(rows: list[dict], pool: int) -> str:
             f"{r['clusters']} | {r['purity']:.2f} | {r['wall_s']:.0f} |"
         )
     lines.append("")
-    for (domain, per), group in _groups(rows).items():
+    for (domain, per), group in by_domain_and_per(rows).items():
         accs = [r["accuracy"] for r in group]
         below = [r for r in group if r["baseline"] < 0.98]
         gains = [r["accuracy"] - r["baseline"] for r in below]
@@ -135,13 +135,6 @@ def report(rows: list[dict], pool: int) -> str:
             line += f". Goal (>= {GOAL_ACCURACY} and +{GOAL_GAIN:.0%}): **{verdict}**"
         lines.append(line)
     return "\n".join(lines)
-
-
-def _groups(rows: list[dict]) -> dict[tuple[str, int], list[dict]]:
-    out: dict[tuple[str, int], list[dict]] = {}
-    for r in rows:
-        out.setdefault((r["domain"], r["per"]), []).append(r)
-    return out
 
 
 def main() -> None:
