@@ -221,3 +221,35 @@ def test_too_few_labels_skips_and_keeps_the_plain_backbone(data_dir: Path, tmp_p
         "-head-"
         not in run.asset_materializations_for_node("embeddings")[0].metadata["model_key"].value
     )
+
+
+def test_many_labels_judge_one_training_on_a_held_out_split(
+    data_dir: Path, digits_catalog: DataPaths, monkeypatch: pytest.MonkeyPatch
+):
+    """With enough held-out images (`training.JUDGED_ENOUGH`, lowered here for 800 digits) one
+    training on the rest is judged on the held-out split and served as it was judged, with no
+    second training; the next challenger is judged on the same images, which neither saw."""
+    from embedding_assets.embedding import training
+
+    monkeypatch.setattr(training, "JUDGED_ENOUGH", 100)
+    settings = {**HEAD, "epochs": 25, "embedding_size": 32, "hidden": 128}
+    assert _run(data_dir, settings, False).success
+    query = (
+        "SELECT n_train, n_eval, half_params, params, gate_params, decision, promoted "
+        "FROM embedding_models ORDER BY model_id"
+    )
+    with connect(digits_catalog.catalog_db, read_only=True) as con:
+        [(n_train, n_eval, halves, served, judged, decision, promoted)] = con.execute(
+            query
+        ).fetchall()
+    assert promoted, decision
+    assert n_train + n_eval == DIGITS and 100 <= n_eval <= 0.3 * DIGITS
+    assert halves is None and served == judged  # the judged training is the served one
+    assert "held out by content hash (20%)" in decision and "served as trained" in decision
+
+    worse = _run(data_dir, {**settings, "epochs": 0, "seed": 7}, False)
+    assert worse.success
+    with connect(digits_catalog.catalog_db, read_only=True) as con:
+        rows = con.execute(query).fetchall()
+    assert rows[1][6] is False and rows[1][1] == n_eval, rows[1][5]
+    assert "not promoted, keeping model 1" in rows[1][5]

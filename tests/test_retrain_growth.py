@@ -93,3 +93,17 @@ def test_a_champion_trained_on_every_label_is_judged_as_it_was_judged(tmp_path):
 
     plain = rival(paths, base, data, holdout=0.2)
     assert plain.halves == (base, base) and plain.within is None
+
+
+def test_many_labels_are_judged_on_the_held_out_split_few_by_halves():
+    """From JUDGED_ENOUGH images below `holdout` by key, one held-out split judges (and the
+    training on the rest is served); with fewer, every label is judged by halves."""
+    from embedding_assets.embedding.training import JUDGED_ENOUGH, LabeledImages, held_out
+
+    def data(n: int) -> LabeledImages:
+        keys = (np.arange(n) + 0.5) / n  # evenly spread content-hash fractions
+        return LabeledImages(list(range(n)), ["p"] * n, ["h"] * n, labels({"a": n}), keys)
+
+    assert held_out(data(4 * JUDGED_ENOUGH), holdout=0.2) is None  # 800 held out
+    mask = held_out(data(5 * JUDGED_ENOUGH), holdout=0.2)
+    assert mask is not None and mask.sum() == JUDGED_ENOUGH and mask[:JUDGED_ENOUGH].all()

@@ -39,7 +39,12 @@ from embedding_assets.embedding.metric_learning import (
 from embedding_assets.embedding.trunk_split import Split, split_at_stride
 
 FROZEN_CACHE_BYTES = 2 * 2**30  # frozen-stage outputs kept in memory (fp16, two per image)
-PREFIX_BATCH = 64
+# Images per forward pass of the frozen stages (on a GPU, on a CPU), and of the trained ones
+# when judging (CPU). Small on a CPU: the early stages' large feature maps then stay in cache
+# (160 px, 2 cores: the frozen stages ran 5x faster in batches of 4 than of 64, the trained
+# ones 1.6x in batches of 16).
+PREFIX_BATCH = {"cuda": 64, "cpu": 4}
+TAIL_BATCH = 16
 
 
 @dataclass
@@ -81,8 +86,9 @@ def frozen_outputs(
     c, h, w = probe.shape[1:]
     out = torch.empty((2, len(images), h, w, c), dtype=torch.float16)
     with torch.no_grad():
-        for start in range(0, len(images), PREFIX_BATCH):
-            x = to_float(images[start : start + PREFIX_BATCH]).to(device)
+        step = PREFIX_BATCH.get(device.type, PREFIX_BATCH["cuda"])
+        for start in range(0, len(images), step):
+            x = to_float(images[start : start + step]).to(device)
             x = x.contiguous(memory_format=torch.channels_last)
             for flip in (0, 1):
                 y = prefix(x.flip(3) if flip else x)
@@ -101,8 +107,8 @@ def trunk_features(trunk: nn.Module, stride: int, frozen: FrozenOutputs) -> np.n
     split.tail.eval()
     parts = []
     with torch.inference_mode():
-        for start in range(0, frozen.outputs.shape[1], PREFIX_BATCH):
-            h = frozen.outputs[0, start : start + PREFIX_BATCH].float().permute(0, 3, 1, 2)
+        for start in range(0, frozen.outputs.shape[1], TAIL_BATCH):
+            h = frozen.outputs[0, start : start + TAIL_BATCH].float().permute(0, 3, 1, 2)
             parts.append(split.tail(h.contiguous(memory_format=torch.channels_last)).numpy())
     x = np.concatenate(parts).astype(np.float32)
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)  # as served
@@ -169,9 +175,10 @@ def finetune_classifier(
         x = x.contiguous(memory_format=torch.channels_last)
         if split is None:
             return trunk(x)
+        step = PREFIX_BATCH.get(dev.type, PREFIX_BATCH["cuda"])
         with torch.no_grad():
-            h = split.prefix(x)
-        return split.tail(h)
+            h = torch.cat([split.prefix(x[i : i + step]) for i in range(0, len(x), step)])
+        return split.tail(h.contiguous(memory_format=torch.channels_last))
 
     history: list[dict] = []
     stopped = False
