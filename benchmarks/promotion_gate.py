@@ -25,6 +25,7 @@ judged that many; there its challenger had trained on 80 %, so this is an approx
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import statistics
 import tempfile
@@ -34,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import REPO, require_cifar, write_results
+from benchmarks.common import REPO, RESULTS, require_cifar, write_results
 
 BLOOD = REPO.parent / "shared" / "data" / "blood-cells"
 HELD_OUT = 0.2
@@ -132,6 +133,15 @@ def one_trial(domain: str, per: int, draw: int, swaps: int) -> Trial:
     )
 
 
+def kept(domains: list[str], pers: list[int]) -> list[Trial]:
+    """The last results' trials that this run does not repeat."""
+    last = RESULTS / "promotion_gate.json"
+    if not last.is_file():
+        return []
+    found = [Trial(**t) for t in json.loads(last.read_text())["trials"]]
+    return [t for t in found if t.domain not in domains or t.per not in pers]
+
+
 def report(trials: list[Trial]) -> str:
     lines = [
         "# Promotion gate: every labeled image judged by the half-training that left it out",
@@ -169,6 +179,12 @@ def report(trials: list[Trial]) -> str:
         f"{len(trials)}; promoted: {sum(t.promoted for t in better)} (by halves), "
         f"{sum(t.held_out_promoted for t in better)} (20 % held out only).",
     ]
+    for per in sorted({t.per for t in trials}):
+        at = [t for t in better if t.per == per]
+        lines.append(
+            f"- {per} labels per class: {sum(not t.promoted for t in at)} of {len(at)} better "
+            "fine-tunes kept out."
+        )
     return "\n".join(lines)
 
 
@@ -178,14 +194,20 @@ def main() -> None:
     parser.add_argument("--draws", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--domains", nargs="+", default=["cifar", "blood-cells"])
     parser.add_argument("--swaps", type=int, default=2000)
+    parser.add_argument(
+        "--keep",
+        action="store_true",
+        help="keep the last results' trials of the other domains and labels per class",
+    )
     args = parser.parse_args()
-    trials = []
+    trials = kept(args.domains, args.per) if args.keep else []
     for domain in args.domains:
         for per in args.per:
             for draw in args.draws:
                 trial = one_trial(domain, per, draw, args.swaps)
                 print(trial, flush=True)
                 trials.append(trial)
+    trials.sort(key=lambda t: (t.domain != "cifar", t.per, t.draw))
     payload = {"trials": [t.__dict__ for t in trials], "swaps": args.swaps}
     write_results("promotion_gate", payload, report(trials))
 

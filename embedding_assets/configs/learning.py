@@ -27,7 +27,9 @@ class ClassifierConfig(dg.Config):
         gt=0,
         le=0.5,
         description="Share of the labeled images held out, by content hash, at least one per "
-        "class; at most 0.5: they lie in the half the fine-tune's judged training never saw.",
+        "class; at most 0.5: they lie in the half the fine-tune's judged training never saw "
+        "(from ~5,000 labels the fine-tune leaves out only embedding_model's holdout, 0.2: "
+        "keep this at most that).",
     )
     search_budget_s: float = Field(
         default=30.0,

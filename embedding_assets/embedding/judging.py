@@ -9,7 +9,8 @@ image is judged once, by models that never trained on it, and the paired exact t
 48 images, where 4 wins and no loss (a fine-tune at 1.000 against 0.917) could never pass.
 
 An image keeps its half as labels grow, so a champion's half-trainings stay blind to the half
-they judge, whatever was labeled since.
+they judge, whatever was labeled since. With many labels (`training.held_out`) the judged
+images are a held-out split inside half 0 (`within`), and one training judges it for both.
 """
 
 from __future__ import annotations
