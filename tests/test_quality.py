@@ -205,6 +205,7 @@ def test_the_default_fine_tune_serves_its_trunk_and_the_classifier_weighs_its_he
     assert run.success
     meta = run.asset_materializations_for_node("embedding_model")[0].metadata
     assert meta["status"].value == "trained" and meta["time_budget_s"].value == 120
+    assert meta["train_image_size"].value == 32
     [gate] = [c for c in run.get_asset_check_evaluations() if c.check_name == GATE]
     with connect(digits_catalog.catalog_db, read_only=True) as con:
         head, trunk, classifier_path, params, promoted, key, judged, decision = con.execute(

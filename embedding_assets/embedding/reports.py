@@ -73,6 +73,7 @@ def model_report(out: Outcome, settings: ModelSettings) -> ModelReport:
     }
     if finetune and trained:
         metadata["frozen_stride"] = out.frozen_stride  # 0: every layer trained
+        metadata["train_image_size"] = out.train_size
     if finetune and settings.cfg.time_budget_s:
         metadata["time_budget_s"] = settings.cfg.time_budget_s
         metadata["stopped_by_time_budget"] = out.stopped_early

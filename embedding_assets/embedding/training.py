@@ -140,6 +140,7 @@ class Outcome:
     params: EmbedParams | None = None
     stopped_early: bool = False  # by a plateau (metric losses) or the time budget (cosface)
     frozen_stride: int = 0  # fine-tune: the output stride of the stages kept as pretrained
+    train_size: int = 0  # fine-tune: the image size it trained and is served at
     paired: Paired | None = None  # what the promotion decided on
 
 
@@ -670,6 +671,7 @@ def train_embedding_model(
         seconds=seconds,
         stopped_early=result.stopped_early,
         frozen_stride=result.frozen_stride,
+        train_size=trunk_spec(base, cfg).preprocess.crop if mode == "finetune" else 0,
         params=served if promoted else current,
         paired=Paired(challenger.hits, judged_current.hits),
     )
