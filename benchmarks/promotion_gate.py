@@ -1,7 +1,8 @@
 """The fine-tune's promotion gate, measured (issue 40): does it promote a fine-tune that is
 better from a few labels per class, and how often does it promote one that is not?
 
-    python -m benchmarks.promotion_gate [--per 20 40] [--draws 0 1 2] [--domains cifar blood-cells]
+    python -m benchmarks.promotion_gate [--per 20 40 50] [--draws 0 1 2] [--keep]
+        [--domains cifar blood-cells]
 
 For each domain (CIFAR-10 test photos; the blood-cell micrographs of ../shared/data), labels per
 class and draw: `per` random images per class in class folders, a fresh catalog, then
@@ -190,7 +191,7 @@ def report(trials: list[Trial]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--per", type=int, nargs="+", default=[20, 40])
+    parser.add_argument("--per", type=int, nargs="+", default=[20, 40, 50])
     parser.add_argument("--draws", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--domains", nargs="+", default=["cifar", "blood-cells"])
     parser.add_argument("--swaps", type=int, default=2000)
