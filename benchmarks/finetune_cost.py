@@ -39,8 +39,7 @@ def worktree(rev: str, tmp: Path) -> Path:
 
 def _last_10k() -> list[dict]:
     last = RESULTS / "finetune_cost.json"
-    found = json.loads(last.read_text()).get("labeled_10k") if last.is_file() else None
-    return found if isinstance(found, list) else [found] if found else []
+    return json.loads(last.read_text()).get("labeled_10k", []) if last.is_file() else []
 
 
 def held_out_accuracy(data: Path) -> float | None:

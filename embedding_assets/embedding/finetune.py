@@ -47,6 +47,11 @@ PREFIX_BATCH = {"cuda": 64, "cpu": 4}
 TAIL_BATCH = 16
 
 
+def prefix_batch(device: torch.device) -> int:
+    """Images per forward pass of the frozen stages on `device` (PREFIX_BATCH)."""
+    return PREFIX_BATCH.get(device.type, PREFIX_BATCH["cuda"])
+
+
 @dataclass
 class FrozenOutputs:
     """The frozen stages' output of each image and of its mirror image: (2, n, H, W, C) fp16
@@ -86,7 +91,7 @@ def frozen_outputs(
     c, h, w = probe.shape[1:]
     out = torch.empty((2, len(images), h, w, c), dtype=torch.float16)
     with torch.no_grad():
-        step = PREFIX_BATCH.get(device.type, PREFIX_BATCH["cuda"])
+        step = prefix_batch(device)
         for start in range(0, len(images), step):
             x = to_float(images[start : start + step]).to(device)
             x = x.contiguous(memory_format=torch.channels_last)
@@ -175,7 +180,7 @@ def finetune_classifier(
         x = x.contiguous(memory_format=torch.channels_last)
         if split is None:
             return trunk(x)
-        step = PREFIX_BATCH.get(dev.type, PREFIX_BATCH["cuda"])
+        step = prefix_batch(dev)
         with torch.no_grad():
             h = torch.cat([split.prefix(x[i : i + step]) for i in range(0, len(x), step)])
         return split.tail(h.contiguous(memory_format=torch.channels_last))

@@ -567,13 +567,12 @@ def train_embedding_model(
     current, current_id = current_model(paths, base)
     current_name = f"model {current_id}" if current_id else "the plain backbone"
     against = rival(paths, current, data, holdout)
-    within = held_out(data, holdout)
-    if within is not None and against.within is not None:
-        within = within & against.within
+    within = held_out(data, holdout)  # None: every labeled image, by halves
+    judged = against.within if within is None else within
     served_now = against.halves[0] == current  # the plain backbone, judged by itself
     rival_options = options if served_now else _judging_only(options, against.halves, data)
     rival_features = [judging.served(paths, p, data, rival_options) for p in against.halves]
-    judged_current = judge(data, rival_features, against.within if within is None else within)
+    judged_current = judge(data, rival_features, judged)
 
     labeled = _Labeled(data)
     name = key[:16]
@@ -585,7 +584,7 @@ def train_embedding_model(
     features = _challenger_features(paths, results, part_params, labeled, options)
     # one training on the rest judges the held-out split, which lies in half 0
     features = features * (judging.HALVES // len(features))
-    challenger = judge(data, features, against.within if within is None else within)
+    challenger = judge(data, features, judged)
 
     verdict = decide(challenger.hits, judged_current.hits, min_improvement=settings.min_improvement)
     promoted = verdict.promoted
