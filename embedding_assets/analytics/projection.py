@@ -172,6 +172,9 @@ def _umap(x: np.ndarray, params: ProjectionParams, use_cuml: bool) -> Projection
         return Projection("umap", np.asarray(model.fit_transform(x)), 0.0, "cuml", n, notes, used)
     import umap
 
+    from embedding_assets.analytics.compiled_cache import keep_umap_compiled
+
+    keep_umap_compiled()
     # A fixed seed makes umap-learn single-threaded; with n_jobs we trade exact repeatability
     # for speed, except on small inputs where one thread is fast anyway.
     seeded = n <= 5_000 or params.n_jobs == 1
