@@ -88,11 +88,21 @@ def test_every_supervised_loss_trains(loss: str):
         (TrainConfig(loss="ntxent", augmentation="randaugment"), "head", "finetune"),
         (TrainConfig(loss="ntxent"), "finetune", "augmentation"),
         (TrainConfig(augmentation="mixup"), "head", "augmentation='mixup'"),
+        (TrainConfig(loss="cosface", final_min_steps=-1), "finetune", "final_min_steps"),
     ],
 )
 def test_bad_training_config_is_refused_clearly(cfg: TrainConfig, mode: str, match: str):
     with pytest.raises(ValueError, match=match):
         cfg.check(mode)
+
+
+def test_few_labels_train_the_served_fine_tune_for_at_least_its_minimum_steps():
+    cfg = TrainConfig(loss="cosface", epochs=5, batch_size=32, final_min_steps=100)
+    # 320 labels: 10 steps an epoch; 500: 16; 10,000 labels keep `epochs`
+    assert [cfg.served_epochs(n) for n in (320, 500, 10_000)] == [10, 7, 5]
+    assert TrainConfig(loss="cosface", epochs=0, final_min_steps=100).served_epochs(20) == 0
+    assert TrainConfig(loss="supcon", epochs=5, final_min_steps=100).served_epochs(20) == 5
+    assert TrainConfig(loss="cosface", epochs=5).served_epochs(20) == 5
 
 
 @pytest.fixture
