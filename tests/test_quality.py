@@ -208,9 +208,9 @@ def test_the_default_fine_tune_serves_its_trunk_and_the_classifier_weighs_its_he
     assert meta["train_image_size"].value == 32
     [gate] = [c for c in run.get_asset_check_evaluations() if c.check_name == GATE]
     with connect(digits_catalog.catalog_db, read_only=True) as con:
-        head, trunk, classifier_path, params, promoted, key, judged, decision = con.execute(
+        head, trunk, classifier_path, params, promoted, key, judged, decision, epochs = con.execute(
             "SELECT head_path, trunk_path, classifier_path, params, promoted, model_key, "
-            "gate_params, decision FROM embedding_models"
+            "gate_params, decision, epochs_run FROM embedding_models"
         ).fetchone()
         versions = con.execute("SELECT ece, temperature FROM model_versions").fetchall()
         candidates = dict(
@@ -225,7 +225,9 @@ def test_the_default_fine_tune_serves_its_trunk_and_the_classifier_weighs_its_he
     assert (emb_key == key) is promoted
     compared_on = run.asset_materializations_for_node("classifier")[0].metadata["compared_on"]
     if promoted:  # judged without the held-out images, then trained again on every label
-        assert "cosine_head" in candidates and "trained again on every label (" in decision
+        assert "cosine_head" in candidates
+        # the served training's epochs: at least final_min_steps batches (3 planned per half)
+        assert f"trained again on every label ({epochs} epochs)" in decision and epochs >= 3
         assert json.loads(judged)["weights"] != served["weights"]
         assert "blind to the held-out images" in compared_on.value
     else:

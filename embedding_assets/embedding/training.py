@@ -603,6 +603,7 @@ def train_embedding_model(
     # half 0 holds the classifier's held-out split by key: its training is the one blind to it
     gate_saved = saved = saved_parts[0]
     candidate = served = part_params[0]
+    result = results[0]  # the training whose model is served: its epochs go on record
     seconds = labeled.seconds + sum(t.seconds for t in results)
     if promoted and within is not None:
         decision += "; served as trained (the held-out share stays out of it)"
@@ -612,12 +613,11 @@ def train_embedding_model(
         every = np.ones(len(data.labels), dtype=bool)
         epochs = cfg.served_epochs(len(data.labels))
         longer = replace(settings, cfg=replace(cfg, epochs=epochs))
-        final = _train(paths, longer, labeled, options, progress, every)
-        saved = _save(paths.models_dir, f"{name}-all", final, meta)
+        result = _train(paths, longer, labeled, options, progress, every)
+        saved = _save(paths.models_dir, f"{name}-all", result, meta)
         served = _served(base, cfg, saved)
-        seconds += final.seconds
-        decision += f"; then trained again on every label ({len(final.history)} epochs)"
-    result = results[0]
+        seconds += result.seconds
+        decision += f"; then trained again on every label ({len(result.history)} epochs)"
     n_train = len(data.labels) if within is None else int((~within).sum())
     with connect(paths.catalog_db) as con:
         model_id = con.execute("SELECT nextval('embedding_model_seq')").fetchall()[0][0]
