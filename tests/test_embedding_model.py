@@ -100,6 +100,7 @@ def test_few_labels_train_the_served_fine_tune_for_at_least_its_minimum_steps():
     cfg = TrainConfig(loss="cosface", epochs=5, batch_size=32, final_min_steps=100)
     # 320 labels: 10 steps an epoch; 500: 16; 10,000 labels keep `epochs`
     assert [cfg.served_epochs(n) for n in (320, 500, 10_000)] == [10, 7, 5]
+    assert cfg.served_epochs(30) == 20  # 100 one-batch epochs capped at 4 x epochs
     assert TrainConfig(loss="cosface", epochs=0, final_min_steps=100).served_epochs(20) == 0
     assert TrainConfig(loss="supcon", epochs=5, final_min_steps=100).served_epochs(20) == 5
     assert TrainConfig(loss="cosface", epochs=5).served_epochs(20) == 5

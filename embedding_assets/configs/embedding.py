@@ -170,8 +170,8 @@ class EmbeddingModelConfig(BackboneConfig):
         ge=0,
         description="finetune (cosface): the model served once the gate promoted the recipe "
         "trains on every label for at least this many batches, more epochs than `epochs` where "
-        "labels are few (320 labels: 10 epochs); the half-trainings the gate judges keep "
-        "`epochs`. 0 = `epochs` only.",
+        "labels are few (320 labels: 10 epochs; at most 4x `epochs`); the half-trainings the "
+        "gate judges keep `epochs`. 0 = `epochs` only.",
     )
     frozen_stride: int = Field(
         default=8,

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 
 from embedding_assets.common.choices import AUGMENTATIONS, LOSSES, MODES
 
+MAX_EPOCH_FACTOR = 4  # the served fine-tune's epochs at most this times `epochs` (few labels)
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -72,8 +74,11 @@ class TrainConfig:
         """Epochs of the training on every label that is served once the gate promoted the
         recipe: `epochs`, or more where few labels make an epoch a handful of steps. With 40
         labels per class on 8 classes an epoch is 10 steps; 10 epochs instead of 5 gave the
-        blood-cell micrographs +2.3 points of accuracy (benchmarks/results/domain_quality.md)."""
+        blood-cell micrographs +2.3 points of accuracy (benchmarks/results/domain_quality.md).
+        At most MAX_EPOCH_FACTOR x `epochs`: a few dozen labels would otherwise go round the
+        same images a hundred times."""
         if self.loss != "cosface" or self.epochs == 0:
             return self.epochs
         steps = max(1, math.ceil(n / self.batch_size))
-        return max(self.epochs, math.ceil(self.final_min_steps / steps))
+        wanted = math.ceil(self.final_min_steps / steps)
+        return max(self.epochs, min(wanted, MAX_EPOCH_FACTOR * self.epochs))
