@@ -603,7 +603,7 @@ def train_embedding_model(
     # half 0 holds the classifier's held-out split by key: its training is the one blind to it
     gate_saved = saved = saved_parts[0]
     candidate = served = part_params[0]
-    result = results[0]  # the training whose model is served: its epochs go on record
+    result = results[0]  # the training this row records: the final one once there is one
     seconds = labeled.seconds + sum(t.seconds for t in results)
     if promoted and within is not None:
         decision += "; served as trained (the held-out share stays out of it)"
