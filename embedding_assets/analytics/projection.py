@@ -53,6 +53,10 @@ class Placer:
     model: Any
 
     def place(self, x: np.ndarray) -> np.ndarray:
+        if type(self.model).__module__.startswith("umap"):  # a later run places, unpickled
+            from embedding_assets.analytics.compiled_cache import keep_umap_compiled
+
+            keep_umap_compiled()
         x = np.ascontiguousarray(x, dtype=np.float32)
         reduced = x if self.reducer is None else self.reducer.transform(x).astype(np.float32)
         return np.asarray(self.model.transform(reduced), dtype=np.float32)
