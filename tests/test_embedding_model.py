@@ -88,7 +88,7 @@ def test_every_supervised_loss_trains(loss: str):
         (TrainConfig(loss="ntxent", augmentation="randaugment"), "head", "finetune"),
         (TrainConfig(loss="ntxent"), "finetune", "augmentation"),
         (TrainConfig(augmentation="mixup"), "head", "augmentation='mixup'"),
-        (TrainConfig(loss="cosface", final_min_steps=-1), "finetune", "final_min_steps"),
+        (TrainConfig(loss="cosface", min_steps=-1), "finetune", "min_steps"),
     ],
 )
 def test_bad_training_config_is_refused_clearly(cfg: TrainConfig, mode: str, match: str):
@@ -96,14 +96,14 @@ def test_bad_training_config_is_refused_clearly(cfg: TrainConfig, mode: str, mat
         cfg.check(mode)
 
 
-def test_few_labels_train_the_served_fine_tune_for_at_least_its_minimum_steps():
-    cfg = TrainConfig(loss="cosface", epochs=5, batch_size=32, final_min_steps=100)
-    # 320 labels: 10 steps an epoch; 500: 16; 10,000 labels keep `epochs`
-    assert [cfg.served_epochs(n) for n in (320, 500, 10_000)] == [10, 7, 5]
-    assert cfg.served_epochs(30) == 20  # 100 one-batch epochs capped at 4 x epochs
-    assert TrainConfig(loss="cosface", epochs=0, final_min_steps=100).served_epochs(20) == 0
-    assert TrainConfig(loss="supcon", epochs=5, final_min_steps=100).served_epochs(20) == 5
-    assert TrainConfig(loss="cosface", epochs=5).served_epochs(20) == 5
+def test_few_labels_train_a_fine_tune_for_at_least_its_minimum_steps():
+    cfg = TrainConfig(loss="cosface", epochs=5, batch_size=32, min_steps=100)
+    # 320 labels: 10 steps an epoch; a half of them 5; 500: 16; 10,000 labels keep `epochs`
+    assert [cfg.epochs_for(n) for n in (320, 160, 500, 10_000)] == [10, 20, 7, 5]
+    assert cfg.epochs_for(30) == 20  # 100 one-batch epochs capped at 4 x epochs
+    assert TrainConfig(loss="cosface", epochs=0, min_steps=100).epochs_for(20) == 0
+    assert TrainConfig(loss="supcon", epochs=5, min_steps=100).epochs_for(20) == 5
+    assert TrainConfig(loss="cosface", epochs=5).epochs_for(20) == 5
 
 
 @pytest.fixture

@@ -165,13 +165,13 @@ class EmbeddingModelConfig(BackboneConfig):
         "seconds (measured on the first epoch; 0 = no budget). A few hundred labels train "
         "their epochs in seconds; at 10,000 labels an epoch takes ~50 s on 2 CPU cores.",
     )
-    final_min_steps: int = Field(
+    min_steps: int = Field(
         default=100,
         ge=0,
-        description="finetune (cosface): the model served once the gate promoted the recipe "
-        "trains on every label for at least this many batches, more epochs than `epochs` where "
-        "labels are few (320 labels: 10 epochs; at most 4x `epochs`); the half-trainings the "
-        "gate judges keep `epochs`. 0 = `epochs` only.",
+        description="finetune (cosface): every training, the half-trainings the gate judges "
+        "and the served one, runs at least this many batches: more epochs than `epochs` where "
+        "labels are few (320 labels: 10 epochs, each half of them 20; at most 4x `epochs`). "
+        "0 = `epochs` only.",
     )
     frozen_stride: int = Field(
         default=8,
@@ -232,7 +232,7 @@ class EmbeddingModelConfig(BackboneConfig):
             freeze_bn=self.freeze_bn,
             frozen_stride=self.frozen_stride if finetune else 0,
             time_budget_s=self.time_budget_s if finetune else 0.0,
-            final_min_steps=self.final_min_steps if finetune else 0,
+            min_steps=self.min_steps if finetune else 0,
         )
 
     def model_settings(self) -> "ModelSettings":

@@ -333,13 +333,15 @@ def _train(
     train_mask: np.ndarray,
 ) -> TrainResult:
     """Train on the labeled images of `train_mask`: one half (a training the gate judges on
-    the other), or every one (the final fit of a model the gate has promoted)."""
+    the other), or every one (the final fit of a model the gate has promoted); with few of
+    them, for more epochs (`TrainConfig.epochs_for`)."""
     from embedding_assets.embedding.backbones import build_backbone
     from embedding_assets.embedding.finetune import finetune_classifier
     from embedding_assets.embedding.metric_learning import FitSettings, finetune, train_head
     from embedding_assets.embedding.run import cached_features
 
-    base, cfg, data = settings.base, settings.cfg, labeled.data
+    base, data = settings.base, labeled.data
+    cfg = replace(settings.cfg, epochs=settings.cfg.epochs_for(int(train_mask.sum())))
     fit_settings = FitSettings(cfg, options.device, progress)
     is_val = np.array([hash_fraction(h[8:]) < VAL_FRACTION for h in data.hashes]) & train_mask
     fit = train_mask & ~is_val
@@ -611,9 +613,7 @@ def train_embedding_model(
         # Judged, the recipe now learns from every label: on 500 photos, training on all of
         # them rather than the 400 outside a held-out split gave +3 points of accuracy.
         every = np.ones(len(data.labels), dtype=bool)
-        epochs = cfg.served_epochs(len(data.labels))
-        longer = replace(settings, cfg=replace(cfg, epochs=epochs))
-        result = _train(paths, longer, labeled, options, progress, every)
+        result = _train(paths, settings, labeled, options, progress, every)
         saved = _save(paths.models_dir, f"{name}-all", result, meta)
         served = _served(base, cfg, saved)
         seconds += result.seconds
