@@ -32,6 +32,7 @@ from embedding_assets.embedding.heads import CosineClassifier
 from embedding_assets.embedding.metric_learning import (
     FitSettings,
     TrainResult,
+    adamw,
     float_input,
     freeze_batchnorm,
     seed_everything,
@@ -148,12 +149,13 @@ def finetune_classifier(
     to_float = float_input(backbone.spec.preprocess.mean, backbone.spec.preprocess.std)
     if split is not None and frozen is None:
         frozen = frozen_outputs(split.prefix, images, to_float, dev)
-    opt = torch.optim.AdamW(
+    opt = adamw(
         [
             {"params": [p for p in trained.parameters() if p.requires_grad], "lr": cfg.lr},
             {"params": head.parameters(), "lr": cfg.lr * cfg.head_lr_factor},
         ],
-        weight_decay=cfg.weight_decay,
+        cfg.weight_decay,
+        dev,
     )
     n = len(codes)
     steps_per_epoch = max(1, math.ceil(n / cfg.batch_size))
