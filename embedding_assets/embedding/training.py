@@ -442,7 +442,7 @@ def _train_halves(
 ) -> list[TrainResult]:
     """One training per half of the labeled images, each on the other half (`judging`), with
     an equal share of the time budget: together they cost what one training on every label
-    costs."""
+    costs, except with few labels, where each runs at least `min_steps` batches."""
     from embedding_assets.embedding.judging import HALVES, halves
 
     cfg = settings.cfg
