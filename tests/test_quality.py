@@ -5,6 +5,7 @@ settle below the label classes, and the hyper-parameter search, on real digits i
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import dagster as dg
@@ -15,6 +16,7 @@ import torch
 from embedding_assets.analytics.clustering import ClusterParams, cluster, purity
 from embedding_assets.assets.embedding import GATE, embedding_model, embeddings
 from embedding_assets.assets.learning import classifier
+from embedding_assets.configs.embedding import EmbeddingModelConfig
 from embedding_assets.embedding import finetune
 from embedding_assets.embedding.backbones import resolve_spec
 from embedding_assets.embedding.embedder import EmbedParams
@@ -116,6 +118,34 @@ def test_the_frozen_stages_stay_pretrained_and_the_rest_trains(stored, monkeypat
     )
 
 
+def test_the_served_training_starts_from_the_average_of_the_half_trainings():
+    """Trunks averaged weight by weight, each class's unit weights over the trainings that had
+    it; a warm start with no epochs returns exactly that start."""
+    images = torch.randint(0, 255, (16, 3, 32, 32), dtype=torch.uint8)
+    cfg = TrainConfig(loss="cosface", epochs=1, batch_size=8)
+
+    def half(labels: list[str]):
+        backbone = EmbedParams("resnet18", None, 32).build(allow_download=False)
+        return finetune_classifier(backbone, images, np.array(labels * 8), FitSettings(cfg))
+
+    one, two = half(["a", "b"]), half(["c", "b"])  # other targets: another training
+    start = finetune.averaged([one, two])
+    w1, w2 = one.backbone.layer4[1].conv2.weight, two.backbone.layer4[1].conv2.weight
+    assert not torch.equal(w1, w2)
+    assert torch.allclose(start.trunk["layer4.1.conv2.weight"], (w1 + w2) / 2)
+    unit = torch.nn.functional.normalize
+    b = unit(unit(one.classifier.weight[1], dim=0) + unit(two.classifier.weight[0], dim=0), dim=0)
+    assert torch.allclose(start.class_weights["b"], b, atol=1e-6)
+    assert set(start.class_weights) == {"a", "b", "c"}
+    fresh = EmbedParams("resnet18", None, 32).build(allow_download=False)
+    labels = np.array(["a", "b", "c", "d"] * 4)
+    none = replace(cfg, epochs=0)
+    out = finetune_classifier(fresh, images, labels, FitSettings(none), start=start)
+    assert torch.allclose(out.backbone.layer4[1].conv2.weight, (w1 + w2) / 2)
+    assert torch.allclose(out.classifier.weight[1], b, atol=1e-6)
+    assert out.classes == ["a", "b", "c", "d"]  # "d", in no half-training, keeps a random row
+
+
 def test_temperature_scaling_makes_overconfident_probabilities_honest():
     rng = np.random.default_rng(0)
     n, c = 2000, 5
@@ -208,15 +238,16 @@ def test_the_default_fine_tune_serves_its_trunk_and_the_classifier_weighs_its_he
     assert meta["train_image_size"].value == 32
     [gate] = [c for c in run.get_asset_check_evaluations() if c.check_name == GATE]
     with connect(digits_catalog.catalog_db, read_only=True) as con:
-        head, trunk, classifier_path, params, promoted, key, judged, decision, epochs = con.execute(
+        row = con.execute(
             "SELECT head_path, trunk_path, classifier_path, params, promoted, model_key, "
-            "gate_params, decision, epochs_run FROM embedding_models"
+            "gate_params, decision, epochs_run, n_train FROM embedding_models"
         ).fetchone()
         versions = con.execute("SELECT ece, temperature FROM model_versions").fetchall()
         candidates = dict(
             con.execute("SELECT candidate, ece FROM classifier_candidates").fetchall()
         )
         trials = con.execute("SELECT DISTINCT candidate FROM classifier_trials").fetchall()
+    head, trunk, classifier_path, params, promoted, key, judged, decision, epochs, n_train = row
     assert head is None and trunk and classifier_path
     served = json.loads(params)
     assert served["center_crop"] is False and served["image_size"] == 32
@@ -226,8 +257,11 @@ def test_the_default_fine_tune_serves_its_trunk_and_the_classifier_weighs_its_he
     compared_on = run.asset_materializations_for_node("classifier")[0].metadata["compared_on"]
     if promoted:  # judged without the held-out images, then trained again on every label
         assert "cosine_head" in candidates
-        # the served training's epochs: the config's 3, more where min_steps asks for them
-        assert f"trained again on every label ({epochs} epochs)" in decision and epochs >= 3
+        # from the average of the half-trainings, for half the epochs a cold start would run
+        cfg = EmbeddingModelConfig(**BACKBONE, **small).train_config()
+        warm = cfg.epochs_for(n_train, warm=True)
+        assert epochs == warm >= 1
+        assert f"every label ({epochs} epochs, from the average of the half-trainings)" in decision
         assert json.loads(judged)["weights"] != served["weights"]
         assert "blind to the held-out images" in compared_on.value
     else:

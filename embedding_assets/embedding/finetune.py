@@ -120,6 +120,47 @@ def trunk_features(trunk: nn.Module, stride: int, frozen: FrozenOutputs) -> np.n
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)  # as served
 
 
+@dataclass
+class WarmStart:
+    """Where a training starts instead of the pretrained weights: a trunk's weights and the
+    class weights of a cosine classifier by class name (`averaged`)."""
+
+    trunk: dict[str, torch.Tensor]
+    class_weights: dict[str, torch.Tensor]  # unit rows
+
+    def apply(self, trunk: nn.Module, head: CosineClassifier, classes: list[str]) -> None:
+        trunk.load_state_dict(self.trunk)
+        with torch.no_grad():
+            for row, name in enumerate(classes):
+                if name in self.class_weights:  # a class no training saw keeps its random row
+                    head.weight[row] = self.class_weights[name].to(head.weight.device)
+
+
+def averaged(results: list[TrainResult]) -> WarmStart:
+    """The weight average of fine-tunes of the same pretrained trunk (a "model soup", Wortsman
+    et al. 2022), with each class's unit class weights averaged over the trainings that had it.
+    The two half-trainings the gate judged, averaged, start the served training on every label,
+    which then needs half its epochs (`TrainConfig.epochs_for`; benchmarks/warm_start.py)."""
+    states = [r.backbone.state_dict() for r in results]
+    trunk = {
+        name: (
+            torch.stack([s[name].float() for s in states]).mean(0).to(tensor.dtype)
+            if tensor.is_floating_point()
+            else tensor.clone()
+        )
+        for name, tensor in states[0].items()
+    }
+    rows: dict[str, list[torch.Tensor]] = {}
+    for r in results:
+        weights = nn.functional.normalize(r.classifier.weight.detach().float(), dim=1)
+        for name, row in zip(r.classes, weights, strict=True):
+            rows.setdefault(name, []).append(row)
+    classes = {
+        name: nn.functional.normalize(torch.stack(v).mean(0), dim=0) for name, v in rows.items()
+    }
+    return WarmStart(trunk, classes)
+
+
 def finetune_classifier(
     backbone: Backbone,
     images: torch.Tensor,
@@ -127,20 +168,25 @@ def finetune_classifier(
     fit: FitSettings,
     *,
     frozen: FrozenOutputs | None = None,
+    start: WarmStart | None = None,
 ) -> TrainResult:
     """Train the backbone's trunk (its stages past `cfg.frozen_stride`) and a cosine classifier
     on uint8 images (n, 3, S, S), already resized as at inference, for `cfg.epochs` epochs or as
     many as `cfg.time_budget_s` allows (measured on the first epoch, which always runs), with
     the normalization of `backbone.spec`, the spec the trunk is served with. `frozen`: the
     frozen stages' outputs of these images, when the caller computed them already (they are
-    the same for every training from the same pretrained weights). The trunk's pooled features
-    are the embeddings; the result's `classifier` is the trained head."""
+    the same for every training from the same pretrained weights; `start` must not change
+    them). `start`: the trunk's and the head's weights to begin from instead of the pretrained
+    trunk and a random head. The trunk's pooled features are the embeddings; the result's
+    `classifier` is the trained head."""
     cfg, progress = fit.cfg, fit.progress
     started = time.perf_counter()
     seed_everything(cfg.seed)
     classes, codes = np.unique(np.asarray(labels).astype(str), return_inverse=True)
     dev = torch.device(fit.device)
     head = CosineClassifier(backbone.dim, len(classes), cfg.scale, cfg.margin).to(dev)
+    if start is not None:
+        start.apply(backbone.model, head, classes.tolist())
     trunk = backbone.model.to(dev).to(memory_format=torch.channels_last)
     split = split_at_stride(trunk, cfg.frozen_stride)
     trained = trunk if split is None else split.tail

@@ -70,7 +70,7 @@ class TrainConfig:
         if self.min_steps < 0:
             raise ValueError("min_steps >= 0 is required (0: `epochs` only)")
 
-    def epochs_for(self, n: int) -> int:
+    def epochs_for(self, n: int, warm: bool = False) -> int:
         """Epochs of a training on `n` labeled images: `epochs`, or more where few labels make
         an epoch a handful of steps. With 40 labels per class on 8 classes an epoch of the
         served training is 10 steps and one of a half-training 5: at five epochs the halves
@@ -78,9 +78,12 @@ class TrainConfig:
         that reached 0.919 against 0.840 (blood cells, draw 4); the same rule for the served
         training gave +2.3 points (benchmarks/results/domain_quality.md). At most
         MAX_EPOCH_FACTOR x `epochs`: a few dozen labels would otherwise go round the same
-        images a hundred times."""
+        images a hundred times. `warm`: a training that starts from the average of the
+        half-trainings (`finetune.averaged`) runs half as many: 48-50 such steps matched 100-112
+        from the pretrained weights on the same labels (benchmarks/results/warm_start.md)."""
         if self.loss != "cosface" or self.epochs == 0:
             return self.epochs
         steps = max(1, math.ceil(n / self.batch_size))
         wanted = math.ceil(self.min_steps / steps)
-        return max(self.epochs, min(wanted, MAX_EPOCH_FACTOR * self.epochs))
+        cold = max(self.epochs, min(wanted, MAX_EPOCH_FACTOR * self.epochs))
+        return max(1, cold // 2) if warm else cold

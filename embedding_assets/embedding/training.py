@@ -1,6 +1,7 @@
 """Train an embedding model on the labeled images, judge it on every one of them against the
 current model (`judging`: two half-trainings, each judging the half it left out), and decide
-whether it replaces the current one; a promoted model is trained again on every label. Plain
+whether it replaces the current one; a promoted model is trained again on every label,
+starting from the average of the two half-trainings, for half the epochs. Plain
 Python over DuckDB, the LMDB feature cache and `metric_learning`; the `embedding_model` asset
 is a thin wrapper.
 
@@ -9,7 +10,7 @@ is ever scored on images it was trained on, and the current model is re-scored o
 images the candidate is scored on, by the half-trainings it was judged with. With many labels
 (`held_out`) one held-out split judges as surely, and one training on the rest is judged and
 served: at equal epochs it trains on 80 % of the labels once, where two half-trainings and a
-final one train on 200 %.
+final one from their average train on 150 %.
 
 torch, the training code and the evaluation metrics load inside the functions that train or
 evaluate: deciding that nothing changed (the usual no-op run) imports none of them.
@@ -47,7 +48,7 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
-    from embedding_assets.embedding.finetune import FrozenOutputs
+    from embedding_assets.embedding.finetune import FrozenOutputs, WarmStart
     from embedding_assets.embedding.metric_learning import TrainResult
     from embedding_assets.embedding.run_options import RunOptions
 
@@ -324,25 +325,32 @@ class _Labeled:
         self.seconds = time.perf_counter() - started
 
 
-def _train(
-    paths: DataPaths,
-    settings: ModelSettings,
-    labeled: _Labeled,
-    options: RunOptions,
-    progress: Callable[[dict], None] | None,
-    train_mask: np.ndarray,
-) -> TrainResult:
+@dataclass(frozen=True)
+class _Job:
+    """What every training of one materialization shares."""
+
+    paths: DataPaths
+    settings: ModelSettings
+    labeled: _Labeled
+    options: RunOptions
+    progress: Callable[[dict], None] | None
+
+
+def _train(job: _Job, train_mask: np.ndarray, start: WarmStart | None = None) -> TrainResult:
     """Train on the labeled images of `train_mask`: one half (a training the gate judges on
-    the other), or every one (the final fit of a model the gate has promoted); with few of
-    them, for more epochs (`TrainConfig.epochs_for`)."""
+    the other), or every one (the final fit of a model the gate has promoted, from `start`,
+    the average of the half-trainings, where there is one); with few of them, for more epochs
+    and from `start` for half as many (`TrainConfig.epochs_for`)."""
     from embedding_assets.embedding.backbones import build_backbone
     from embedding_assets.embedding.finetune import finetune_classifier
     from embedding_assets.embedding.metric_learning import FitSettings, finetune, train_head
     from embedding_assets.embedding.run import cached_features
 
+    paths, settings, labeled, options = job.paths, job.settings, job.labeled, job.options
     base, data = settings.base, labeled.data
-    cfg = replace(settings.cfg, epochs=settings.cfg.epochs_for(int(train_mask.sum())))
-    fit_settings = FitSettings(cfg, options.device, progress)
+    epochs = settings.cfg.epochs_for(int(train_mask.sum()), warm=start is not None)
+    cfg = replace(settings.cfg, epochs=epochs)
+    fit_settings = FitSettings(cfg, options.device, job.progress)
     is_val = np.array([hash_fraction(h[8:]) < VAL_FRACTION for h in data.hashes]) & train_mask
     fit = train_mask & ~is_val
     fit_paths, fit_hashes, y_fit = data.subset(fit)
@@ -373,6 +381,7 @@ def _train(
             data.labels[rows],
             fit_settings,
             frozen=labeled.frozen.subset(rows) if labeled.frozen is not None else None,
+            start=start,
         )
     return finetune(
         trunk,
@@ -433,23 +442,29 @@ def _served(base: EmbedParams, cfg: TrainConfig, saved: SavedModel) -> EmbedPara
     )
 
 
-def _train_halves(
-    paths: DataPaths,
-    settings: ModelSettings,
-    labeled: _Labeled,
-    options: RunOptions,
-    progress: Callable[[dict], None] | None,
-) -> list[TrainResult]:
+def _train_halves(job: _Job) -> list[TrainResult]:
     """One training per half of the labeled images, each on the other half (`judging`), with
     an equal share of the time budget: together they cost what one training on every label
     costs, except with few labels, where each runs at least `min_steps` batches."""
     from embedding_assets.embedding.judging import HALVES, halves
 
-    cfg = settings.cfg
+    cfg = job.settings.cfg
     if cfg.time_budget_s:
-        settings = replace(settings, cfg=replace(cfg, time_budget_s=cfg.time_budget_s / HALVES))
-    half = halves(labeled.data.keys)
-    return [_train(paths, settings, labeled, options, progress, half != h) for h in range(HALVES)]
+        shared = replace(cfg, time_budget_s=cfg.time_budget_s / HALVES)
+        job = replace(job, settings=replace(job.settings, cfg=shared))
+    half = halves(job.labeled.data.keys)
+    return [_train(job, half != h) for h in range(HALVES)]
+
+
+def _averaged(results: list[TrainResult]) -> WarmStart | None:
+    """Where the served training starts: the average of the half-trainings, which started from
+    the same pretrained trunk (cosface fine-tunes; `finetune.averaged`), else None (the
+    pretrained weights)."""
+    if any(r.backbone is None or r.classifier is None for r in results):
+        return None
+    from embedding_assets.embedding.finetune import averaged
+
+    return averaged(results)
 
 
 @dataclass(frozen=True)
@@ -460,20 +475,12 @@ class Trained:
     result: TrainResult
 
 
-def _challenge(
-    paths: DataPaths,
-    settings: ModelSettings,
-    labeled: _Labeled,
-    options: RunOptions,
-    progress: Callable[[dict], None] | None,
-    within: np.ndarray | None,
-) -> list[Trained]:
+def _challenge(job: _Job, within: np.ndarray | None) -> list[Trained]:
     """The trainings the gate judges: one per half, or with a held-out split (`held_out`)
     one on the images outside it, with the whole time budget."""
     if within is None:
-        trained = _train_halves(paths, settings, labeled, options, progress)
-        return [Trained(f"half{h}", t) for h, t in enumerate(trained)]
-    return [Trained("rest", _train(paths, settings, labeled, options, progress, ~within))]
+        return [Trained(f"half{h}", t) for h, t in enumerate(_train_halves(job))]
+    return [Trained("rest", _train(job, ~within))]
 
 
 def _judging_only(options: RunOptions, halves: tuple[EmbedParams, ...], data: LabeledImages):
@@ -578,7 +585,8 @@ def train_embedding_model(
 
     labeled = _Labeled(data)
     name = key[:16]
-    trained = _challenge(paths, settings, labeled, options, progress, within)
+    job = _Job(paths, settings, labeled, options, progress)
+    trained = _challenge(job, within)
     meta = {"mode": mode, "config": asdict(cfg), "base_key": base_key}
     saved_parts = [_save(paths.models_dir, f"{name}-{t.name}", t.result, meta) for t in trained]
     part_params = [_served(base, cfg, saved) for saved in saved_parts]
@@ -613,11 +621,13 @@ def train_embedding_model(
         # Judged, the recipe now learns from every label: on 500 photos, training on all of
         # them rather than the 400 outside a held-out split gave +3 points of accuracy.
         every = np.ones(len(data.labels), dtype=bool)
-        result = _train(paths, settings, labeled, options, progress, every)
+        start = _averaged(results)
+        result = _train(job, every, start)
         saved = _save(paths.models_dir, f"{name}-all", result, meta)
         served = _served(base, cfg, saved)
         seconds += result.seconds
-        decision += f"; then trained again on every label ({len(result.history)} epochs)"
+        decision += f"; then trained again on every label ({len(result.history)} epochs"
+        decision += ", from the average of the half-trainings)" if start else ")"
     n_train = len(data.labels) if within is None else int((~within).sum())
     with connect(paths.catalog_db) as con:
         model_id = con.execute("SELECT nextval('embedding_model_seq')").fetchall()[0][0]
