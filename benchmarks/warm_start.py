@@ -1,5 +1,5 @@
 """Where the served fine-tune starts (issue 40, item 3): from the pretrained weights, or from
-the average of the two half-trainings the gate judged, for half the epochs?
+the average of the two half-trainings the gate judged, for two thirds of the epochs?
 
     python -m benchmarks.warm_start [--domains cifar blood-cells] [--draws 0 1 2]
 
@@ -106,8 +106,9 @@ def report(rows: list[dict]) -> str:
         "",
         "Default recipe, 2 CPUs. Cold: the served training on every label from the pretrained",
         "weights (`epochs_for(n)`); warm: from the average of the two half-trainings",
-        "(`finetune.averaged`), half the epochs. Accuracy on the unlabeled images: logistic",
-        "regression on the trunk's features of the labeled ones (logreg), the cosine head (head).",
+        "(`finetune.averaged`), two thirds of the epochs. Accuracy on the unlabeled images:",
+        "logistic regression on the trunk's features of the labeled ones (logreg), the cosine",
+        "head (head).",
         "",
         "| domain | labels | draw | cold logreg | warm logreg | cold head | warm head "
         "| cold epochs, s | warm epochs, s |",

@@ -104,8 +104,8 @@ def test_few_labels_train_a_fine_tune_for_at_least_its_minimum_steps():
     assert TrainConfig(loss="cosface", epochs=0, min_steps=100).epochs_for(20) == 0
     assert TrainConfig(loss="supcon", epochs=5, min_steps=100).epochs_for(20) == 5
     assert TrainConfig(loss="cosface", epochs=5).epochs_for(20) == 5
-    # from the average of the half-trainings: half as many, at least one
-    assert [cfg.epochs_for(n, warm=True) for n in (320, 500, 10_000)] == [5, 3, 2]
+    # from the average of the half-trainings: two thirds as many, at least one
+    assert [cfg.epochs_for(n, warm=True) for n in (320, 500, 10_000)] == [7, 5, 4]
     assert TrainConfig(loss="cosface", epochs=1).epochs_for(10_000, warm=True) == 1
 
 

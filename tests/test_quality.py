@@ -257,7 +257,7 @@ def test_the_default_fine_tune_serves_its_trunk_and_the_classifier_weighs_its_he
     compared_on = run.asset_materializations_for_node("classifier")[0].metadata["compared_on"]
     if promoted:  # judged without the held-out images, then trained again on every label
         assert "cosine_head" in candidates
-        # from the average of the half-trainings, for half the epochs a cold start would run
+        # from the average of the half-trainings, two thirds of the epochs of a cold start
         cfg = EmbeddingModelConfig(**BACKBONE, **small).train_config()
         warm = cfg.epochs_for(n_train, warm=True)
         assert epochs == warm >= 1

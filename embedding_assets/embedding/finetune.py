@@ -140,7 +140,7 @@ def averaged(results: list[TrainResult]) -> WarmStart:
     """The weight average of fine-tunes of the same pretrained trunk (a "model soup", Wortsman
     et al. 2022), with each class's unit class weights averaged over the trainings that had it.
     The two half-trainings the gate judged, averaged, start the served training on every label,
-    which then needs half its epochs (`TrainConfig.epochs_for`; benchmarks/warm_start.py)."""
+    which then runs two thirds of its epochs (`TrainConfig.epochs_for`)."""
     states = [r.backbone.state_dict() for r in results]
     trunk = {
         name: (

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from embedding_assets.common.choices import AUGMENTATIONS, LOSSES, MODES
 
 MAX_EPOCH_FACTOR = 4  # a fine-tune's epochs at most this times `epochs` (few labels)
+WARM_SHARE = 2 / 3  # of its epochs, a training from the average of the half-trainings runs
 
 
 @dataclass(frozen=True)
@@ -79,11 +80,12 @@ class TrainConfig:
         training gave +2.3 points (benchmarks/results/domain_quality.md). At most
         MAX_EPOCH_FACTOR x `epochs`: a few dozen labels would otherwise go round the same
         images a hundred times. `warm`: a training that starts from the average of the
-        half-trainings (`finetune.averaged`) runs half as many: 48-50 such steps matched 100-112
-        from the pretrained weights on the same labels (benchmarks/results/warm_start.md)."""
+        half-trainings (`finetune.averaged`) runs two thirds as many (WARM_SHARE); half as many
+        cost the user trial's CIFAR photos 3 points (0.770 against 0.800; two thirds: 0.794;
+        benchmarks/results/end_to_end_quality.md and warm_start.md)."""
         if self.loss != "cosface" or self.epochs == 0:
             return self.epochs
         steps = max(1, math.ceil(n / self.batch_size))
         wanted = math.ceil(self.min_steps / steps)
         cold = max(self.epochs, min(wanted, MAX_EPOCH_FACTOR * self.epochs))
-        return max(1, cold // 2) if warm else cold
+        return max(1, math.ceil(cold * WARM_SHARE)) if warm else cold

@@ -1,7 +1,7 @@
 """Train an embedding model on the labeled images, judge it on every one of them against the
 current model (`judging`: two half-trainings, each judging the half it left out), and decide
 whether it replaces the current one; a promoted model is trained again on every label,
-starting from the average of the two half-trainings, for half the epochs. Plain
+starting from the average of the two half-trainings, for two thirds of the epochs. Plain
 Python over DuckDB, the LMDB feature cache and `metric_learning`; the `embedding_model` asset
 is a thin wrapper.
 
@@ -340,7 +340,7 @@ def _train(job: _Job, train_mask: np.ndarray, start: WarmStart | None = None) ->
     """Train on the labeled images of `train_mask`: one half (a training the gate judges on
     the other), or every one (the final fit of a model the gate has promoted, from `start`,
     the average of the half-trainings, where there is one); with few of them, for more epochs
-    and from `start` for half as many (`TrainConfig.epochs_for`)."""
+    and from `start` for two thirds as many (`TrainConfig.epochs_for`)."""
     from embedding_assets.embedding.backbones import build_backbone
     from embedding_assets.embedding.finetune import finetune_classifier
     from embedding_assets.embedding.metric_learning import FitSettings, finetune, train_head
