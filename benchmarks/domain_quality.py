@@ -19,6 +19,7 @@ import argparse
 import shutil
 import statistics
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -38,20 +39,26 @@ def folders(domain: str) -> list[Path]:
     return sorted(p for p in root.iterdir() if p.is_dir())
 
 
+def drawn(domain: str, pool: int, draw: int | str) -> Iterator[tuple[str, list[Path]]]:
+    """Per class, its name and `pool` random images of draw `draw` (the first `per` of them
+    are the labeled ones): the same images for every benchmark that names the draw."""
+    rng = np.random.default_rng(int(draw))
+    for cls in folders(domain):
+        files = sorted(f for f in cls.iterdir() if f.is_file())
+        yield cls.name, [files[i] for i in rng.choice(len(files), min(pool, len(files)), False)]
+
+
 def builder(domain: str, pool: int):
     """A folder maker for `run_draw`: per class, `pool` random images, `per` of them labeled."""
 
     def build(draw: str, per: int, dest: Path) -> dict[str, str]:
         truth = {}
-        rng = np.random.default_rng(int(draw))
-        for cls in folders(domain):
-            files = sorted(f for f in cls.iterdir() if f.is_file())
-            picked = [files[i] for i in rng.choice(len(files), min(pool, len(files)), False)]
+        for name, picked in drawn(domain, pool, draw):
             for i, f in enumerate(picked):
-                target = dest / cls.name / f.name
+                target = dest / name / f.name
                 if i >= per:
-                    target = dest / "unlabeled" / f"{cls.name}_{f.name}"
-                    truth[target.name] = cls.name
+                    target = dest / "unlabeled" / f"{name}_{f.name}"
+                    truth[target.name] = name
                 target.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy(f, target)
         return truth

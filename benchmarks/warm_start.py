@@ -22,20 +22,17 @@ from dataclasses import replace
 import numpy as np
 
 from benchmarks.common import write_results
-from benchmarks.domain_quality import folders
+from benchmarks.domain_quality import drawn
 
 PER = {"cifar": 50, "blood-cells": 40}
 
 
 def pick(domain: str, per: int, pool: int, draw: int) -> tuple[list, np.ndarray, int]:
     """(files, labels, n_labeled): the labeled images first, then the judged ones."""
-    rng = np.random.default_rng(draw)
     labeled, judged = [], []
-    for cls in folders(domain):
-        files = sorted(f for f in cls.iterdir() if f.is_file())
-        picked = [files[i] for i in rng.choice(len(files), min(pool, len(files)), False)]
-        labeled += [(f, cls.name) for f in picked[:per]]
-        judged += [(f, cls.name) for f in picked[per:]]
+    for name, picked in drawn(domain, pool, draw):
+        labeled += [(f, name) for f in picked[:per]]
+        judged += [(f, name) for f in picked[per:]]
     both = labeled + judged
     return [f for f, _ in both], np.array([c for _, c in both]), len(labeled)
 
@@ -65,9 +62,10 @@ def one(domain: str, per: int, pool: int, draw: int) -> dict:
         return replace(build_backbone(base.spec()), spec=trunk_spec(base, cfg))
 
     files, labels, n = pick(domain, per, pool, draw)
-    pre = fresh().spec.preprocess
+    pretrained = fresh()
+    pre = pretrained.spec.preprocess
     images = _uint8_images(files, pre)
-    split = split_at_stride(fresh().model, cfg.frozen_stride)
+    split = split_at_stride(pretrained.model, cfg.frozen_stride)
     frozen = frozen_outputs(split.prefix, images, float_input(pre.mean, pre.std))
     half = np.random.default_rng(draw).permutation(n) % 2
 
