@@ -1,6 +1,7 @@
 """Does the default `emb run` hold on other domains? (issue 40)
 
     python -m benchmarks.domain_quality [--per 20 40] [--draws 0 1 2] [--domains blood-cells cifar]
+        [--keep]
 
 Per domain, labels per class and draw: `per` random images of each class in class folders and
 the rest of `--pool` images per class in `unlabeled/` (blood cells: 8 classes x 150 real
@@ -16,6 +17,7 @@ baseline is below 0.98, by at least 3 points on average.
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import statistics
 import tempfile
@@ -24,7 +26,14 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import REPO, by_domain_and_per, machine, require_cifar, write_results
+from benchmarks.common import (
+    REPO,
+    RESULTS,
+    by_domain_and_per,
+    machine,
+    require_cifar,
+    write_results,
+)
 from benchmarks.end_to_end_quality import run_draw
 
 BLOOD = REPO.parent / "shared" / "data" / "blood-cells"
@@ -150,6 +159,11 @@ def main() -> None:
     parser.add_argument("--draws", nargs="+", default=["0", "1", "2"])
     parser.add_argument("--domains", nargs="+", default=["blood-cells", "cifar"])
     parser.add_argument("--pool", type=int, default=150, help="images per class in all")
+    parser.add_argument(
+        "--keep",
+        action="store_true",
+        help="keep the rows of the results file that this run does not measure again",
+    )
     args = parser.parse_args()
     rows = []
     with tempfile.TemporaryDirectory(prefix="domain-") as tmp:
@@ -158,7 +172,24 @@ def main() -> None:
                 for draw in args.draws:
                     rows.append(one(domain, per, draw, args.pool, Path(tmp)))
                     print(rows[-1], flush=True)
+    if args.keep:
+        rows = kept(rows, args.pool, RESULTS / "domain_quality.json")
     write_results("domain_quality", {"pool": args.pool, "rows": rows}, report(rows, args.pool))
+
+
+def kept(rows: list[dict], pool: int, path: Path) -> list[dict]:
+    """`rows` with the rows of the results at `path` (of the same pool) for other domains,
+    label counts and draws, in the table's order: a run of some draws adds to the table."""
+    earlier = json.loads(path.read_text()) if path.is_file() else {}
+    if earlier.get("pool") != pool:
+        return rows
+
+    def key(r: dict) -> tuple:
+        return r["domain"], r["per"], str(r["draw"])
+
+    fresh = {key(r) for r in rows}
+    merged = [r for r in earlier.get("rows", []) if key(r) not in fresh] + rows
+    return sorted(merged, key=lambda r: (r["domain"], r["per"], int(r["draw"])))
 
 
 if __name__ == "__main__":
