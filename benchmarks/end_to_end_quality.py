@@ -77,15 +77,17 @@ class Timed:
     steps: dict[str, float]
 
 
-def emb_run(images: Path, data: Path, code: Path = REPO) -> Timed:
+def emb_run(images: Path, data: Path, code: Path = REPO, config: Path | None = None) -> Timed:
     """A default `emb run` over `images` into the fresh data folder `data`, with the code of
-    the checkout `code` (another revision's worktree, for a side-by-side measurement)."""
+    the checkout `code` (another revision's worktree, for a side-by-side measurement), and
+    with the settings of the run-config file `config` where one is given."""
     env = {**os.environ, "EMB_DATA_DIR": str(data), "DAGSTER_HOME": str(data / "dagster")}
     env["PYTHONPATH"] = str(code)
     (data / "dagster").mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
+    command = [sys.executable, "-m", "embedding_assets.cli", "run", "--image-dir", str(images)]
     done = subprocess.run(
-        [sys.executable, "-m", "embedding_assets.cli", "run", "--image-dir", str(images)],
+        command + (["--config", str(config)] if config else []),
         env=env,
         cwd=code,
         capture_output=True,
@@ -108,14 +110,22 @@ def step_seconds(summary: str) -> dict[str, float]:
     return {name: float(s) for name, s in re.findall(r"(\w+) ([\d.]+)", " ".join(block))}
 
 
-def run_draw(draw: str, per: int, tmp: Path, builder: Callable = build, code: Path = REPO) -> dict:
-    """A default `emb run` over the folder `builder(draw, per, dest)` makes (it returns the
-    true class of each unlabeled file name), read back on the unlabeled images."""
+def run_draw(
+    draw: str,
+    per: int,
+    tmp: Path,
+    builder: Callable = build,
+    code: Path = REPO,
+    config: Path | None = None,
+) -> dict:
+    """A default `emb run` (or one with the settings of `config`) over the folder
+    `builder(draw, per, dest)` makes (it returns the true class of each unlabeled file name),
+    read back on the unlabeled images."""
     from sklearn.metrics import f1_score
 
     images = tmp / f"imgs-{draw}"
     truth = builder(draw, per, images)
-    timed = emb_run(images, tmp / f"data-{draw}", code)
+    timed = emb_run(images, tmp / f"data-{draw}", code, config)
     import duckdb
 
     with duckdb.connect(str(tmp / f"data-{draw}" / "catalog.duckdb"), read_only=True) as con:
