@@ -46,6 +46,13 @@ def machine() -> dict:
     }
 
 
+def last_results(name: str) -> dict:
+    """What `write_results(name, ...)` wrote last ({} when it never ran): the rows a run that
+    repeats only some of them keeps (`--keep`, `--skip-10k`)."""
+    path = RESULTS / f"{name}.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
 def write_results(name: str, payload: dict, markdown: str) -> None:
     """Write `<name>.json` (numbers) and `<name>.md` (the table the README links)."""
     RESULTS.mkdir(parents=True, exist_ok=True)

@@ -17,7 +17,6 @@ baseline is below 0.98, by at least 3 points on average.
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import statistics
 import tempfile
@@ -28,8 +27,8 @@ import numpy as np
 
 from benchmarks.common import (
     REPO,
-    RESULTS,
     by_domain_and_per,
+    last_results,
     machine,
     require_cifar,
     write_results,
@@ -173,14 +172,13 @@ def main() -> None:
                     rows.append(one(domain, per, draw, args.pool, Path(tmp)))
                     print(rows[-1], flush=True)
     if args.keep:
-        rows = kept(rows, args.pool, RESULTS / "domain_quality.json")
+        rows = kept(rows, args.pool, last_results("domain_quality"))
     write_results("domain_quality", {"pool": args.pool, "rows": rows}, report(rows, args.pool))
 
 
-def kept(rows: list[dict], pool: int, path: Path) -> list[dict]:
-    """`rows` with the rows of the results at `path` (of the same pool) for other domains,
+def kept(rows: list[dict], pool: int, earlier: dict) -> list[dict]:
+    """`rows` with the rows of the `earlier` results (of the same pool) for other domains,
     label counts and draws, in the table's order: a run of some draws adds to the table."""
-    earlier = json.loads(path.read_text()) if path.is_file() else {}
     if earlier.get("pool") != pool:
         return rows
 

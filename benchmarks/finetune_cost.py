@@ -20,7 +20,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from benchmarks.common import REPO, RESULTS, machine, require_cifar, write_results
+from benchmarks.common import REPO, last_results, machine, require_cifar, write_results
 from benchmarks.end_to_end_quality import build, emb_run, run_draw
 
 GOAL_USER_S = 100.0
@@ -38,8 +38,7 @@ def worktree(rev: str, tmp: Path) -> Path:
 
 
 def _last_10k() -> list[dict]:
-    last = RESULTS / "finetune_cost.json"
-    return json.loads(last.read_text()).get("labeled_10k", []) if last.is_file() else []
+    return last_results("finetune_cost").get("labeled_10k", [])
 
 
 def held_out_accuracy(data: Path) -> float | None:

@@ -26,7 +26,6 @@ judged that many; there its challenger had trained on 80 %, so this is an approx
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import statistics
 import tempfile
@@ -36,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import REPO, RESULTS, require_cifar, write_results
+from benchmarks.common import REPO, last_results, require_cifar, write_results
 
 BLOOD = REPO.parent / "shared" / "data" / "blood-cells"
 HELD_OUT = 0.2
@@ -136,10 +135,7 @@ def one_trial(domain: str, per: int, draw: int, swaps: int) -> Trial:
 
 def kept(domains: list[str], pers: list[int]) -> list[Trial]:
     """The last results' trials that this run does not repeat."""
-    last = RESULTS / "promotion_gate.json"
-    if not last.is_file():
-        return []
-    found = [Trial(**t) for t in json.loads(last.read_text())["trials"]]
+    found = [Trial(**t) for t in last_results("promotion_gate").get("trials", [])]
     return [t for t in found if t.domain not in domains or t.per not in pers]
 
 

@@ -3,9 +3,6 @@ instead of replacing them."""
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 from benchmarks.domain_quality import kept
 
 
@@ -13,16 +10,15 @@ def _row(domain: str, per: int, draw: str, accuracy: float) -> dict:
     return {"domain": domain, "per": per, "draw": draw, "accuracy": accuracy}
 
 
-def test_kept_rows_are_merged_by_domain_labels_and_draw(tmp_path: Path):
-    path = tmp_path / "domain_quality.json"
-    earlier = [_row("blood-cells", 40, "0", 0.91), _row("blood-cells", 40, "1", 0.92)]
-    path.write_text(json.dumps({"pool": 150, "rows": earlier}))
+def test_kept_rows_are_merged_by_domain_labels_and_draw():
+    rows = [_row("blood-cells", 40, "0", 0.91), _row("blood-cells", 40, "1", 0.92)]
+    earlier = {"pool": 150, "rows": rows}
     fresh = [_row("blood-cells", 40, "1", 0.93), _row("blood-cells", 20, "3", 0.88)]
-    merged = kept(fresh, 150, path)
+    merged = kept(fresh, 150, earlier)
     assert [(r["per"], r["draw"], r["accuracy"]) for r in merged] == [
         (20, "3", 0.88),
         (40, "0", 0.91),
         (40, "1", 0.93),
     ]
-    assert kept(fresh, 100, path) == fresh, "another pool: other images, nothing kept"
-    assert kept(fresh, 150, tmp_path / "none.json") == fresh
+    assert kept(fresh, 100, earlier) == fresh, "another pool: other images, nothing kept"
+    assert kept(fresh, 150, {}) == fresh, "no results yet"
